@@ -1,0 +1,1 @@
+//! The herald command-line tool: configure webhooks, fire events, inspect deliveries, run a demo receiver.

@@ -1,0 +1,20 @@
+//! Herald's domain: webhook configuration and its validation, the payload a
+//! shop fires and how it is placed into an HTTP request, the retry schedule,
+//! and the delivery states that dashboards read.
+//!
+//! This crate owns pure logic only. It must not do I/O (no network, no
+//! database, no clock other than values passed in), so every rule here can be
+//! tested directly and reused by ingest, sender and store alike.
+
+pub mod delivery;
+pub mod payload;
+pub mod schedule;
+pub mod webhook;
+
+pub use delivery::{AttemptError, DeliveryState, ErrorKind};
+pub use payload::{Payload, PayloadError};
+pub use schedule::{RetryDecision, Schedule, ScheduleError};
+pub use webhook::{
+    DEFAULT_TIMEOUT_MS, Method, NewWebhook, NewWebhookInput, ValidationError, Webhook, WebhookPatch,
+    WebhookPatchInput,
+};

@@ -1,0 +1,1 @@
+//! The ingest service: gRPC Fire/ListEvents and the Admin API.

@@ -1,0 +1,1 @@
+//! RabbitMQ topology, confirmed publisher and consumer setup for Herald (lapin).

@@ -1,0 +1,1 @@
+//! Postgres pool, migrations, webhook configuration (with a live cache) and the delivery/attempt tables.
