@@ -1,1 +1,95 @@
-//! RabbitMQ topology, confirmed publisher and consumer setup for Herald (lapin).
+//! Herald's use of RabbitMQ (lapin): the topology (work exchange and queue,
+//! one TTL delay queue per distinct delay of the schedule), a publisher that
+//! only reports success once the broker confirmed, reconnecting by itself
+//! after the broker went away, and the consumer set-up senders use.
+//!
+//! This crate owns every AMQP name and argument. It must not touch Postgres
+//! or HTTP, and it knows nothing of what a delivery does beyond routing it.
+
+mod connection;
+mod publisher;
+mod topology;
+
+pub use connection::{ConnectionManager, connect};
+pub use publisher::Publisher;
+pub use topology::Route;
+pub use topology::{QueueType, Topology};
+
+use std::time::Duration;
+
+use herald_core::Schedule;
+use herald_proto::v1::DeliveryMessage;
+use prost::Message as _;
+
+/// How a service reaches the broker and which topology it uses.
+#[derive(Debug, Clone)]
+pub struct QueueConfig {
+    /// `amqp://user:pass@host:port/vhost`; never logged (it may hold a password).
+    pub amqp_url: String,
+    /// Prefix of every exchange and queue name, so that several Herald
+    /// installations (or tests) can share one broker.
+    pub prefix: String,
+    pub queue_type: QueueType,
+    pub schedule: Schedule,
+    /// How long a publish may wait for the broker's confirm.
+    pub confirm_timeout: Duration,
+    /// How long a (re)connect attempt may take.
+    pub connect_timeout: Duration,
+}
+
+impl QueueConfig {
+    pub fn new(amqp_url: impl Into<String>, prefix: impl Into<String>) -> Self {
+        Self {
+            amqp_url: amqp_url.into(),
+            prefix: prefix.into(),
+            queue_type: QueueType::Quorum,
+            schedule: Schedule::default(),
+            confirm_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(3),
+        }
+    }
+
+    pub fn topology(&self) -> Topology {
+        Topology::new(&self.prefix, self.queue_type, self.schedule.clone())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("the message broker is unreachable: {reason}")]
+    Unavailable {
+        reason: String,
+        #[source]
+        source: Option<lapin::Error>,
+    },
+    #[error("the broker did not confirm the message within {0:?}")]
+    ConfirmTimeout(Duration),
+    #[error("the broker refused the message (nack)")]
+    Nacked,
+    #[error("the broker could not route the message to queue {0:?}: is the topology declared?")]
+    Unroutable(String),
+    #[error("AMQP error while {action}")]
+    Amqp {
+        action: &'static str,
+        #[source]
+        source: lapin::Error,
+    },
+    #[error("a queue message could not be decoded: {0}")]
+    Decode(#[from] prost::DecodeError),
+}
+
+impl QueueError {
+    pub(crate) fn amqp(action: &'static str) -> impl FnOnce(lapin::Error) -> Self {
+        move |source| Self::Amqp { action, source }
+    }
+}
+
+/// Encodes a delivery for the queue.
+pub fn encode(message: &DeliveryMessage) -> Vec<u8> {
+    message.encode_to_vec()
+}
+
+/// Decodes a delivery taken from the queue.
+pub fn decode(bytes: &[u8]) -> Result<DeliveryMessage, QueueError> {
+    Ok(DeliveryMessage::decode(bytes)?)
+}

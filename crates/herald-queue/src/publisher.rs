@@ -1,0 +1,121 @@
+//! Publishing deliveries with publisher confirms.
+//!
+//! A publish succeeds only when the broker acknowledged it: the message is
+//! then persisted in a durable queue. Concurrent publishes share channels and
+//! each awaits its own confirm, so confirms pipeline instead of serialising
+//! (one confirm at a time caps a channel at about 2k messages/s here).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::try_join_all;
+use herald_proto::v1::DeliveryMessage;
+use lapin::options::BasicPublishOptions;
+use lapin::{BasicProperties, Confirmation};
+use uuid::Uuid;
+
+use crate::topology::Route;
+use crate::{ConnectionManager, QueueConfig, QueueError, Topology};
+
+/// AMQP delivery mode "persistent": the broker writes the message to disk.
+const PERSISTENT: u8 = 2;
+
+/// Confirmed, self-reconnecting publisher of deliveries.
+#[derive(Clone)]
+pub struct Publisher {
+    manager: Arc<ConnectionManager>,
+    confirm_timeout: Duration,
+}
+
+impl Publisher {
+    /// Creates the publisher; it connects on first use (or `ensure_connected`).
+    pub fn new(config: QueueConfig, name: impl Into<String>, channels: usize) -> Self {
+        let confirm_timeout = config.confirm_timeout;
+        Self {
+            manager: Arc::new(ConnectionManager::new(config, name, channels)),
+            confirm_timeout,
+        }
+    }
+
+    pub fn manager(&self) -> &ConnectionManager {
+        &self.manager
+    }
+
+    pub fn topology(&self) -> &Topology {
+        self.manager.topology()
+    }
+
+    pub async fn ensure_connected(&self) -> Result<(), QueueError> {
+        self.manager.ensure_connected().await
+    }
+
+    /// Publishes a delivery to the queue of its `attempt` and waits for the
+    /// broker's confirm.
+    pub async fn publish(&self, message: &DeliveryMessage) -> Result<(), QueueError> {
+        let route = self.topology().route_for_attempt(message.attempt);
+        self.publish_to(&route, message).await
+    }
+
+    /// Publishes all messages concurrently; Ok only if every one was confirmed.
+    pub async fn publish_all(&self, messages: &[DeliveryMessage]) -> Result<(), QueueError> {
+        try_join_all(messages.iter().map(|m| self.publish(m))).await?;
+        Ok(())
+    }
+
+    async fn publish_to(&self, route: &Route, message: &DeliveryMessage) -> Result<(), QueueError> {
+        let (live, channel) = self.manager.channel().await?;
+        let mut properties = BasicProperties::default()
+            .with_delivery_mode(PERSISTENT)
+            .with_content_type("application/x-protobuf".into());
+        if let Ok(id) = Uuid::from_slice(&message.delivery_id) {
+            properties = properties.with_message_id(id.to_string().into());
+        }
+        let body = crate::encode(message);
+        let pending = channel
+            .basic_publish(
+                route.exchange.as_str().into(),
+                route.routing_key.as_str().into(),
+                // Mandatory: an unroutable message (a queue deleted under us)
+                // comes back instead of vanishing with a positive confirm.
+                BasicPublishOptions {
+                    mandatory: true,
+                    immediate: false,
+                },
+                &body,
+                properties,
+            )
+            .await;
+        let pending = match pending {
+            Ok(pending) => pending,
+            Err(source) => {
+                self.manager.invalidate(&live);
+                return Err(QueueError::Unavailable {
+                    reason: format!("publishing failed: {source}"),
+                    source: Some(source),
+                });
+            }
+        };
+        match tokio::time::timeout(self.confirm_timeout, pending).await {
+            Err(_) => {
+                self.manager.invalidate(&live);
+                Err(QueueError::ConfirmTimeout(self.confirm_timeout))
+            }
+            Ok(Err(source)) => {
+                self.manager.invalidate(&live);
+                Err(QueueError::Unavailable {
+                    reason: format!("the confirm was lost: {source}"),
+                    source: Some(source),
+                })
+            }
+            Ok(Ok(Confirmation::Ack(None))) => Ok(()),
+            Ok(Ok(Confirmation::Ack(Some(_)))) => {
+                Err(QueueError::Unroutable(route.routing_key.clone()))
+            }
+            Ok(Ok(Confirmation::Nack(_))) => Err(QueueError::Nacked),
+            Ok(Ok(Confirmation::NotRequested)) => Err(QueueError::Unavailable {
+                reason: "the channel is not in confirm mode".into(),
+                source: None,
+            }),
+        }
+    }
+}

@@ -1,0 +1,104 @@
+//! Against the real RabbitMQ: the topology declares idempotently, a zero
+//! delay goes straight to the work queue, and a delay queue holds a message
+//! for its TTL before dead-lettering it to the work queue.
+
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use herald_proto::v1::DeliveryMessage;
+use herald_queue::{Publisher, QueueConfig, QueueType};
+use lapin::options::{BasicAckOptions, BasicConsumeOptions};
+use lapin::types::FieldTable;
+
+fn amqp_url() -> String {
+    std::env::var("HERALD_TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+fn message(attempt: u32) -> DeliveryMessage {
+    DeliveryMessage {
+        delivery_id: uuid::Uuid::now_v7().as_bytes().to_vec(),
+        attempt,
+        event: "e".into(),
+        ..Default::default()
+    }
+}
+
+async fn delay_round_trip(queue_type: QueueType) {
+    let prefix = format!("herald-test-{}", uuid::Uuid::new_v4().simple());
+    let mut config = QueueConfig::new(amqp_url(), &prefix);
+    config.queue_type = queue_type;
+    config.schedule = "0s,300ms".parse().unwrap();
+    let publisher = Publisher::new(config.clone(), "test", 2);
+    publisher.ensure_connected().await.unwrap();
+    // Declaring a second time (as a second service would) is harmless.
+    let other = Publisher::new(config.clone(), "test-2", 1);
+    other.ensure_connected().await.unwrap();
+
+    let connection = herald_queue::connect(&config, "test-consumer")
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let mut consumer = channel
+        .basic_consume(
+            publisher.topology().work_queue().into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+
+    let started = Instant::now();
+    let delayed = message(2);
+    let immediate = message(1);
+    publisher.publish(&delayed).await.unwrap();
+    publisher.publish(&immediate).await.unwrap();
+
+    let mut arrivals = Vec::new();
+    for _ in 0..2 {
+        let delivery = tokio::time::timeout(Duration::from_secs(10), consumer.next())
+            .await
+            .expect("a message within 10 s")
+            .unwrap()
+            .unwrap();
+        let got = herald_queue::decode(&delivery.data).unwrap();
+        delivery
+            .acker
+            .ack(BasicAckOptions::default())
+            .await
+            .unwrap();
+        arrivals.push((got.attempt, started.elapsed()));
+    }
+    assert_eq!(arrivals[0].0, 1, "the immediate message arrives first");
+    assert_eq!(arrivals[1].0, 2);
+    assert!(
+        arrivals[1].1 >= Duration::from_millis(300),
+        "the delayed message waited its TTL: {arrivals:?}"
+    );
+
+    publisher.topology().delete(&channel).await.unwrap();
+    let _ = connection.close(200, "done".into()).await;
+}
+
+#[tokio::test]
+async fn quorum_delay_queue_dead_letters_to_work_queue() {
+    delay_round_trip(QueueType::Quorum).await;
+}
+
+#[tokio::test]
+async fn classic_delay_queue_dead_letters_to_work_queue() {
+    delay_round_trip(QueueType::Classic).await;
+}
+
+#[tokio::test]
+async fn unreachable_broker_is_unavailable() {
+    let mut config = QueueConfig::new("amqp://guest:guest@127.0.0.1:1/%2f", "herald-unreachable");
+    config.connect_timeout = Duration::from_secs(2);
+    let publisher = Publisher::new(config, "test", 1);
+    let err = publisher.publish(&message(1)).await.unwrap_err();
+    assert!(
+        matches!(err, herald_queue::QueueError::Unavailable { .. }),
+        "{err:?}"
+    );
+}
