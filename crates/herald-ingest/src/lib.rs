@@ -1,1 +1,108 @@
-//! The ingest service: gRPC Fire/ListEvents and the Admin API.
+//! The ingest service: `Ingest.Fire` and `Ingest.ListEvents` for shop
+//! back-ends, and the `Admin` API that configures webhooks.
+//!
+//! Fire validates against the cached configuration, publishes one delivery
+//! per enabled webhook with publisher confirms and answers only once every
+//! confirm arrived; it never waits for a target and never writes to Postgres,
+//! so it keeps working while Postgres is briefly down. This crate must not
+//! send HTTP requests or record attempts: that is the sender's job.
+
+mod admin;
+mod convert;
+mod ingest;
+
+use std::time::Duration;
+
+use herald_proto::v1::{admin_server::AdminServer, ingest_server::IngestServer};
+use herald_queue::{Publisher, QueueConfig};
+use herald_store::{ConfigCache, Store};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use admin::AdminService;
+pub use ingest::IngestService;
+
+/// Everything the ingest service needs to run.
+#[derive(Debug, Clone)]
+pub struct IngestConfig {
+    pub database_url: String,
+    pub db_pool_size: usize,
+    pub queue: QueueConfig,
+    /// Largest `data` a Fire call may carry.
+    pub max_payload_bytes: usize,
+    /// Safety-net reload interval of the configuration cache.
+    pub config_refresh: Duration,
+    /// Channels of the publishing connection.
+    pub publish_channels: usize,
+}
+
+impl IngestConfig {
+    pub fn new(database_url: impl Into<String>, queue: QueueConfig) -> Self {
+        Self {
+            database_url: database_url.into(),
+            db_pool_size: 8,
+            queue,
+            max_payload_bytes: herald_core::payload::DEFAULT_MAX_PAYLOAD_BYTES,
+            config_refresh: Duration::from_secs(5),
+            publish_channels: 4,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("configuration store")]
+    Store(#[from] herald_store::StoreError),
+    #[error("gRPC server")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Runs ingest on `listener` until `shutdown` is cancelled, then stops
+/// accepting calls, answers those in flight and returns.
+pub async fn run(
+    config: IngestConfig,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), IngestError> {
+    herald_store::migrate(&config.database_url).await?;
+    let pool = herald_store::pool(&config.database_url, config.db_pool_size)?;
+    let store = Store::new(pool);
+    let cache = ConfigCache::start(
+        store.clone(),
+        &config.database_url,
+        config.config_refresh,
+        shutdown.child_token(),
+    )
+    .await?;
+
+    let publisher = Publisher::new(
+        config.queue.clone(),
+        "herald-ingest",
+        config.publish_channels,
+    );
+    // Connect eagerly so that the topology exists before the first Fire; a
+    // broker that is down now only means Fire answers UNAVAILABLE until it
+    // is back.
+    if let Err(e) = publisher.ensure_connected().await {
+        tracing::warn!(error = %e, "broker not reachable at start-up; Fire will retry on each call");
+    }
+
+    let ingest = IngestService::new(cache.clone(), publisher.clone(), config.max_payload_bytes);
+    let admin = AdminService::new(store, cache);
+    // Leave room for the rest of the request around the payload itself.
+    let max_message = config.max_payload_bytes + 64 * 1024;
+
+    let address = listener.local_addr().ok();
+    tracing::info!(?address, "ingest listening");
+    tonic::transport::Server::builder()
+        .add_service(IngestServer::new(ingest).max_decoding_message_size(max_message))
+        .add_service(AdminServer::new(admin).max_decoding_message_size(max_message))
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            shutdown.cancelled_owned(),
+        )
+        .await?;
+    publisher.manager().close().await;
+    tracing::info!("ingest stopped");
+    Ok(())
+}

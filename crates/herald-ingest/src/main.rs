@@ -1,1 +1,64 @@
-fn main() {}
+//! `herald-ingest`: runs the ingest gRPC service, or its migrations.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use herald_ingest::IngestConfig;
+use herald_service::CommonOptions;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "herald-ingest",
+    version,
+    about = "Herald ingest: gRPC Fire and Admin API"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    common: CommonOptions,
+    /// Address the gRPC server listens on.
+    #[arg(long, env = "HERALD_LISTEN", default_value = "127.0.0.1:50051")]
+    listen: std::net::SocketAddr,
+    /// Largest `data` a Fire call may carry, in bytes.
+    #[arg(long, env = "HERALD_MAX_PAYLOAD_BYTES", default_value_t = 1_048_576,
+          value_parser = clap::value_parser!(u64).range(1..=64 * 1024 * 1024))]
+    max_payload_bytes: u64,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the service (the default).
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    herald_service::init_logging(&cli.common.log_format);
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Migrate => {
+            herald_store::migrate(&cli.common.database_url)
+                .await
+                .context("running migrations")?;
+            tracing::info!("migrations applied");
+        }
+        Command::Serve => {
+            let shutdown = herald_service::shutdown_on_signals();
+            let listener = tokio::net::TcpListener::bind(cli.listen)
+                .await
+                .with_context(|| format!("binding {}", cli.listen))?;
+            let mut config =
+                IngestConfig::new(cli.common.database_url.clone(), cli.common.queue_config());
+            config.db_pool_size = usize::from(cli.common.db_pool_size);
+            config.config_refresh = cli.common.config_refresh();
+            config.max_payload_bytes = usize::try_from(cli.max_payload_bytes)?;
+            herald_ingest::run(config, listener, shutdown)
+                .await
+                .context("ingest failed")?;
+        }
+    }
+    Ok(())
+}

@@ -79,7 +79,7 @@ pub enum QueueError {
 }
 
 impl QueueError {
-    pub(crate) fn amqp(action: &'static str) -> impl FnOnce(lapin::Error) -> Self {
+    pub fn amqp(action: &'static str) -> impl FnOnce(lapin::Error) -> Self {
         move |source| Self::Amqp { action, source }
     }
 }

@@ -1,1 +1,121 @@
-//! The sender service: consumes deliveries, sends HTTP(S) requests, records attempts, schedules retries.
+//! The sender service: consumes deliveries from the work queue, sends each
+//! one's HTTP request with the webhook's *current* configuration, records the
+//! attempt in Postgres, and routes failures to the next delay queue or to
+//! final failure.
+//!
+//! Guarantee: a delivery message is acked only after its attempt row is
+//! committed and its retry (if any) confirmed by the broker. A crash anywhere
+//! in between repeats the attempt (same delivery id) and never loses it.
+//! This crate must not accept Fire calls or change webhook configuration.
+
+mod consume;
+mod http;
+mod process;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ::http::HeaderName;
+use herald_queue::{Publisher, QueueConfig};
+use herald_store::{AttemptWriter, ConfigCache, Store, WriterConfig};
+use tokio_util::sync::CancellationToken;
+
+pub use crate::http::{AttemptOutcome, HttpSender, TlsSetupError, tls_config};
+
+/// Everything the sender needs to run.
+#[derive(Debug, Clone)]
+pub struct SenderConfig {
+    pub database_url: String,
+    pub db_pool_size: usize,
+    pub queue: QueueConfig,
+    /// Deliveries taken from the broker at once (AMQP prefetch); each is
+    /// processed concurrently, so this also bounds the work in flight.
+    pub prefetch: u16,
+    /// Header carrying the delivery id, the same on every attempt.
+    pub id_header: HeaderName,
+    /// Header carrying the 1-based attempt number.
+    pub attempt_header: HeaderName,
+    /// Extra PEM CA bundle trusted besides the platform's roots.
+    pub extra_ca_file: Option<PathBuf>,
+    pub config_refresh: Duration,
+    /// Rows per Postgres write batch, and concurrent batch writers.
+    pub writer: WriterConfig,
+    /// How long shutdown waits for deliveries in flight.
+    pub drain_timeout: Duration,
+    /// Name of this sender in broker connection names and logs.
+    pub name: String,
+}
+
+impl SenderConfig {
+    pub fn new(database_url: impl Into<String>, queue: QueueConfig) -> Self {
+        Self {
+            database_url: database_url.into(),
+            db_pool_size: 8,
+            queue,
+            prefetch: 256,
+            id_header: HeaderName::from_static("webhook-id"),
+            attempt_header: HeaderName::from_static("webhook-attempt"),
+            extra_ca_file: None,
+            config_refresh: Duration::from_secs(5),
+            writer: WriterConfig::default(),
+            drain_timeout: Duration::from_secs(30),
+            name: "herald-sender".into(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SenderError {
+    #[error("database")]
+    Store(#[from] herald_store::StoreError),
+    #[error("TLS set-up")]
+    Tls(#[from] TlsSetupError),
+}
+
+/// What every delivery task shares.
+pub(crate) struct Shared {
+    pub cache: ConfigCache,
+    pub writer: AttemptWriter,
+    pub retries: Publisher,
+    pub http: HttpSender,
+}
+
+/// Runs a sender until `shutdown` is cancelled; then it stops consuming,
+/// lets deliveries in flight finish (up to the drain timeout), flushes its
+/// attempt writes and returns. Unacked deliveries go back to the broker.
+pub async fn run(config: SenderConfig, shutdown: CancellationToken) -> Result<(), SenderError> {
+    herald_store::migrate(&config.database_url).await?;
+    let pool = herald_store::pool(&config.database_url, config.db_pool_size)?;
+    let store = Store::new(pool.clone());
+    // Background tasks (cache watcher, writers) stop only after the
+    // deliveries that need them have finished.
+    let background = CancellationToken::new();
+    let cache = ConfigCache::start(
+        store,
+        &config.database_url,
+        config.config_refresh,
+        background.clone(),
+    )
+    .await?;
+    let (writer, writer_task) =
+        AttemptWriter::start(pool, config.writer.clone(), background.clone());
+    let tls = tls_config(config.extra_ca_file.as_deref())?;
+    let http = HttpSender::new(tls, config.id_header.clone(), config.attempt_header.clone());
+    let retries = Publisher::new(config.queue.clone(), format!("{}-retry", config.name), 2);
+    let shared = Arc::new(Shared {
+        cache,
+        writer,
+        retries: retries.clone(),
+        http,
+    });
+
+    consume::consume_until_shutdown(&config, shared.clone(), &shutdown).await;
+
+    drop(shared);
+    background.cancel();
+    let _ = writer_task.await;
+    retries.manager().close().await;
+    tracing::info!("sender stopped");
+    Ok(())
+}

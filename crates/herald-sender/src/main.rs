@@ -1,1 +1,87 @@
-fn main() {}
+//! `herald-sender`: runs the sender service, or the migrations.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use herald_sender::SenderConfig;
+use herald_service::CommonOptions;
+use herald_store::WriterConfig;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "herald-sender",
+    version,
+    about = "Herald sender: delivers webhooks"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    common: CommonOptions,
+    /// Deliveries in flight at once (AMQP prefetch).
+    #[arg(long, env = "HERALD_PREFETCH", default_value_t = 256,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    prefetch: u16,
+    /// Request header carrying the delivery id (same on every attempt).
+    #[arg(long, env = "HERALD_ID_HEADER", default_value = "Webhook-Id")]
+    id_header: http::HeaderName,
+    /// Request header carrying the attempt number.
+    #[arg(long, env = "HERALD_ATTEMPT_HEADER", default_value = "Webhook-Attempt")]
+    attempt_header: http::HeaderName,
+    /// PEM file of extra CA certificates to trust for HTTPS targets.
+    #[arg(long, env = "HERALD_EXTRA_CA_FILE")]
+    extra_ca_file: Option<PathBuf>,
+    /// Most attempt records per Postgres transaction.
+    #[arg(long, env = "HERALD_WRITE_BATCH", default_value_t = 512,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    write_batch: u32,
+    /// Seconds to wait for deliveries in flight on shutdown.
+    #[arg(long, env = "HERALD_DRAIN_TIMEOUT_SECS", default_value_t = 30)]
+    drain_timeout_secs: u64,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the service (the default).
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    herald_service::init_logging(&cli.common.log_format);
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Migrate => {
+            herald_store::migrate(&cli.common.database_url)
+                .await
+                .context("running migrations")?;
+            tracing::info!("migrations applied");
+        }
+        Command::Serve => {
+            let shutdown = herald_service::shutdown_on_signals();
+            let mut config =
+                SenderConfig::new(cli.common.database_url.clone(), cli.common.queue_config());
+            config.db_pool_size = usize::from(cli.common.db_pool_size);
+            config.config_refresh = cli.common.config_refresh();
+            config.prefetch = cli.prefetch;
+            config.id_header = cli.id_header;
+            config.attempt_header = cli.attempt_header;
+            config.extra_ca_file = cli.extra_ca_file;
+            config.writer = WriterConfig {
+                max_batch: usize::try_from(cli.write_batch)?,
+                ..WriterConfig::default()
+            };
+            config.drain_timeout = Duration::from_secs(cli.drain_timeout_secs);
+            config.name = format!("herald-sender-{}", std::process::id());
+            herald_sender::run(config, shutdown)
+                .await
+                .context("sender failed")?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,173 @@
+//! The `Admin` gRPC service: webhook configuration and delivery look-ups.
+//!
+//! Every write is validated here, at save time, and then reloads the
+//! configuration cache of this process so that the caller's next Fire sees
+//! it; other processes see it through Postgres notifications.
+
+use herald_core::webhook::{NewWebhookInput, WebhookPatchInput};
+use herald_proto::v1::{
+    CreateWebhookRequest, DeleteWebhookRequest, DeleteWebhookResponse, Delivery,
+    GetDeliveryRequest, GetWebhookRequest, ListWebhooksRequest, ListWebhooksResponse,
+    SetWebhookEnabledRequest, UpdateWebhookRequest, Webhook, admin_server::Admin,
+};
+use herald_store::{ConfigCache, Store, StoreError};
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use crate::convert::{delivery_to_proto, webhook_to_proto};
+
+pub struct AdminService {
+    store: Store,
+    cache: ConfigCache,
+}
+
+impl AdminService {
+    pub fn new(store: Store, cache: ConfigCache) -> Self {
+        Self { store, cache }
+    }
+
+    /// Makes a write visible to this process's Fire at once.
+    async fn refresh(&self) {
+        if let Err(e) = self.cache.reload().await {
+            tracing::warn!(error = %e, "configuration reload after a write failed; the watcher will retry");
+        }
+    }
+}
+
+fn parse_id(field: &str, id: &str) -> Result<Uuid, Status> {
+    Uuid::parse_str(id)
+        .map_err(|_| Status::invalid_argument(format!("{field}: {id:?} is not a UUID")))
+}
+
+fn store_status(e: StoreError) -> Status {
+    match e {
+        StoreError::NotFound { what, id } => {
+            Status::not_found(format!("{what} {id} does not exist"))
+        }
+        other => {
+            tracing::warn!(error = ?other, "configuration store error");
+            Status::unavailable(format!(
+                "the configuration store is unavailable ({other}); retry later"
+            ))
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn create_webhook(
+        &self,
+        request: Request<CreateWebhookRequest>,
+    ) -> Result<Response<Webhook>, Status> {
+        let req = request.into_inner();
+        let new = NewWebhookInput {
+            tenant: req.tenant,
+            event: req.event,
+            enabled: req.enabled,
+            method: req.method,
+            url: req.url,
+            headers: req.headers.into_iter().collect(),
+            body_template: req.body_template,
+            timeout_ms: req.timeout_ms,
+            description: req.description,
+        }
+        .validate()
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let saved = self
+            .store
+            .create_webhook(&new)
+            .await
+            .map_err(store_status)?;
+        self.refresh().await;
+        tracing::info!(webhook_id = %saved.id, event = %saved.event, tenant = %saved.tenant, "webhook created");
+        Ok(Response::new(webhook_to_proto(&saved)))
+    }
+
+    async fn update_webhook(
+        &self,
+        request: Request<UpdateWebhookRequest>,
+    ) -> Result<Response<Webhook>, Status> {
+        let req = request.into_inner();
+        let id = parse_id("id", &req.id)?;
+        let patch = WebhookPatchInput {
+            event: req.event,
+            enabled: req.enabled,
+            method: req.method,
+            url: req.url,
+            headers: req.headers.map(|h| h.values.into_iter().collect()),
+            body_template: req.body_template,
+            timeout_ms: req.timeout_ms,
+            description: req.description,
+        }
+        .validate()
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let saved = self
+            .store
+            .update_webhook(id, &patch)
+            .await
+            .map_err(store_status)?;
+        self.refresh().await;
+        tracing::info!(webhook_id = %saved.id, "webhook updated");
+        Ok(Response::new(webhook_to_proto(&saved)))
+    }
+
+    async fn get_webhook(
+        &self,
+        request: Request<GetWebhookRequest>,
+    ) -> Result<Response<Webhook>, Status> {
+        let id = parse_id("id", &request.into_inner().id)?;
+        let webhook = self.store.get_webhook(id).await.map_err(store_status)?;
+        Ok(Response::new(webhook_to_proto(&webhook)))
+    }
+
+    async fn list_webhooks(
+        &self,
+        request: Request<ListWebhooksRequest>,
+    ) -> Result<Response<ListWebhooksResponse>, Status> {
+        let req = request.into_inner();
+        let webhooks = self
+            .store
+            .list_webhooks(req.tenant.as_deref(), req.event.as_deref())
+            .await
+            .map_err(store_status)?;
+        Ok(Response::new(ListWebhooksResponse {
+            webhooks: webhooks.iter().map(webhook_to_proto).collect(),
+        }))
+    }
+
+    async fn delete_webhook(
+        &self,
+        request: Request<DeleteWebhookRequest>,
+    ) -> Result<Response<DeleteWebhookResponse>, Status> {
+        let id = parse_id("id", &request.into_inner().id)?;
+        self.store.delete_webhook(id).await.map_err(store_status)?;
+        self.refresh().await;
+        tracing::info!(webhook_id = %id, "webhook deleted");
+        Ok(Response::new(DeleteWebhookResponse {}))
+    }
+
+    async fn set_webhook_enabled(
+        &self,
+        request: Request<SetWebhookEnabledRequest>,
+    ) -> Result<Response<Webhook>, Status> {
+        let req = request.into_inner();
+        let id = parse_id("id", &req.id)?;
+        let saved = self
+            .store
+            .set_webhook_enabled(id, req.enabled)
+            .await
+            .map_err(store_status)?;
+        self.refresh().await;
+        tracing::info!(webhook_id = %id, enabled = req.enabled, "webhook enabled flag set");
+        Ok(Response::new(webhook_to_proto(&saved)))
+    }
+
+    async fn get_delivery(
+        &self,
+        request: Request<GetDeliveryRequest>,
+    ) -> Result<Response<Delivery>, Status> {
+        let id = parse_id("id", &request.into_inner().id)?;
+        let delivery = self.store.get_delivery(id).await.map_err(store_status)?;
+        Ok(Response::new(delivery_to_proto(&delivery)))
+    }
+}

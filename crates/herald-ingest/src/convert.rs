@@ -1,0 +1,70 @@
+//! Conversions between the domain types and the protobuf messages.
+
+use herald_core::Webhook;
+use herald_proto::v1;
+use herald_store::{AttemptView, DeliveryView};
+
+use crate::ingest::unix_ms;
+
+/// Shown instead of a custom header's value where secrets must not appear.
+const REDACTED: &str = "(hidden)";
+
+pub(crate) fn webhook_to_proto(w: &Webhook) -> v1::Webhook {
+    v1::Webhook {
+        id: w.id.to_string(),
+        tenant: w.tenant.clone(),
+        event: w.event.clone(),
+        enabled: w.enabled,
+        method: w.method.as_str().to_owned(),
+        url: w.url.clone(),
+        headers: w.headers.clone().into_iter().collect(),
+        body_template: w.body_template.clone().unwrap_or_default(),
+        timeout_ms: w.timeout_ms,
+        description: w.description.clone(),
+        created_at_unix_ms: unix_ms(w.created_at),
+        updated_at_unix_ms: unix_ms(w.updated_at),
+    }
+}
+
+/// Like `webhook_to_proto`, but header values (which often hold credentials)
+/// are replaced; only their names are listed.
+pub(crate) fn webhook_to_proto_redacted(w: &Webhook) -> v1::Webhook {
+    let mut proto = webhook_to_proto(w);
+    for value in proto.headers.values_mut() {
+        *value = REDACTED.to_owned();
+    }
+    proto
+}
+
+pub(crate) fn delivery_to_proto(d: &DeliveryView) -> v1::Delivery {
+    v1::Delivery {
+        id: d.id.to_string(),
+        tenant: d.tenant.clone(),
+        event: d.event.clone(),
+        webhook_id: d.webhook_id.to_string(),
+        target_url: d.target_url.clone(),
+        method: d.method.clone(),
+        state: d.state.as_str().to_owned(),
+        attempts: d.attempts,
+        last_status_code: d.last_status_code.map(u32::from),
+        last_error: d.last_error.clone().unwrap_or_default(),
+        fired_at_unix_ms: unix_ms(d.fired_at),
+        last_attempt_at_unix_ms: d.last_attempt_at.map(unix_ms),
+        next_attempt_at_unix_ms: d.next_attempt_at.map(unix_ms),
+        finished_at_unix_ms: d.finished_at.map(unix_ms),
+        attempt_history: d.attempt_history.iter().map(attempt_to_proto).collect(),
+    }
+}
+
+fn attempt_to_proto(a: &AttemptView) -> v1::Attempt {
+    v1::Attempt {
+        attempt: a.attempt,
+        started_at_unix_ms: unix_ms(a.started_at),
+        duration_ms: a.duration_ms,
+        url: a.url.clone(),
+        status_code: a.status_code.map(u32::from),
+        error_kind: a.error_kind.clone().unwrap_or_default(),
+        error_message: a.error_message.clone().unwrap_or_default(),
+        response_excerpt: a.response_excerpt.clone().unwrap_or_default(),
+    }
+}

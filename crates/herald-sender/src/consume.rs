@@ -1,0 +1,122 @@
+//! The consume loop: one AMQP connection for consuming, re-established
+//! after broker failures, feeding one task per delivery.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use herald_queue::QueueError;
+use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
+use lapin::types::FieldTable;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::{SenderConfig, Shared, process};
+
+pub(crate) async fn consume_until_shutdown(
+    config: &SenderConfig,
+    shared: Arc<Shared>,
+    shutdown: &CancellationToken,
+) {
+    let tracker = TaskTracker::new();
+    let topology = config.queue.topology();
+    let mut backoff = Duration::from_millis(100);
+    while !shutdown.is_cancelled() {
+        let connection = match herald_queue::connect(&config.queue, &config.name).await {
+            Ok(connection) => connection,
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?backoff, "cannot connect to the broker");
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        let consumer = async {
+            let channel = connection
+                .create_channel()
+                .await
+                .map_err(QueueError::amqp("opening the consumer channel"))?;
+            // Bounds the deliveries handed to us before we ack: back-pressure
+            // from slow targets and from Postgres reaches the broker.
+            channel
+                .basic_qos(config.prefetch, BasicQosOptions::default())
+                .await
+                .map_err(QueueError::amqp("setting the prefetch"))?;
+            topology.declare(&channel).await?;
+            let consumer = channel
+                .basic_consume(
+                    topology.work_queue().into(),
+                    config.name.as_str().into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(QueueError::amqp("starting the consumer"))?;
+            Ok::<_, QueueError>((channel, consumer))
+        }
+        .await;
+        let (channel, mut consumer) = match consumer {
+            Ok(pair) => pair,
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?backoff, "cannot start consuming");
+                let _ = connection.close(200, "retrying".into()).await;
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(100);
+        tracing::info!(queue = %topology.work_queue(), prefetch = config.prefetch, "consuming");
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => {
+                    // Stop new deliveries; those already received finish below.
+                    let _ = channel
+                        .basic_cancel(config.name.as_str().into(), BasicCancelOptions::default())
+                        .await;
+                    break;
+                }
+                next = consumer.next() => match next {
+                    Some(Ok(delivery)) => {
+                        let shared = shared.clone();
+                        let schedule = topology.schedule().clone();
+                        tracker.spawn(process::handle(shared, schedule, delivery));
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "the consumer failed; reconnecting");
+                        break;
+                    }
+                    None => {
+                        tracing::warn!("the consumer ended; reconnecting");
+                        break;
+                    }
+                }
+            }
+        }
+        if shutdown.is_cancelled() {
+            tracker.close();
+            if tokio::time::timeout(config.drain_timeout, tracker.wait())
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    in_flight = tracker.len(),
+                    "drain timeout: unfinished deliveries go back to the broker"
+                );
+            }
+            let _ = connection.close(200, "shutting down".into()).await;
+            return;
+        }
+        // Deliveries of the broken connection cannot be acked any more; the
+        // broker redelivers them. Let their tasks finish their writes.
+        let _ = connection.close(200, "reconnecting".into()).await;
+    }
+    tracker.close();
+    let _ = tokio::time::timeout(config.drain_timeout, tracker.wait()).await;
+}

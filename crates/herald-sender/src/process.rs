@@ -1,0 +1,204 @@
+//! One delivery, from the broker to its final ack.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use herald_core::{DeliveryState, Payload, RetryDecision, Schedule};
+use herald_proto::v1::{DeliveryMessage, delivery_message};
+use herald_store::{AttemptRecord, DeliveryRecord, WriteRequest};
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions};
+use tracing::Instrument;
+use uuid::Uuid;
+
+use crate::Shared;
+
+/// Handles one delivery message: cancel, or attempt and record; then ack.
+pub(crate) async fn handle(shared: Arc<Shared>, schedule: Schedule, delivery: Delivery) {
+    let message = match herald_queue::decode(&delivery.data) {
+        Ok(message) => message,
+        Err(e) => {
+            // Nothing can ever process it; requeueing would loop forever.
+            tracing::error!(error = %e, "dropping an undecodable queue message");
+            let _ = delivery
+                .acker
+                .reject(BasicRejectOptions { requeue: false })
+                .await;
+            return;
+        }
+    };
+    let (Ok(delivery_id), Ok(webhook_id)) = (
+        Uuid::from_slice(&message.delivery_id),
+        Uuid::from_slice(&message.webhook_id),
+    ) else {
+        tracing::error!("dropping a queue message without valid ids");
+        let _ = delivery
+            .acker
+            .reject(BasicRejectOptions { requeue: false })
+            .await;
+        return;
+    };
+    let span = tracing::info_span!("delivery", %delivery_id, attempt = message.attempt);
+    async move {
+        let done = process(&shared, &schedule, delivery_id, webhook_id, message).await;
+        let result = if done {
+            delivery.acker.ack(BasicAckOptions::default()).await
+        } else {
+            // Back to the queue: another try (here or on another sender)
+            // repeats the attempt with the same delivery id.
+            delivery
+                .acker
+                .nack(BasicNackOptions {
+                    requeue: true,
+                    multiple: false,
+                })
+                .await
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "ack failed; the broker will redeliver");
+        }
+    }
+    .instrument(span)
+    .await;
+}
+
+/// Returns whether the delivery may be acked (attempt stored, retry queued).
+async fn process(
+    shared: &Shared,
+    schedule: &Schedule,
+    delivery_id: Uuid,
+    webhook_id: Uuid,
+    message: DeliveryMessage,
+) -> bool {
+    let payload = match &message.data {
+        Some(delivery_message::Data::Json(json)) => Payload::Json(json.clone()),
+        Some(delivery_message::Data::Text(text)) => Payload::Text(text.clone()),
+        None => Payload::Text(String::new()),
+    };
+    let fired_at =
+        UNIX_EPOCH + Duration::from_millis(u64::try_from(message.fired_at_unix_ms).unwrap_or(0));
+    let snapshot = shared.cache.snapshot();
+    let webhook = snapshot.webhook(webhook_id).cloned();
+    let mut record = DeliveryRecord {
+        id: delivery_id,
+        tenant: message.tenant.clone(),
+        event: message.event.clone(),
+        webhook_id,
+        target_url: message.url.clone(),
+        method: message.method.clone(),
+        payload: Some(payload.as_str().to_owned()),
+        payload_kind: payload.kind(),
+        fired_at,
+        state: DeliveryState::Pending,
+        attempts: message.attempt.saturating_sub(1),
+        last_status_code: None,
+        last_error: None,
+        last_attempt_at: None,
+        next_attempt_at: None,
+        finished_at: None,
+    };
+
+    let Some(webhook) = webhook.filter(|w| w.enabled) else {
+        let reason = if snapshot.webhook(webhook_id).is_some() {
+            "the webhook was disabled before this attempt; nothing was sent"
+        } else {
+            "the webhook was deleted before this attempt; nothing was sent"
+        };
+        tracing::info!(reason, "delivery cancelled");
+        record.state = DeliveryState::Cancelled;
+        record.last_error = Some(reason.to_owned());
+        record.finished_at = Some(SystemTime::now());
+        return write(
+            shared,
+            WriteRequest {
+                delivery: record,
+                attempt: None,
+            },
+        )
+        .await;
+    };
+
+    let outcome = shared
+        .http
+        .send(&webhook, &payload, delivery_id, message.attempt)
+        .await;
+    let finished = outcome.started_at + outcome.duration;
+    record.target_url.clone_from(&webhook.url);
+    record.method = webhook.method.as_str().to_owned();
+    record.attempts = message.attempt;
+    record.last_status_code = outcome.status_code;
+    record.last_error = outcome.error.as_ref().map(ToString::to_string);
+    record.last_attempt_at = Some(outcome.started_at);
+    let attempt = AttemptRecord {
+        delivery_id,
+        attempt: message.attempt,
+        started_at: outcome.started_at,
+        duration_ms: u32::try_from(outcome.duration.as_millis()).unwrap_or(u32::MAX),
+        url: outcome.url.clone(),
+        status_code: outcome.status_code,
+        error_kind: outcome.error.as_ref().map(|e| e.kind.as_str()),
+        error_message: outcome.error.as_ref().map(|e| e.message.clone()),
+        response_excerpt: outcome.response_excerpt.clone(),
+    };
+
+    let retry = match &outcome.error {
+        None => {
+            tracing::info!(status = ?outcome.status_code, duration_ms = attempt.duration_ms, "delivered");
+            record.state = DeliveryState::Succeeded;
+            record.finished_at = Some(finished);
+            None
+        }
+        Some(error) => match schedule.after_failure(message.attempt) {
+            RetryDecision::Retry {
+                attempt: next,
+                delay,
+            } if error.kind.is_retryable() => {
+                tracing::info!(%error, next_attempt = next, ?delay, "attempt failed; retry scheduled");
+                record.state = DeliveryState::Pending;
+                record.next_attempt_at = Some(SystemTime::now() + delay);
+                Some(DeliveryMessage {
+                    attempt: next,
+                    ..message
+                })
+            }
+            _ => {
+                tracing::info!(%error, "attempt failed; delivery failed for good");
+                record.state = DeliveryState::Failed;
+                record.finished_at = Some(finished);
+                None
+            }
+        },
+    };
+
+    let stored = write(
+        shared,
+        WriteRequest {
+            delivery: record,
+            attempt: Some(attempt),
+        },
+    );
+    let queued = async {
+        match &retry {
+            None => true,
+            Some(next) => match shared.retries.publish(next).await {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!(error = %e, "the retry could not be queued; the attempt will be repeated");
+                    false
+                }
+            },
+        }
+    };
+    let (stored, queued) = tokio::join!(stored, queued);
+    stored && queued
+}
+
+async fn write(shared: &Shared, request: WriteRequest) -> bool {
+    match shared.writer.write(request).await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(error = %e, "the attempt could not be stored; the delivery goes back to the queue");
+            false
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! Plumbing shared by `herald-ingest` and `herald-sender`: the options both
+//! accept (as clap flags with `HERALD_*` environment variables), logging
+//! set-up, and the one shutdown token fed by SIGINT/SIGTERM.
+//!
+//! It must not hold service logic: services are libraries with a thin
+//! `main.rs` that uses these helpers.
+
+use std::time::Duration;
+
+use herald_core::Schedule;
+use herald_queue::{QueueConfig, QueueType};
+use tokio_util::sync::CancellationToken;
+
+/// Options every Herald service takes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CommonOptions {
+    /// Postgres connection URL (holds the webhook configuration and the
+    /// delivery tables). May contain a password; never logged.
+    #[arg(
+        long,
+        env = "HERALD_DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/herald",
+        hide_env_values = true
+    )]
+    pub database_url: String,
+
+    /// RabbitMQ connection URL. May contain a password; never logged.
+    #[arg(
+        long,
+        env = "HERALD_AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
+        hide_env_values = true
+    )]
+    pub amqp_url: String,
+
+    /// Prefix of every RabbitMQ exchange and queue name.
+    #[arg(long, env = "HERALD_QUEUE_PREFIX", default_value = "herald")]
+    pub queue_prefix: String,
+
+    /// RabbitMQ queue type: quorum (production) or classic.
+    #[arg(long, env = "HERALD_QUEUE_TYPE", default_value = "quorum")]
+    pub queue_type: QueueType,
+
+    /// Delays before attempts 1, 2, 3, ... (ms, s, m, h); `0s` first means an
+    /// immediate first attempt. Ingest and senders must use the same value.
+    #[arg(long, env = "HERALD_SCHEDULE", default_value = "5s,240s,480s")]
+    pub schedule: Schedule,
+
+    /// Maximum Postgres connections of this process.
+    #[arg(long, env = "HERALD_DB_POOL_SIZE", default_value_t = 8,
+          value_parser = clap::value_parser!(u16).range(1..=512))]
+    pub db_pool_size: u16,
+
+    /// How often the configuration cache reloads even without a change
+    /// notification (milliseconds).
+    #[arg(long, env = "HERALD_CONFIG_REFRESH_MS", default_value_t = 5_000,
+          value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
+    pub config_refresh_ms: u64,
+
+    /// Log format: text or json.
+    #[arg(long, env = "HERALD_LOG_FORMAT", default_value = "text",
+          value_parser = ["text", "json"])]
+    pub log_format: String,
+}
+
+impl CommonOptions {
+    pub fn queue_config(&self) -> QueueConfig {
+        let mut config = QueueConfig::new(&self.amqp_url, &self.queue_prefix);
+        config.queue_type = self.queue_type;
+        config.schedule = self.schedule.clone();
+        config
+    }
+
+    pub fn config_refresh(&self) -> Duration {
+        Duration::from_millis(self.config_refresh_ms)
+    }
+}
+
+/// Installs the tracing subscriber (RUST_LOG filters; default `info`).
+pub fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// A token cancelled on the first SIGINT or SIGTERM.
+pub fn shutdown_on_signals() -> CancellationToken {
+    let token = CancellationToken::new();
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(term) => term,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot listen for SIGTERM");
+                        let _ = ctrl_c.await;
+                        cancel.cancel();
+                        return;
+                    }
+                };
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        tracing::info!("shutdown signal received");
+        cancel.cancel();
+    });
+    token
+}

@@ -1,0 +1,201 @@
+//! A real HTTP receiver on loopback that records every request and answers
+//! as the test tells it to.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::sync::Notify;
+
+/// One request as the receiver got it.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub method: String,
+    /// Path and query, exactly as sent.
+    pub uri: String,
+    pub headers: HashMap<String, String>,
+    pub body: Bytes,
+    pub at: Instant,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .get(&name.to_ascii_lowercase())
+            .map(String::as_str)
+    }
+}
+
+/// How to answer.
+#[derive(Debug, Clone, Copy)]
+pub struct Reply {
+    pub status: u16,
+    /// Wait this long before answering.
+    pub delay: Duration,
+}
+
+impl Reply {
+    pub fn status(status: u16) -> Self {
+        Self {
+            status,
+            delay: Duration::ZERO,
+        }
+    }
+
+    pub fn after(delay: Duration, status: u16) -> Self {
+        Self { status, delay }
+    }
+}
+
+type Behaviour = dyn Fn(&Received, usize) -> Reply + Send + Sync;
+
+/// A recording HTTP/1.1 server.
+#[derive(Clone)]
+pub struct Receiver {
+    pub addr: SocketAddr,
+    requests: Arc<Mutex<Vec<Received>>>,
+    arrived: Arc<Notify>,
+}
+
+impl Receiver {
+    /// Answers 200 to everything.
+    pub async fn ok() -> Self {
+        Self::start(|_, _| Reply::status(200)).await
+    }
+
+    /// `behaviour(request, n)` decides the answer; `n` counts the earlier
+    /// requests that carried the same `Webhook-Id` header (0 for the first).
+    pub async fn start(
+        behaviour: impl Fn(&Received, usize) -> Reply + Send + Sync + 'static,
+    ) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind receiver");
+        let addr = listener.local_addr().expect("receiver address");
+        let requests: Arc<Mutex<Vec<Received>>> = Arc::default();
+        let arrived = Arc::new(Notify::new());
+        let behaviour: Arc<Behaviour> = Arc::new(behaviour);
+        let receiver = Self {
+            addr,
+            requests: requests.clone(),
+            arrived: arrived.clone(),
+        };
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    break;
+                };
+                let requests = requests.clone();
+                let arrived = arrived.clone();
+                let behaviour = behaviour.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |request: Request<hyper::body::Incoming>| {
+                        let requests = requests.clone();
+                        let arrived = arrived.clone();
+                        let behaviour = behaviour.clone();
+                        async move {
+                            let at = Instant::now();
+                            let method = request.method().to_string();
+                            let uri = request
+                                .uri()
+                                .path_and_query()
+                                .map(|p| p.as_str().to_owned())
+                                .unwrap_or_default();
+                            let headers = request
+                                .headers()
+                                .iter()
+                                .map(|(k, v)| {
+                                    (
+                                        k.as_str().to_owned(),
+                                        v.to_str().unwrap_or_default().to_owned(),
+                                    )
+                                })
+                                .collect();
+                            let body = request.into_body().collect().await?.to_bytes();
+                            let received = Received {
+                                method,
+                                uri,
+                                headers,
+                                body,
+                                at,
+                            };
+                            let reply = {
+                                let mut all = requests.lock().expect("receiver lock");
+                                let id = received.header("webhook-id").map(str::to_owned);
+                                let earlier = all
+                                    .iter()
+                                    .filter(|r| {
+                                        id.is_some()
+                                            && r.header("webhook-id").map(str::to_owned) == id
+                                    })
+                                    .count();
+                                let reply = behaviour(&received, earlier);
+                                all.push(received);
+                                reply
+                            };
+                            arrived.notify_waiters();
+                            if !reply.delay.is_zero() {
+                                tokio::time::sleep(reply.delay).await;
+                            }
+                            Ok::<_, hyper::Error>(
+                                Response::builder()
+                                    .status(reply.status)
+                                    .body(Full::new(Bytes::from(format!(
+                                        "status {}",
+                                        reply.status
+                                    ))))
+                                    .expect("response"),
+                            )
+                        }
+                    });
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        receiver
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn requests(&self) -> Vec<Received> {
+        self.requests.lock().expect("receiver lock").clone()
+    }
+
+    /// Requests that carried this delivery id.
+    pub fn for_delivery(&self, id: &str) -> Vec<Received> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.header("webhook-id") == Some(id))
+            .collect()
+    }
+
+    /// Waits until at least `n` requests arrived; panics after `timeout`.
+    pub async fn wait_for(&self, n: usize, timeout: Duration) -> Vec<Received> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let notified = self.arrived.notified();
+            let requests = self.requests();
+            if requests.len() >= n {
+                return requests;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "expected {n} requests within {timeout:?}, got {}",
+                requests.len()
+            );
+            let _ = tokio::time::timeout(left.min(Duration::from_millis(100)), notified).await;
+        }
+    }
+}

@@ -1,0 +1,675 @@
+//! The core pipeline end to end: gRPC Fire → RabbitMQ → sender → HTTP
+//! receiver, with every attempt checked in Postgres. Real broker, real
+//! database, real HTTP on loopback; schedules in milliseconds.
+
+use std::time::Duration;
+
+use herald_proto::v1::{FireRequest, SetWebhookEnabledRequest, UpdateWebhookRequest, fire_request};
+use herald_tests::{Receiver, Reply, TestEnv, eventually};
+
+const FINAL: Duration = Duration::from_secs(30);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn happy_path_delivers_json_and_records_one_attempt() {
+    let env = TestEnv::start("0s,200ms,200ms").await.unwrap();
+    let receiver = Receiver::ok().await;
+    let hook = env
+        .webhook("order.created", "POST", &receiver.url("/hooks/orders"))
+        .await;
+
+    let ids = env
+        .fire_json(
+            "order.created",
+            r#"{"order_id": 42, "customer": {"email": "a@example.com"}}"#,
+        )
+        .await;
+    assert_eq!(ids.len(), 1);
+    let id = &ids[0];
+    assert_eq!(
+        uuid::Uuid::parse_str(id).unwrap().get_version_num(),
+        7,
+        "delivery ids are UUIDv7"
+    );
+
+    let row = env.wait_final(id, FINAL).await;
+    assert_eq!(row.state, "succeeded");
+    assert_eq!(row.attempts, 1);
+    assert_eq!(row.last_status_code, Some(200));
+    assert!(row.finished_at.is_some());
+
+    let got = receiver.requests();
+    assert_eq!(got.len(), 1);
+    let request = &got[0];
+    assert_eq!(request.method, "POST");
+    assert_eq!(request.uri, "/hooks/orders");
+    assert_eq!(
+        request.body.as_ref(),
+        br#"{"order_id": 42, "customer": {"email": "a@example.com"}}"#
+    );
+    assert_eq!(request.header("content-type"), Some("application/json"));
+    assert_eq!(request.header("webhook-id"), Some(id.as_str()));
+    assert_eq!(request.header("webhook-attempt"), Some("1"));
+
+    let attempts = env.attempts(id).await;
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(attempts[0].attempt, 1);
+    assert_eq!(attempts[0].status_code, Some(200));
+    assert_eq!(attempts[0].error_kind, None);
+    assert_eq!(attempts[0].response_excerpt.as_deref(), Some("status 200"));
+
+    let stored = env.db().await
+        .query_one("SELECT tenant, event, webhook_id, method, payload, payload_kind FROM deliveries WHERE id = $1",
+                   &[&uuid::Uuid::parse_str(id).unwrap()])
+        .await
+        .unwrap();
+    assert_eq!(stored.get::<_, String>(0), "");
+    assert_eq!(stored.get::<_, String>(1), "order.created");
+    assert_eq!(stored.get::<_, uuid::Uuid>(2).to_string(), hook.id);
+    assert_eq!(stored.get::<_, String>(3), "POST");
+    assert_eq!(stored.get::<_, String>(5), "json");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fan_out_to_two_webhooks() {
+    let env = TestEnv::start("0s").await.unwrap();
+    let first = Receiver::ok().await;
+    let second = Receiver::ok().await;
+    env.webhook("myevent", "POST", &first.url("/a")).await;
+    env.webhook("myevent", "PUT", &second.url("/b")).await;
+
+    let ids = env
+        .fire("myevent", fire_request::Data::Text("hello".into()))
+        .await;
+    assert_eq!(ids.len(), 2);
+    assert_ne!(ids[0], ids[1], "each delivery has its own id");
+    for id in &ids {
+        assert_eq!(env.wait_final(id, FINAL).await.state, "succeeded");
+    }
+    let a = first.requests();
+    let b = second.requests();
+    assert_eq!((a.len(), b.len()), (1, 1));
+    assert_eq!(a[0].method, "POST");
+    assert_eq!(b[0].method, "PUT");
+    assert_eq!(a[0].body.as_ref(), b"hello");
+    assert!(
+        a[0].header("content-type")
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let mut seen = vec![
+        a[0].header("webhook-id").unwrap().to_owned(),
+        b[0].header("webhook-id").unwrap().to_owned(),
+    ];
+    seen.sort();
+    let mut expected = ids.clone();
+    expected.sort();
+    assert_eq!(seen, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fail_fail_succeed_follows_the_schedule() {
+    let env = TestEnv::start("0s,400ms,800ms").await.unwrap();
+    let receiver = Receiver::start(|_, n| Reply::status(if n < 2 { 500 } else { 200 })).await;
+    env.webhook("order.paid", "POST", &receiver.url("/paid"))
+        .await;
+
+    let ids = env.fire_json("order.paid", r#"{"id":1}"#).await;
+    let id = &ids[0];
+    let row = env.wait_final(id, FINAL).await;
+    assert_eq!(row.state, "succeeded");
+    assert_eq!(row.attempts, 3);
+
+    let attempts = env.attempts(id).await;
+    let numbers: Vec<i32> = attempts.iter().map(|a| a.attempt).collect();
+    assert_eq!(numbers, vec![1, 2, 3]);
+    let statuses: Vec<Option<i32>> = attempts.iter().map(|a| a.status_code).collect();
+    assert_eq!(statuses, vec![Some(500), Some(500), Some(200)]);
+    assert_eq!(attempts[0].error_kind.as_deref(), Some("http_status"));
+    assert_eq!(attempts[2].error_kind, None);
+
+    // The receiver saw the gaps of the schedule (with tolerance for the
+    // broker's TTL granularity and this machine's load).
+    let got = receiver.for_delivery(id);
+    assert_eq!(got.len(), 3);
+    let gap1 = got[1].at - got[0].at;
+    let gap2 = got[2].at - got[1].at;
+    assert!(
+        gap1 >= Duration::from_millis(400) && gap1 < Duration::from_millis(2_400),
+        "gap 1 {gap1:?}"
+    );
+    assert!(
+        gap2 >= Duration::from_millis(800) && gap2 < Duration::from_millis(2_800),
+        "gap 2 {gap2:?}"
+    );
+    let attempt_headers: Vec<&str> = got
+        .iter()
+        .map(|r| r.header("webhook-attempt").unwrap())
+        .collect();
+    assert_eq!(attempt_headers, vec!["1", "2", "3"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_attempts_fail_then_failed_with_three_rows_and_a_stable_id() {
+    let env = TestEnv::start("0s,100ms,100ms").await.unwrap();
+    let receiver = Receiver::start(|_, _| Reply::status(503)).await;
+    env.webhook("stock.low", "POST", &receiver.url("/stock"))
+        .await;
+
+    let ids = env.fire_json("stock.low", r#"[1,2,3]"#).await;
+    let id = &ids[0];
+    let row = env.wait_final(id, FINAL).await;
+    assert_eq!(row.state, "failed");
+    assert_eq!(row.attempts, 3);
+    assert_eq!(row.last_status_code, Some(503));
+    assert!(row.finished_at.is_some());
+    assert_eq!(row.next_attempt_at, None);
+
+    let attempts = env.attempts(id).await;
+    assert_eq!(attempts.len(), 3);
+    assert!(attempts.iter().all(|a| a.status_code == Some(503)));
+    let got = receiver.for_delivery(id);
+    assert_eq!(got.len(), 3, "exactly three requests");
+    assert!(
+        got.iter()
+            .all(|r| r.header("webhook-id") == Some(id.as_str())),
+        "same id on every attempt"
+    );
+    // No fourth attempt comes later.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(receiver.requests().len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeout_counts_as_a_failed_attempt() {
+    let env = TestEnv::start("0s,100ms").await.unwrap();
+    let receiver = Receiver::start(|_, n| {
+        if n == 0 {
+            Reply::after(Duration::from_millis(1_500), 200)
+        } else {
+            Reply::status(200)
+        }
+    })
+    .await;
+    let hook = env.webhook("slow", "POST", &receiver.url("/slow")).await;
+    env.admin()
+        .await
+        .update_webhook(UpdateWebhookRequest {
+            id: hook.id.clone(),
+            timeout_ms: Some(300),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+
+    let ids = env.fire_json("slow", "{}").await;
+    let row = env.wait_final(&ids[0], FINAL).await;
+    assert_eq!(row.state, "succeeded");
+    let attempts = env.attempts(&ids[0]).await;
+    assert_eq!(attempts.len(), 2);
+    assert_eq!(attempts[0].error_kind.as_deref(), Some("timeout"));
+    assert_eq!(attempts[0].status_code, None);
+    assert!(
+        attempts[0].duration_ms >= 300 && attempts[0].duration_ms < 1_500,
+        "{:?}",
+        attempts[0]
+    );
+    assert!(
+        attempts[0]
+            .error_message
+            .as_deref()
+            .unwrap()
+            .contains("300 ms")
+    );
+    assert_eq!(attempts[1].status_code, Some(200));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_and_delete_put_data_in_the_query_post_in_the_body() {
+    let env = TestEnv::start("0s").await.unwrap();
+    let receiver = Receiver::ok().await;
+    env.webhook("asse.get", "GET", &receiver.url("/notify"))
+        .await;
+    env.webhook("asse.get.query", "GET", &receiver.url("/notify?key=abc"))
+        .await;
+    env.webhook("json.get", "GET", &receiver.url("/j")).await;
+    env.webhook("asse.delete", "DELETE", &receiver.url("/del"))
+        .await;
+    env.webhook("asse.post", "POST", &receiver.url("/post"))
+        .await;
+    env.webhook("asse.patch", "PATCH", &receiver.url("/patch"))
+        .await;
+
+    let text = |s: &str| fire_request::Data::Text(s.into());
+    let mut ids = Vec::new();
+    ids.extend(env.fire("asse.get", text("userid=42")).await);
+    ids.extend(env.fire("asse.get.query", text("userid=42&x=a%20b")).await);
+    ids.extend(
+        env.fire_json("json.get", r#"{"id":7,"email":"a+b@x.example"}"#)
+            .await,
+    );
+    ids.extend(env.fire("asse.delete", text("userid=43")).await);
+    ids.extend(env.fire("asse.post", text("userid=44")).await);
+    ids.extend(env.fire_json("asse.patch", r#"{"a":[1,2]}"#).await);
+    for id in &ids {
+        assert_eq!(env.wait_final(id, FINAL).await.state, "succeeded");
+    }
+    let by_id = |i: usize| receiver.for_delivery(&ids[i]).remove(0);
+
+    let r = by_id(0);
+    assert_eq!(
+        (r.method.as_str(), r.uri.as_str()),
+        ("GET", "/notify?userid=42")
+    );
+    assert!(r.body.is_empty());
+    assert_eq!(r.header("content-type"), None);
+    let r = by_id(1);
+    assert_eq!(
+        r.uri, "/notify?key=abc&userid=42&x=a%20b",
+        "text is sent as given, never re-encoded"
+    );
+    let r = by_id(2);
+    assert_eq!(r.uri, "/j?id=7&email=a%2Bb%40x.example");
+    let r = by_id(3);
+    assert_eq!(
+        (r.method.as_str(), r.uri.as_str()),
+        ("DELETE", "/del?userid=43")
+    );
+    let r = by_id(4);
+    assert_eq!((r.method.as_str(), r.uri.as_str()), ("POST", "/post"));
+    assert_eq!(r.body.as_ref(), b"userid=44", "text body exactly as given");
+    let r = by_id(5);
+    assert_eq!(r.method, "PATCH");
+    assert_eq!(r.body.as_ref(), br#"{"a":[1,2]}"#);
+    assert_eq!(r.header("content-type"), Some("application/json"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn id_header_name_is_configurable_and_stable_across_retries() {
+    let mut env = TestEnv::new("0s,100ms,100ms").await.unwrap();
+    env.start_ingest(env.queue.clone(), |_| {}).await.unwrap();
+    env.start_sender(|c| {
+        c.id_header = http_header("PS-WEBHOOK_EVENT-ID");
+    })
+    .await
+    .unwrap();
+    let receiver = Receiver::start(|_, _| Reply::status(500)).await;
+    env.webhook("parts.order", "POST", &receiver.url("/ps"))
+        .await;
+    let ids = env.fire_json("parts.order", r#"{"n":1}"#).await;
+    env.wait_final(&ids[0], FINAL).await;
+    let got = receiver.requests();
+    assert_eq!(got.len(), 3);
+    for r in &got {
+        assert_eq!(r.header("ps-webhook_event-id"), Some(ids[0].as_str()));
+        assert_eq!(r.header("webhook-id"), None);
+    }
+}
+
+fn http_header(name: &str) -> hyper::header::HeaderName {
+    hyper::header::HeaderName::from_bytes(name.as_bytes()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_disabled_and_invalid_fire_calls_are_refused_and_publish_nothing() {
+    let mut env = TestEnv::new("0s,1s").await.unwrap();
+    env.start_ingest(env.queue.clone(), |c| c.max_payload_bytes = 1024)
+        .await
+        .unwrap();
+    let receiver = Receiver::ok().await;
+    let hook = env.webhook("known", "POST", &receiver.url("/k")).await;
+    env.webhook("off", "POST", &receiver.url("/off")).await;
+    let off = env
+        .admin()
+        .await
+        .list_webhooks(herald_proto::v1::ListWebhooksRequest {
+            event: Some("off".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .webhooks
+        .remove(0);
+    env.admin()
+        .await
+        .set_webhook_enabled(SetWebhookEnabledRequest {
+            id: off.id.clone(),
+            enabled: false,
+        })
+        .await
+        .unwrap();
+
+    let mut ingest = env.ingest().await;
+    let call = |event: &str, data: Option<fire_request::Data>| FireRequest {
+        event: event.into(),
+        data,
+        ..Default::default()
+    };
+    let json = |s: &str| Some(fire_request::Data::Json(s.into()));
+    let cases = vec![
+        (
+            call("nope", json("{}")),
+            tonic::Code::NotFound,
+            "not configured",
+        ),
+        (
+            call("off", json("{}")),
+            tonic::Code::FailedPrecondition,
+            "disabled",
+        ),
+        (
+            call("known", json("{\"a\":")),
+            tonic::Code::InvalidArgument,
+            "not valid JSON",
+        ),
+        (call("", json("{}")), tonic::Code::InvalidArgument, "event"),
+        (
+            call("known", Some(fire_request::Data::Text("x".repeat(1025)))),
+            tonic::Code::InvalidArgument,
+            "limit",
+        ),
+        (
+            call("has space", json("{}")),
+            tonic::Code::InvalidArgument,
+            "whitespace",
+        ),
+        (
+            FireRequest {
+                tenant: "other-shop".into(),
+                ..call("known", json("{}"))
+            },
+            tonic::Code::NotFound,
+            "other-shop",
+        ),
+    ];
+    for (request, code, needle) in cases {
+        let status = ingest
+            .fire(request.clone())
+            .await
+            .expect_err(&format!("{request:?} must fail"));
+        assert_eq!(status.code(), code, "{request:?}: {status:?}");
+        assert!(
+            status.message().contains(needle),
+            "{request:?}: message {:?} lacks {needle:?}",
+            status.message()
+        );
+    }
+
+    // Admin validation names the field.
+    let mut admin = env.admin().await;
+    for (request, field) in [
+        (
+            herald_proto::v1::CreateWebhookRequest {
+                event: "e".into(),
+                url: "ftp://x".into(),
+                ..Default::default()
+            },
+            "url",
+        ),
+        (
+            herald_proto::v1::CreateWebhookRequest {
+                event: "e".into(),
+                url: "https://x.example".into(),
+                method: "TRACE".into(),
+                ..Default::default()
+            },
+            "method",
+        ),
+        (
+            herald_proto::v1::CreateWebhookRequest {
+                event: "".into(),
+                url: "https://x.example".into(),
+                ..Default::default()
+            },
+            "event",
+        ),
+    ] {
+        let status = admin.create_webhook(request).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert!(status.message().starts_with(field), "{status:?}");
+    }
+    let status = admin
+        .update_webhook(UpdateWebhookRequest {
+            id: hook.id.clone(),
+            timeout_ms: Some(0),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    let status = admin
+        .get_webhook(herald_proto::v1::GetWebhookRequest {
+            id: uuid::Uuid::now_v7().to_string(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::NotFound);
+
+    // Nothing was published and the configuration did not change.
+    assert_eq!(env.queued_messages().await, 0);
+    let listed = admin
+        .list_webhooks(herald_proto::v1::ListWebhooksRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.webhooks.len(), 2);
+    assert!(receiver.requests().is_empty());
+
+    // ListEvents shows configured events, without header values.
+    let events = ingest
+        .list_events(herald_proto::v1::ListEventsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let names: Vec<&str> = events.events.iter().map(|e| e.event.as_str()).collect();
+    assert_eq!(names, vec!["known", "off"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_disabled_between_attempts_is_cancelled() {
+    let env = TestEnv::start("0s,1500ms").await.unwrap();
+    let receiver = Receiver::start(|_, _| Reply::status(500)).await;
+    let hook = env.webhook("cancel.me", "POST", &receiver.url("/c")).await;
+    let ids = env.fire_json("cancel.me", "{}").await;
+    let id = ids[0].clone();
+    receiver.wait_for(1, FINAL).await;
+    eventually(FINAL, "attempt 1 recorded", || async {
+        env.attempts(&id).await.len() == 1
+    })
+    .await;
+    env.admin()
+        .await
+        .set_webhook_enabled(SetWebhookEnabledRequest {
+            id: hook.id.clone(),
+            enabled: false,
+        })
+        .await
+        .unwrap();
+
+    let row = env.wait_final(&id, FINAL).await;
+    assert_eq!(row.state, "cancelled");
+    assert_eq!(row.attempts, 1, "the cancelled attempt was not made");
+    assert!(row.last_error.unwrap().contains("disabled"));
+    assert_eq!(receiver.requests().len(), 1, "no request after disabling");
+    assert_eq!(env.attempts(&id).await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configuration_changes_are_seen_without_restart() {
+    let env = TestEnv::start("0s").await.unwrap();
+    let old = Receiver::ok().await;
+    let new = Receiver::ok().await;
+    let hook = env.webhook("moved", "POST", &old.url("/old")).await;
+    let first = env.fire_json("moved", "{}").await;
+    env.wait_final(&first[0], FINAL).await;
+
+    // A change through the Admin API reaches the sender.
+    env.admin()
+        .await
+        .update_webhook(UpdateWebhookRequest {
+            id: hook.id.clone(),
+            url: Some(new.url("/new")),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let second = env.fire_json("moved", "{}").await;
+    assert_eq!(
+        env.wait_final(&second[0], FINAL).await.target_url,
+        new.url("/new")
+    );
+    assert_eq!(old.requests().len(), 1);
+    assert_eq!(new.requests().len(), 1);
+
+    // A webhook written straight into Postgres (another ingest replica, a
+    // migration script) is picked up by the running services within ~1 s.
+    let started = std::time::Instant::now();
+    env.db().await.execute(
+        "INSERT INTO webhooks (id, tenant, event, method, url) VALUES ($1, '', 'sql.made', 'POST', $2)",
+        &[&uuid::Uuid::now_v7(), &new.url("/sql")],
+    ).await.unwrap();
+    let mut ingest = env.ingest().await;
+    eventually(
+        Duration::from_secs(3),
+        "ingest sees the SQL-made event",
+        || {
+            let mut ingest = ingest.clone();
+            async move {
+                ingest
+                    .fire(FireRequest {
+                        event: "sql.made".into(),
+                        data: Some(fire_request::Data::Json("{}".into())),
+                        ..Default::default()
+                    })
+                    .await
+                    .is_ok()
+            }
+        },
+    )
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "seen after {:?}",
+        started.elapsed()
+    );
+    new.wait_for(2, FINAL).await;
+    let _ = ingest
+        .list_events(herald_proto::v1::ListEventsRequest::default())
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_down_is_unavailable_and_ingest_recovers_by_itself() {
+    let mut env = TestEnv::new("0s").await.unwrap();
+    let proxy = herald_tests::TcpProxy::start("127.0.0.1:5672".parse().unwrap()).await;
+    let mut via_proxy = env.queue.clone();
+    via_proxy.amqp_url = format!("amqp://guest:guest@{}/%2f", proxy.addr);
+    via_proxy.confirm_timeout = Duration::from_secs(2);
+    via_proxy.connect_timeout = Duration::from_secs(2);
+    env.start_ingest(via_proxy, |_| {}).await.unwrap();
+    env.start_sender(|_| {}).await.unwrap();
+    let receiver = Receiver::ok().await;
+    env.webhook("resilient", "POST", &receiver.url("/r")).await;
+    let before = env.fire_json("resilient", r#"{"n":1}"#).await;
+    env.wait_final(&before[0], FINAL).await;
+
+    proxy.down();
+    let mut ingest = env.ingest().await;
+    for _ in 0..3 {
+        let status = ingest
+            .fire(FireRequest {
+                event: "resilient".into(),
+                data: Some(fire_request::Data::Json("{}".into())),
+                ..Default::default()
+            })
+            .await
+            .expect_err("no OK while the broker is unreachable");
+        assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+        assert!(status.message().contains("broker"), "{status:?}");
+    }
+
+    proxy.up();
+    // The first calls after the broker is back may still fail while ingest
+    // reconnects; no restart is needed.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let after = loop {
+        match ingest
+            .fire(FireRequest {
+                event: "resilient".into(),
+                data: Some(fire_request::Data::Json(r#"{"n":2}"#.into())),
+                ..Default::default()
+            })
+            .await
+        {
+            Ok(reply) => break reply.into_inner().delivery_ids,
+            Err(status) => {
+                assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "Fire did not recover: {status:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    assert_eq!(env.wait_final(&after[0], FINAL).await.state, "succeeded");
+    assert_eq!(
+        receiver.requests().len(),
+        2,
+        "only confirmed deliveries were sent"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_senders_on_one_queue_deliver_each_delivery_once() {
+    let env = TestEnv::start("0s").await.unwrap();
+    env.start_sender(|_| {}).await.unwrap();
+    let receiver = Receiver::ok().await;
+    env.webhook("bulk", "POST", &receiver.url("/bulk")).await;
+    let mut ids = Vec::new();
+    let mut ingest = env.ingest().await;
+    for n in 0..300 {
+        let reply = ingest
+            .fire(FireRequest {
+                event: "bulk".into(),
+                data: Some(fire_request::Data::Json(format!("{{\"n\":{n}}}"))),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        ids.extend(reply.into_inner().delivery_ids);
+    }
+    receiver.wait_for(300, FINAL).await;
+    eventually(FINAL, "all 300 succeeded", || async {
+        env.db()
+            .await
+            .query_one(
+                "SELECT count(*) FROM deliveries WHERE state = 'succeeded'",
+                &[],
+            )
+            .await
+            .map(|r| r.get::<_, i64>(0) == 300)
+            .unwrap_or(false)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let got = receiver.requests();
+    assert_eq!(got.len(), 300, "no duplicates");
+    let mut seen: Vec<&str> = got
+        .iter()
+        .map(|r| r.header("webhook-id").unwrap())
+        .collect();
+    seen.sort_unstable();
+    seen.dedup();
+    assert_eq!(seen.len(), 300);
+    let attempts = env
+        .db()
+        .await
+        .query_one("SELECT count(*) FROM delivery_attempts", &[])
+        .await
+        .unwrap()
+        .get::<_, i64>(0);
+    assert_eq!(attempts, 300);
+}
