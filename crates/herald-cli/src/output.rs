@@ -1,0 +1,516 @@
+//! What the CLI prints: aligned tables and key/value blocks for people, and
+//! the API's messages as JSON for programs.
+//!
+//! The generated prost structs do not derive `Serialize`, so the JSON is built
+//! here by hand. Field names are the proto field names; unset optional fields
+//! are `null`; maps are sorted by key so output is stable.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+
+use herald_proto::v1::{
+    Attempt, Delivery, EventInfo, FireResponse, ListEventsResponse, ListWebhooksResponse, Webhook,
+};
+use serde_json::{Map, Value, json};
+
+// ---------------------------------------------------------------------------
+// JSON
+// ---------------------------------------------------------------------------
+
+fn sorted_map(map: &HashMap<String, String>) -> Value {
+    let mut keys: Vec<_> = map.keys().collect();
+    keys.sort();
+    Value::Object(
+        keys.into_iter()
+            .map(|k| (k.clone(), Value::String(map[k].clone())))
+            .collect::<Map<_, _>>(),
+    )
+}
+
+pub fn webhook_json(w: &Webhook) -> Value {
+    json!({
+        "id": w.id,
+        "tenant": w.tenant,
+        "event": w.event,
+        "enabled": w.enabled,
+        "method": w.method,
+        "url": w.url,
+        "headers": sorted_map(&w.headers),
+        "body_template": w.body_template,
+        "timeout_ms": w.timeout_ms,
+        "description": w.description,
+        "created_at_unix_ms": w.created_at_unix_ms,
+        "updated_at_unix_ms": w.updated_at_unix_ms,
+    })
+}
+
+pub fn list_webhooks_json(answer: &ListWebhooksResponse) -> Value {
+    json!({ "webhooks": answer.webhooks.iter().map(webhook_json).collect::<Vec<_>>() })
+}
+
+pub fn event_info_json(e: &EventInfo) -> Value {
+    json!({
+        "event": e.event,
+        "webhooks": e.webhooks.iter().map(webhook_json).collect::<Vec<_>>(),
+    })
+}
+
+pub fn list_events_json(answer: &ListEventsResponse) -> Value {
+    json!({ "events": answer.events.iter().map(event_info_json).collect::<Vec<_>>() })
+}
+
+pub fn fire_json(answer: &FireResponse) -> Value {
+    json!({ "delivery_ids": answer.delivery_ids })
+}
+
+pub fn attempt_json(a: &Attempt) -> Value {
+    json!({
+        "attempt": a.attempt,
+        "started_at_unix_ms": a.started_at_unix_ms,
+        "duration_ms": a.duration_ms,
+        "url": a.url,
+        "status_code": a.status_code,
+        "error_kind": a.error_kind,
+        "error_message": a.error_message,
+        "response_excerpt": a.response_excerpt,
+    })
+}
+
+pub fn delivery_json(d: &Delivery) -> Value {
+    json!({
+        "id": d.id,
+        "tenant": d.tenant,
+        "event": d.event,
+        "webhook_id": d.webhook_id,
+        "target_url": d.target_url,
+        "method": d.method,
+        "state": d.state,
+        "attempts": d.attempts,
+        "last_status_code": d.last_status_code,
+        "last_error": d.last_error,
+        "fired_at_unix_ms": d.fired_at_unix_ms,
+        "last_attempt_at_unix_ms": d.last_attempt_at_unix_ms,
+        "next_attempt_at_unix_ms": d.next_attempt_at_unix_ms,
+        "finished_at_unix_ms": d.finished_at_unix_ms,
+        "attempt_history": d.attempt_history.iter().map(attempt_json).collect::<Vec<_>>(),
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Text
+// ---------------------------------------------------------------------------
+
+/// Columns padded to their widest cell; the last column is not padded.
+pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if let Some(w) = widths.get_mut(i) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: &mut dyn Iterator<Item = &str>| {
+        let mut text = String::new();
+        for (i, cell) in cells.enumerate() {
+            if i > 0 {
+                text.push_str("  ");
+            }
+            text.push_str(cell);
+            if i + 1 < widths.len() {
+                let pad = widths[i].saturating_sub(cell.chars().count());
+                text.extend(std::iter::repeat_n(' ', pad));
+            }
+        }
+        out.push_str(text.trim_end());
+        out.push('\n');
+    };
+    line(&mut headers.iter().copied());
+    for row in rows {
+        line(&mut row.iter().map(String::as_str));
+    }
+    out
+}
+
+/// Key/value lines, keys padded to the longest.
+fn details(pairs: &[(&str, String)]) -> String {
+    let width = pairs.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    let mut out = String::new();
+    for (key, value) in pairs {
+        let _ = writeln!(out, "{key:<width$}  {value}");
+    }
+    out
+}
+
+/// The tenant as people read it: the empty one is the default tenant.
+pub fn tenant_label(tenant: &str) -> String {
+    if tenant.is_empty() {
+        "(default)".to_owned()
+    } else {
+        tenant.to_owned()
+    }
+}
+
+fn or_dash(s: &str) -> String {
+    if s.is_empty() {
+        "-".to_owned()
+    } else {
+        s.to_owned()
+    }
+}
+
+/// One line at most `max` characters long: control characters shown as
+/// escapes, the cut marked with `…`.
+pub fn one_line(s: &str, max: usize) -> String {
+    let mut escaped = String::with_capacity(s.len().min(max * 2));
+    for c in s.chars() {
+        match c {
+            '\n' => escaped.push_str("\\n"),
+            '\r' => escaped.push_str("\\r"),
+            '\t' => escaped.push_str("\\t"),
+            c if c.is_control() => escaped.extend(c.escape_unicode()),
+            c => escaped.push(c),
+        }
+        if escaped.chars().count() > max {
+            break;
+        }
+    }
+    if escaped.chars().count() > max {
+        let mut cut: String = escaped.chars().take(max.saturating_sub(1)).collect();
+        cut.push('…');
+        cut
+    } else {
+        escaped
+    }
+}
+
+/// Milliseconds since the Unix epoch as RFC 3339 UTC, e.g.
+/// `2026-11-23T12:00:00.123Z`.
+pub fn format_unix_ms(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let millis = ms.rem_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let of_day = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        of_day / 3600,
+        of_day % 3600 / 60,
+        of_day % 60
+    )
+}
+
+fn format_opt_ms(ms: Option<i64>) -> String {
+    ms.map_or_else(|| "-".to_owned(), format_unix_ms)
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian date (H. Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+pub fn webhooks_table(webhooks: &[Webhook]) -> String {
+    let rows: Vec<Vec<String>> = webhooks
+        .iter()
+        .map(|w| {
+            vec![
+                w.id.clone(),
+                tenant_label(&w.tenant),
+                w.event.clone(),
+                if w.enabled { "yes" } else { "no" }.to_owned(),
+                w.method.clone(),
+                w.url.clone(),
+                w.timeout_ms.to_string(),
+                one_line(&w.description, 40),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "ID",
+            "TENANT",
+            "EVENT",
+            "ENABLED",
+            "METHOD",
+            "URL",
+            "TIMEOUT_MS",
+            "DESCRIPTION",
+        ],
+        &rows,
+    )
+}
+
+pub fn events_table(events: &[EventInfo]) -> String {
+    let mut rows = Vec::new();
+    for e in events {
+        if e.webhooks.is_empty() {
+            rows.push(vec![
+                e.event.clone(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+            ]);
+        }
+        for w in &e.webhooks {
+            rows.push(vec![
+                e.event.clone(),
+                w.id.clone(),
+                if w.enabled { "yes" } else { "no" }.to_owned(),
+                w.method.clone(),
+                w.url.clone(),
+            ]);
+        }
+    }
+    table(&["EVENT", "WEBHOOK", "ENABLED", "METHOD", "URL"], &rows)
+}
+
+pub fn webhook_details(w: &Webhook) -> String {
+    let mut names: Vec<_> = w.headers.keys().collect();
+    names.sort();
+    let headers = if names.is_empty() {
+        "-".to_owned()
+    } else {
+        names
+            .iter()
+            .map(|n| format!("{n}: {}", w.headers[*n]))
+            .collect::<Vec<_>>()
+            .join("\n               ")
+    };
+    details(&[
+        ("id", w.id.clone()),
+        ("tenant", tenant_label(&w.tenant)),
+        ("event", w.event.clone()),
+        ("enabled", if w.enabled { "yes" } else { "no" }.to_owned()),
+        ("method", w.method.clone()),
+        ("url", w.url.clone()),
+        ("headers", headers),
+        ("body template", or_dash(&one_line(&w.body_template, 200))),
+        ("timeout ms", w.timeout_ms.to_string()),
+        ("description", or_dash(&w.description)),
+        ("created at", format_unix_ms(w.created_at_unix_ms)),
+        ("updated at", format_unix_ms(w.updated_at_unix_ms)),
+    ])
+}
+
+/// The result of an attempt: status code and/or error.
+pub fn attempt_result(a: &Attempt) -> String {
+    let error = match (a.error_kind.is_empty(), a.error_message.is_empty()) {
+        (true, true) => String::new(),
+        (false, true) => a.error_kind.clone(),
+        (true, false) => a.error_message.clone(),
+        (false, false) => format!("{}: {}", a.error_kind, a.error_message),
+    };
+    match (a.status_code, error.is_empty()) {
+        (Some(code), true) => code.to_string(),
+        (Some(code), false) => format!("{code} {error}"),
+        (None, false) => error,
+        (None, true) => "-".to_owned(),
+    }
+}
+
+pub fn attempts_table(attempts: &[Attempt]) -> String {
+    let rows: Vec<Vec<String>> = attempts
+        .iter()
+        .map(|a| {
+            vec![
+                a.attempt.to_string(),
+                format_unix_ms(a.started_at_unix_ms),
+                a.duration_ms.to_string(),
+                one_line(&attempt_result(a), 60),
+                or_dash(&one_line(&a.response_excerpt, 40)),
+            ]
+        })
+        .collect();
+    table(
+        &["ATTEMPT", "STARTED", "DURATION_MS", "RESULT", "EXCERPT"],
+        &rows,
+    )
+}
+
+pub fn delivery_details(d: &Delivery) -> String {
+    let mut out = details(&[
+        ("id", d.id.clone()),
+        ("tenant", tenant_label(&d.tenant)),
+        ("event", d.event.clone()),
+        ("webhook", d.webhook_id.clone()),
+        ("target", format!("{} {}", d.method, d.target_url)),
+        ("state", d.state.clone()),
+        ("attempts", d.attempts.to_string()),
+        (
+            "last status",
+            d.last_status_code
+                .map_or_else(|| "-".to_owned(), |c| c.to_string()),
+        ),
+        ("last error", or_dash(&one_line(&d.last_error, 200))),
+        ("fired at", format_unix_ms(d.fired_at_unix_ms)),
+        ("last attempt", format_opt_ms(d.last_attempt_at_unix_ms)),
+        ("next attempt", format_opt_ms(d.next_attempt_at_unix_ms)),
+        ("finished at", format_opt_ms(d.finished_at_unix_ms)),
+    ]);
+    out.push('\n');
+    if d.attempt_history.is_empty() {
+        out.push_str("no attempts yet\n");
+    } else {
+        out.push_str(&attempts_table(&d.attempt_history));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn webhook() -> Webhook {
+        Webhook {
+            id: "w1".into(),
+            tenant: String::new(),
+            event: "order.created".into(),
+            enabled: true,
+            method: "POST".into(),
+            url: "https://shop.example/h".into(),
+            headers: [
+                ("X-B".to_string(), "2".to_string()),
+                ("X-A".to_string(), "1".to_string()),
+            ]
+            .into(),
+            body_template: String::new(),
+            timeout_ms: 3000,
+            description: "d".into(),
+            created_at_unix_ms: 0,
+            updated_at_unix_ms: 1_700_000_000_123,
+        }
+    }
+
+    fn delivery() -> Delivery {
+        Delivery {
+            id: "d1".into(),
+            tenant: "shop-1".into(),
+            event: "order.created".into(),
+            webhook_id: "w1".into(),
+            target_url: "http://127.0.0.1:9000/hooks".into(),
+            method: "POST".into(),
+            state: "succeeded".into(),
+            attempts: 2,
+            last_status_code: Some(200),
+            last_error: String::new(),
+            fired_at_unix_ms: 1_700_000_000_000,
+            last_attempt_at_unix_ms: Some(1_700_000_003_000),
+            next_attempt_at_unix_ms: None,
+            finished_at_unix_ms: Some(1_700_000_003_010),
+            attempt_history: vec![
+                Attempt {
+                    attempt: 1,
+                    started_at_unix_ms: 1_700_000_001_000,
+                    duration_ms: 4,
+                    url: "http://127.0.0.1:9000/hooks".into(),
+                    status_code: Some(500),
+                    error_kind: "http_status".into(),
+                    error_message: "500 Internal Server Error".into(),
+                    response_excerpt: "failing\non purpose".into(),
+                },
+                Attempt {
+                    attempt: 2,
+                    started_at_unix_ms: 1_700_000_003_000,
+                    duration_ms: 3,
+                    url: "http://127.0.0.1:9000/hooks".into(),
+                    status_code: Some(200),
+                    error_kind: String::new(),
+                    error_message: String::new(),
+                    response_excerpt: "ok".into(),
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn webhook_json_uses_proto_names_and_sorted_headers() {
+        let v = webhook_json(&webhook());
+        let text = serde_json::to_string(&v).unwrap();
+        assert!(
+            text.contains(r#""headers":{"X-A":"1","X-B":"2"}"#),
+            "{text}"
+        );
+        assert_eq!(v["timeout_ms"], 3000);
+        assert_eq!(v["updated_at_unix_ms"], 1_700_000_000_123_i64);
+        assert_eq!(v["tenant"], "");
+        let list = list_webhooks_json(&ListWebhooksResponse {
+            webhooks: vec![webhook()],
+        });
+        assert_eq!(list["webhooks"][0]["id"], "w1");
+        let events = list_events_json(&ListEventsResponse {
+            events: vec![EventInfo {
+                event: "order.created".into(),
+                webhooks: vec![webhook()],
+            }],
+        });
+        assert_eq!(
+            events["events"][0]["webhooks"][0]["url"],
+            "https://shop.example/h"
+        );
+    }
+
+    #[test]
+    fn delivery_json_keeps_unset_optionals_as_null() {
+        let v = delivery_json(&delivery());
+        assert_eq!(v["state"], "succeeded");
+        assert_eq!(v["last_status_code"], 200);
+        assert!(v["next_attempt_at_unix_ms"].is_null());
+        assert_eq!(v["attempt_history"][0]["status_code"], 500);
+        assert_eq!(v["attempt_history"][1]["error_kind"], "");
+        let fire = fire_json(&FireResponse {
+            delivery_ids: vec!["a".into(), "b".into()],
+        });
+        assert_eq!(fire, json!({"delivery_ids": ["a", "b"]}));
+    }
+
+    #[test]
+    fn tables_align() {
+        let t = table(
+            &["A", "LONG"],
+            &[vec!["xxx".into(), "1".into()], vec!["y".into(), "2".into()]],
+        );
+        assert_eq!(t, "A    LONG\nxxx  1\ny    2\n");
+    }
+
+    #[test]
+    fn delivery_details_show_attempts() {
+        let text = delivery_details(&delivery());
+        assert!(text.contains("state         succeeded"), "{text}");
+        assert!(text.contains("tenant        shop-1"), "{text}");
+        assert!(text.contains("next attempt  -"), "{text}");
+        assert!(
+            text.contains("500 http_status: 500 Internal Server Error"),
+            "{text}"
+        );
+        assert!(text.contains("failing\\non purpose"), "{text}");
+        assert!(text.contains("2023-11-14T22:13:21.000Z"), "{text}");
+        let w = webhook_details(&webhook());
+        assert!(w.contains("X-A: 1\n               X-B: 2"), "{w}");
+        assert!(w.contains("tenant         (default)"), "{w}");
+    }
+
+    #[test]
+    fn times_and_truncation() {
+        assert_eq!(format_unix_ms(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            format_unix_ms(1_700_000_000_123),
+            "2023-11-14T22:13:20.123Z"
+        );
+        assert_eq!(format_unix_ms(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(format_unix_ms(-1), "1969-12-31T23:59:59.999Z");
+        assert_eq!(one_line("abcdef", 4), "abc…");
+        assert_eq!(one_line("ab", 4), "ab");
+        assert_eq!(one_line("a\nb", 10), "a\\nb");
+    }
+}

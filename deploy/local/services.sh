@@ -1,0 +1,135 @@
+# shellcheck shell=bash
+#
+# Helpers shared by deploy/local/run.sh and .ci/run: install PostgreSQL and
+# RabbitMQ from Debian's packages when they are missing, start them when they
+# are not answering, and wait until they do. Services already running are
+# reused as they are. Source this file; it defines functions only.
+
+# Debian keeps the RabbitMQ and PostgreSQL admin tools in sbin.
+PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
+
+herald_log() { printf '==> %s\n' "$*" >&2; }
+herald_die() {
+    printf 'error: %s\n' "$*" >&2
+    exit 1
+}
+
+# Runs a command as root: directly, or through sudo.
+herald_as_root() {
+    if [ "$(id -u)" -eq 0 ]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo "$@"
+    else
+        herald_die "'$*' needs root and sudo is not installed; run this script as root"
+    fi
+}
+
+HERALD_APT_UPDATED=0
+# Installs Debian packages (non-interactively).
+herald_apt_install() {
+    command -v apt-get >/dev/null 2>&1 ||
+        herald_die "missing $*, and this is not a Debian-like system with apt-get: install them by hand"
+    if [ "$HERALD_APT_UPDATED" -eq 0 ]; then
+        herald_log "apt-get update"
+        herald_as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
+        HERALD_APT_UPDATED=1
+    fi
+    herald_log "apt-get install $*"
+    herald_as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@"
+}
+
+# True when a TCP port on 127.0.0.1 accepts connections.
+herald_port_open() {
+    timeout 2 bash -c "</dev/tcp/127.0.0.1/$1" >/dev/null 2>&1
+}
+
+herald_have_postgres() {
+    command -v pg_ctlcluster >/dev/null 2>&1 && command -v psql >/dev/null 2>&1 &&
+        command -v pg_isready >/dev/null 2>&1
+}
+
+herald_have_rabbitmq() {
+    command -v rabbitmq-server >/dev/null 2>&1 && command -v rabbitmqctl >/dev/null 2>&1
+}
+
+# Installs postgresql and/or rabbitmq-server if their programs are missing.
+herald_install_services() {
+    local need=()
+    herald_have_postgres || need+=(postgresql)
+    herald_have_rabbitmq || need+=(rabbitmq-server)
+    if [ "${#need[@]}" -gt 0 ]; then
+        herald_apt_install "${need[@]}"
+    fi
+}
+
+herald_postgres_ready() {
+    pg_isready -h 127.0.0.1 -p 5432 -q >/dev/null 2>&1
+}
+
+# Starts the local PostgreSQL cluster unless it answers; waits up to 60 s.
+herald_ensure_postgres() {
+    if herald_postgres_ready; then
+        herald_log "PostgreSQL answers on 127.0.0.1:5432; reusing it"
+        return 0
+    fi
+    local version
+    version=$(ls /etc/postgresql 2>/dev/null | sort -V | tail -n 1)
+    [ -n "$version" ] ||
+        herald_die "PostgreSQL is installed but has no cluster in /etc/postgresql; create one with: pg_createcluster --start 15 main"
+    herald_log "starting PostgreSQL $version/main"
+    herald_as_root pg_ctlcluster --skip-systemctl-redirect "$version" main start ||
+        herald_log "pg_ctlcluster did not start it cleanly; waiting for it anyway"
+    local i
+    for i in $(seq 1 120); do
+        herald_postgres_ready && {
+            herald_log "PostgreSQL is ready"
+            return 0
+        }
+        sleep 0.5
+    done
+    herald_die "PostgreSQL does not answer on 127.0.0.1:5432 after 60 s; see /var/log/postgresql/"
+}
+
+# Starts RabbitMQ unless AMQP answers on 5672; waits up to 120 s.
+herald_ensure_rabbitmq() {
+    if herald_port_open 5672; then
+        herald_log "RabbitMQ answers on 127.0.0.1:5672; reusing it"
+        return 0
+    fi
+    herald_log "starting RabbitMQ (rabbitmq-server -detached)"
+    herald_as_root rabbitmq-server -detached ||
+        herald_log "rabbitmq-server -detached failed; waiting in case it is starting already"
+    local i
+    for i in $(seq 1 24); do
+        # Fails at once while the Erlang node is not up yet, so retry.
+        if herald_as_root rabbitmqctl -q await_startup --timeout 5 >/dev/null 2>&1; then
+            break
+        fi
+        sleep 5
+    done
+    for i in $(seq 1 60); do
+        herald_port_open 5672 && {
+            herald_log "RabbitMQ is ready"
+            return 0
+        }
+        sleep 1
+    done
+    herald_die "RabbitMQ does not answer on 127.0.0.1:5672; see /var/log/rabbitmq/"
+}
+
+# Runs psql against the local server as user postgres.
+herald_psql() {
+    psql -h 127.0.0.1 -p 5432 -U postgres -v ON_ERROR_STOP=1 "$@"
+}
+
+# Creates database $1 unless it exists.
+herald_ensure_database() {
+    local name=$1
+    if [ "$(herald_psql -d postgres -Atqc "select 1 from pg_database where datname = '$name'")" = 1 ]; then
+        herald_log "database $name exists"
+    else
+        herald_log "creating database $name"
+        herald_psql -d postgres -qc "create database \"$name\""
+    fi
+}
