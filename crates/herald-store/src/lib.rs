@@ -1,1 +1,251 @@
-//! Postgres pool, migrations, webhook configuration (with a live cache) and the delivery/attempt tables.
+//! Herald's Postgres side: the connection pool, the schema migrations, the
+//! webhook configuration (with a live in-memory cache that follows changes
+//! through `LISTEN`/`NOTIFY`) and the `deliveries` / `delivery_attempts` tables
+//! that dashboards read.
+//!
+//! This crate talks to Postgres only. It must not touch RabbitMQ or HTTP: the
+//! services decide when something is delivered or acknowledged, and this crate
+//! only records configuration and outcomes, so it can be tested against a
+//! database alone.
+//!
+//! The pieces:
+//! - [`pool`] and [`migrate`] set up the database at service start.
+//! - [`Store`] is the webhook CRUD used by Admin, plus reading a delivery.
+//! - [`ConfigCache`] keeps every webhook in memory so that Fire never waits for
+//!   Postgres, and keeps serving the last known configuration while Postgres is
+//!   down.
+//! - [`AttemptWriter`] records delivery outcomes in batches (group commit) and
+//!   tells each caller when its record is durable.
+
+mod backoff;
+mod cache;
+mod store;
+mod writer;
+
+#[cfg(test)]
+mod test_support;
+
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, RecyclingMethod, Runtime};
+use tokio_postgres::NoTls;
+use tracing::{debug, info, warn};
+use uuid::Uuid;
+
+pub use cache::{ConfigCache, ConfigSnapshot};
+pub use deadpool_postgres::Pool;
+pub use herald_core::{DeliveryState, Method, NewWebhook, Webhook, WebhookPatch};
+pub use store::{AttemptView, DeliveryView, Store};
+pub use writer::{AttemptRecord, AttemptWriter, DeliveryRecord, WriteRequest, WriterConfig};
+
+/// Key of the session-level advisory lock that serialises migrations. It is a
+/// fixed, arbitrary number ("herald" in ASCII) so that every Herald service
+/// taking part agrees on it without configuration.
+const MIGRATION_LOCK_KEY: i64 = 0x6865_7261_6c64;
+
+/// How long to wait for a new Postgres connection before giving up. Without a
+/// bound, a host that drops packets would hang a caller for minutes.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+mod embedded {
+    refinery::embed_migrations!("migrations");
+}
+
+/// Everything that can go wrong in the store.
+///
+/// Variants that wrap another error keep it as their [`source`], and their own
+/// message does not repeat it; log the whole chain (for example with
+/// `error = &err as &dyn std::error::Error` in `tracing`) to see the cause.
+///
+/// [`source`]: std::error::Error::source
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The row does not exist (or no longer exists).
+    #[error("{what} {id} does not exist")]
+    NotFound { what: &'static str, id: Uuid },
+
+    /// Postgres refused the statement or the connection broke.
+    #[error("Postgres request failed")]
+    Db(#[from] tokio_postgres::Error),
+
+    /// No pooled connection could be had (Postgres unreachable, timeout, or
+    /// the pool was closed).
+    #[error("no Postgres connection available from the pool")]
+    Pool(#[from] deadpool_postgres::PoolError),
+
+    /// The connection pool could not be built.
+    #[error("the Postgres connection pool could not be built")]
+    BuildPool(#[from] deadpool_postgres::BuildError),
+
+    /// The database URL could not be parsed.
+    #[error("invalid database URL")]
+    InvalidUrl(#[source] tokio_postgres::Error),
+
+    /// Applying the schema migrations failed.
+    #[error("database migration failed")]
+    Migration(#[from] refinery::Error),
+
+    /// A stored row holds a value Herald cannot read, for example a state that
+    /// this version does not know. This points to a schema or version mismatch.
+    #[error("stored {what} {id} is unreadable: {detail}")]
+    Corrupt {
+        what: &'static str,
+        id: Uuid,
+        detail: String,
+    },
+
+    /// A database operation did not finish in time.
+    #[error("{what} did not finish within {after:?}")]
+    Timeout { what: &'static str, after: Duration },
+
+    /// The attempt writer stopped before the record was committed; the record
+    /// may or may not be stored, so the message must not be acknowledged.
+    #[error("the attempt writer shut down before the write was committed")]
+    WriterShutDown,
+}
+
+impl StoreError {
+    /// Whether this is [`StoreError::NotFound`].
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Self::NotFound { .. })
+    }
+}
+
+/// Builds a connection pool from a URL like
+/// `postgres://postgres@127.0.0.1:5432/test` (key=value strings work too).
+///
+/// No connection is opened here; the pool connects on first use, so a service
+/// can start while Postgres is still coming up.
+pub fn pool(database_url: &str, max_size: usize) -> Result<Pool, StoreError> {
+    let config = parse_url(database_url)?;
+    let manager = Manager::from_config(
+        config,
+        NoTls,
+        ManagerConfig {
+            // A broken connection is noticed by tokio-postgres itself (the
+            // client reports closed), so the cheap check is enough; a failed
+            // statement surfaces as an error to the caller, who retries.
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    let pool = Pool::builder(manager)
+        .max_size(max_size)
+        .runtime(Runtime::Tokio1)
+        // Bounded creation and recycling so that callers get an error they can
+        // act on (retry, serve from cache) instead of hanging while Postgres is
+        // unreachable.
+        .create_timeout(Some(CONNECT_TIMEOUT))
+        .recycle_timeout(Some(CONNECT_TIMEOUT))
+        .build()?;
+    Ok(pool)
+}
+
+/// Parses a database URL and fills in the defaults Herald relies on.
+fn parse_url(database_url: &str) -> Result<tokio_postgres::Config, StoreError> {
+    let mut config: tokio_postgres::Config =
+        database_url.parse().map_err(StoreError::InvalidUrl)?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(CONNECT_TIMEOUT);
+    }
+    if config.get_application_name().is_none() {
+        // Makes Herald's sessions recognisable in pg_stat_activity.
+        config.application_name("herald");
+    }
+    Ok(config)
+}
+
+/// Opens a single connection outside the pool and drives it on a task.
+///
+/// Used where a session of its own matters: the advisory lock of [`migrate`]
+/// is bound to the session that took it.
+async fn connect_single(
+    database_url: &str,
+) -> Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), StoreError> {
+    let config = parse_url(database_url)?;
+    let (client, connection) = config.connect(NoTls).await?;
+    let driver = tokio::spawn(async move {
+        if let Err(err) = connection.await {
+            debug!(
+                error = &err as &dyn std::error::Error,
+                "Postgres connection ended"
+            );
+        }
+    });
+    Ok((client, driver))
+}
+
+/// Applies the embedded schema migrations (`migrations/V*__*.sql`).
+///
+/// Idempotent, and safe when several services start at once: it runs on a
+/// connection of its own holding a Postgres advisory lock, so a second caller
+/// waits and then finds nothing left to do.
+pub async fn migrate(database_url: &str) -> Result<(), StoreError> {
+    let (mut client, driver) = connect_single(database_url).await?;
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK_KEY])
+        .await?;
+    let report = embedded::migrations::runner().run_async(&mut client).await;
+    // Unlock explicitly even though closing the session would release the lock
+    // too: it makes the waiting service proceed at once, and a failed unlock
+    // is worth knowing about.
+    let unlocked = client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK_KEY])
+        .await;
+    drop(client);
+    if let Err(err) = driver.await {
+        warn!(
+            error = &err as &dyn std::error::Error,
+            "migration connection task failed"
+        );
+    }
+    let report = report?;
+    unlocked?;
+    for migration in report.applied_migrations() {
+        info!(
+            version = migration.version(),
+            name = migration.name(),
+            "applied migration"
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::TestDb;
+
+    #[test]
+    fn bad_url_is_refused() {
+        let err = pool("postgres://host:notaport/db", 4).expect_err("must be refused");
+        assert!(matches!(err, StoreError::InvalidUrl(_)), "{err:?}");
+        assert!(std::error::Error::source(&err).is_some());
+    }
+
+    #[tokio::test]
+    async fn migrate_twice_and_concurrently() {
+        let db = TestDb::create().await;
+        let (a, b) = tokio::join!(migrate(db.url()), migrate(db.url()));
+        a.expect("first concurrent migrate");
+        b.expect("second concurrent migrate");
+        migrate(db.url()).await.expect("migrate again");
+
+        let client = db.connect().await;
+        let row = client
+            .query_one(
+                "SELECT count(*) FROM information_schema.tables
+                 WHERE table_schema = 'public'
+                   AND table_name IN ('webhooks', 'deliveries', 'delivery_attempts')",
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(row.get::<_, i64>(0), 3);
+        let applied: i64 = client
+            .query_one("SELECT count(*) FROM refinery_schema_history", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(applied, 1, "each migration is applied exactly once");
+    }
+}

@@ -1,0 +1,652 @@
+//! The live, in-memory webhook configuration.
+//!
+//! Fire must answer without waiting for Postgres and must keep working while
+//! Postgres is briefly down, so every service holds the whole configuration in
+//! memory. A watcher task follows changes through `LISTEN herald_config` (the
+//! `webhooks` trigger notifies on every change) and, as a safety net for
+//! missed notifications, reloads periodically.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::ControlFlow;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::sync::{Mutex, mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+use uuid::Uuid;
+
+use crate::backoff::Backoff;
+use crate::{Store, StoreError, Webhook, parse_url};
+
+/// The Postgres notification channel the `webhooks` trigger notifies.
+const CHANNEL: &str = "herald_config";
+
+/// Upper bound for one reload, so that a hung connection cannot stall the
+/// watcher (and with it the reaction to shutdown) indefinitely.
+const RELOAD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Upper bound for the liveness check of the listening connection.
+const PING_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The shortest periodic refresh; `tokio::time::interval` refuses a zero
+/// period, and reloading more often than this would only load Postgres.
+const MIN_REFRESH: Duration = Duration::from_millis(10);
+
+/// An immutable view of every webhook, indexed for Fire and ListEvents.
+#[derive(Debug)]
+pub struct ConfigSnapshot {
+    /// Increases by one with every installed change.
+    pub version: u64,
+    /// Every webhook, ordered by tenant, event, creation time and id.
+    all: Vec<Arc<Webhook>>,
+    /// tenant -> event -> webhooks ordered by creation time. A `BTreeMap` for
+    /// the events keeps `events()` sorted without extra work.
+    by_tenant: HashMap<String, BTreeMap<String, Vec<Arc<Webhook>>>>,
+    by_id: HashMap<Uuid, Arc<Webhook>>,
+}
+
+impl ConfigSnapshot {
+    pub fn from_webhooks(version: u64, mut webhooks: Vec<Webhook>) -> Self {
+        sort_for_snapshot(&mut webhooks);
+        let all: Vec<Arc<Webhook>> = webhooks.into_iter().map(Arc::new).collect();
+        let mut by_tenant: HashMap<String, BTreeMap<String, Vec<Arc<Webhook>>>> = HashMap::new();
+        let mut by_id = HashMap::with_capacity(all.len());
+        for webhook in &all {
+            by_tenant
+                .entry(webhook.tenant.clone())
+                .or_default()
+                .entry(webhook.event.clone())
+                .or_default()
+                .push(Arc::clone(webhook));
+            by_id.insert(webhook.id, Arc::clone(webhook));
+        }
+        Self {
+            version,
+            all,
+            by_tenant,
+            by_id,
+        }
+    }
+
+    /// The webhooks of an event, disabled ones included, oldest first.
+    pub fn webhooks_for(&self, tenant: &str, event: &str) -> &[Arc<Webhook>] {
+        self.by_tenant
+            .get(tenant)
+            .and_then(|events| events.get(event))
+            .map_or(&[], Vec::as_slice)
+    }
+
+    pub fn webhook(&self, id: Uuid) -> Option<&Arc<Webhook>> {
+        self.by_id.get(&id)
+    }
+
+    /// The events of a tenant that have webhooks, sorted by name.
+    pub fn events(&self, tenant: &str) -> Vec<(&str, &[Arc<Webhook>])> {
+        self.by_tenant
+            .get(tenant)
+            .map(|events| {
+                events
+                    .iter()
+                    .map(|(event, webhooks)| (event.as_str(), webhooks.as_slice()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Every webhook, ordered by tenant, event and creation time.
+    pub fn all(&self) -> &[Arc<Webhook>] {
+        &self.all
+    }
+
+    /// Whether `webhooks` (in the order `from_webhooks` sorts them) is exactly
+    /// what this snapshot holds.
+    fn holds(&self, webhooks: &[Webhook]) -> bool {
+        self.all.len() == webhooks.len()
+            && self
+                .all
+                .iter()
+                .zip(webhooks)
+                .all(|(held, new)| **held == *new)
+    }
+}
+
+/// The order of `ConfigSnapshot::all`: by tenant, event, creation time, and
+/// id for webhooks created in the same microsecond.
+fn sort_for_snapshot(webhooks: &mut [Webhook]) {
+    webhooks.sort_by(|a, b| {
+        (&a.tenant, &a.event, a.created_at, a.id).cmp(&(&b.tenant, &b.event, b.created_at, b.id))
+    });
+}
+
+/// A shared handle to the live configuration.
+#[derive(Clone, Debug)]
+pub struct ConfigCache {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: Store,
+    /// Holds the current snapshot. A watch channel is both the cheap
+    /// read-mostly cell readers need (a read lock held only to clone an `Arc`)
+    /// and the way `wait_newer_than` learns about new versions.
+    current: watch::Sender<Arc<ConfigSnapshot>>,
+    /// Serialises reloads. Without it a slow reload that started before a
+    /// change could finish after a quick one that saw it, and install the
+    /// older configuration over the newer.
+    reload_lock: Mutex<()>,
+}
+
+impl ConfigCache {
+    /// Loads the snapshot once (an error here is returned, since a service
+    /// without configuration cannot serve), then spawns a watcher task that
+    /// keeps it fresh until `shutdown` is cancelled.
+    ///
+    /// `database_url` is used for the watcher's own `LISTEN` connection, which
+    /// must stay open and so cannot come from the pool.
+    pub async fn start(
+        store: Store,
+        database_url: &str,
+        refresh_every: Duration,
+        shutdown: CancellationToken,
+    ) -> Result<ConfigCache, StoreError> {
+        // Checked now so that a bad URL fails the start instead of turning
+        // into an endless reconnect loop.
+        parse_url(database_url)?;
+        let webhooks = store.list_webhooks(None, None).await?;
+        let snapshot = ConfigSnapshot::from_webhooks(1, webhooks);
+        info!(
+            webhooks = snapshot.all.len(),
+            "loaded webhook configuration"
+        );
+        let (current, _) = watch::channel(Arc::new(snapshot));
+        let cache = ConfigCache {
+            inner: Arc::new(Inner {
+                store,
+                current,
+                reload_lock: Mutex::new(()),
+            }),
+        };
+        tokio::spawn(watch_config(
+            cache.clone(),
+            database_url.to_owned(),
+            refresh_every.max(MIN_REFRESH),
+            shutdown,
+        ));
+        Ok(cache)
+    }
+
+    /// The current configuration. Cheap; hold the `Arc` for as long as one
+    /// consistent view is needed (e.g. for one Fire call).
+    pub fn snapshot(&self) -> Arc<ConfigSnapshot> {
+        Arc::clone(&self.inner.current.borrow())
+    }
+
+    /// Resolves once a snapshot with a version greater than `after` is
+    /// installed (immediately if it already is).
+    pub async fn wait_newer_than(&self, after: u64) {
+        let mut versions = self.inner.current.subscribe();
+        // The sender lives in `self.inner`, so the channel cannot close while
+        // we wait and the error case cannot happen.
+        let _ = versions.wait_for(|s| s.version > after).await;
+    }
+
+    /// Reloads the configuration from Postgres now and installs it.
+    ///
+    /// A new version is installed only when the configuration actually
+    /// changed. That way a version bump always means "something newer is
+    /// visible", which is what `wait_newer_than` callers rely on.
+    pub async fn reload(&self) -> Result<(), StoreError> {
+        let _serialised = self.inner.reload_lock.lock().await;
+        let mut webhooks = self.inner.store.list_webhooks(None, None).await?;
+        let current = self.snapshot();
+        // `list_webhooks` orders this way already; sorting again is cheap and
+        // keeps `holds` correct should that query's order ever change.
+        sort_for_snapshot(&mut webhooks);
+        if current.holds(&webhooks) {
+            debug!(version = current.version, "webhook configuration unchanged");
+            return Ok(());
+        }
+        let next = ConfigSnapshot::from_webhooks(current.version + 1, webhooks);
+        debug!(
+            version = next.version,
+            webhooks = next.all.len(),
+            "installed new webhook configuration"
+        );
+        self.inner.current.send_replace(Arc::new(next));
+        Ok(())
+    }
+
+    /// Reloads, logging instead of returning failures: the watcher keeps the
+    /// last snapshot when Postgres cannot be read. Returns whether it worked.
+    async fn reload_logged(&self, why: &'static str) -> bool {
+        match tokio::time::timeout(RELOAD_TIMEOUT, self.reload()).await {
+            Ok(Ok(())) => true,
+            Ok(Err(err)) => {
+                warn!(
+                    error = &err as &dyn std::error::Error,
+                    why, "reloading webhook configuration failed; keeping the last one"
+                );
+                false
+            }
+            Err(_) => {
+                warn!(
+                    why,
+                    timeout = ?RELOAD_TIMEOUT,
+                    "reloading webhook configuration timed out; keeping the last one"
+                );
+                false
+            }
+        }
+    }
+}
+
+/// The watcher: listen, reload on notification and periodically, reconnect
+/// with backoff when the listening connection is lost.
+async fn watch_config(
+    cache: ConfigCache,
+    database_url: String,
+    refresh_every: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut backoff = Backoff::new();
+    loop {
+        let connected = tokio::select! {
+            () = shutdown.cancelled() => return,
+            connected = Listener::connect(&database_url) => connected,
+        };
+        match connected {
+            Ok(mut listener) => {
+                backoff.reset();
+                debug!("listening for webhook configuration changes");
+                if listener
+                    .serve(&cache, refresh_every, &shutdown)
+                    .await
+                    .is_break()
+                {
+                    return;
+                }
+            }
+            Err(err) => {
+                let delay = backoff.next_delay();
+                warn!(
+                    error = &err as &dyn std::error::Error,
+                    retry_in = ?delay,
+                    "cannot listen for webhook configuration changes; serving the last configuration"
+                );
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+}
+
+/// A dedicated connection subscribed to the configuration channel.
+struct Listener {
+    client: tokio_postgres::Client,
+    /// Receives one item per notification burst; closed when the connection
+    /// ends.
+    notified: mpsc::Receiver<()>,
+    driver: JoinHandle<()>,
+}
+
+impl Listener {
+    async fn connect(database_url: &str) -> Result<Listener, StoreError> {
+        let config = parse_url(database_url)?;
+        let (client, mut connection) = config.connect(NoTls).await?;
+        // Capacity one: a pending signal already means "reload", so further
+        // notifications arriving before the reload starts add nothing.
+        let (signal, notified) = mpsc::channel(1);
+        let driver = tokio::spawn(async move {
+            // The connection must be polled for messages (not just awaited)
+            // for notifications to be seen; this also drives the client's
+            // own queries.
+            let mut messages = futures_util::stream::poll_fn(|cx| connection.poll_message(cx));
+            while let Some(message) = messages.next().await {
+                match message {
+                    Ok(AsyncMessage::Notification(_)) => {
+                        if let Err(mpsc::error::TrySendError::Closed(())) = signal.try_send(()) {
+                            return;
+                        }
+                    }
+                    Ok(AsyncMessage::Notice(notice)) => {
+                        debug!(%notice, "notice on the configuration listener");
+                    }
+                    Ok(_) => {}
+                    Err(err) => {
+                        debug!(
+                            error = &err as &dyn std::error::Error,
+                            "configuration listener connection failed"
+                        );
+                        return;
+                    }
+                }
+            }
+        });
+        let listener = Listener {
+            client,
+            notified,
+            driver,
+        };
+        listener
+            .client
+            .batch_execute(&format!("LISTEN {CHANNEL}"))
+            .await?;
+        Ok(listener)
+    }
+
+    /// Reacts to notifications and refreshes periodically until the
+    /// connection breaks (`Continue`: reconnect) or shutdown (`Break`).
+    async fn serve(
+        &mut self,
+        cache: &ConfigCache,
+        refresh_every: Duration,
+        shutdown: &CancellationToken,
+    ) -> ControlFlow<()> {
+        let mut refresh = tokio::time::interval_at(Instant::now() + refresh_every, refresh_every);
+        refresh.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        // A failed reload is retried with backoff instead of waiting for the
+        // next notification or refresh, which could be far away.
+        let mut retry = Backoff::new();
+        let mut retry_at: Option<Instant> = None;
+        // Changes made while nobody listened (before the first connection, or
+        // during an outage) sent notifications that were lost, so catch up
+        // once now.
+        let mut why = Some("listening started");
+        loop {
+            if let Some(why) = why.take() {
+                if cache.reload_logged(why).await {
+                    retry.reset();
+                    retry_at = None;
+                } else {
+                    retry_at = Some(Instant::now() + retry.next_delay());
+                }
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return ControlFlow::Break(()),
+                signal = self.notified.recv() => {
+                    if signal.is_none() {
+                        warn!("lost the configuration listener connection; reconnecting");
+                        return ControlFlow::Continue(());
+                    }
+                    why = Some("change notified");
+                }
+                () = sleep_until_some(retry_at) => why = Some("retrying a failed reload"),
+                _ = refresh.tick() => {
+                    // A connection that silently died (no RST, e.g. a dropped
+                    // network path) would never report an error by itself;
+                    // the periodic query finds out.
+                    let alive = tokio::time::timeout(PING_TIMEOUT, self.client.simple_query(""))
+                        .await;
+                    if !matches!(alive, Ok(Ok(_))) {
+                        warn!("the configuration listener connection stopped answering; reconnecting");
+                        return ControlFlow::Continue(());
+                    }
+                    why = Some("periodic refresh");
+                }
+            }
+        }
+    }
+}
+
+/// Sleeps until `at`, or forever when there is nothing to wait for.
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        // Dropping the client closes the connection, which ends the driver;
+        // aborting as well makes sure no task outlives the listener.
+        self.driver.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::time::SystemTime;
+
+    use herald_core::{Method, NewWebhook};
+
+    use super::*;
+    use crate::test_support::TestDb;
+
+    fn webhook(tenant: &str, event: &str, created_secs: u64) -> Webhook {
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(created_secs);
+        Webhook {
+            id: Uuid::now_v7(),
+            tenant: tenant.into(),
+            event: event.into(),
+            enabled: true,
+            method: Method::Post,
+            url: "https://a.example/".into(),
+            headers: BTreeMap::new(),
+            body_template: None,
+            timeout_ms: 3000,
+            description: String::new(),
+            created_at: at,
+            updated_at: at,
+        }
+    }
+
+    #[test]
+    fn snapshot_indexes() {
+        let newer = webhook("t", "order.created", 20);
+        let older = webhook("t", "order.created", 10);
+        let mut disabled = webhook("t", "a.event", 5);
+        disabled.enabled = false;
+        let other_tenant = webhook("", "order.created", 1);
+        let snapshot = ConfigSnapshot::from_webhooks(
+            7,
+            vec![
+                newer.clone(),
+                older.clone(),
+                disabled.clone(),
+                other_tenant.clone(),
+            ],
+        );
+        assert_eq!(snapshot.version, 7);
+        let ids: Vec<Uuid> = snapshot
+            .webhooks_for("t", "order.created")
+            .iter()
+            .map(|w| w.id)
+            .collect();
+        assert_eq!(ids, [older.id, newer.id], "oldest first");
+        assert_eq!(
+            snapshot.webhooks_for("t", "a.event").len(),
+            1,
+            "disabled included"
+        );
+        assert!(snapshot.webhooks_for("t", "missing").is_empty());
+        assert!(snapshot.webhooks_for("missing", "order.created").is_empty());
+        assert_eq!(snapshot.webhook(other_tenant.id).unwrap().tenant, "");
+        assert!(snapshot.webhook(Uuid::nil()).is_none());
+        let events: Vec<(&str, usize)> = snapshot
+            .events("t")
+            .into_iter()
+            .map(|(e, ws)| (e, ws.len()))
+            .collect();
+        assert_eq!(events, [("a.event", 1), ("order.created", 2)]);
+        assert!(snapshot.events("nobody").is_empty());
+        assert_eq!(snapshot.all().len(), 4);
+    }
+
+    fn new_webhook(event: &str) -> NewWebhook {
+        NewWebhook {
+            tenant: "shop".into(),
+            event: event.into(),
+            enabled: true,
+            method: Method::Post,
+            url: "https://shop.example/hook".into(),
+            headers: BTreeMap::new(),
+            body_template: None,
+            timeout_ms: 3000,
+            description: String::new(),
+        }
+    }
+
+    /// Waits (up to `limit`) until the cache satisfies `done`.
+    async fn eventually(
+        cache: &ConfigCache,
+        limit: Duration,
+        done: impl Fn(&ConfigSnapshot) -> bool,
+    ) {
+        tokio::time::timeout(limit, async {
+            loop {
+                let snapshot = cache.snapshot();
+                if done(&snapshot) {
+                    return;
+                }
+                cache.wait_newer_than(snapshot.version).await;
+            }
+        })
+        .await
+        .expect("the cache did not catch up in time");
+    }
+
+    #[tokio::test]
+    async fn cache_follows_changes_through_notify() {
+        let db = TestDb::migrated().await;
+        let store = Store::new(db.pool());
+        let existing = store
+            .create_webhook(&new_webhook("order.created"))
+            .await
+            .unwrap();
+
+        let shutdown = CancellationToken::new();
+        // An hour between refreshes, so only NOTIFY can explain a quick update.
+        let cache = ConfigCache::start(
+            store.clone(),
+            db.url(),
+            Duration::from_secs(3600),
+            shutdown.clone(),
+        )
+        .await
+        .unwrap();
+        let first = cache.snapshot();
+        assert!(first.webhook(existing.id).is_some());
+
+        // A raw insert through a plain connection, as an operator might do.
+        let id = Uuid::now_v7();
+        let client = db.connect().await;
+        client
+            .execute(
+                "INSERT INTO webhooks (id, tenant, event, method, url) \
+                 VALUES ($1, 'shop', 'order.paid', 'PUT', 'https://x.example/')",
+                &[&id],
+            )
+            .await
+            .unwrap();
+        eventually(&cache, Duration::from_secs(2), |s| s.webhook(id).is_some()).await;
+        let snapshot = cache.snapshot();
+        assert!(snapshot.version > first.version);
+        let events: Vec<&str> = snapshot
+            .events("shop")
+            .into_iter()
+            .map(|(e, _)| e)
+            .collect();
+        assert_eq!(events, ["order.created", "order.paid"]);
+        assert_eq!(snapshot.webhook(id).unwrap().method, Method::Put);
+
+        client
+            .execute("DELETE FROM webhooks WHERE id = $1", &[&existing.id])
+            .await
+            .unwrap();
+        eventually(&cache, Duration::from_secs(2), |s| {
+            s.webhook(existing.id).is_none()
+        })
+        .await;
+
+        // An explicit reload makes a write visible at once, and a reload that
+        // finds nothing new does not bump the version.
+        let disabled = store.set_webhook_enabled(id, false).await.unwrap();
+        cache.reload().await.unwrap();
+        let after = cache.snapshot();
+        assert_eq!(**after.webhook(id).unwrap(), disabled);
+        cache.reload().await.unwrap();
+        assert_eq!(cache.snapshot().version, after.version);
+
+        shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn cache_survives_a_lost_listener_connection() {
+        let db = TestDb::migrated().await;
+        let store = Store::new(db.pool());
+        let shutdown = CancellationToken::new();
+        let cache = ConfigCache::start(
+            store.clone(),
+            db.url(),
+            Duration::from_secs(3600),
+            shutdown.clone(),
+        )
+        .await
+        .unwrap();
+
+        // Kill every other session of the test database, the listener and
+        // the pooled connections included.
+        let admin = db.connect().await;
+        let killed = || async {
+            admin
+                .execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                     WHERE datname = current_database() AND pid <> pg_backend_pid()",
+                    &[],
+                )
+                .await
+                .unwrap();
+        };
+        // Wait until the listener is connected, so that it is what we kill.
+        tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                let listening: i64 = admin
+                    .query_one(
+                        "SELECT count(*) FROM pg_stat_activity \
+                         WHERE datname = current_database() AND query LIKE 'LISTEN%'",
+                        &[],
+                    )
+                    .await
+                    .unwrap()
+                    .get(0);
+                if listening > 0 {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("listener connected");
+        killed().await;
+        let before = cache.snapshot().version;
+        assert!(
+            cache.snapshot().all().is_empty(),
+            "the last snapshot is still served"
+        );
+
+        // A change made right after is picked up by the reload on reconnect
+        // or by the notification on the new connection.
+        let id = Uuid::now_v7();
+        admin
+            .execute(
+                "INSERT INTO webhooks (id, event, method, url) \
+                 VALUES ($1, 'e', 'POST', 'https://x.example/')",
+                &[&id],
+            )
+            .await
+            .unwrap();
+        eventually(&cache, Duration::from_secs(3), |s| s.webhook(id).is_some()).await;
+        assert!(cache.snapshot().version > before);
+        shutdown.cancel();
+    }
+}

@@ -1,0 +1,484 @@
+//! Webhook configuration CRUD and reading a delivery with its attempts.
+
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+use deadpool_postgres::Pool;
+use herald_core::{DeliveryState, Method, NewWebhook, Webhook, WebhookPatch};
+use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
+use uuid::Uuid;
+
+use crate::StoreError;
+
+/// Column list of `webhooks`, in the order [`webhook_from_row`] reads it.
+const WEBHOOK_COLUMNS: &str = "id, tenant, event, enabled, method, url, headers, body_template, \
+     timeout_ms, description, created_at, updated_at";
+
+/// Access to the webhook configuration and the delivery tables.
+///
+/// Cheap to clone: it only holds the pool.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: Pool,
+}
+
+impl Store {
+    pub fn new(pool: Pool) -> Self {
+        Self { pool }
+    }
+
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// Saves a new webhook under a fresh UUIDv7 and returns it as stored (with
+    /// the database's timestamps).
+    pub async fn create_webhook(&self, new: &NewWebhook) -> Result<Webhook, StoreError> {
+        let client = self.pool.get().await?;
+        let sql = format!(
+            "INSERT INTO webhooks (id, tenant, event, enabled, method, url, headers, \
+                 body_template, timeout_ms, description) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+             RETURNING {WEBHOOK_COLUMNS}"
+        );
+        let row = client
+            .query_one(
+                &sql,
+                &[
+                    &Uuid::now_v7(),
+                    &new.tenant,
+                    &new.event,
+                    &new.enabled,
+                    &new.method.as_str(),
+                    &new.url,
+                    &headers_to_json(&new.headers),
+                    &new.body_template,
+                    &u32_to_i32(new.timeout_ms),
+                    &new.description,
+                ],
+            )
+            .await?;
+        webhook_from_row(&row)
+    }
+
+    /// Applies `patch` to a webhook and returns the result.
+    ///
+    /// The row is locked while the patch is applied, so two concurrent updates
+    /// of different fields both take effect instead of one overwriting the
+    /// other with stale values.
+    pub async fn update_webhook(
+        &self,
+        id: Uuid,
+        patch: &WebhookPatch,
+    ) -> Result<Webhook, StoreError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let current = tx
+            .query_opt(
+                &format!("SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE id = $1 FOR UPDATE"),
+                &[&id],
+            )
+            .await?
+            .ok_or(StoreError::NotFound {
+                what: "webhook",
+                id,
+            })?;
+        let changed = patch.apply(&webhook_from_row(&current)?);
+        let sql = format!(
+            "UPDATE webhooks SET event = $2, enabled = $3, method = $4, url = $5, headers = $6, \
+                 body_template = $7, timeout_ms = $8, description = $9, updated_at = now() \
+             WHERE id = $1 \
+             RETURNING {WEBHOOK_COLUMNS}"
+        );
+        let row = tx
+            .query_one(
+                &sql,
+                &[
+                    &id,
+                    &changed.event,
+                    &changed.enabled,
+                    &changed.method.as_str(),
+                    &changed.url,
+                    &headers_to_json(&changed.headers),
+                    &changed.body_template,
+                    &u32_to_i32(changed.timeout_ms),
+                    &changed.description,
+                ],
+            )
+            .await?;
+        let updated = webhook_from_row(&row)?;
+        tx.commit().await?;
+        Ok(updated)
+    }
+
+    pub async fn get_webhook(&self, id: Uuid) -> Result<Webhook, StoreError> {
+        let client = self.pool.get().await?;
+        let row = client
+            .query_opt(
+                &format!("SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE id = $1"),
+                &[&id],
+            )
+            .await?
+            .ok_or(StoreError::NotFound {
+                what: "webhook",
+                id,
+            })?;
+        webhook_from_row(&row)
+    }
+
+    /// Lists webhooks, optionally of one tenant and/or event, ordered by
+    /// tenant, event and creation time.
+    pub async fn list_webhooks(
+        &self,
+        tenant: Option<&str>,
+        event: Option<&str>,
+    ) -> Result<Vec<Webhook>, StoreError> {
+        let client = self.pool.get().await?;
+        // The id breaks ties between webhooks created in the same microsecond,
+        // so that the order is stable from one call to the next.
+        let sql = format!(
+            "SELECT {WEBHOOK_COLUMNS} FROM webhooks \
+             WHERE ($1::text IS NULL OR tenant = $1) AND ($2::text IS NULL OR event = $2) \
+             ORDER BY tenant, event, created_at, id"
+        );
+        let rows = client.query(&sql, &[&tenant, &event]).await?;
+        rows.iter().map(webhook_from_row).collect()
+    }
+
+    pub async fn delete_webhook(&self, id: Uuid) -> Result<(), StoreError> {
+        let client = self.pool.get().await?;
+        let deleted = client
+            .execute("DELETE FROM webhooks WHERE id = $1", &[&id])
+            .await?;
+        if deleted == 0 {
+            return Err(StoreError::NotFound {
+                what: "webhook",
+                id,
+            });
+        }
+        Ok(())
+    }
+
+    pub async fn set_webhook_enabled(
+        &self,
+        id: Uuid,
+        enabled: bool,
+    ) -> Result<Webhook, StoreError> {
+        let client = self.pool.get().await?;
+        let sql = format!(
+            "UPDATE webhooks SET enabled = $2, updated_at = now() WHERE id = $1 \
+             RETURNING {WEBHOOK_COLUMNS}"
+        );
+        let row = client
+            .query_opt(&sql, &[&id, &enabled])
+            .await?
+            .ok_or(StoreError::NotFound {
+                what: "webhook",
+                id,
+            })?;
+        webhook_from_row(&row)
+    }
+
+    /// A delivery as recorded for dashboards, with its attempts in order.
+    pub async fn get_delivery(&self, id: Uuid) -> Result<DeliveryView, StoreError> {
+        let client = self.pool.get().await?;
+        let params: [&(dyn ToSql + Sync); 1] = [&id];
+        // Both queries go out at once on the same connection (tokio-postgres
+        // pipelines them), which saves a round trip.
+        let (row, attempt_rows) = tokio::try_join!(
+            client.query_opt(
+                "SELECT id, tenant, event, webhook_id, target_url, method, payload, payload_kind, \
+                     fired_at, state, attempts, last_status_code, last_error, last_attempt_at, \
+                     next_attempt_at, finished_at \
+                 FROM deliveries WHERE id = $1",
+                &params,
+            ),
+            client.query(
+                "SELECT attempt, started_at, duration_ms, url, status_code, error_kind, \
+                     error_message, response_excerpt \
+                 FROM delivery_attempts WHERE delivery_id = $1 ORDER BY attempt",
+                &params,
+            ),
+        )?;
+        let row = row.ok_or(StoreError::NotFound {
+            what: "delivery",
+            id,
+        })?;
+        let attempt_history = attempt_rows
+            .iter()
+            .map(|r| attempt_from_row(id, r))
+            .collect::<Result<Vec<_>, _>>()?;
+        delivery_from_row(&row, attempt_history)
+    }
+}
+
+/// A row of `deliveries` with its attempts, for Admin's GetDelivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryView {
+    pub id: Uuid,
+    pub tenant: String,
+    pub event: String,
+    pub webhook_id: Uuid,
+    pub target_url: String,
+    pub method: String,
+    pub payload: Option<String>,
+    pub payload_kind: String,
+    pub fired_at: SystemTime,
+    pub state: DeliveryState,
+    pub attempts: u32,
+    pub last_status_code: Option<u16>,
+    pub last_error: Option<String>,
+    pub last_attempt_at: Option<SystemTime>,
+    pub next_attempt_at: Option<SystemTime>,
+    pub finished_at: Option<SystemTime>,
+    /// Ordered by attempt number.
+    pub attempt_history: Vec<AttemptView>,
+}
+
+/// A row of `delivery_attempts`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptView {
+    pub attempt: u32,
+    pub started_at: SystemTime,
+    pub duration_ms: u32,
+    pub url: String,
+    pub status_code: Option<u16>,
+    pub error_kind: Option<String>,
+    pub error_message: Option<String>,
+    pub response_excerpt: Option<String>,
+}
+
+/// Converts a `u32` for an `integer` column. Values beyond `i32::MAX` cannot
+/// occur for validated input; saturating keeps the write from failing if one
+/// ever does.
+pub(crate) fn u32_to_i32(value: u32) -> i32 {
+    i32::try_from(value).unwrap_or(i32::MAX)
+}
+
+fn headers_to_json(headers: &BTreeMap<String, String>) -> serde_json::Value {
+    serde_json::Value::Object(
+        headers
+            .iter()
+            .map(|(name, value)| (name.clone(), serde_json::Value::String(value.clone())))
+            .collect(),
+    )
+}
+
+pub(crate) fn webhook_from_row(row: &Row) -> Result<Webhook, StoreError> {
+    let id: Uuid = row.try_get("id")?;
+    let corrupt = |detail: String| StoreError::Corrupt {
+        what: "webhook",
+        id,
+        detail,
+    };
+    let method: &str = row.try_get("method")?;
+    let method =
+        Method::parse(method).ok_or_else(|| corrupt(format!("unknown method {method:?}")))?;
+    let headers = match row.try_get::<_, serde_json::Value>("headers")? {
+        serde_json::Value::Object(map) => map
+            .into_iter()
+            .map(|(name, value)| match value {
+                serde_json::Value::String(s) => Ok((name, s)),
+                other => Err(corrupt(format!("header {name:?} is not a string: {other}"))),
+            })
+            .collect::<Result<BTreeMap<_, _>, _>>()?,
+        other => return Err(corrupt(format!("headers are not a JSON object: {other}"))),
+    };
+    let timeout_ms: i32 = row.try_get("timeout_ms")?;
+    let timeout_ms = u32::try_from(timeout_ms)
+        .map_err(|_| corrupt(format!("timeout_ms {timeout_ms} is negative")))?;
+    Ok(Webhook {
+        id,
+        tenant: row.try_get("tenant")?,
+        event: row.try_get("event")?,
+        enabled: row.try_get("enabled")?,
+        method,
+        url: row.try_get("url")?,
+        headers,
+        body_template: row.try_get("body_template")?,
+        timeout_ms,
+        description: row.try_get("description")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn delivery_from_row(
+    row: &Row,
+    attempt_history: Vec<AttemptView>,
+) -> Result<DeliveryView, StoreError> {
+    let id: Uuid = row.try_get("id")?;
+    let state: &str = row.try_get("state")?;
+    let state = DeliveryState::parse(state).ok_or_else(|| StoreError::Corrupt {
+        what: "delivery",
+        id,
+        detail: format!("unknown state {state:?}"),
+    })?;
+    Ok(DeliveryView {
+        id,
+        tenant: row.try_get("tenant")?,
+        event: row.try_get("event")?,
+        webhook_id: row.try_get("webhook_id")?,
+        target_url: row.try_get("target_url")?,
+        method: row.try_get("method")?,
+        payload: row.try_get("payload")?,
+        payload_kind: row.try_get("payload_kind")?,
+        fired_at: row.try_get("fired_at")?,
+        state,
+        attempts: non_negative(id, "attempts", row.try_get("attempts")?)?,
+        last_status_code: status_code(id, row.try_get("last_status_code")?)?,
+        last_error: row.try_get("last_error")?,
+        last_attempt_at: row.try_get("last_attempt_at")?,
+        next_attempt_at: row.try_get("next_attempt_at")?,
+        finished_at: row.try_get("finished_at")?,
+        attempt_history,
+    })
+}
+
+fn attempt_from_row(delivery_id: Uuid, row: &Row) -> Result<AttemptView, StoreError> {
+    Ok(AttemptView {
+        attempt: non_negative(delivery_id, "attempt", row.try_get("attempt")?)?,
+        started_at: row.try_get("started_at")?,
+        duration_ms: non_negative(delivery_id, "duration_ms", row.try_get("duration_ms")?)?,
+        url: row.try_get("url")?,
+        status_code: status_code(delivery_id, row.try_get("status_code")?)?,
+        error_kind: row.try_get("error_kind")?,
+        error_message: row.try_get("error_message")?,
+        response_excerpt: row.try_get("response_excerpt")?,
+    })
+}
+
+fn non_negative(id: Uuid, column: &str, value: i32) -> Result<u32, StoreError> {
+    u32::try_from(value).map_err(|_| StoreError::Corrupt {
+        what: "delivery",
+        id,
+        detail: format!("{column} {value} is negative"),
+    })
+}
+
+fn status_code(id: Uuid, value: Option<i32>) -> Result<Option<u16>, StoreError> {
+    value
+        .map(|v| {
+            u16::try_from(v).map_err(|_| StoreError::Corrupt {
+                what: "delivery",
+                id,
+                detail: format!("status code {v} is out of range"),
+            })
+        })
+        .transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::TestDb;
+
+    fn new_webhook(tenant: &str, event: &str) -> NewWebhook {
+        NewWebhook {
+            tenant: tenant.into(),
+            event: event.into(),
+            enabled: true,
+            method: Method::Post,
+            url: "https://shop.example/hook".into(),
+            headers: [("X-Shop".to_string(), "a\"b".to_string())].into(),
+            body_template: Some("{\"id\": {{ data.id }}}".into()),
+            timeout_ms: 2500,
+            description: "orders".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn webhook_crud_round_trip() {
+        let db = TestDb::migrated().await;
+        let store = Store::new(db.pool());
+
+        let created = store
+            .create_webhook(&new_webhook("shop1", "order.created"))
+            .await
+            .unwrap();
+        assert_eq!(created.id.get_version_num(), 7);
+        assert_eq!(created.tenant, "shop1");
+        assert_eq!(created.headers["X-Shop"], "a\"b");
+        assert_eq!(created.timeout_ms, 2500);
+        assert_eq!(created.created_at, created.updated_at);
+        assert_eq!(store.get_webhook(created.id).await.unwrap(), created);
+
+        let other = store
+            .create_webhook(&new_webhook("", "order.created"))
+            .await
+            .unwrap();
+        let third = store
+            .create_webhook(&new_webhook("shop1", "a.event"))
+            .await
+            .unwrap();
+
+        let patch = WebhookPatch {
+            url: Some("https://other.example/x".into()),
+            method: Some(Method::Get),
+            headers: Some(BTreeMap::new()),
+            body_template: Some(None),
+            ..Default::default()
+        };
+        let updated = store.update_webhook(created.id, &patch).await.unwrap();
+        assert_eq!(updated.url, "https://other.example/x");
+        assert_eq!(updated.method, Method::Get);
+        assert!(updated.headers.is_empty());
+        assert_eq!(updated.body_template, None);
+        assert_eq!(updated.description, "orders", "unset fields are kept");
+        assert_eq!(updated.created_at, created.created_at);
+        assert!(updated.updated_at > created.updated_at);
+        assert_eq!(store.get_webhook(created.id).await.unwrap(), updated);
+
+        let disabled = store.set_webhook_enabled(created.id, false).await.unwrap();
+        assert!(!disabled.enabled);
+        assert_eq!(disabled.url, updated.url);
+
+        let all = store.list_webhooks(None, None).await.unwrap();
+        let ids: Vec<Uuid> = all.iter().map(|w| w.id).collect();
+        assert_eq!(
+            ids,
+            [other.id, third.id, created.id],
+            "ordered by tenant, event"
+        );
+        let shop1 = store.list_webhooks(Some("shop1"), None).await.unwrap();
+        assert_eq!(shop1.len(), 2);
+        let created_events = store
+            .list_webhooks(None, Some("order.created"))
+            .await
+            .unwrap();
+        assert_eq!(created_events.len(), 2);
+        let one = store
+            .list_webhooks(Some(""), Some("order.created"))
+            .await
+            .unwrap();
+        assert_eq!(one, std::slice::from_ref(&other));
+
+        store.delete_webhook(created.id).await.unwrap();
+        let missing = Uuid::now_v7();
+        for err in [
+            store.get_webhook(created.id).await.unwrap_err(),
+            store.delete_webhook(created.id).await.unwrap_err(),
+            store.update_webhook(missing, &patch).await.unwrap_err(),
+            store.set_webhook_enabled(missing, true).await.unwrap_err(),
+            store.get_delivery(missing).await.unwrap_err(),
+        ] {
+            assert!(err.is_not_found(), "{err:?}");
+        }
+        assert_eq!(
+            store.get_delivery(missing).await.unwrap_err().to_string(),
+            format!("delivery {missing} does not exist")
+        );
+    }
+
+    #[tokio::test]
+    async fn invalid_values_are_refused_by_the_schema() {
+        let db = TestDb::migrated().await;
+        let store = Store::new(db.pool());
+        let mut bad = new_webhook("", "e");
+        bad.timeout_ms = 0;
+        let err = store.create_webhook(&bad).await.unwrap_err();
+        assert!(matches!(err, StoreError::Db(_)), "{err:?}");
+        assert!(store.list_webhooks(None, None).await.unwrap().is_empty());
+    }
+}
