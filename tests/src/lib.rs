@@ -146,14 +146,13 @@ impl TestEnv {
         // Ready once the Admin API answers.
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Ok(mut admin) = AdminClient::connect(format!("http://{addr}")).await {
-                if admin
+            if let Ok(mut admin) = AdminClient::connect(format!("http://{addr}")).await
+                && admin
                     .list_webhooks(herald_proto::v1::ListWebhooksRequest::default())
                     .await
                     .is_ok()
-                {
-                    break;
-                }
+            {
+                break;
             }
             anyhow::ensure!(Instant::now() < deadline, "ingest did not come up");
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -277,10 +276,10 @@ impl TestEnv {
     pub async fn wait_final(&self, id: &str, timeout: Duration) -> DeliveryRow {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(row) = self.delivery(id).await {
-                if row.state != "pending" {
-                    return row;
-                }
+            if let Some(row) = self.delivery(id).await
+                && row.state != "pending"
+            {
+                return row;
             }
             assert!(
                 Instant::now() < deadline,

@@ -15,6 +15,6 @@ pub use delivery::{AttemptError, DeliveryState, ErrorKind};
 pub use payload::{Payload, PayloadError};
 pub use schedule::{RetryDecision, Schedule, ScheduleError};
 pub use webhook::{
-    DEFAULT_TIMEOUT_MS, Method, NewWebhook, NewWebhookInput, ValidationError, Webhook, WebhookPatch,
-    WebhookPatchInput,
+    DEFAULT_TIMEOUT_MS, Method, NewWebhook, NewWebhookInput, ValidationError, Webhook,
+    WebhookPatch, WebhookPatchInput,
 };

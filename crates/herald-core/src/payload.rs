@@ -22,9 +22,13 @@ pub enum Payload {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PayloadError {
-    #[error("data is {size} bytes; the limit is {limit} bytes: send less data or raise HERALD_MAX_PAYLOAD_BYTES")]
+    #[error(
+        "data is {size} bytes; the limit is {limit} bytes: send less data or raise HERALD_MAX_PAYLOAD_BYTES"
+    )]
     TooLarge { size: usize, limit: usize },
-    #[error("data.json is not valid JSON: {0}; send a JSON document, or use data.text for plain text")]
+    #[error(
+        "data.json is not valid JSON: {0}; send a JSON document, or use data.text for plain text"
+    )]
     InvalidJson(String),
 }
 
@@ -154,33 +158,53 @@ mod tests {
     #[test]
     fn asse_text_goes_into_the_query_as_given() {
         let p = Payload::Text("userid=42".into());
-        assert_eq!(p.append_to_url("https://a.example/x"), "https://a.example/x?userid=42");
+        assert_eq!(
+            p.append_to_url("https://a.example/x"),
+            "https://a.example/x?userid=42"
+        );
         assert_eq!(
             p.append_to_url("https://a.example/x?key=1"),
             "https://a.example/x?key=1&userid=42"
         );
-        assert_eq!(p.append_to_url("https://a.example/x?"), "https://a.example/x?userid=42");
+        assert_eq!(
+            p.append_to_url("https://a.example/x?"),
+            "https://a.example/x?userid=42"
+        );
         // Already-encoded text is not encoded twice.
         let p = Payload::Text("q=a%20b&r=1".into());
         assert_eq!(p.query_string(), "q=a%20b&r=1");
         // Only what a URI cannot hold is escaped.
         assert_eq!(Payload::Text("a b".into()).query_string(), "a%20b");
-        assert_eq!(Payload::Text(String::new()).append_to_url("https://a/"), "https://a/");
+        assert_eq!(
+            Payload::Text(String::new()).append_to_url("https://a/"),
+            "https://a/"
+        );
     }
 
     #[test]
     fn json_objects_become_encoded_parameters() {
-        let p = Payload::Json(r#"{"id":7,"email":"a+b@x.example","tags":["x","y"],"n":null}"#.into());
+        let p =
+            Payload::Json(r#"{"id":7,"email":"a+b@x.example","tags":["x","y"],"n":null}"#.into());
         assert_eq!(
             p.query_string(),
             "id=7&email=a%2Bb%40x.example&tags=%5B%22x%22%2C%22y%22%5D&n="
         );
-        assert_eq!(Payload::Json("[1,2]".into()).query_string(), "data=%5B1%2C2%5D");
+        assert_eq!(
+            Payload::Json("[1,2]".into()).query_string(),
+            "data=%5B1%2C2%5D"
+        );
     }
 
     #[test]
     fn content_types_follow_the_kind() {
-        assert_eq!(Payload::Json("{}".into()).content_type(), "application/json");
-        assert!(Payload::Text(String::new()).content_type().starts_with("text/plain"));
+        assert_eq!(
+            Payload::Json("{}".into()).content_type(),
+            "application/json"
+        );
+        assert!(
+            Payload::Text(String::new())
+                .content_type()
+                .starts_with("text/plain")
+        );
     }
 }

@@ -24,7 +24,9 @@ pub enum ScheduleError {
         "schedule entry {index} ({entry:?}) is not a duration: use a number with unit ms, s, m or h, e.g. \"240s\""
     )]
     BadEntry { index: usize, entry: String },
-    #[error("schedule entry {index} ({entry:?}) is longer than 24h; RabbitMQ TTLs that long are not supported")]
+    #[error(
+        "schedule entry {index} ({entry:?}) is longer than 24h; RabbitMQ TTLs that long are not supported"
+    )]
     TooLong { index: usize, entry: String },
     #[error("the schedule has {0} entries; at most 25 attempts are supported")]
     TooMany(usize),
@@ -147,7 +149,7 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
 /// Formats a duration the way `parse_duration` reads it back.
 pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 1_000 == 0 {
+    if ms.is_multiple_of(1_000) {
         format!("{}s", ms / 1_000)
     } else {
         format!("{ms}ms")
@@ -234,7 +236,10 @@ mod tests {
         loop {
             due.push(fired.elapsed());
             match s.after_failure(attempt) {
-                RetryDecision::Retry { attempt: next, delay } => {
+                RetryDecision::Retry {
+                    attempt: next,
+                    delay,
+                } => {
                     tokio::time::sleep(delay).await;
                     attempt = next;
                 }

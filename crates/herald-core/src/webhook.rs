@@ -184,7 +184,11 @@ pub fn validate_event(event: &str) -> Result<(), ValidationError> {
     validate_name("event", event, false)
 }
 
-fn validate_name(field: &'static str, value: &str, may_be_empty: bool) -> Result<(), ValidationError> {
+fn validate_name(
+    field: &'static str,
+    value: &str,
+    may_be_empty: bool,
+) -> Result<(), ValidationError> {
     if value.is_empty() {
         if may_be_empty {
             return Ok(());
@@ -197,7 +201,10 @@ fn validate_name(field: &'static str, value: &str, may_be_empty: bool) -> Result
     if value.len() > MAX_NAME_LEN {
         return Err(ValidationError::new(
             field,
-            format!("is {} bytes long; at most {MAX_NAME_LEN} are allowed", value.len()),
+            format!(
+                "is {} bytes long; at most {MAX_NAME_LEN} are allowed",
+                value.len()
+            ),
         ));
     }
     if let Some(c) = value.chars().find(|c| c.is_whitespace() || c.is_control()) {
@@ -233,7 +240,10 @@ pub fn validate_url(raw: &str) -> Result<(), ValidationError> {
     if raw.len() > MAX_URL_LEN {
         return Err(ValidationError::new(
             "url",
-            format!("is {} bytes long; at most {MAX_URL_LEN} are allowed", raw.len()),
+            format!(
+                "is {} bytes long; at most {MAX_URL_LEN} are allowed",
+                raw.len()
+            ),
         ));
     }
     let parsed = url::Url::parse(raw)
@@ -241,7 +251,10 @@ pub fn validate_url(raw: &str) -> Result<(), ValidationError> {
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err(ValidationError::new(
             "url",
-            format!("scheme {:?} is not supported; use https:// (or http://)", parsed.scheme()),
+            format!(
+                "scheme {:?} is not supported; use https:// (or http://)",
+                parsed.scheme()
+            ),
         ));
     }
     if parsed.host_str().is_none_or(str::is_empty) {
@@ -267,7 +280,10 @@ pub fn validate_headers(headers: &BTreeMap<String, String>) -> Result<(), Valida
     if headers.len() > MAX_HEADERS {
         return Err(ValidationError::new(
             "headers",
-            format!("{} headers given; at most {MAX_HEADERS} are allowed", headers.len()),
+            format!(
+                "{} headers given; at most {MAX_HEADERS} are allowed",
+                headers.len()
+            ),
         ));
     }
     for (name, value) in headers {
@@ -315,7 +331,10 @@ pub fn validate_body_template(template: &str) -> Result<(), ValidationError> {
     if template.len() > MAX_TEMPLATE_LEN {
         return Err(ValidationError::new(
             "body_template",
-            format!("is {} bytes long; at most {MAX_TEMPLATE_LEN} are allowed", template.len()),
+            format!(
+                "is {} bytes long; at most {MAX_TEMPLATE_LEN} are allowed",
+                template.len()
+            ),
         ));
     }
     Ok(())
@@ -454,18 +473,90 @@ mod tests {
     #[test]
     fn each_bad_field_is_named() {
         let cases: Vec<(NewWebhookInput, &str)> = vec![
-            (NewWebhookInput { event: String::new(), ..input() }, "event"),
-            (NewWebhookInput { event: "a b".into(), ..input() }, "event"),
-            (NewWebhookInput { event: "x".repeat(201), ..input() }, "event"),
-            (NewWebhookInput { tenant: "t\n".into(), ..input() }, "tenant"),
-            (NewWebhookInput { method: "TRACE".into(), ..input() }, "method"),
-            (NewWebhookInput { url: String::new(), ..input() }, "url"),
-            (NewWebhookInput { url: "not a url".into(), ..input() }, "url"),
-            (NewWebhookInput { url: "ftp://x.example/".into(), ..input() }, "url"),
-            (NewWebhookInput { url: "https://u:p@x.example/".into(), ..input() }, "url"),
-            (NewWebhookInput { url: "https://".into(), ..input() }, "url"),
-            (NewWebhookInput { timeout_ms: Some(0), ..input() }, "timeout_ms"),
-            (NewWebhookInput { timeout_ms: Some(60_001), ..input() }, "timeout_ms"),
+            (
+                NewWebhookInput {
+                    event: String::new(),
+                    ..input()
+                },
+                "event",
+            ),
+            (
+                NewWebhookInput {
+                    event: "a b".into(),
+                    ..input()
+                },
+                "event",
+            ),
+            (
+                NewWebhookInput {
+                    event: "x".repeat(201),
+                    ..input()
+                },
+                "event",
+            ),
+            (
+                NewWebhookInput {
+                    tenant: "t\n".into(),
+                    ..input()
+                },
+                "tenant",
+            ),
+            (
+                NewWebhookInput {
+                    method: "TRACE".into(),
+                    ..input()
+                },
+                "method",
+            ),
+            (
+                NewWebhookInput {
+                    url: String::new(),
+                    ..input()
+                },
+                "url",
+            ),
+            (
+                NewWebhookInput {
+                    url: "not a url".into(),
+                    ..input()
+                },
+                "url",
+            ),
+            (
+                NewWebhookInput {
+                    url: "ftp://x.example/".into(),
+                    ..input()
+                },
+                "url",
+            ),
+            (
+                NewWebhookInput {
+                    url: "https://u:p@x.example/".into(),
+                    ..input()
+                },
+                "url",
+            ),
+            (
+                NewWebhookInput {
+                    url: "https://".into(),
+                    ..input()
+                },
+                "url",
+            ),
+            (
+                NewWebhookInput {
+                    timeout_ms: Some(0),
+                    ..input()
+                },
+                "timeout_ms",
+            ),
+            (
+                NewWebhookInput {
+                    timeout_ms: Some(60_001),
+                    ..input()
+                },
+                "timeout_ms",
+            ),
             (
                 NewWebhookInput {
                     headers: [("bad header".to_string(), "v".to_string())].into(),
@@ -488,12 +579,18 @@ mod tests {
                 "headers",
             ),
             (
-                NewWebhookInput { body_template: "x".repeat(MAX_TEMPLATE_LEN + 1), ..input() },
+                NewWebhookInput {
+                    body_template: "x".repeat(MAX_TEMPLATE_LEN + 1),
+                    ..input()
+                },
                 "body_template",
             ),
         ];
         for (case, field) in cases {
-            let err = case.clone().validate().expect_err(&format!("{case:?} must be refused"));
+            let err = case
+                .clone()
+                .validate()
+                .expect_err(&format!("{case:?} must be refused"));
             assert_eq!(err.field, field, "{case:?}: {err}");
             assert!(err.to_string().starts_with(field));
         }

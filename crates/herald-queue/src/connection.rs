@@ -157,10 +157,9 @@ impl ConnectionManager {
         if guard
             .as_ref()
             .is_some_and(|current| Arc::ptr_eq(current, live))
+            && let Some(previous) = guard.take()
         {
-            if let Some(previous) = guard.take() {
-                close_in_background(previous);
-            }
+            close_in_background(previous);
         }
     }
 

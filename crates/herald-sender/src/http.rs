@@ -71,6 +71,9 @@ pub fn tls_config(extra_ca_file: Option<&Path>) -> Result<rustls::ClientConfig, 
         .with_no_client_auth())
 }
 
+/// A request ready to send, with the URL it goes to (for the record).
+type Built = (String, http::Request<Full<Bytes>>);
+
 /// The outcome of one attempt, ready to be recorded.
 #[derive(Debug, Clone)]
 pub struct AttemptOutcome {
@@ -176,14 +179,13 @@ impl HttpSender {
         }
     }
 
-    #[allow(clippy::result_large_err)]
     fn build(
         &self,
         webhook: &Webhook,
         payload: &Payload,
         delivery_id: Uuid,
         attempt: u32,
-    ) -> Result<(String, http::Request<Full<Bytes>>), (String, AttemptError)> {
+    ) -> Result<Built, (String, AttemptError)> {
         let in_query = webhook.method.data_in_query();
         let url = if in_query {
             payload.append_to_url(&webhook.url)

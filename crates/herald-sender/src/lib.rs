@@ -98,8 +98,7 @@ pub async fn run(config: SenderConfig, shutdown: CancellationToken) -> Result<()
         background.clone(),
     )
     .await?;
-    let (writer, writer_task) =
-        AttemptWriter::start(pool, config.writer.clone(), background.clone());
+    let (writer, writer_task) = AttemptWriter::start(pool, config.writer, background.clone());
     let tls = tls_config(config.extra_ca_file.as_deref())?;
     let http = HttpSender::new(tls, config.id_header.clone(), config.attempt_header.clone());
     let retries = Publisher::new(config.queue.clone(), format!("{}-retry", config.name), 2);
