@@ -7,34 +7,63 @@ use std::path::{Path, PathBuf};
 use clap::Parser;
 use serde_norway::Value;
 
-// The services' documented options (README, "Configuration"), as
-// (flag, environment variable).
+/// A service option as the README's "Configuration" table documents it:
+/// (flag, environment variable, applies to ingest, applies to sender).
+struct Documented {
+    flag: String,
+    env: String,
+    ingest: bool,
+    sender: bool,
+}
 
-/// Options every service binary takes.
-const SHARED_OPTIONS: &[(&str, &str)] = &[
-    ("--database-url", "HERALD_DATABASE_URL"),
-    ("--amqp-url", "HERALD_AMQP_URL"),
-    ("--queue-prefix", "HERALD_QUEUE_PREFIX"),
-    ("--queue-type", "HERALD_QUEUE_TYPE"),
-    ("--schedule", "HERALD_SCHEDULE"),
-    ("--log-format", "HERALD_LOG_FORMAT"),
-    ("--db-pool-size", "HERALD_DB_POOL_SIZE"),
-    ("--config-refresh-ms", "HERALD_CONFIG_REFRESH_MS"),
-];
-/// Options of herald-ingest only.
-const INGEST_OPTIONS: &[(&str, &str)] = &[
-    ("--listen", "HERALD_LISTEN"),
-    ("--max-payload-bytes", "HERALD_MAX_PAYLOAD_BYTES"),
-];
-/// Options of herald-sender only.
-const SENDER_OPTIONS: &[(&str, &str)] = &[
-    ("--prefetch", "HERALD_PREFETCH"),
-    ("--id-header", "HERALD_ID_HEADER"),
-    ("--attempt-header", "HERALD_ATTEMPT_HEADER"),
-    ("--extra-ca-file", "HERALD_EXTRA_CA_FILE"),
-    ("--write-batch", "HERALD_WRITE_BATCH"),
-    ("--drain-timeout-secs", "HERALD_DRAIN_TIMEOUT_SECS"),
-];
+/// The rows of the README's "Configuration" table (the contract; the
+/// `config_table` test checks it against the binaries' `--help`). A row
+/// without a qualifier applies to both services, `(ingest)` / `(sender)` to
+/// one.
+fn documented_options() -> Vec<Documented> {
+    let readme = read("README.md");
+    let section = readme
+        .split("\n## Configuration\n")
+        .nth(1)
+        .expect("README has a Configuration section");
+    let section = section.split("\n## ").next().unwrap();
+    let rows: Vec<Documented> = section
+        .lines()
+        .filter(|l| l.starts_with("| `--"))
+        .map(|line| {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            let option = cells[1];
+            let flag = option.split('`').nth(1).unwrap().to_owned();
+            let env = cells[2].trim_matches('`').to_owned();
+            let (ingest, sender) = match option.split_once('(') {
+                None => (true, true),
+                Some((_, q)) => (q.contains("ingest"), q.contains("sender")),
+            };
+            Documented {
+                flag,
+                env,
+                ingest,
+                sender,
+            }
+        })
+        .collect();
+    assert!(rows.len() >= 10, "README's Configuration table looks empty");
+    rows
+}
+
+/// The documented (flag, env) pairs of one service binary.
+fn options_of(binary: &str) -> Vec<(String, String)> {
+    documented_options()
+        .into_iter()
+        .filter(|d| match binary {
+            "herald-ingest" => d.ingest,
+            "herald-sender" => d.sender,
+            other => panic!("{other} is not a service binary"),
+        })
+        .map(|d| (d.flag, d.env))
+        .collect()
+}
+
 /// Environment variables the `herald` CLI reads.
 const CLI_ENV: &[&str] = &["HERALD_SERVER", "HERALD_TENANT"];
 /// Subcommands of the service binaries.
@@ -205,15 +234,10 @@ fn herald_services_run_herald_binaries_with_documented_options() {
         }
         let cmd = command(&service);
         let binary = cmd.first().cloned().unwrap_or_default();
-        let (options, env_allowed): (Vec<(&str, &str)>, Vec<&str>) = match binary.as_str() {
+        let (options, env_allowed): (Vec<(String, String)>, Vec<String>) = match binary.as_str() {
             "herald-ingest" | "herald-sender" => {
-                let own = if binary == "herald-ingest" {
-                    INGEST_OPTIONS
-                } else {
-                    SENDER_OPTIONS
-                };
-                let options: Vec<_> = SHARED_OPTIONS.iter().chain(own).copied().collect();
-                let env = options.iter().map(|(_, e)| *e).collect();
+                let options = options_of(&binary);
+                let env = options.iter().map(|(_, e)| e.clone()).collect();
                 let sub = cmd.get(1).map_or("serve", String::as_str);
                 assert!(
                     SERVICE_SUBCOMMANDS.contains(&sub) || sub.starts_with("--"),
@@ -225,7 +249,7 @@ fn herald_services_run_herald_binaries_with_documented_options() {
                 // The real CLI parses the command, so compose cannot drift from it.
                 herald_cli::Cli::try_parse_from(&cmd)
                     .unwrap_or_else(|e| panic!("{name}: `{}` does not parse: {e}", cmd.join(" ")));
-                (Vec::new(), CLI_ENV.to_vec())
+                (Vec::new(), CLI_ENV.iter().map(|e| e.to_string()).collect())
             }
             other => panic!(
                 "{name}: command must start with herald-ingest, herald-sender or herald, not {other:?}"
@@ -246,7 +270,7 @@ fn herald_services_run_herald_binaries_with_documented_options() {
             .filter(|e| e.starts_with("HERALD_"))
         {
             assert!(
-                env_allowed.contains(&var.as_str()),
+                env_allowed.contains(var),
                 "{name}: {var} is not a documented environment variable of {binary}"
             );
         }
@@ -370,5 +394,724 @@ fn the_local_demo_uses_real_cli_commands() {
         );
         herald_cli::Cli::try_parse_from(std::iter::once(&"herald").chain(case.iter()))
             .unwrap_or_else(|e| panic!("herald {}: {e}", case.join(" ")));
+    }
+}
+
+// --- compose: healthchecks, Grafana ---------------------------------------------
+
+fn find_service(compose: &Value, name: &str) -> Value {
+    compose["services"][name].clone()
+}
+
+#[test]
+fn compose_healthchecks_use_the_http_endpoints() {
+    let compose = compose();
+    let dockerfile = read("deploy/docker/Dockerfile");
+    for (service, port, var) in [
+        ("ingest", 9464, "HERALD_METRICS_LISTEN"),
+        ("sender", 9090, "HERALD_HTTP_LISTEN"),
+    ] {
+        let s = find_service(&compose, service);
+        let test = strings(&s["healthcheck"]["test"]).join(" ");
+        assert!(
+            test.contains(&format!("http://127.0.0.1:{port}/healthz")),
+            "{service}: healthcheck should GET /healthz on {port}, is {test:?}"
+        );
+        assert_eq!(
+            s["environment"][var].as_str(),
+            Some(format!("0.0.0.0:{port}").as_str()),
+            "{service} must listen on 0.0.0.0:{port} ({var}) for its healthcheck"
+        );
+        let grace = s["stop_grace_period"].as_str().unwrap_or("10s");
+        let grace: u64 = grace.trim_end_matches('s').parse().unwrap();
+        let drain: u64 = s["environment"]["HERALD_DRAIN_TIMEOUT_SECS"]
+            .as_str()
+            .unwrap_or("30")
+            .parse()
+            .unwrap();
+        assert!(
+            grace > drain,
+            "{service}: stop_grace_period {grace}s must exceed the drain timeout {drain}s"
+        );
+    }
+    // Whatever a Herald healthcheck runs must be in the runtime image.
+    for (name, service) in services(&compose) {
+        if is_herald_image(&service)
+            && strings(&service["healthcheck"]["test"]).contains(&"curl".to_owned())
+        {
+            let runtime = dockerfile
+                .split("FROM debian:bookworm-slim")
+                .nth(1)
+                .unwrap();
+            assert!(
+                runtime
+                    .lines()
+                    .any(|l| l.contains("apt-get install") && l.contains(" curl")),
+                "{name}'s healthcheck runs curl, but the runtime image does not install it"
+            );
+        }
+    }
+}
+
+#[test]
+fn grafana_is_provisioned_from_deploy_grafana() {
+    let compose = compose();
+    let grafana = find_service(&compose, "grafana");
+    assert!(
+        grafana["image"]
+            .as_str()
+            .is_some_and(|i| i.starts_with("grafana/grafana:11.")),
+        "Grafana 11"
+    );
+    let volumes = strings(&grafana["volumes"]);
+    let mount = |source: &str| {
+        volumes
+            .iter()
+            .find_map(|v| {
+                let mut parts = v.split(':');
+                (parts.next() == Some(source)).then(|| parts.next().unwrap().to_owned())
+            })
+            .unwrap_or_else(|| panic!("grafana does not mount {source}"))
+    };
+    assert_eq!(
+        mount("./deploy/grafana/provisioning"),
+        "/etc/grafana/provisioning"
+    );
+    let dashboards_in_container = mount("./deploy/grafana/dashboards");
+    for (source, _) in volumes.iter().filter_map(|v| v.split_once(':')) {
+        if source.starts_with("./") {
+            assert!(
+                root().join(source).exists(),
+                "grafana mounts missing {source}"
+            );
+        }
+    }
+    assert_eq!(
+        grafana["depends_on"]["postgres"]["condition"].as_str(),
+        Some("service_healthy")
+    );
+
+    let datasources: Value = serde_norway::from_str(&read(
+        "deploy/grafana/provisioning/datasources/postgres.yaml",
+    ))
+    .unwrap();
+    let ds = &datasources["datasources"][0];
+    assert!(matches!(
+        ds["type"].as_str(),
+        Some("grafana-postgresql-datasource" | "postgres")
+    ));
+    let postgres = find_service(&compose, "postgres");
+    assert_eq!(
+        ds["url"].as_str(),
+        Some("postgres:5432"),
+        "the compose postgres"
+    );
+    assert_eq!(
+        ds["jsonData"]["database"].as_str(),
+        postgres["environment"]["POSTGRES_DB"].as_str()
+    );
+
+    let providers: Value =
+        serde_norway::from_str(&read("deploy/grafana/provisioning/dashboards/herald.yaml"))
+            .unwrap();
+    let provider = &providers["providers"][0];
+    assert_eq!(provider["type"].as_str(), Some("file"));
+    assert_eq!(
+        provider["options"]["path"].as_str(),
+        Some(dashboards_in_container.as_str()),
+        "the provider reads the directory compose mounts"
+    );
+}
+
+// --- Kubernetes -------------------------------------------------------------
+
+/// Every `.yaml` / `.yml` file under `dir`, recursively, relative to the root.
+fn yaml_files(dir: &str) -> Vec<String> {
+    fn walk(path: &Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(path).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+                out.push(path);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(&root().join(dir), &mut files);
+    let mut files: Vec<String> = files
+        .iter()
+        .map(|p| {
+            p.strip_prefix(root())
+                .unwrap()
+                .to_string_lossy()
+                .replace('\\', "/")
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// The documents of a (possibly multi-document) YAML file.
+fn documents(path: &str) -> Vec<Value> {
+    let text = read(path);
+    let mut docs = Vec::new();
+    let mut current = String::new();
+    let mut flush = |current: &mut String| {
+        if current.lines().any(|l| {
+            let l = l.trim();
+            !l.is_empty() && !l.starts_with('#')
+        }) {
+            let doc: Value = serde_norway::from_str(current)
+                .unwrap_or_else(|e| panic!("{path}: invalid YAML: {e}"));
+            docs.push(doc);
+        }
+        current.clear();
+    };
+    for line in text.lines() {
+        if line == "---" || line.starts_with("--- ") {
+            flush(&mut current);
+        } else {
+            current.push_str(line);
+            current.push('\n');
+        }
+    }
+    flush(&mut current);
+    docs
+}
+
+/// Every Kubernetes object of every file under deploy/k8s, with its file.
+fn k8s_objects() -> Vec<(String, Value)> {
+    yaml_files("deploy/k8s")
+        .into_iter()
+        .flat_map(|f| documents(&f).into_iter().map(move |d| (f.clone(), d)))
+        .collect()
+}
+
+fn kind(v: &Value) -> &str {
+    v["kind"].as_str().unwrap_or_default()
+}
+
+fn name(v: &Value) -> &str {
+    v["metadata"]["name"].as_str().unwrap_or_default()
+}
+
+/// The objects of the base kustomization (files it lists, not the overlay's
+/// patches), as (file, object).
+fn base_objects() -> Vec<(String, Value)> {
+    let kustomization = &documents("deploy/k8s/base/kustomization.yaml")[0];
+    strings(&kustomization["resources"])
+        .iter()
+        .flat_map(|r| {
+            documents(&format!("deploy/k8s/base/{r}"))
+                .into_iter()
+                .map(move |d| (r.clone(), d))
+        })
+        .collect()
+}
+
+fn pod_spec(workload: &Value) -> &Value {
+    &workload["spec"]["template"]["spec"]
+}
+
+fn containers(workload: &Value) -> Vec<Value> {
+    pod_spec(workload)["containers"]
+        .as_sequence()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn base_config_map() -> Value {
+    base_objects()
+        .into_iter()
+        .map(|(_, o)| o)
+        .find(|o| kind(o) == "ConfigMap" && name(o) == "herald-config")
+        .expect("the base has the ConfigMap herald-config")
+}
+
+#[test]
+fn every_k8s_yaml_parses_and_is_an_object() {
+    let files = yaml_files("deploy/k8s");
+    assert!(files.len() >= 10, "deploy/k8s has its manifests: {files:?}");
+    for (file, doc) in k8s_objects() {
+        assert!(
+            doc["apiVersion"].as_str().is_some() && !kind(&doc).is_empty(),
+            "{file}: every document has apiVersion and kind"
+        );
+        if kind(&doc) != "Kustomization" {
+            assert!(
+                !name(&doc).is_empty(),
+                "{file}: a {} without a name",
+                kind(&doc)
+            );
+        }
+    }
+}
+
+#[test]
+fn kustomizations_list_existing_files_and_every_manifest() {
+    let kustomizations: Vec<String> = yaml_files("deploy/k8s")
+        .into_iter()
+        .filter(|f| f.ends_with("/kustomization.yaml"))
+        .collect();
+    assert_eq!(
+        kustomizations,
+        [
+            "deploy/k8s/base/kustomization.yaml",
+            "deploy/k8s/overlays/production/kustomization.yaml"
+        ]
+    );
+    let mut listed = Vec::new();
+    for k in &kustomizations {
+        let dir = Path::new(k).parent().unwrap();
+        let doc = &documents(k)[0];
+        assert_eq!(kind(doc), "Kustomization", "{k}");
+        let mut paths = strings(&doc["resources"]);
+        if let Some(patches) = doc["patches"].as_sequence() {
+            paths.extend(
+                patches
+                    .iter()
+                    .filter_map(|p| p["path"].as_str().map(str::to_owned)),
+            );
+        }
+        assert!(!paths.is_empty(), "{k} lists nothing");
+        for p in paths {
+            let path = root().join(dir).join(&p);
+            if path.is_dir() {
+                assert!(
+                    path.join("kustomization.yaml").is_file(),
+                    "{k}: {p} is a directory without kustomization.yaml"
+                );
+            } else {
+                assert!(path.is_file(), "{k}: {p} does not exist");
+                listed.push(dir.join(&p).to_string_lossy().replace('\\', "/"));
+            }
+        }
+    }
+    for file in yaml_files("deploy/k8s") {
+        if file.ends_with("/kustomization.yaml") {
+            continue;
+        }
+        if file.ends_with("secret.example.yaml") {
+            assert!(
+                !listed.contains(&file),
+                "{file} is an example; the operator creates the Secret"
+            );
+            continue;
+        }
+        assert!(listed.contains(&file), "{file} is in no kustomization");
+    }
+    // The example shows what the workloads read.
+    let secret = &documents("deploy/k8s/base/secret.example.yaml")[0];
+    assert_eq!(kind(secret), "Secret");
+    assert_eq!(name(secret), "herald-secrets");
+}
+
+#[test]
+fn every_herald_variable_in_the_manifests_is_documented() {
+    let documented: Vec<String> = documented_options().into_iter().map(|d| d.env).collect();
+    let mut seen = Vec::new();
+    for (file, doc) in k8s_objects() {
+        let mut vars: Vec<String> = Vec::new();
+        for map in [&doc["data"], &doc["stringData"]] {
+            if let Some(m) = map.as_mapping() {
+                vars.extend(m.keys().filter_map(|k| k.as_str().map(str::to_owned)));
+            }
+        }
+        for c in containers(&doc) {
+            if let Some(env) = c["env"].as_sequence() {
+                vars.extend(
+                    env.iter()
+                        .filter_map(|e| e["name"].as_str().map(str::to_owned)),
+                );
+            }
+        }
+        for var in vars.into_iter().filter(|v| v.starts_with("HERALD_")) {
+            assert!(
+                documented.contains(&var),
+                "{file}: {var} is not in the README's Configuration table"
+            );
+            seen.push(var);
+        }
+    }
+    let compose = compose();
+    for (name, service) in services(&compose) {
+        for var in env_names(&service)
+            .into_iter()
+            .filter(|v| v.starts_with("HERALD_"))
+        {
+            assert!(
+                documented.contains(&var) || CLI_ENV.contains(&var.as_str()),
+                "docker-compose.yml {name}: {var} is not documented"
+            );
+        }
+    }
+    let config = base_config_map();
+    for (var, value) in [
+        ("HERALD_QUEUE_TYPE", "quorum"),
+        ("HERALD_SCHEDULE", "5s,240s,480s"),
+        ("HERALD_LOG_FORMAT", "json"),
+        ("HERALD_LISTEN", "0.0.0.0:50051"),
+        ("HERALD_METRICS_LISTEN", "0.0.0.0:9464"),
+        ("HERALD_HTTP_LISTEN", "0.0.0.0:9090"),
+        ("HERALD_PREFETCH", "256"),
+    ] {
+        assert_eq!(config["data"][var].as_str(), Some(value), "ConfigMap {var}");
+    }
+    assert!(!config["data"]["HERALD_QUEUE_PREFIX"].is_null());
+    for secret in ["HERALD_DATABASE_URL", "HERALD_AMQP_URL"] {
+        assert!(
+            config["data"][secret].is_null(),
+            "{secret} holds a password: it belongs in the Secret, not the ConfigMap"
+        );
+    }
+}
+
+#[test]
+fn k8s_containers_run_herald_commands_with_secrets_and_probes_on_declared_ports() {
+    let config = base_config_map();
+    let drain: u64 = config["data"]["HERALD_DRAIN_TIMEOUT_SECS"]
+        .as_str()
+        .unwrap_or("30")
+        .parse()
+        .unwrap();
+    let mut commands = Vec::new();
+    for (file, doc) in base_objects() {
+        for c in containers(&doc) {
+            let cname = c["name"].as_str().unwrap_or_default().to_owned();
+            let what = format!("{file} {} {cname}", name(&doc));
+            assert_eq!(
+                c["image"].as_str(),
+                Some("ghcr.io/herald-webhooks/herald:0.1.0"),
+                "{what}: image"
+            );
+            let cmd = strings(&c["command"]);
+            let binary = cmd.first().cloned().unwrap_or_default();
+            match binary.as_str() {
+                "herald-ingest" | "herald-sender" => {
+                    assert_eq!(cmd.len(), 2, "{what}: `{}`", cmd.join(" "));
+                    assert!(
+                        SERVICE_SUBCOMMANDS.contains(&cmd[1].as_str()),
+                        "{what}: {binary} has no subcommand {:?}",
+                        cmd[1]
+                    );
+                }
+                "herald" => {
+                    herald_cli::Cli::try_parse_from(&cmd).unwrap_or_else(|e| {
+                        panic!("{what}: `{}` does not parse: {e}", cmd.join(" "))
+                    });
+                }
+                other => panic!("{what}: command must run a Herald binary, not {other:?}"),
+            }
+            commands.push(cmd.join(" "));
+
+            // Security: non-root, read-only root filesystem.
+            assert_eq!(
+                c["securityContext"]["readOnlyRootFilesystem"].as_bool(),
+                Some(true),
+                "{what}: readOnlyRootFilesystem"
+            );
+            let non_root = c["securityContext"]["runAsNonRoot"].as_bool() == Some(true)
+                || pod_spec(&doc)["securityContext"]["runAsNonRoot"].as_bool() == Some(true);
+            assert!(non_root, "{what}: runAsNonRoot");
+            assert!(
+                !c["resources"]["requests"].is_null() && !c["resources"]["limits"].is_null(),
+                "{what}: resource requests and limits"
+            );
+
+            // Configuration from the ConfigMap, passwords from the Secret.
+            let from_config = c["envFrom"].as_sequence().is_some_and(|s| {
+                s.iter()
+                    .any(|e| e["configMapRef"]["name"].as_str() == Some("herald-config"))
+            });
+            assert!(from_config, "{what}: envFrom the ConfigMap herald-config");
+            let env = c["env"].as_sequence().cloned().unwrap_or_default();
+            let mut secrets = vec!["HERALD_DATABASE_URL"];
+            if cmd[1] == "serve" {
+                secrets.push("HERALD_AMQP_URL");
+            }
+            for var in secrets {
+                let e = env
+                    .iter()
+                    .find(|e| e["name"].as_str() == Some(var))
+                    .unwrap_or_else(|| panic!("{what}: no {var}"));
+                let r = &e["valueFrom"]["secretKeyRef"];
+                assert_eq!(r["name"].as_str(), Some("herald-secrets"), "{what}: {var}");
+                assert_eq!(r["key"].as_str(), Some(var), "{what}: {var}");
+            }
+
+            // Probes point at ports the container declares.
+            let ports: Vec<(u64, String)> = c["ports"]
+                .as_sequence()
+                .cloned()
+                .unwrap_or_default()
+                .iter()
+                .map(|p| {
+                    (
+                        p["containerPort"].as_u64().unwrap(),
+                        p["name"].as_str().unwrap_or_default().to_owned(),
+                    )
+                })
+                .collect();
+            for probe in ["readinessProbe", "livenessProbe", "startupProbe"] {
+                let p = &c[probe];
+                if p.is_null() {
+                    continue;
+                }
+                let port = ["grpc", "httpGet", "tcpSocket"]
+                    .iter()
+                    .find_map(|h| (!p[h].is_null()).then(|| p[h]["port"].clone()))
+                    .unwrap_or_else(|| panic!("{what}: {probe} has no grpc/httpGet/tcpSocket"));
+                let declared = match &port {
+                    Value::Number(n) => ports.iter().any(|(p, _)| Some(*p) == n.as_u64()),
+                    Value::String(s) => ports.iter().any(|(_, n)| n == s),
+                    _ => false,
+                };
+                assert!(
+                    declared,
+                    "{what}: {probe} uses port {port:?}, not declared in {ports:?}"
+                );
+            }
+            // Every declared port is one the process listens on (per the ConfigMap).
+            let listen_vars: &[&str] = match binary.as_str() {
+                "herald-ingest" if cmd[1] == "serve" => &["HERALD_LISTEN", "HERALD_METRICS_LISTEN"],
+                "herald-sender" if cmd[1] == "serve" => &["HERALD_HTTP_LISTEN"],
+                _ => &[],
+            };
+            let listening: Vec<u64> = listen_vars
+                .iter()
+                .map(|v| {
+                    let addr = config["data"][*v]
+                        .as_str()
+                        .unwrap_or_else(|| panic!("ConfigMap has no {v}"));
+                    assert!(
+                        addr.starts_with("0.0.0.0:"),
+                        "{v}={addr}: probes and scrapes come from outside the pod"
+                    );
+                    addr.rsplit(':').next().unwrap().parse().unwrap()
+                })
+                .collect();
+            for (port, pname) in &ports {
+                assert!(
+                    listening.contains(port),
+                    "{what}: declares port {port} ({pname}), but {listen_vars:?} listen on {listening:?}"
+                );
+            }
+            if kind(&doc) == "Deployment" {
+                assert_eq!(
+                    listening.len(),
+                    ports.len(),
+                    "{what}: every listen address has a port"
+                );
+                let grace = pod_spec(&doc)["terminationGracePeriodSeconds"]
+                    .as_u64()
+                    .unwrap_or(30);
+                assert!(
+                    grace > drain,
+                    "{what}: terminationGracePeriodSeconds {grace} must exceed HERALD_DRAIN_TIMEOUT_SECS {drain}"
+                );
+            }
+        }
+    }
+    commands.sort();
+    assert_eq!(
+        commands,
+        [
+            "herald-ingest migrate",
+            "herald-ingest serve",
+            "herald-sender serve"
+        ]
+    );
+}
+
+#[test]
+fn k8s_services_target_declared_ports_and_budgets_select_pods() {
+    let objects = base_objects();
+    let deployments: Vec<&Value> = objects
+        .iter()
+        .map(|(_, o)| o)
+        .filter(|o| kind(o) == "Deployment")
+        .collect();
+    let matches = |selector: &Value, d: &Value| {
+        let labels = &d["spec"]["template"]["metadata"]["labels"];
+        selector.as_mapping().is_some_and(|m| {
+            !m.is_empty() && m.iter().all(|(k, v)| &labels[k.as_str().unwrap()] == v)
+        })
+    };
+    for (file, o) in &objects {
+        match kind(o) {
+            "Service" => {
+                let d = deployments
+                    .iter()
+                    .find(|d| matches(&o["spec"]["selector"], d))
+                    .unwrap_or_else(|| panic!("{file}: selects no Deployment"));
+                let c = &containers(d)[0];
+                for port in o["spec"]["ports"].as_sequence().unwrap() {
+                    let target = &port["targetPort"];
+                    let found = c["ports"]
+                        .as_sequence()
+                        .unwrap()
+                        .iter()
+                        .any(|p| &p["name"] == target || &p["containerPort"] == target);
+                    assert!(
+                        found,
+                        "{file}: targetPort {target:?} is not a port of {}",
+                        name(d)
+                    );
+                }
+            }
+            "PodDisruptionBudget" => {
+                assert!(
+                    deployments
+                        .iter()
+                        .any(|d| matches(&o["spec"]["selector"]["matchLabels"], d)),
+                    "{file}: selects no Deployment"
+                );
+            }
+            "Deployment" => {
+                let selector = &o["spec"]["selector"]["matchLabels"];
+                assert!(
+                    matches(selector, o),
+                    "{file}: selector does not match its pods"
+                );
+            }
+            _ => {}
+        }
+    }
+    for n in ["herald-ingest", "herald-sender"] {
+        for k in ["Deployment", "PodDisruptionBudget"] {
+            assert!(
+                objects.iter().any(|(_, o)| kind(o) == k && name(o) == n),
+                "the base has the {k} {n}"
+            );
+        }
+    }
+    assert!(
+        objects
+            .iter()
+            .any(|(_, o)| kind(o) == "Service" && name(o) == "herald-ingest")
+    );
+    assert!(
+        objects
+            .iter()
+            .any(|(_, o)| kind(o) == "Job" && name(o) == "herald-migrate")
+    );
+}
+
+#[test]
+fn production_overlay_scales_and_spreads() {
+    let dir = "deploy/k8s/overlays/production";
+    let k = &documents(&format!("{dir}/kustomization.yaml"))[0];
+    let replicas = |n: &str| {
+        k["replicas"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"].as_str() == Some(n))
+            .and_then(|r| r["count"].as_u64())
+    };
+    assert_eq!(replicas("herald-ingest"), Some(3));
+    assert_eq!(replicas("herald-sender"), Some(3));
+    let objects: Vec<Value> = yaml_files(dir)
+        .iter()
+        .filter(|f| !f.ends_with("kustomization.yaml"))
+        .flat_map(|f| documents(f))
+        .collect();
+    let hpa = objects
+        .iter()
+        .find(|o| kind(o) == "HorizontalPodAutoscaler")
+        .expect("an HPA");
+    assert_eq!(hpa["apiVersion"].as_str(), Some("autoscaling/v2"));
+    assert_eq!(
+        hpa["spec"]["scaleTargetRef"]["name"].as_str(),
+        Some("herald-sender")
+    );
+    assert_eq!(hpa["spec"]["minReplicas"].as_u64(), Some(3));
+    assert_eq!(hpa["spec"]["maxReplicas"].as_u64(), Some(20));
+    let metric = &hpa["spec"]["metrics"][0]["resource"];
+    assert_eq!(metric["name"].as_str(), Some("cpu"));
+    assert_eq!(metric["target"]["averageUtilization"].as_u64(), Some(70));
+    for n in ["herald-ingest", "herald-sender"] {
+        assert!(
+            objects.iter().any(|o| kind(o) == "Deployment"
+                && name(o) == n
+                && !pod_spec(o)["topologySpreadConstraints"].is_null()),
+            "the overlay spreads {n}"
+        );
+    }
+}
+
+// --- RabbitMQ ---------------------------------------------------------------
+
+#[test]
+fn rabbitmq_definitions_do_not_fight_the_declared_arguments() {
+    let defs: serde_json::Value =
+        serde_json::from_str(&read("deploy/rabbitmq/definitions.json")).expect("valid JSON");
+    assert!(
+        defs["vhosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["name"] == "herald"),
+        "the vhost herald"
+    );
+    // Passwords do not go into the repository.
+    for user in defs["users"].as_array().into_iter().flatten() {
+        assert!(user.get("password").is_none() && user.get("password_hash").is_none());
+    }
+    // crates/herald-queue/src/topology.rs sets these as x-arguments on the
+    // delay queues (x-queue-type on every queue). A policy must only add what
+    // the code leaves open; `overflow` only on the work queue, which has none.
+    const DECLARED: &[&str] = &[
+        "queue-type",
+        "message-ttl",
+        "dead-letter-exchange",
+        "dead-letter-routing-key",
+        "dead-letter-strategy",
+    ];
+    let policies = defs["policies"].as_array().expect("policies");
+    assert!(!policies.is_empty());
+    for p in policies {
+        let pname = p["name"].as_str().unwrap();
+        assert_eq!(p["vhost"], "herald", "{pname}");
+        let pattern = p["pattern"].as_str().unwrap();
+        assert!(
+            pattern.starts_with("^herald\\."),
+            "{pname}: only Herald's queues"
+        );
+        let definition = p["definition"].as_object().unwrap();
+        for key in definition.keys() {
+            assert!(
+                !DECLARED.contains(&key.as_str()),
+                "{pname}: {key} is declared by the code; a policy would be ignored or conflict"
+            );
+            if key == "overflow" || key.starts_with("max-length") {
+                assert!(
+                    pattern.ends_with("work$"),
+                    "{pname}: {key} only on the work queue (delay queues declare x-overflow)"
+                );
+                assert_eq!(
+                    definition.get("overflow").and_then(|v| v.as_str()),
+                    Some("reject-publish"),
+                    "{pname}: a length limit must reject publishes, never drop messages"
+                );
+            }
+        }
+        assert!(
+            !definition.contains_key("delivery-limit"),
+            "{pname}: a delivery limit drops messages without a dead-letter target"
+        );
+    }
+    let conf = read("deploy/rabbitmq/rabbitmq.conf");
+    assert!(conf.contains("load_definitions = /etc/rabbitmq/definitions.json"));
+    for line in conf
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
+        assert!(
+            line.contains(" = "),
+            "rabbitmq.conf: `{line}` is not `key = value`"
+        );
     }
 }
