@@ -129,6 +129,16 @@ impl TestEnv {
         queue: QueueConfig,
         tweak: impl FnOnce(&mut herald_ingest::IngestConfig),
     ) -> anyhow::Result<SocketAddr> {
+        self.start_ingest_on(queue, None, tweak).await
+    }
+
+    /// Like `start_ingest`, with ingest's HTTP endpoint on `http`.
+    pub async fn start_ingest_on(
+        &mut self,
+        queue: QueueConfig,
+        http: Option<tokio::net::TcpListener>,
+        tweak: impl FnOnce(&mut herald_ingest::IngestConfig),
+    ) -> anyhow::Result<SocketAddr> {
         let mut config = self.ingest_config(queue);
         tweak(&mut config);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -137,7 +147,7 @@ impl TestEnv {
         let running = self.running.clone();
         running.fetch_add(1, Ordering::SeqCst);
         tokio::spawn(async move {
-            if let Err(e) = herald_ingest::run(config, listener, shutdown).await {
+            if let Err(e) = herald_ingest::run(config, listener, http, shutdown).await {
                 tracing::error!(error = ?e, "ingest failed");
             }
             running.fetch_sub(1, Ordering::SeqCst);
@@ -166,6 +176,15 @@ impl TestEnv {
         &self,
         tweak: impl FnOnce(&mut herald_sender::SenderConfig),
     ) -> anyhow::Result<CancellationToken> {
+        self.start_sender_on(None, tweak).await
+    }
+
+    /// Like `start_sender`, with the sender's HTTP endpoint on `http`.
+    pub async fn start_sender_on(
+        &self,
+        http: Option<tokio::net::TcpListener>,
+        tweak: impl FnOnce(&mut herald_sender::SenderConfig),
+    ) -> anyhow::Result<CancellationToken> {
         let mut config =
             herald_sender::SenderConfig::new(self.database_url.clone(), self.queue.clone());
         config.db_pool_size = 4;
@@ -183,7 +202,7 @@ impl TestEnv {
         let running = self.running.clone();
         running.fetch_add(1, Ordering::SeqCst);
         tokio::spawn(async move {
-            if let Err(e) = herald_sender::run(config, shutdown).await {
+            if let Err(e) = herald_sender::run(config, http, shutdown).await {
                 tracing::error!(error = ?e, "sender failed");
             }
             running.fetch_sub(1, Ordering::SeqCst);

@@ -51,7 +51,39 @@ fn queue_status(e: QueueError) -> Status {
 #[tonic::async_trait]
 impl Ingest for IngestService {
     async fn fire(&self, request: Request<FireRequest>) -> Result<Response<FireResponse>, Status> {
+        let result = self.fire_checked(request.into_inner()).await;
+        let code = match &result {
+            Ok(_) => tonic::Code::Ok,
+            Err(status) => status.code(),
+        };
+        metrics::counter!("herald_fire_calls_total", "code" => code_name(code)).increment(1);
+        result.map(Response::new)
+    }
+
+    async fn list_events(
+        &self,
+        request: Request<ListEventsRequest>,
+    ) -> Result<Response<ListEventsResponse>, Status> {
         let req = request.into_inner();
+        validate_tenant(&req.tenant).map_err(invalid)?;
+        let snapshot = self.cache.snapshot();
+        let events = snapshot
+            .events(&req.tenant)
+            .into_iter()
+            .map(|(event, webhooks)| EventInfo {
+                event: event.to_owned(),
+                webhooks: webhooks
+                    .iter()
+                    .map(|w| webhook_to_proto_redacted(w))
+                    .collect(),
+            })
+            .collect();
+        Ok(Response::new(ListEventsResponse { events }))
+    }
+}
+
+impl IngestService {
+    async fn fire_checked(&self, req: FireRequest) -> Result<FireResponse, Status> {
         validate_tenant(&req.tenant).map_err(invalid)?;
         validate_event(&req.event).map_err(invalid)?;
         if req.idempotency_key.len() > MAX_IDEMPOTENCY_KEY_LEN {
@@ -122,28 +154,18 @@ impl Ingest for IngestService {
             .map(|id| id.to_string())
             .collect();
         tracing::debug!(event = %req.event, tenant = %req.tenant, deliveries = ?delivery_ids, "fired");
-        Ok(Response::new(FireResponse { delivery_ids }))
+        Ok(FireResponse { delivery_ids })
     }
+}
 
-    async fn list_events(
-        &self,
-        request: Request<ListEventsRequest>,
-    ) -> Result<Response<ListEventsResponse>, Status> {
-        let req = request.into_inner();
-        validate_tenant(&req.tenant).map_err(invalid)?;
-        let snapshot = self.cache.snapshot();
-        let events = snapshot
-            .events(&req.tenant)
-            .into_iter()
-            .map(|(event, webhooks)| EventInfo {
-                event: event.to_owned(),
-                webhooks: webhooks
-                    .iter()
-                    .map(|w| webhook_to_proto_redacted(w))
-                    .collect(),
-            })
-            .collect();
-        Ok(Response::new(ListEventsResponse { events }))
+fn code_name(code: tonic::Code) -> &'static str {
+    match code {
+        tonic::Code::Ok => "ok",
+        tonic::Code::InvalidArgument => "invalid_argument",
+        tonic::Code::NotFound => "not_found",
+        tonic::Code::FailedPrecondition => "failed_precondition",
+        tonic::Code::Unavailable => "unavailable",
+        _ => "other",
     }
 }
 

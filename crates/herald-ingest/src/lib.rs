@@ -15,7 +15,9 @@ use std::time::Duration;
 
 use herald_proto::v1::{admin_server::AdminServer, ingest_server::IngestServer};
 use herald_queue::{Publisher, QueueConfig};
+use herald_service::http::Reply;
 use herald_store::{ConfigCache, Store};
+use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -34,6 +36,10 @@ pub struct IngestConfig {
     pub config_refresh: Duration,
     /// Channels of the publishing connection.
     pub publish_channels: usize,
+    /// How long shutdown waits for calls in flight.
+    pub drain_timeout: Duration,
+    /// Renders `/metrics`; `None` when no recorder is installed (tests).
+    pub metrics: Option<PrometheusHandle>,
 }
 
 impl IngestConfig {
@@ -45,6 +51,8 @@ impl IngestConfig {
             max_payload_bytes: herald_core::payload::DEFAULT_MAX_PAYLOAD_BYTES,
             config_refresh: Duration::from_secs(5),
             publish_channels: 4,
+            drain_timeout: Duration::from_secs(30),
+            metrics: None,
         }
     }
 }
@@ -55,13 +63,17 @@ pub enum IngestError {
     Store(#[from] herald_store::StoreError),
     #[error("gRPC server")]
     Transport(#[from] tonic::transport::Error),
+    #[error("gRPC reflection set-up")]
+    Reflection(#[from] tonic_reflection::server::Error),
 }
 
-/// Runs ingest on `listener` until `shutdown` is cancelled, then stops
-/// accepting calls, answers those in flight and returns.
+/// Runs ingest on `listener` (gRPC) and `http` (health and metrics) until
+/// `shutdown` is cancelled, then stops accepting calls, answers those in
+/// flight (up to the drain timeout) and returns.
 pub async fn run(
     config: IngestConfig,
     listener: TcpListener,
+    http: Option<TcpListener>,
     shutdown: CancellationToken,
 ) -> Result<(), IngestError> {
     herald_store::migrate(&config.database_url).await?;
@@ -92,17 +104,59 @@ pub async fn run(
     // Leave room for the rest of the request around the payload itself.
     let max_message = config.max_payload_bytes + 64 * 1024;
 
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<IngestServer<IngestService>>().await;
+    health.set_serving::<AdminServer<AdminService>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(herald_proto::v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+
+    if let Some(http) = http {
+        let metrics = config.metrics.clone();
+        tokio::spawn(herald_service::http::serve(
+            http,
+            move |path: String| {
+                let metrics = metrics.clone();
+                async move { http_route(&path, metrics.as_ref()) }
+            },
+            shutdown.clone(),
+        ));
+    }
+
     let address = listener.local_addr().ok();
     tracing::info!(?address, "ingest listening");
-    tonic::transport::Server::builder()
+    let server = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
         .add_service(IngestServer::new(ingest).max_decoding_message_size(max_message))
         .add_service(AdminServer::new(admin).max_decoding_message_size(max_message))
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),
-            shutdown.cancelled_owned(),
-        )
-        .await?;
+            shutdown.clone().cancelled_owned(),
+        );
+    // Calls in flight get the drain timeout to finish once shutdown began.
+    let drain_timeout = config.drain_timeout;
+    let deadline = async {
+        shutdown.cancelled().await;
+        health
+            .set_not_serving::<IngestServer<IngestService>>()
+            .await;
+        tokio::time::sleep(drain_timeout).await;
+    };
+    tokio::select! {
+        served = server => served?,
+        () = deadline => tracing::warn!(?drain_timeout, "drain timeout: calls still in flight are dropped"),
+    }
     publisher.manager().close().await;
     tracing::info!("ingest stopped");
     Ok(())
+}
+
+fn http_route(path: &str, metrics: Option<&PrometheusHandle>) -> Reply {
+    match (path, metrics) {
+        ("/healthz", _) => Reply::text(200, "ok\n"),
+        ("/metrics", Some(handle)) => Reply::metrics(handle.render()),
+        _ => Reply::text(404, "not found\n"),
+    }
 }

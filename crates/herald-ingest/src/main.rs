@@ -19,6 +19,9 @@ struct Cli {
     /// Address the gRPC server listens on.
     #[arg(long, env = "HERALD_LISTEN", default_value = "127.0.0.1:50051")]
     listen: std::net::SocketAddr,
+    /// Address of the HTTP endpoint: /healthz, /metrics.
+    #[arg(long, env = "HERALD_METRICS_LISTEN", default_value = "127.0.0.1:9464")]
+    metrics_listen: std::net::SocketAddr,
     /// Largest `data` a Fire call may carry, in bytes.
     #[arg(long, env = "HERALD_MAX_PAYLOAD_BYTES", default_value_t = 1_048_576,
           value_parser = clap::value_parser!(u64).range(1..=64 * 1024 * 1024))]
@@ -55,7 +58,13 @@ async fn main() -> anyhow::Result<()> {
             config.db_pool_size = usize::from(cli.common.db_pool_size);
             config.config_refresh = cli.common.config_refresh();
             config.max_payload_bytes = usize::try_from(cli.max_payload_bytes)?;
-            herald_ingest::run(config, listener, shutdown)
+            config.drain_timeout = cli.common.drain_timeout();
+            config.metrics =
+                Some(herald_service::http::install_prometheus().context("installing metrics")?);
+            let metrics = tokio::net::TcpListener::bind(cli.metrics_listen)
+                .await
+                .with_context(|| format!("binding {}", cli.metrics_listen))?;
+            herald_ingest::run(config, listener, Some(metrics), shutdown)
                 .await
                 .context("ingest failed")?;
         }

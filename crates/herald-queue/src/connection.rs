@@ -145,6 +145,7 @@ impl ConnectionManager {
         }
         let count = self.connects.fetch_add(1, Ordering::Relaxed) + 1;
         if count > 1 {
+            metrics::counter!("herald_broker_reconnects_total").increment(1);
             tracing::info!(connection = %self.name, reconnects = count - 1, "reconnected to the broker");
         }
         Ok(live)

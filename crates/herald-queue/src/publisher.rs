@@ -95,7 +95,11 @@ impl Publisher {
                 });
             }
         };
-        match tokio::time::timeout(self.confirm_timeout, pending).await {
+        let started = std::time::Instant::now();
+        let confirmed = tokio::time::timeout(self.confirm_timeout, pending).await;
+        metrics::histogram!("herald_publish_confirm_seconds")
+            .record(started.elapsed().as_secs_f64());
+        match confirmed {
             Err(_) => {
                 self.manager.invalidate(&live);
                 Err(QueueError::ConfirmTimeout(self.confirm_timeout))

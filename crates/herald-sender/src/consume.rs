@@ -2,6 +2,7 @@
 //! after broker failures, feeding one task per delivery.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -72,6 +73,7 @@ pub(crate) async fn consume_until_shutdown(
             }
         };
         backoff = Duration::from_millis(100);
+        shared.consuming.store(true, Ordering::Relaxed);
         tracing::info!(queue = %topology.work_queue(), prefetch = config.prefetch, "consuming");
         loop {
             tokio::select! {
@@ -99,6 +101,7 @@ pub(crate) async fn consume_until_shutdown(
                 }
             }
         }
+        shared.consuming.store(false, Ordering::Relaxed);
         if shutdown.is_cancelled() {
             tracker.close();
             if tokio::time::timeout(config.drain_timeout, tracker.wait())
@@ -115,6 +118,7 @@ pub(crate) async fn consume_until_shutdown(
         }
         // Deliveries of the broken connection cannot be acked any more; the
         // broker redelivers them. Let their tasks finish their writes.
+        metrics::counter!("herald_broker_reconnects_total").increment(1);
         let _ = connection.close(200, "reconnecting".into()).await;
     }
     tracker.close();

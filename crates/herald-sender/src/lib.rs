@@ -16,9 +16,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use ::http::HeaderName;
 use herald_queue::{Publisher, QueueConfig};
+use herald_service::http::Reply;
 use herald_store::{AttemptWriter, ConfigCache, Store, WriterConfig};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use crate::http::{AttemptOutcome, HttpSender, TlsSetupError, tls_config};
@@ -45,6 +50,8 @@ pub struct SenderConfig {
     pub drain_timeout: Duration,
     /// Name of this sender in broker connection names and logs.
     pub name: String,
+    /// Renders `/metrics`; `None` when no recorder is installed (tests).
+    pub metrics: Option<PrometheusHandle>,
 }
 
 impl SenderConfig {
@@ -61,6 +68,7 @@ impl SenderConfig {
             writer: WriterConfig::default(),
             drain_timeout: Duration::from_secs(30),
             name: "herald-sender".into(),
+            metrics: None,
         }
     }
 }
@@ -75,6 +83,8 @@ pub enum SenderError {
 
 /// What every delivery task shares.
 pub(crate) struct Shared {
+    /// True while a consumer is attached to the work queue (readiness).
+    pub consuming: AtomicBool,
     pub cache: ConfigCache,
     pub writer: AttemptWriter,
     pub retries: Publisher,
@@ -84,7 +94,12 @@ pub(crate) struct Shared {
 /// Runs a sender until `shutdown` is cancelled; then it stops consuming,
 /// lets deliveries in flight finish (up to the drain timeout), flushes its
 /// attempt writes and returns. Unacked deliveries go back to the broker.
-pub async fn run(config: SenderConfig, shutdown: CancellationToken) -> Result<(), SenderError> {
+/// `http`, if given, serves `/healthz`, `/readyz` and `/metrics`.
+pub async fn run(
+    config: SenderConfig,
+    http: Option<TcpListener>,
+    shutdown: CancellationToken,
+) -> Result<(), SenderError> {
     herald_store::migrate(&config.database_url).await?;
     let pool = herald_store::pool(&config.database_url, config.db_pool_size)?;
     let store = Store::new(pool.clone());
@@ -98,16 +113,34 @@ pub async fn run(config: SenderConfig, shutdown: CancellationToken) -> Result<()
         background.clone(),
     )
     .await?;
-    let (writer, writer_task) = AttemptWriter::start(pool, config.writer, background.clone());
+    let (writer, writer_task) =
+        AttemptWriter::start(pool.clone(), config.writer, background.clone());
     let tls = tls_config(config.extra_ca_file.as_deref())?;
-    let http = HttpSender::new(tls, config.id_header.clone(), config.attempt_header.clone());
+    let sender = HttpSender::new(tls, config.id_header.clone(), config.attempt_header.clone());
     let retries = Publisher::new(config.queue.clone(), format!("{}-retry", config.name), 2);
     let shared = Arc::new(Shared {
+        consuming: AtomicBool::new(false),
         cache,
         writer,
         retries: retries.clone(),
-        http,
+        http: sender,
     });
+
+    if let Some(listener) = http {
+        let probe = Probe {
+            shared: shared.clone(),
+            pool: pool.clone(),
+            metrics: config.metrics.clone(),
+        };
+        tokio::spawn(herald_service::http::serve(
+            listener,
+            move |path: String| {
+                let probe = probe.clone();
+                async move { probe.route(&path).await }
+            },
+            background.clone(),
+        ));
+    }
 
     consume::consume_until_shutdown(&config, shared.clone(), &shutdown).await;
 
@@ -117,4 +150,44 @@ pub async fn run(config: SenderConfig, shutdown: CancellationToken) -> Result<()
     retries.manager().close().await;
     tracing::info!("sender stopped");
     Ok(())
+}
+
+/// Answers the HTTP probes.
+#[derive(Clone)]
+struct Probe {
+    shared: Arc<Shared>,
+    pool: herald_store::Pool,
+    metrics: Option<PrometheusHandle>,
+}
+
+impl Probe {
+    async fn route(&self, path: &str) -> Reply {
+        match path {
+            "/healthz" => Reply::text(200, "ok\n"),
+            "/readyz" => self.ready().await,
+            "/metrics" => match &self.metrics {
+                Some(handle) => Reply::metrics(handle.render()),
+                None => Reply::text(404, "no metrics recorder installed\n"),
+            },
+            _ => Reply::text(404, "not found\n"),
+        }
+    }
+
+    /// Ready means: consuming from the broker, and Postgres answers.
+    async fn ready(&self) -> Reply {
+        if !self.shared.consuming.load(Ordering::Relaxed) {
+            return Reply::text(
+                503,
+                "not consuming: the broker is unreachable or shutting down\n",
+            );
+        }
+        let check = async {
+            let client = self.pool.get().await.ok()?;
+            client.simple_query("SELECT 1").await.ok()
+        };
+        match tokio::time::timeout(Duration::from_secs(2), check).await {
+            Ok(Some(_)) => Reply::text(200, "ready\n"),
+            _ => Reply::text(503, "Postgres is unreachable\n"),
+        }
+    }
 }

@@ -1,7 +1,6 @@
 //! `herald-sender`: runs the sender service, or the migrations.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -37,9 +36,9 @@ struct Cli {
     #[arg(long, env = "HERALD_WRITE_BATCH", default_value_t = 512,
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
     write_batch: u32,
-    /// Seconds to wait for deliveries in flight on shutdown.
-    #[arg(long, env = "HERALD_DRAIN_TIMEOUT_SECS", default_value_t = 30)]
-    drain_timeout_secs: u64,
+    /// Address of the HTTP endpoint: /healthz, /readyz, /metrics.
+    #[arg(long, env = "HERALD_HTTP_LISTEN", default_value = "127.0.0.1:9090")]
+    http_listen: std::net::SocketAddr,
 }
 
 #[derive(Debug, Subcommand)]
@@ -76,9 +75,14 @@ async fn main() -> anyhow::Result<()> {
                 max_batch: usize::try_from(cli.write_batch)?,
                 ..WriterConfig::default()
             };
-            config.drain_timeout = Duration::from_secs(cli.drain_timeout_secs);
+            config.drain_timeout = cli.common.drain_timeout();
+            config.metrics =
+                Some(herald_service::http::install_prometheus().context("installing metrics")?);
             config.name = format!("herald-sender-{}", std::process::id());
-            herald_sender::run(config, shutdown)
+            let http = tokio::net::TcpListener::bind(cli.http_listen)
+                .await
+                .with_context(|| format!("binding {}", cli.http_listen))?;
+            herald_sender::run(config, Some(http), shutdown)
                 .await
                 .context("sender failed")?;
         }

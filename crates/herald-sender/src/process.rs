@@ -39,6 +39,8 @@ pub(crate) async fn handle(shared: Arc<Shared>, schedule: Schedule, delivery: De
         return;
     };
     let span = tracing::info_span!("delivery", %delivery_id, attempt = message.attempt);
+    let in_flight = metrics::gauge!("herald_deliveries_in_flight");
+    in_flight.increment(1.0);
     async move {
         let done = process(&shared, &schedule, delivery_id, webhook_id, message).await;
         let result = if done {
@@ -60,6 +62,22 @@ pub(crate) async fn handle(shared: Arc<Shared>, schedule: Schedule, delivery: De
     }
     .instrument(span)
     .await;
+    in_flight.decrement(1.0);
+}
+
+fn count_outcome(outcome: &'static str) {
+    metrics::counter!("herald_deliveries_total", "outcome" => outcome).increment(1);
+}
+
+fn status_class(outcome: &crate::AttemptOutcome) -> &'static str {
+    match (outcome.status_code, &outcome.error) {
+        (Some(200..=299), _) => "2xx",
+        (Some(300..=399), _) => "3xx",
+        (Some(400..=499), _) => "4xx",
+        (Some(_), _) => "5xx",
+        (None, Some(e)) if e.kind == herald_core::ErrorKind::Timeout => "timeout",
+        (None, _) => "error",
+    }
 }
 
 /// Returns whether the delivery may be acked (attempt stored, retry queued).
@@ -123,6 +141,8 @@ async fn process(
         .send(&webhook, &payload, delivery_id, message.attempt)
         .await;
     let finished = outcome.started_at + outcome.duration;
+    metrics::histogram!("herald_attempt_duration_seconds", "status_class" => status_class(&outcome))
+        .record(outcome.duration.as_secs_f64());
     record.target_url.clone_from(&webhook.url);
     record.method = webhook.method.as_str().to_owned();
     record.attempts = message.attempt;
@@ -170,6 +190,7 @@ async fn process(
         },
     };
 
+    let record_state = record.state;
     let stored = write(
         shared,
         WriteRequest {
@@ -190,7 +211,15 @@ async fn process(
         }
     };
     let (stored, queued) = tokio::join!(stored, queued);
-    stored && queued
+    let done = stored && queued;
+    if done {
+        count_outcome(match (&retry, record_state) {
+            (Some(_), _) => "retried",
+            (None, DeliveryState::Succeeded) => "succeeded",
+            (None, _) => "failed",
+        });
+    }
+    done
 }
 
 async fn write(shared: &Shared, request: WriteRequest) -> bool {

@@ -5,6 +5,8 @@
 //! It must not hold service logic: services are libraries with a thin
 //! `main.rs` that uses these helpers.
 
+pub mod http;
+
 use std::time::Duration;
 
 use herald_core::Schedule;
@@ -57,6 +59,12 @@ pub struct CommonOptions {
           value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
     pub config_refresh_ms: u64,
 
+    /// Seconds to wait on shutdown for work in flight (Fire calls being
+    /// answered, deliveries being sent) before exiting anyway.
+    #[arg(long, env = "HERALD_DRAIN_TIMEOUT_SECS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub drain_timeout_secs: u64,
+
     /// Log format: text or json.
     #[arg(long, env = "HERALD_LOG_FORMAT", default_value = "text",
           value_parser = ["text", "json"])]
@@ -69,6 +77,10 @@ impl CommonOptions {
         config.queue_type = self.queue_type;
         config.schedule = self.schedule.clone();
         config
+    }
+
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_secs(self.drain_timeout_secs)
     }
 
     pub fn config_refresh(&self) -> Duration {

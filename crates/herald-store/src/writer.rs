@@ -477,6 +477,14 @@ impl Rows {
 
     /// Writes all rows in one transaction.
     async fn write(&self, pool: &Pool) -> Result<(), StoreError> {
+        let started = std::time::Instant::now();
+        self.write_transaction(pool).await?;
+        metrics::histogram!("herald_db_write_seconds").record(started.elapsed().as_secs_f64());
+        metrics::histogram!("herald_db_write_batch_size").record(self.requests as f64);
+        Ok(())
+    }
+
+    async fn write_transaction(&self, pool: &Pool) -> Result<(), StoreError> {
         let mut client = pool.get().await?;
         let tx = client.transaction().await?;
         let d = &self.deliveries;
