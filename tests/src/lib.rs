@@ -4,6 +4,7 @@
 //! Everything a test created is removed when its `TestEnv` is dropped, also
 //! when the test failed.
 
+pub mod process;
 pub mod proxy;
 pub mod receiver;
 
