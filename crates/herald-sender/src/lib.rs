@@ -11,6 +11,7 @@
 mod consume;
 mod http;
 mod process;
+pub mod resolver;
 
 use std::path::PathBuf;
 use std::sync::Arc;
