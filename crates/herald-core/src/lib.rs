@@ -10,12 +10,14 @@ pub mod delivery;
 pub mod payload;
 pub mod schedule;
 pub mod ssrf;
+pub mod template;
 pub mod webhook;
 
 pub use delivery::{AttemptError, DeliveryState, ErrorKind};
 pub use payload::{Payload, PayloadError};
 pub use schedule::{RetryDecision, Schedule, ScheduleError};
 pub use ssrf::{AddressPolicy, Refusal};
+pub use template::{CompiledTemplate, EventInfo, TemplateContext, TemplateEngine, TemplateError};
 pub use webhook::{
     DEFAULT_TIMEOUT_MS, Method, NewWebhook, NewWebhookInput, ValidationError, Webhook,
     WebhookPatch, WebhookPatchInput,
