@@ -21,9 +21,14 @@
 //!
 //! Unlike stock liquid-rust, a variable the event lacks renders as an empty
 //! string in both syntaxes (and is `nil` for `default`, `if`, `==`), however
-//! deep the path: `data.a.b.c` with no `a` is empty, not an error. Objects and
-//! arrays of the data render as compact JSON. (Values copied with
-//! `{% assign %}` are plain Liquid values again and lose this leniency.)
+//! deep the path: `data.a.b.c` with no `a` is empty, not an error; so is an
+//! index out of range and an unknown root name. Objects and arrays of the
+//! data render as compact JSON; fractions as serde_json writes them (`12.50`
+//! becomes `12.5`). `for` loop variables stay lenient for missing keys, but
+//! Liquid's own frames copy what they print: `{{ o }}` of an object inside a
+//! loop renders Liquid-style, and a member of a string or number there
+//! (`{{ o.name.x }}`) is an error. Values copied with `{% assign %}` are plain
+//! Liquid values and lose the leniency.
 //!
 //! Templates are compiled once with a [`TemplateEngine`] and rendered many
 //! times; rendering does no I/O.
