@@ -99,6 +99,10 @@ export HERALD_DATABASE_URL="${HERALD_DATABASE_URL:-$default_db_url}"
 export HERALD_AMQP_URL="${HERALD_AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}"
 export HERALD_QUEUE_PREFIX=herald-demo
 export HERALD_SCHEDULE=1s,2s,4s
+# The demo receiver listens on plain HTTP on loopback: allow both for this
+# demo only (production keeps HTTPS-only and the SSRF guard's defaults).
+export HERALD_ALLOW_HTTP=true
+export HERALD_SSRF_ALLOW=127.0.0.0/8
 export HERALD_LISTEN="127.0.0.1:$GRPC_PORT"
 export HERALD_SERVER="http://127.0.0.1:$GRPC_PORT"
 export RUST_LOG="${RUST_LOG:-info}"
@@ -209,7 +213,7 @@ done
 
 herald_log "creating a webhook: $EVENT (tenant $TENANT) -> POST http://127.0.0.1:$RECEIVER_PORT/hooks/orders"
 "$HERALD" webhooks create --tenant "$TENANT" --event "$EVENT" \
-    --url "http://127.0.0.1:$RECEIVER_PORT/hooks/orders" \
+    --method POST --url "http://127.0.0.1:$RECEIVER_PORT/hooks/orders" \
     --header "X-Demo: deploy/local/run.sh" \
     --description "local demo (deploy/local/run.sh)"
 

@@ -119,6 +119,11 @@ impl TestEnv {
     pub fn ingest_config(&self, queue: QueueConfig) -> herald_ingest::IngestConfig {
         let mut config = herald_ingest::IngestConfig::new(self.database_url.clone(), queue);
         config.db_pool_size = 4;
+        // Test receivers listen on plain HTTP on loopback.
+        config.targets = herald_ingest::TargetPolicy {
+            allow_http: true,
+            addresses: loopback_allowed(),
+        };
         config.config_refresh = Duration::from_millis(500);
         config
     }
@@ -190,6 +195,7 @@ impl TestEnv {
             herald_sender::SenderConfig::new(self.database_url.clone(), self.queue.clone());
         config.db_pool_size = 4;
         config.prefetch = 64;
+        config.addresses = loopback_allowed();
         config.config_refresh = Duration::from_millis(500);
         config.drain_timeout = Duration::from_secs(5);
         config.name = format!(
@@ -402,6 +408,11 @@ impl Drop for TestEnv {
         });
         let _ = cleanup.join();
     }
+}
+
+/// The SSRF allowlist of the tests: loopback only.
+pub fn loopback_allowed() -> herald_core::ssrf::AddressPolicy {
+    herald_core::ssrf::AddressPolicy::parse_allowlist("127.0.0.0/8").expect("valid allowlist")
 }
 
 pub async fn connect_pg(url: &str) -> anyhow::Result<tokio_postgres::Client> {

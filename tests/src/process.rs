@@ -52,6 +52,8 @@ impl SenderProcess {
             .env("HERALD_DB_POOL_SIZE", "4")
             .env("HERALD_CONFIG_REFRESH_MS", "500")
             .env("HERALD_HTTP_LISTEN", http_addr.to_string())
+            // Test receivers are on loopback.
+            .env("HERALD_SSRF_ALLOW", "127.0.0.0/8")
             .env("HERALD_LOG_FORMAT", "text")
             .env("RUST_LOG", "warn");
         for (key, value) in overrides {

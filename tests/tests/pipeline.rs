@@ -44,7 +44,8 @@ async fn happy_path_delivers_json_and_records_one_attempt() {
     assert_eq!(request.uri, "/hooks/orders");
     assert_eq!(
         request.body.as_ref(),
-        br#"{"order_id": 42, "customer": {"email": "a@example.com"}}"#
+        br#"{"order_id":42,"customer":{"email":"a@example.com"}}"#,
+        "raw mode sends JSON data as compact JSON"
     );
     assert_eq!(request.header("content-type"), Some("application/json"));
     assert_eq!(request.header("webhook-id"), Some(id.as_str()));
@@ -293,15 +294,29 @@ async fn id_header_name_is_configurable_and_stable_across_retries() {
     .await
     .unwrap();
     let receiver = Receiver::start(|_, _| Reply::status(500)).await;
-    env.webhook("parts.order", "POST", &receiver.url("/ps"))
-        .await;
+    env.admin()
+        .await
+        .create_webhook(herald_proto::v1::CreateWebhookRequest {
+            event: "parts.order".into(),
+            method: "POST".into(),
+            url: receiver.url("/ps"),
+            disable_signing: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     let ids = env.fire_json("parts.order", r#"{"n":1}"#).await;
     env.wait_final(&ids[0], FINAL).await;
     let got = receiver.requests();
     assert_eq!(got.len(), 3);
     for r in &got {
         assert_eq!(r.header("ps-webhook_event-id"), Some(ids[0].as_str()));
-        assert_eq!(r.header("webhook-id"), None);
+        assert_eq!(
+            r.header("webhook-id"),
+            None,
+            "unsigned: no Standard Webhooks headers"
+        );
+        assert_eq!(r.header("webhook-signature"), None);
     }
 }
 

@@ -487,7 +487,7 @@ async fn webhooks(server: &str, json: bool, command: WebhooksCommand) -> anyhow:
     let request = match command {
         WebhooksCommand::Create(args) => {
             let body_template = args.body.resolve()?.unwrap_or_default();
-            WebhookCall::One(OneCall::Create(CreateWebhookRequest {
+            WebhookCall::One(Box::new(OneCall::Create(CreateWebhookRequest {
                 tenant: args.tenant,
                 event: args.event,
                 enabled: args.disabled.then_some(false),
@@ -497,21 +497,26 @@ async fn webhooks(server: &str, json: bool, command: WebhooksCommand) -> anyhow:
                 body_template,
                 timeout_ms: args.timeout_ms,
                 description: args.description.unwrap_or_default(),
-            }))
+                ..Default::default()
+            })))
         }
-        WebhooksCommand::Update(args) => WebhookCall::One(OneCall::Update(update_request(args)?)),
-        WebhooksCommand::Get { id, .. } => WebhookCall::One(OneCall::Get(GetWebhookRequest { id })),
+        WebhooksCommand::Update(args) => {
+            WebhookCall::One(Box::new(OneCall::Update(update_request(args)?)))
+        }
+        WebhooksCommand::Get { id, .. } => {
+            WebhookCall::One(Box::new(OneCall::Get(GetWebhookRequest { id })))
+        }
         WebhooksCommand::Enable { id, .. } => {
-            WebhookCall::One(OneCall::SetEnabled(SetWebhookEnabledRequest {
+            WebhookCall::One(Box::new(OneCall::SetEnabled(SetWebhookEnabledRequest {
                 id,
                 enabled: true,
-            }))
+            })))
         }
         WebhooksCommand::Disable { id, .. } => {
-            WebhookCall::One(OneCall::SetEnabled(SetWebhookEnabledRequest {
+            WebhookCall::One(Box::new(OneCall::SetEnabled(SetWebhookEnabledRequest {
                 id,
                 enabled: false,
-            }))
+            })))
         }
         WebhooksCommand::List { tenant, event, .. } => {
             WebhookCall::List(ListWebhooksRequest { tenant, event })
@@ -540,7 +545,7 @@ async fn webhooks(server: &str, json: bool, command: WebhooksCommand) -> anyhow:
             }
         }
         WebhookCall::One(call) => {
-            let webhook = api(match call {
+            let webhook = api(match *call {
                 OneCall::Create(req) => c.admin.create_webhook(req).await,
                 OneCall::Update(req) => c.admin.update_webhook(req).await,
                 OneCall::Get(req) => c.admin.get_webhook(req).await,
@@ -559,7 +564,8 @@ async fn webhooks(server: &str, json: bool, command: WebhooksCommand) -> anyhow:
 enum WebhookCall {
     List(ListWebhooksRequest),
     Delete(DeleteWebhookRequest),
-    One(OneCall),
+    // Boxed: a create request is far larger than the other calls.
+    One(Box<OneCall>),
 }
 
 /// Calls that answer with one `Webhook`.
@@ -596,6 +602,7 @@ pub fn update_request(args: UpdateArgs) -> anyhow::Result<UpdateWebhookRequest> 
         body_template: args.body.resolve()?,
         timeout_ms: args.timeout_ms,
         description: args.description,
+        ..Default::default()
     };
     let unchanged = UpdateWebhookRequest {
         id: request.id.clone(),

@@ -389,6 +389,7 @@ mod tests {
             description: "d".into(),
             created_at_unix_ms: 0,
             updated_at_unix_ms: 1_700_000_000_123,
+            ..Default::default()
         }
     }
 

@@ -55,8 +55,12 @@ pub enum ErrorKind {
     Timeout,
     /// DNS, TCP, TLS or protocol failure.
     Connection,
-    /// The request could not be built (e.g. the URL with the data is invalid).
+    /// The request could not be built (e.g. the URL with the data is invalid,
+    /// or a JSON body template rendered invalid JSON).
     InvalidRequest,
+    /// The target resolves to an address Herald may not connect to (SSRF
+    /// guard).
+    Refused,
 }
 
 impl ErrorKind {
@@ -66,12 +70,13 @@ impl ErrorKind {
             Self::Timeout => "timeout",
             Self::Connection => "connection",
             Self::InvalidRequest => "invalid_request",
+            Self::Refused => "refused",
         }
     }
 
     /// Whether another attempt could change the outcome.
     pub fn is_retryable(self) -> bool {
-        !matches!(self, Self::InvalidRequest)
+        !matches!(self, Self::InvalidRequest | Self::Refused)
     }
 }
 

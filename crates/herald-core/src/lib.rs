@@ -9,6 +9,7 @@
 pub mod delivery;
 pub mod payload;
 pub mod schedule;
+pub mod signing;
 pub mod ssrf;
 pub mod template;
 pub mod webhook;

@@ -9,6 +9,11 @@ use std::time::{Duration, SystemTime};
 
 use uuid::Uuid;
 
+use crate::Payload;
+use crate::signing::{SecretError, SigningSecret};
+use crate::ssrf::AddressPolicy;
+use crate::template::{EventInfo, TemplateContext, TemplateEngine};
+
 /// Request timeout of a webhook when none is given (PARTS SOFT: "the receiver
 /// must answer within 3 seconds").
 pub const DEFAULT_TIMEOUT_MS: u32 = 3_000;
@@ -89,12 +94,85 @@ pub struct Webhook {
     pub description: String,
     pub created_at: SystemTime,
     pub updated_at: SystemTime,
+    pub body_mode: BodyMode,
+    /// Content-Type override; `None` follows the body mode.
+    pub content_type: Option<String>,
+    /// Write-only headers (credentials); never returned or logged.
+    pub secret_headers: SecretHeaders,
+    /// Standard Webhooks signing; `None` = unsigned requests.
+    pub signing: Option<Signing>,
 }
 
 impl Webhook {
     pub fn timeout(&self) -> Duration {
         Duration::from_millis(u64::from(self.timeout_ms))
     }
+
+    /// The secrets that sign a request sent at `now`: the current one, and
+    /// the previous one while its overlap lasts.
+    pub fn signing_secrets(&self, now: SystemTime) -> Vec<&SigningSecret> {
+        let Some(signing) = &self.signing else {
+            return Vec::new();
+        };
+        let mut secrets = vec![&signing.secret];
+        if let (Some(previous), Some(until)) = (&signing.previous, signing.previous_expires_at)
+            && now < until
+        {
+            secrets.push(previous);
+        }
+        secrets
+    }
+}
+
+/// How the request body is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BodyMode {
+    /// The fired data as given (text exactly; JSON as compact JSON).
+    Raw,
+    /// Rendered from the webhook's body template.
+    Template,
+    /// "Send JSON" (PARTS SOFT): the whole fired object plus envelope fields
+    /// (event, tenant, delivery id, fired at) as one JSON document.
+    Json,
+}
+
+impl BodyMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Raw => "raw",
+            Self::Template => "template",
+            Self::Json => "json",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "raw" => Self::Raw,
+            "template" => Self::Template,
+            "json" => Self::Json,
+            _ => return None,
+        })
+    }
+}
+
+/// Custom headers whose values are secrets. Debug output shows names only.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct SecretHeaders(pub BTreeMap<String, String>);
+
+impl fmt::Debug for SecretHeaders {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
+}
+
+/// A webhook's signing secrets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signing {
+    pub secret: SigningSecret,
+    /// The secret before the last rotation, still signing until
+    /// `previous_expires_at`.
+    pub previous: Option<SigningSecret>,
+    pub previous_expires_at: Option<SystemTime>,
 }
 
 /// A webhook to create, validated.
@@ -109,6 +187,10 @@ pub struct NewWebhook {
     pub body_template: Option<String>,
     pub timeout_ms: u32,
     pub description: String,
+    pub body_mode: BodyMode,
+    pub content_type: Option<String>,
+    pub secret_headers: SecretHeaders,
+    pub signing: Option<SigningSecret>,
 }
 
 /// Changes to a webhook; `None` keeps the current value. Validated.
@@ -123,6 +205,10 @@ pub struct WebhookPatch {
     pub body_template: Option<Option<String>>,
     pub timeout_ms: Option<u32>,
     pub description: Option<String>,
+    pub body_mode: Option<BodyMode>,
+    /// `Some(None)` removes the override.
+    pub content_type: Option<Option<String>>,
+    pub secret_headers: Option<SecretHeaders>,
 }
 
 impl WebhookPatch {
@@ -152,6 +238,15 @@ impl WebhookPatch {
         }
         if let Some(v) = &self.description {
             w.description.clone_from(v);
+        }
+        if let Some(v) = self.body_mode {
+            w.body_mode = v;
+        }
+        if let Some(v) = &self.content_type {
+            w.content_type.clone_from(v);
+        }
+        if let Some(v) = &self.secret_headers {
+            w.secret_headers = v.clone();
         }
         w
     }
@@ -351,6 +446,16 @@ pub fn validate_description(description: &str) -> Result<(), ValidationError> {
     Ok(())
 }
 
+/// Deployment-wide rules a webhook must meet to be saved.
+pub struct SaveRules<'a> {
+    /// Accept `http://` targets. Off by default: HTTPS only (WEBSALE ASSE).
+    pub allow_http: bool,
+    /// Compiles the URL, header and body templates.
+    pub templates: &'a TemplateEngine,
+    /// Refuses targets whose host is a private or otherwise internal address.
+    pub addresses: &'a AddressPolicy,
+}
+
 /// Raw fields of a webhook to create, as an API receives them.
 #[derive(Debug, Clone, Default)]
 pub struct NewWebhookInput {
@@ -363,32 +468,222 @@ pub struct NewWebhookInput {
     pub body_template: String,
     pub timeout_ms: Option<u32>,
     pub description: String,
+    pub body_mode: String,
+    pub content_type: String,
+    pub secret_headers: SecretHeaders,
+    pub signing_secret: String,
+    pub disable_signing: bool,
+}
+
+fn parse_body_mode(mode: &str) -> Result<BodyMode, ValidationError> {
+    BodyMode::parse(mode).ok_or_else(|| {
+        ValidationError::new(
+            "body_mode",
+            format!("{mode:?} is not a body mode; use raw, template or json"),
+        )
+    })
+}
+
+fn parse_signing_secret(secret: &str) -> Result<SigningSecret, ValidationError> {
+    SigningSecret::parse(secret)
+        .map_err(|e: SecretError| ValidationError::new("signing_secret", e.to_string()))
 }
 
 impl NewWebhookInput {
     /// Validates every field, applying defaults.
-    pub fn validate(self) -> Result<NewWebhook, ValidationError> {
+    pub fn validate(self, rules: &SaveRules<'_>) -> Result<NewWebhook, ValidationError> {
         validate_tenant(&self.tenant)?;
         validate_event(&self.event)?;
-        let method = validate_method(&self.method)?;
-        validate_url(&self.url)?;
-        validate_headers(&self.headers)?;
-        validate_body_template(&self.body_template)?;
+        let body_template = (!self.body_template.is_empty()).then_some(self.body_template);
+        let body_mode = if self.body_mode.is_empty() {
+            if body_template.is_some() {
+                BodyMode::Template
+            } else {
+                BodyMode::Raw
+            }
+        } else {
+            parse_body_mode(&self.body_mode)?
+        };
+        // Ellity's rule: a webhook with a body goes out as POST, one without
+        // as GET. An explicit method always wins.
+        let method = if self.method.is_empty() {
+            if body_template.is_some() || body_mode == BodyMode::Json {
+                Method::Post
+            } else {
+                Method::Get
+            }
+        } else {
+            validate_method(&self.method)?
+        };
         let timeout_ms = self.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS);
         validate_timeout_ms(timeout_ms)?;
         validate_description(&self.description)?;
-        Ok(NewWebhook {
+        let signing = if self.disable_signing {
+            if !self.signing_secret.is_empty() {
+                return Err(ValidationError::new(
+                    "signing_secret",
+                    "is given although disable_signing is set; give one or the other",
+                ));
+            }
+            None
+        } else if self.signing_secret.is_empty() {
+            Some(
+                SigningSecret::generate()
+                    .map_err(|e| ValidationError::new("signing_secret", e.to_string()))?,
+            )
+        } else {
+            Some(parse_signing_secret(&self.signing_secret)?)
+        };
+        let new = NewWebhook {
             tenant: self.tenant,
             event: self.event,
             enabled: self.enabled.unwrap_or(true),
             method,
             url: self.url,
             headers: self.headers,
-            body_template: (!self.body_template.is_empty()).then_some(self.body_template),
+            body_template,
             timeout_ms,
             description: self.description,
-        })
+            body_mode,
+            content_type: (!self.content_type.is_empty()).then_some(self.content_type),
+            secret_headers: self.secret_headers,
+            signing,
+        };
+        validate_target(
+            &Target {
+                url: &new.url,
+                headers: &new.headers,
+                secret_headers: &new.secret_headers,
+                body_template: new.body_template.as_deref(),
+                body_mode: new.body_mode,
+                content_type: new.content_type.as_deref(),
+            },
+            rules,
+        )?;
+        Ok(new)
     }
+}
+
+/// The parts of a webhook that decide what request is sent.
+pub struct Target<'a> {
+    pub url: &'a str,
+    pub headers: &'a BTreeMap<String, String>,
+    pub secret_headers: &'a SecretHeaders,
+    pub body_template: Option<&'a str>,
+    pub body_mode: BodyMode,
+    pub content_type: Option<&'a str>,
+}
+
+impl Webhook {
+    pub fn target(&self) -> Target<'_> {
+        Target {
+            url: &self.url,
+            headers: &self.headers,
+            secret_headers: &self.secret_headers,
+            body_template: self.body_template.as_deref(),
+            body_mode: self.body_mode,
+            content_type: self.content_type.as_deref(),
+        }
+    }
+}
+
+/// Checks everything that shapes the request, as a whole: templates parse,
+/// the URL is an allowed target, headers are valid.
+pub fn validate_target(target: &Target<'_>, rules: &SaveRules<'_>) -> Result<(), ValidationError> {
+    validate_headers(target.headers)?;
+    validate_headers(&target.secret_headers.0)
+        .map_err(|e| ValidationError::new("secret_headers", e.message))?;
+    if target.headers.len() + target.secret_headers.0.len() > MAX_HEADERS {
+        return Err(ValidationError::new(
+            "headers",
+            format!("at most {MAX_HEADERS} headers and secret headers together are allowed"),
+        ));
+    }
+    if let Some(name) = target.headers.keys().find(|n| {
+        target
+            .secret_headers
+            .0
+            .keys()
+            .any(|s| s.eq_ignore_ascii_case(n))
+    }) {
+        return Err(ValidationError::new(
+            "secret_headers",
+            format!("{name:?} is both a header and a secret header; keep one"),
+        ));
+    }
+    if let Some(content_type) = target.content_type
+        && (http::HeaderValue::from_str(content_type).is_err() || content_type.trim().is_empty())
+    {
+        return Err(ValidationError::new(
+            "content_type",
+            format!("{content_type:?} is not a valid Content-Type value"),
+        ));
+    }
+    if let Some(template) = target.body_template {
+        validate_body_template(template)?;
+    }
+    if target.body_mode == BodyMode::Template && target.body_template.is_none() {
+        return Err(ValidationError::new(
+            "body_template",
+            "is required when body_mode is template",
+        ));
+    }
+    check_target_templates(target, rules)
+}
+
+/// Compiles every template of the target (so a broken one is refused at
+/// save time, with its position) and checks the URL it renders to with no
+/// data: scheme (HTTPS unless allowed), host, and no internal IP literal.
+fn check_target_templates(
+    target: &Target<'_>,
+    rules: &SaveRules<'_>,
+) -> Result<(), ValidationError> {
+    let compile = |field: &'static str, source: &str| {
+        rules
+            .templates
+            .compile(source)
+            .map_err(|e| ValidationError::new(field, format!("template does not parse: {e}")))
+    };
+    let url = compile("url", target.url)?;
+    for value in target.headers.values() {
+        compile("headers", value)?;
+    }
+    for value in target.secret_headers.0.values() {
+        compile("secret_headers", value)?;
+    }
+    if let Some(body) = target.body_template {
+        compile("body_template", body)?;
+    }
+    let empty = TemplateContext::new(
+        &Payload::Json("{}".into()),
+        EventInfo {
+            name: String::new(),
+            tenant: String::new(),
+            delivery_id: Uuid::nil(),
+            attempt: 1,
+            fired_at_unix_ms: 0,
+        },
+    );
+    let rendered = url
+        .render(&empty)
+        .map_err(|e| ValidationError::new("url", format!("template does not render: {e}")))?;
+    validate_url(&rendered)?;
+    let parsed = url::Url::parse(&rendered).map_err(|e| {
+        ValidationError::new("url", format!("{rendered:?} is not a valid URL: {e}"))
+    })?;
+    if parsed.scheme() == "http" && !rules.allow_http {
+        return Err(ValidationError::new(
+            "url",
+            "http:// targets are refused: use https:// (a deployment can allow http:// for development with HERALD_ALLOW_HTTP=true)",
+        ));
+    }
+    if let Some(host) = parsed.host_str() {
+        rules
+            .addresses
+            .check_url_host(host)
+            .map_err(|refusal| ValidationError::new("url", refusal.to_string()))?;
+    }
+    Ok(())
 }
 
 /// Raw fields of a webhook update, as an API receives them.
@@ -402,10 +697,14 @@ pub struct WebhookPatchInput {
     pub body_template: Option<String>,
     pub timeout_ms: Option<u32>,
     pub description: Option<String>,
+    pub body_mode: Option<String>,
+    pub content_type: Option<String>,
+    pub secret_headers: Option<SecretHeaders>,
 }
 
 impl WebhookPatchInput {
-    /// Validates every field that is set.
+    /// Validates every field that is set; the webhook as a whole is checked
+    /// with `validate_target` once the patch is applied.
     pub fn validate(self) -> Result<WebhookPatch, ValidationError> {
         if let Some(e) = &self.event {
             validate_event(e)?;
@@ -420,21 +719,13 @@ impl WebhookPatchInput {
             Some(m) => Some(validate_method(m)?),
             None => None,
         };
-        if let Some(u) = &self.url {
-            validate_url(u)?;
-        }
-        if let Some(h) = &self.headers {
-            validate_headers(h)?;
-        }
-        if let Some(t) = &self.body_template {
-            validate_body_template(t)?;
-        }
         if let Some(t) = self.timeout_ms {
             validate_timeout_ms(t)?;
         }
         if let Some(d) = &self.description {
             validate_description(d)?;
         }
+        let body_mode = self.body_mode.as_deref().map(parse_body_mode).transpose()?;
         Ok(WebhookPatch {
             event: self.event,
             enabled: self.enabled,
@@ -444,6 +735,9 @@ impl WebhookPatchInput {
             body_template: self.body_template.map(|t| (!t.is_empty()).then_some(t)),
             timeout_ms: self.timeout_ms,
             description: self.description,
+            body_mode,
+            content_type: self.content_type.map(|c| (!c.is_empty()).then_some(c)),
+            secret_headers: self.secret_headers,
         })
     }
 }
@@ -451,6 +745,20 @@ impl WebhookPatchInput {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn with_rules<T>(allow_http: bool, f: impl FnOnce(&SaveRules<'_>) -> T) -> T {
+        let templates = TemplateEngine::new();
+        let addresses = AddressPolicy::default();
+        f(&SaveRules {
+            allow_http,
+            templates: &templates,
+            addresses: &addresses,
+        })
+    }
+
+    fn check(input: NewWebhookInput) -> Result<NewWebhook, ValidationError> {
+        with_rules(false, |rules| input.validate(rules))
+    }
 
     fn input() -> NewWebhookInput {
         NewWebhookInput {
@@ -462,12 +770,122 @@ mod tests {
 
     #[test]
     fn defaults_apply() {
-        let w = input().validate().unwrap();
-        assert_eq!(w.method, Method::Post);
+        let w = check(input()).unwrap();
+        // Ellity: no body template → GET.
+        assert_eq!(w.method, Method::Get);
+        assert_eq!(w.body_mode, BodyMode::Raw);
         assert_eq!(w.timeout_ms, DEFAULT_TIMEOUT_MS);
         assert!(w.enabled);
         assert_eq!(w.tenant, "");
         assert_eq!(w.body_template, None);
+        assert!(w.signing.is_some(), "a signing secret is generated");
+    }
+
+    #[test]
+    fn method_follows_the_body_unless_given() {
+        let templated = NewWebhookInput {
+            body_template: r##"{"email": "#customer.email#"}"##.into(),
+            ..input()
+        };
+        let w = check(templated.clone()).unwrap();
+        assert_eq!((w.method, w.body_mode), (Method::Post, BodyMode::Template));
+        let explicit = check(NewWebhookInput {
+            method: "put".into(),
+            ..templated
+        })
+        .unwrap();
+        assert_eq!(explicit.method, Method::Put);
+        let json = check(NewWebhookInput {
+            body_mode: "json".into(),
+            ..input()
+        })
+        .unwrap();
+        assert_eq!(json.method, Method::Post);
+    }
+
+    #[test]
+    fn https_only_unless_allowed_and_no_internal_literals() {
+        let http = NewWebhookInput {
+            url: "http://shop.example/hook".into(),
+            ..input()
+        };
+        let err = check(http.clone()).unwrap_err();
+        assert_eq!(err.field, "url");
+        assert!(err.message.contains("HERALD_ALLOW_HTTP"), "{err}");
+        assert!(with_rules(true, |rules| http.validate(rules)).is_ok());
+        for internal in [
+            "https://127.0.0.1/x",
+            "https://10.0.0.7/x",
+            "https://[::1]/x",
+            "https://169.254.169.254/latest",
+        ] {
+            let err = check(NewWebhookInput {
+                url: internal.into(),
+                ..input()
+            })
+            .unwrap_err();
+            assert_eq!(err.field, "url", "{internal}");
+        }
+    }
+
+    #[test]
+    fn templates_are_checked_at_save_time() {
+        let err = check(NewWebhookInput {
+            body_template: "{{ data.x ".into(),
+            ..input()
+        })
+        .unwrap_err();
+        assert_eq!(err.field, "body_template");
+        assert!(err.message.contains("line"), "{err}");
+        let err = check(NewWebhookInput {
+            headers: [("X-Sig".to_string(), "{% if %}".to_string())].into(),
+            ..input()
+        })
+        .unwrap_err();
+        assert_eq!(err.field, "headers");
+        // Ellity variables in the URL are fine.
+        assert!(
+            check(NewWebhookInput {
+                url: "https://x.example/hook?id=#customer.id#&email=#customer.email#".into(),
+                ..input()
+            })
+            .is_ok()
+        );
+        let err = check(NewWebhookInput {
+            body_mode: "template".into(),
+            ..input()
+        })
+        .unwrap_err();
+        assert_eq!(err.field, "body_template");
+        let err = check(NewWebhookInput {
+            signing_secret: "nope".into(),
+            ..input()
+        })
+        .unwrap_err();
+        assert_eq!(err.field, "signing_secret");
+        let err = check(NewWebhookInput {
+            headers: [("Authorization".to_string(), "a".to_string())].into(),
+            secret_headers: SecretHeaders([("authorization".to_string(), "b".to_string())].into()),
+            ..input()
+        })
+        .unwrap_err();
+        assert_eq!(err.field, "secret_headers");
+    }
+
+    #[test]
+    fn secret_headers_do_not_show_in_debug_output() {
+        let w = check(NewWebhookInput {
+            secret_headers: SecretHeaders(
+                [("Authorization".to_string(), "Bearer s3cret".to_string())].into(),
+            ),
+            ..input()
+        })
+        .unwrap();
+        let debug = format!("{w:?}");
+        assert!(
+            debug.contains("Authorization") && !debug.contains("s3cret"),
+            "{debug}"
+        );
     }
 
     #[test]
@@ -587,10 +1005,7 @@ mod tests {
             ),
         ];
         for (case, field) in cases {
-            let err = case
-                .clone()
-                .validate()
-                .expect_err(&format!("{case:?} must be refused"));
+            let err = check(case.clone()).expect_err(&format!("{case:?} must be refused"));
             assert_eq!(err.field, field, "{case:?}: {err}");
             assert!(err.to_string().starts_with(field));
         }
@@ -622,6 +1037,10 @@ mod tests {
             description: String::new(),
             created_at: now,
             updated_at: now,
+            body_mode: BodyMode::Template,
+            content_type: None,
+            secret_headers: SecretHeaders::default(),
+            signing: None,
         };
         let patch = WebhookPatchInput {
             enabled: Some(false),

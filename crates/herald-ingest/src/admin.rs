@@ -4,26 +4,61 @@
 //! configuration cache of this process so that the caller's next Fire sees
 //! it; other processes see it through Postgres notifications.
 
-use herald_core::webhook::{NewWebhookInput, WebhookPatchInput};
+use std::time::Duration;
+
+use herald_core::signing::SigningSecret;
+use herald_core::ssrf::AddressPolicy;
+use herald_core::template::TemplateEngine;
+use herald_core::webhook::{
+    NewWebhookInput, SaveRules, SecretHeaders, WebhookPatchInput, validate_target,
+};
 use herald_proto::v1::{
     CreateWebhookRequest, DeleteWebhookRequest, DeleteWebhookResponse, Delivery,
-    GetDeliveryRequest, GetWebhookRequest, ListWebhooksRequest, ListWebhooksResponse,
-    SetWebhookEnabledRequest, UpdateWebhookRequest, Webhook, admin_server::Admin,
+    GetDeliveryRequest, GetSigningSecretRequest, GetWebhookRequest, ListWebhooksRequest,
+    ListWebhooksResponse, RotateSigningSecretRequest, SetWebhookEnabledRequest,
+    SigningSecret as SigningSecretProto, UpdateWebhookRequest, Webhook, admin_server::Admin,
 };
 use herald_store::{ConfigCache, Store, StoreError};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use crate::convert::{delivery_to_proto, webhook_to_proto};
+use crate::convert::{delivery_to_proto, signing_to_proto, webhook_to_proto};
+
+/// Default overlap of a rotated signing secret.
+const DEFAULT_ROTATION_OVERLAP: Duration = Duration::from_secs(24 * 3600);
+
+/// Deployment-wide rules for saving webhooks.
+#[derive(Debug, Clone)]
+pub struct TargetPolicy {
+    /// Accept `http://` targets (development only).
+    pub allow_http: bool,
+    /// Addresses targets may use despite being internal.
+    pub addresses: AddressPolicy,
+}
 
 pub struct AdminService {
     store: Store,
     cache: ConfigCache,
+    policy: TargetPolicy,
+    templates: TemplateEngine,
 }
 
 impl AdminService {
-    pub fn new(store: Store, cache: ConfigCache) -> Self {
-        Self { store, cache }
+    pub fn new(store: Store, cache: ConfigCache, policy: TargetPolicy) -> Self {
+        Self {
+            store,
+            cache,
+            policy,
+            templates: TemplateEngine::new(),
+        }
+    }
+
+    fn rules(&self) -> SaveRules<'_> {
+        SaveRules {
+            allow_http: self.policy.allow_http,
+            templates: &self.templates,
+            addresses: &self.policy.addresses,
+        }
     }
 
     /// Makes a write visible to this process's Fire at once.
@@ -70,8 +105,13 @@ impl Admin for AdminService {
             body_template: req.body_template,
             timeout_ms: req.timeout_ms,
             description: req.description,
+            body_mode: req.body_mode,
+            content_type: req.content_type,
+            secret_headers: SecretHeaders(req.secret_headers.into_iter().collect()),
+            signing_secret: req.signing_secret,
+            disable_signing: req.disable_signing,
         }
-        .validate()
+        .validate(&self.rules())
         .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let saved = self
             .store
@@ -80,7 +120,13 @@ impl Admin for AdminService {
             .map_err(store_status)?;
         self.refresh().await;
         tracing::info!(webhook_id = %saved.id, event = %saved.event, tenant = %saved.tenant, "webhook created");
-        Ok(Response::new(webhook_to_proto(&saved)))
+        // The one answer that carries the secret: the shop configures its
+        // receiver with it (GetSigningSecret shows it again to admins).
+        let mut reply = webhook_to_proto(&saved);
+        if let Some(signing) = &saved.signing {
+            reply.signing_secret = signing.secret.expose().to_owned();
+        }
+        Ok(Response::new(reply))
     }
 
     async fn update_webhook(
@@ -98,12 +144,20 @@ impl Admin for AdminService {
             body_template: req.body_template,
             timeout_ms: req.timeout_ms,
             description: req.description,
+            body_mode: req.body_mode,
+            content_type: req.content_type,
+            secret_headers: req
+                .secret_headers
+                .map(|h| SecretHeaders(h.values.into_iter().collect())),
         }
         .validate()
         .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let rules = self.rules();
         let saved = self
             .store
-            .update_webhook(id, &patch)
+            .update_webhook(id, &patch, |changed| {
+                validate_target(&changed.target(), &rules)
+            })
             .await
             .map_err(store_status)?;
         self.refresh().await;
@@ -160,6 +214,54 @@ impl Admin for AdminService {
         self.refresh().await;
         tracing::info!(webhook_id = %id, enabled = req.enabled, "webhook enabled flag set");
         Ok(Response::new(webhook_to_proto(&saved)))
+    }
+
+    async fn get_signing_secret(
+        &self,
+        request: Request<GetSigningSecretRequest>,
+    ) -> Result<Response<SigningSecretProto>, Status> {
+        let id = parse_id("id", &request.into_inner().id)?;
+        let webhook = self.store.get_webhook(id).await.map_err(store_status)?;
+        let Some(signing) = &webhook.signing else {
+            return Err(Status::failed_precondition(format!(
+                "webhook {id} does not sign its requests; rotate a secret in to start signing"
+            )));
+        };
+        Ok(Response::new(signing_to_proto(id, signing)))
+    }
+
+    async fn rotate_signing_secret(
+        &self,
+        request: Request<RotateSigningSecretRequest>,
+    ) -> Result<Response<SigningSecretProto>, Status> {
+        let req = request.into_inner();
+        let id = parse_id("id", &req.id)?;
+        let secret = if req.new_secret.is_empty() {
+            SigningSecret::generate().map_err(|e| Status::internal(e.to_string()))?
+        } else {
+            SigningSecret::parse(&req.new_secret)
+                .map_err(|e| Status::invalid_argument(format!("new_secret: {e}")))?
+        };
+        let overlap = req.overlap_seconds.map_or(DEFAULT_ROTATION_OVERLAP, |s| {
+            Duration::from_secs(u64::from(s))
+        });
+        if overlap > Duration::from_secs(30 * 24 * 3600) {
+            return Err(Status::invalid_argument(
+                "overlap_seconds: at most 2592000 (30 days) is allowed",
+            ));
+        }
+        let saved = self
+            .store
+            .rotate_signing_secret(id, &secret, overlap)
+            .await
+            .map_err(store_status)?;
+        self.refresh().await;
+        tracing::info!(webhook_id = %id, ?overlap, "signing secret rotated");
+        let signing = saved
+            .signing
+            .as_ref()
+            .ok_or_else(|| Status::internal("rotation lost the secret"))?;
+        Ok(Response::new(signing_to_proto(id, signing)))
     }
 
     async fn get_delivery(

@@ -1,6 +1,7 @@
 //! Conversions between the domain types and the protobuf messages.
 
 use herald_core::Webhook;
+use herald_core::webhook::Signing;
 use herald_proto::v1;
 use herald_store::{AttemptView, DeliveryView};
 
@@ -23,6 +24,27 @@ pub(crate) fn webhook_to_proto(w: &Webhook) -> v1::Webhook {
         description: w.description.clone(),
         created_at_unix_ms: unix_ms(w.created_at),
         updated_at_unix_ms: unix_ms(w.updated_at),
+        body_mode: w.body_mode.as_str().to_owned(),
+        content_type: w.content_type.clone().unwrap_or_default(),
+        // Secret header values are write-only: only their names go out.
+        secret_header_names: w.secret_headers.0.keys().cloned().collect(),
+        signing_enabled: w.signing.is_some(),
+        signing_secret: String::new(),
+    }
+}
+
+pub(crate) fn signing_to_proto(id: uuid::Uuid, signing: &Signing) -> v1::SigningSecret {
+    let overlapping = signing
+        .previous_expires_at
+        .filter(|until| *until > std::time::SystemTime::now());
+    v1::SigningSecret {
+        webhook_id: id.to_string(),
+        secret: signing.secret.expose().to_owned(),
+        previous_secret: match (&signing.previous, overlapping) {
+            (Some(previous), Some(_)) => previous.expose().to_owned(),
+            _ => String::new(),
+        },
+        previous_expires_at_unix_ms: overlapping.map(unix_ms),
     }
 }
 

@@ -13,15 +13,16 @@ mod ingest;
 
 use std::time::Duration;
 
+use herald_core::ssrf::AddressPolicy;
 use herald_proto::v1::{admin_server::AdminServer, ingest_server::IngestServer};
 use herald_queue::{Publisher, QueueConfig};
 use herald_service::http::Reply;
-use herald_store::{ConfigCache, Store};
+use herald_store::{ConfigCache, SecretBox, Store};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use admin::AdminService;
+pub use admin::{AdminService, TargetPolicy};
 pub use ingest::IngestService;
 
 /// Everything the ingest service needs to run.
@@ -40,6 +41,10 @@ pub struct IngestConfig {
     pub drain_timeout: Duration,
     /// Renders `/metrics`; `None` when no recorder is installed (tests).
     pub metrics: Option<PrometheusHandle>,
+    /// What webhook targets may be saved (HTTPS only, SSRF allowlist).
+    pub targets: TargetPolicy,
+    /// Seals secret header values and signing secrets at rest.
+    pub secrets: SecretBox,
 }
 
 impl IngestConfig {
@@ -53,6 +58,11 @@ impl IngestConfig {
             publish_channels: 4,
             drain_timeout: Duration::from_secs(30),
             metrics: None,
+            targets: TargetPolicy {
+                allow_http: false,
+                addresses: AddressPolicy::default(),
+            },
+            secrets: SecretBox::plaintext(),
         }
     }
 }
@@ -78,7 +88,7 @@ pub async fn run(
 ) -> Result<(), IngestError> {
     herald_store::migrate(&config.database_url).await?;
     let pool = herald_store::pool(&config.database_url, config.db_pool_size)?;
-    let store = Store::new(pool);
+    let store = Store::new(pool).with_secrets(config.secrets.clone());
     let cache = ConfigCache::start(
         store.clone(),
         &config.database_url,
@@ -100,7 +110,7 @@ pub async fn run(
     }
 
     let ingest = IngestService::new(cache.clone(), publisher.clone(), config.max_payload_bytes);
-    let admin = AdminService::new(store, cache);
+    let admin = AdminService::new(store, cache, config.targets.clone());
     // Leave room for the rest of the request around the payload itself.
     let max_message = config.max_payload_bytes + 64 * 1024;
 

@@ -3,11 +3,13 @@
 //! timeout, and reading just enough of the answer to record it.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
+use herald_core::ssrf::AddressPolicy;
 use herald_core::{AttemptError, ErrorKind, Payload, Webhook};
-use http::header::{CONTENT_TYPE, HeaderName, HeaderValue, USER_AGENT};
+use http::header::HeaderName;
 use http_body_util::{BodyExt, Full};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
@@ -15,15 +17,15 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
-use uuid::Uuid;
+
+use crate::request::{Built, DeliveryInfo, RequestBuilder};
+use crate::resolver::{GuardedResolver, guarded_connector, is_refusal};
 
 /// How much of a response body is kept for the attempt record.
 pub const EXCERPT_BYTES: usize = 1024;
 /// How much of a response body is read at most; past that the connection is
 /// dropped instead of draining it, so a huge answer cannot stall a sender.
 const MAX_DRAIN_BYTES: usize = 64 * 1024;
-
-const HERALD_USER_AGENT: &str = concat!("Herald/", env!("CARGO_PKG_VERSION"));
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsSetupError {
@@ -71,9 +73,6 @@ pub fn tls_config(extra_ca_file: Option<&Path>) -> Result<rustls::ClientConfig, 
         .with_no_client_auth())
 }
 
-/// A request ready to send, with the URL it goes to (for the record).
-type Built = (String, http::Request<Full<Bytes>>);
-
 /// The outcome of one attempt, ready to be recorded.
 #[derive(Debug, Clone)]
 pub struct AttemptOutcome {
@@ -91,12 +90,12 @@ impl AttemptOutcome {
     }
 }
 
-/// Sends webhook requests over one shared, pooled HTTP(S) client.
+/// Sends webhook requests over one shared, pooled HTTP(S) client whose
+/// resolver refuses internal addresses (SSRF guard).
 #[derive(Clone)]
 pub struct HttpSender {
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
-    id_header: HeaderName,
-    attempt_header: HeaderName,
+    client: Client<HttpsConnector<HttpConnector<GuardedResolver>>, Full<Bytes>>,
+    requests: Arc<RequestBuilder>,
 }
 
 impl HttpSender {
@@ -104,39 +103,34 @@ impl HttpSender {
         tls: rustls::ClientConfig,
         id_header: HeaderName,
         attempt_header: HeaderName,
+        addresses: AddressPolicy,
     ) -> Self {
-        let mut http = HttpConnector::new();
-        // `https_or_http` below decides per URL; the inner connector must let
-        // https URLs through to it.
-        http.enforce_http(false);
-        http.set_nodelay(true);
+        let addresses = Arc::new(addresses);
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()
             // ALPN offers h2 and http/1.1; the target picks.
             .enable_all_versions()
-            .wrap_connector(http);
+            .wrap_connector(guarded_connector(addresses.clone()));
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .build(connector);
         Self {
             client,
-            id_header,
-            attempt_header,
+            requests: Arc::new(RequestBuilder::new(id_header, attempt_header, addresses)),
         }
     }
 
-    /// Sends attempt `attempt` of delivery `delivery_id` to `webhook`.
+    /// Sends one attempt of a delivery to `webhook`.
     pub async fn send(
         &self,
         webhook: &Webhook,
         payload: &Payload,
-        delivery_id: Uuid,
-        attempt: u32,
+        info: &DeliveryInfo<'_>,
     ) -> AttemptOutcome {
         let started_at = SystemTime::now();
         let clock = Instant::now();
-        let (url, request) = match self.build(webhook, payload, delivery_id, attempt) {
+        let Built { url, request } = match self.requests.build(webhook, payload, info, started_at) {
             Ok(built) => built,
             Err((url, error)) => {
                 return AttemptOutcome {
@@ -179,63 +173,6 @@ impl HttpSender {
         }
     }
 
-    fn build(
-        &self,
-        webhook: &Webhook,
-        payload: &Payload,
-        delivery_id: Uuid,
-        attempt: u32,
-    ) -> Result<Built, (String, AttemptError)> {
-        let in_query = webhook.method.data_in_query();
-        let url = if in_query {
-            payload.append_to_url(&webhook.url)
-        } else {
-            webhook.url.clone()
-        };
-        let invalid = |url: &str, message: String| {
-            (
-                url.to_owned(),
-                AttemptError {
-                    kind: ErrorKind::InvalidRequest,
-                    message,
-                },
-            )
-        };
-        let uri: http::Uri = url
-            .parse()
-            .map_err(|e| invalid(&url, format!("the URL with the data is not valid: {e}")))?;
-        let mut builder = http::Request::builder()
-            .method(webhook.method.as_str())
-            .uri(uri)
-            .header(USER_AGENT, HERALD_USER_AGENT)
-            .header(&self.id_header, delivery_id.to_string())
-            .header(&self.attempt_header, attempt.to_string());
-        let body = if in_query {
-            Bytes::new()
-        } else {
-            builder = builder.header(CONTENT_TYPE, payload.content_type());
-            Bytes::copy_from_slice(payload.as_str().as_bytes())
-        };
-        for (name, value) in &webhook.headers {
-            // Validated when the webhook was saved.
-            match (
-                HeaderName::from_bytes(name.as_bytes()),
-                HeaderValue::from_str(value),
-            ) {
-                (Ok(name), Ok(value)) => {
-                    if let Some(headers) = builder.headers_mut() {
-                        headers.insert(name, value);
-                    }
-                }
-                _ => return Err(invalid(&url, format!("custom header {name:?} is invalid"))),
-            }
-        }
-        let request = builder
-            .body(Full::new(body))
-            .map_err(|e| invalid(&url, format!("the request cannot be built: {e}")))?;
-        Ok((url, request))
-    }
-
     /// Sends the request and reads the answer's status and a body excerpt.
     async fn exchange(
         &self,
@@ -245,9 +182,16 @@ impl HttpSender {
             .client
             .request(request)
             .await
-            .map_err(|e| AttemptError {
-                kind: ErrorKind::Connection,
-                message: error_chain(&e),
+            .map_err(|e| match is_refusal(&e) {
+                // The guarded resolver found only internal addresses.
+                Some(refusal) => AttemptError {
+                    kind: ErrorKind::Refused,
+                    message: refusal,
+                },
+                None => AttemptError {
+                    kind: ErrorKind::Connection,
+                    message: error_chain(&e),
+                },
             })?;
         let status = response.status().as_u16();
         let mut body = response.into_body();

@@ -11,6 +11,7 @@
 mod consume;
 mod http;
 mod process;
+mod request;
 pub mod resolver;
 
 use std::path::PathBuf;
@@ -20,14 +21,16 @@ use std::time::Duration;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use ::http::HeaderName;
+use herald_core::ssrf::AddressPolicy;
 use herald_queue::{Publisher, QueueConfig};
 use herald_service::http::Reply;
-use herald_store::{AttemptWriter, ConfigCache, Store, WriterConfig};
+use herald_store::{AttemptWriter, ConfigCache, SecretBox, Store, WriterConfig};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use crate::http::{AttemptOutcome, HttpSender, TlsSetupError, tls_config};
+pub use crate::request::DeliveryInfo;
 
 /// Everything the sender needs to run.
 #[derive(Debug, Clone)]
@@ -53,6 +56,10 @@ pub struct SenderConfig {
     pub name: String,
     /// Renders `/metrics`; `None` when no recorder is installed (tests).
     pub metrics: Option<PrometheusHandle>,
+    /// Internal addresses targets may nevertheless use (SSRF allowlist).
+    pub addresses: AddressPolicy,
+    /// Opens the sealed secret headers and signing secrets.
+    pub secrets: SecretBox,
 }
 
 impl SenderConfig {
@@ -70,6 +77,8 @@ impl SenderConfig {
             drain_timeout: Duration::from_secs(30),
             name: "herald-sender".into(),
             metrics: None,
+            addresses: AddressPolicy::default(),
+            secrets: SecretBox::plaintext(),
         }
     }
 }
@@ -103,7 +112,7 @@ pub async fn run(
 ) -> Result<(), SenderError> {
     herald_store::migrate(&config.database_url).await?;
     let pool = herald_store::pool(&config.database_url, config.db_pool_size)?;
-    let store = Store::new(pool.clone());
+    let store = Store::new(pool.clone()).with_secrets(config.secrets.clone());
     // Background tasks (cache watcher, writers) stop only after the
     // deliveries that need them have finished.
     let background = CancellationToken::new();
@@ -117,7 +126,12 @@ pub async fn run(
     let (writer, writer_task) =
         AttemptWriter::start(pool.clone(), config.writer, background.clone());
     let tls = tls_config(config.extra_ca_file.as_deref())?;
-    let sender = HttpSender::new(tls, config.id_header.clone(), config.attempt_header.clone());
+    let sender = HttpSender::new(
+        tls,
+        config.id_header.clone(),
+        config.attempt_header.clone(),
+        config.addresses.clone(),
+    );
     let retries = Publisher::new(config.queue.clone(), format!("{}-retry", config.name), 2);
     let shared = Arc::new(Shared {
         consuming: AtomicBool::new(false),

@@ -76,6 +76,8 @@ async fn main() -> anyhow::Result<()> {
                 ..WriterConfig::default()
             };
             config.drain_timeout = cli.common.drain_timeout();
+            config.addresses = cli.common.ssrf_allow.clone();
+            config.secrets = cli.common.secret_box().context("HERALD_ENCRYPTION_KEY")?;
             config.metrics =
                 Some(herald_service::http::install_prometheus().context("installing metrics")?);
             config.name = format!("herald-sender-{}", std::process::id());

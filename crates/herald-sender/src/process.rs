@@ -11,7 +11,7 @@ use lapin::options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions};
 use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::Shared;
+use crate::{DeliveryInfo, Shared};
 
 /// Handles one delivery message: cancel, or attempt and record; then ack.
 pub(crate) async fn handle(shared: Arc<Shared>, schedule: Schedule, delivery: Delivery) {
@@ -136,10 +136,14 @@ async fn process(
         .await;
     };
 
-    let outcome = shared
-        .http
-        .send(&webhook, &payload, delivery_id, message.attempt)
-        .await;
+    let info = DeliveryInfo {
+        delivery_id,
+        attempt: message.attempt,
+        tenant: &message.tenant,
+        event: &message.event,
+        fired_at_unix_ms: message.fired_at_unix_ms,
+    };
+    let outcome = shared.http.send(&webhook, &payload, &info).await;
     let finished = outcome.started_at + outcome.duration;
     metrics::histogram!("herald_attempt_duration_seconds", "status_class" => status_class(&outcome))
         .record(outcome.duration.as_secs_f64());

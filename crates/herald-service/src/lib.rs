@@ -10,6 +10,7 @@ pub mod http;
 use std::time::Duration;
 
 use herald_core::Schedule;
+use herald_core::ssrf::AddressPolicy;
 use herald_queue::{QueueConfig, QueueType};
 use tokio_util::sync::CancellationToken;
 
@@ -65,13 +66,38 @@ pub struct CommonOptions {
           value_parser = clap::value_parser!(u64).range(0..=3600))]
     pub drain_timeout_secs: u64,
 
+    /// Comma-separated CIDRs that webhook targets may use although they are
+    /// internal (loopback, private, link-local...). Empty: only public
+    /// addresses. Ingest and senders should use the same value.
+    #[arg(long, env = "HERALD_SSRF_ALLOW", default_value = "",
+          value_parser = parse_address_policy)]
+    pub ssrf_allow: AddressPolicy,
+
+    /// Base64 of 32 bytes: encrypts secret header values and signing
+    /// secrets at rest (AES-256-GCM). Never logged. Ingest and senders need
+    /// the same key.
+    #[arg(long, env = "HERALD_ENCRYPTION_KEY", hide_env_values = true)]
+    pub encryption_key: Option<String>,
+
     /// Log format: text or json.
     #[arg(long, env = "HERALD_LOG_FORMAT", default_value = "text",
           value_parser = ["text", "json"])]
     pub log_format: String,
 }
 
+fn parse_address_policy(list: &str) -> Result<AddressPolicy, String> {
+    AddressPolicy::parse_allowlist(list)
+}
+
 impl CommonOptions {
+    /// How secrets are sealed at rest; fails on a malformed key.
+    pub fn secret_box(&self) -> Result<herald_store::SecretBox, herald_store::SecretBoxError> {
+        match &self.encryption_key {
+            Some(key) if !key.is_empty() => herald_store::SecretBox::with_key(key),
+            _ => Ok(herald_store::SecretBox::plaintext()),
+        }
+    }
+
     pub fn queue_config(&self) -> QueueConfig {
         let mut config = QueueConfig::new(&self.amqp_url, &self.queue_prefix);
         config.queue_type = self.queue_type;

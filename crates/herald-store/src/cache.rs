@@ -437,6 +437,10 @@ mod tests {
             description: String::new(),
             created_at: at,
             updated_at: at,
+            body_mode: herald_core::webhook::BodyMode::Raw,
+            content_type: None,
+            secret_headers: herald_core::webhook::SecretHeaders::default(),
+            signing: None,
         }
     }
 
@@ -493,6 +497,10 @@ mod tests {
             body_template: None,
             timeout_ms: 3000,
             description: String::new(),
+            body_mode: herald_core::webhook::BodyMode::Raw,
+            content_type: None,
+            secret_headers: herald_core::webhook::SecretHeaders::default(),
+            signing: None,
         }
     }
 

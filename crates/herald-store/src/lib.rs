@@ -19,6 +19,7 @@
 
 mod backoff;
 mod cache;
+mod secrets;
 mod store;
 mod writer;
 
@@ -35,6 +36,7 @@ use uuid::Uuid;
 pub use cache::{ConfigCache, ConfigSnapshot};
 pub use deadpool_postgres::Pool;
 pub use herald_core::{DeliveryState, Method, NewWebhook, Webhook, WebhookPatch};
+pub use secrets::{SecretBox, SecretBoxError};
 pub use store::{AttemptView, DeliveryView, Store};
 pub use writer::{AttemptRecord, AttemptWriter, DeliveryRecord, WriteRequest, WriterConfig};
 
@@ -97,6 +99,18 @@ pub enum StoreError {
     /// A database operation did not finish in time.
     #[error("{what} did not finish within {after:?}")]
     Timeout { what: &'static str, after: Duration },
+
+    /// A secret column could not be sealed or opened.
+    #[error("webhook {id}: {source}")]
+    Secret {
+        id: Uuid,
+        #[source]
+        source: SecretBoxError,
+    },
+
+    /// The change would make the webhook invalid; nothing was written.
+    #[error(transparent)]
+    Invalid(#[from] herald_core::ValidationError),
 
     /// The attempt writer stopped before the record was committed; the record
     /// may or may not be stored, so the message must not be acknowledged.
@@ -246,6 +260,11 @@ mod tests {
             .await
             .unwrap()
             .get(0);
-        assert_eq!(applied, 1, "each migration is applied exactly once");
+        let embedded = embedded::migrations::runner().get_migrations().len();
+        assert_eq!(
+            usize::try_from(applied).unwrap(),
+            embedded,
+            "each migration is applied exactly once"
+        );
     }
 }

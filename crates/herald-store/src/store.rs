@@ -1,19 +1,22 @@
 //! Webhook configuration CRUD and reading a delivery with its attempts.
 
 use std::collections::BTreeMap;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use deadpool_postgres::Pool;
-use herald_core::{DeliveryState, Method, NewWebhook, Webhook, WebhookPatch};
+use herald_core::signing::SigningSecret;
+use herald_core::webhook::{BodyMode, SecretHeaders, Signing};
+use herald_core::{DeliveryState, Method, NewWebhook, ValidationError, Webhook, WebhookPatch};
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
-use crate::StoreError;
+use crate::{SecretBox, StoreError};
 
 /// Column list of `webhooks`, in the order [`webhook_from_row`] reads it.
 const WEBHOOK_COLUMNS: &str = "id, tenant, event, enabled, method, url, headers, body_template, \
-     timeout_ms, description, created_at, updated_at";
+     timeout_ms, description, created_at, updated_at, body_mode, content_type, secret_headers, \
+     signing_secret, previous_signing_secret, previous_secret_expires_at";
 
 /// Access to the webhook configuration and the delivery tables.
 ///
@@ -21,11 +24,44 @@ const WEBHOOK_COLUMNS: &str = "id, tenant, event, enabled, method, url, headers,
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: Pool,
+    secrets: SecretBox,
 }
 
 impl Store {
+    /// A store that keeps secrets unencrypted (marked plain).
     pub fn new(pool: Pool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            secrets: SecretBox::plaintext(),
+        }
+    }
+
+    /// Seals secret values with `secrets` (an encryption key, usually).
+    pub fn with_secrets(mut self, secrets: SecretBox) -> Self {
+        self.secrets = secrets;
+        self
+    }
+
+    fn seal(&self, id: Uuid, value: &str) -> Result<String, StoreError> {
+        self.secrets
+            .seal(value)
+            .map_err(|source| StoreError::Secret { id, source })
+    }
+
+    fn seal_headers(
+        &self,
+        id: Uuid,
+        headers: &SecretHeaders,
+    ) -> Result<Option<String>, StoreError> {
+        if headers.0.is_empty() {
+            return Ok(None);
+        }
+        self.seal(id, &headers_to_json(&headers.0).to_string())
+            .map(Some)
+    }
+
+    fn read_webhook(&self, row: &Row) -> Result<Webhook, StoreError> {
+        webhook_from_row(row, &self.secrets)
     }
 
     pub fn pool(&self) -> &Pool {
@@ -36,17 +72,25 @@ impl Store {
     /// the database's timestamps).
     pub async fn create_webhook(&self, new: &NewWebhook) -> Result<Webhook, StoreError> {
         let client = self.pool.get().await?;
+        let id = Uuid::now_v7();
+        let secret_headers = self.seal_headers(id, &new.secret_headers)?;
+        let signing_secret = new
+            .signing
+            .as_ref()
+            .map(|s| self.seal(id, s.expose()))
+            .transpose()?;
         let sql = format!(
             "INSERT INTO webhooks (id, tenant, event, enabled, method, url, headers, \
-                 body_template, timeout_ms, description) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+                 body_template, timeout_ms, description, body_mode, content_type, secret_headers, \
+                 signing_secret) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
              RETURNING {WEBHOOK_COLUMNS}"
         );
         let row = client
             .query_one(
                 &sql,
                 &[
-                    &Uuid::now_v7(),
+                    &id,
                     &new.tenant,
                     &new.event,
                     &new.enabled,
@@ -56,10 +100,14 @@ impl Store {
                     &new.body_template,
                     &u32_to_i32(new.timeout_ms),
                     &new.description,
+                    &new.body_mode.as_str(),
+                    &new.content_type,
+                    &secret_headers,
+                    &signing_secret,
                 ],
             )
             .await?;
-        webhook_from_row(&row)
+        self.read_webhook(&row)
     }
 
     /// Applies `patch` to a webhook and returns the result.
@@ -67,10 +115,13 @@ impl Store {
     /// The row is locked while the patch is applied, so two concurrent updates
     /// of different fields both take effect instead of one overwriting the
     /// other with stale values.
+    /// `check` sees the webhook as it would be after the patch; an error from
+    /// it aborts the update.
     pub async fn update_webhook(
         &self,
         id: Uuid,
         patch: &WebhookPatch,
+        check: impl FnOnce(&Webhook) -> Result<(), ValidationError>,
     ) -> Result<Webhook, StoreError> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
@@ -84,10 +135,13 @@ impl Store {
                 what: "webhook",
                 id,
             })?;
-        let changed = patch.apply(&webhook_from_row(&current)?);
+        let changed = patch.apply(&self.read_webhook(&current)?);
+        check(&changed)?;
+        let secret_headers = self.seal_headers(id, &changed.secret_headers)?;
         let sql = format!(
             "UPDATE webhooks SET event = $2, enabled = $3, method = $4, url = $5, headers = $6, \
-                 body_template = $7, timeout_ms = $8, description = $9, updated_at = now() \
+                 body_template = $7, timeout_ms = $8, description = $9, body_mode = $10, \
+                 content_type = $11, secret_headers = $12, updated_at = now() \
              WHERE id = $1 \
              RETURNING {WEBHOOK_COLUMNS}"
         );
@@ -104,12 +158,42 @@ impl Store {
                     &changed.body_template,
                     &u32_to_i32(changed.timeout_ms),
                     &changed.description,
+                    &changed.body_mode.as_str(),
+                    &changed.content_type,
+                    &secret_headers,
                 ],
             )
             .await?;
-        let updated = webhook_from_row(&row)?;
+        let updated = self.read_webhook(&row)?;
         tx.commit().await?;
         Ok(updated)
+    }
+
+    /// Makes `secret` the signing secret; the current one keeps signing for
+    /// `overlap` (receivers switch over without rejecting requests).
+    pub async fn rotate_signing_secret(
+        &self,
+        id: Uuid,
+        secret: &SigningSecret,
+        overlap: Duration,
+    ) -> Result<Webhook, StoreError> {
+        let client = self.pool.get().await?;
+        let sealed = self.seal(id, secret.expose())?;
+        let expires = SystemTime::now() + overlap;
+        let sql = format!(
+            "UPDATE webhooks SET previous_signing_secret = signing_secret, \
+                 previous_secret_expires_at = CASE WHEN signing_secret IS NULL THEN NULL ELSE $3::timestamptz END, \
+                 signing_secret = $2, updated_at = now() \
+             WHERE id = $1 RETURNING {WEBHOOK_COLUMNS}"
+        );
+        let row = client
+            .query_opt(&sql, &[&id, &sealed, &expires])
+            .await?
+            .ok_or(StoreError::NotFound {
+                what: "webhook",
+                id,
+            })?;
+        self.read_webhook(&row)
     }
 
     pub async fn get_webhook(&self, id: Uuid) -> Result<Webhook, StoreError> {
@@ -124,7 +208,7 @@ impl Store {
                 what: "webhook",
                 id,
             })?;
-        webhook_from_row(&row)
+        self.read_webhook(&row)
     }
 
     /// Lists webhooks, optionally of one tenant and/or event, ordered by
@@ -143,7 +227,7 @@ impl Store {
              ORDER BY tenant, event, created_at, id"
         );
         let rows = client.query(&sql, &[&tenant, &event]).await?;
-        rows.iter().map(webhook_from_row).collect()
+        rows.iter().map(|row| self.read_webhook(row)).collect()
     }
 
     pub async fn delete_webhook(&self, id: Uuid) -> Result<(), StoreError> {
@@ -177,7 +261,7 @@ impl Store {
                 what: "webhook",
                 id,
             })?;
-        webhook_from_row(&row)
+        self.read_webhook(&row)
     }
 
     /// A delivery as recorded for dashboards, with its attempts in order.
@@ -265,7 +349,7 @@ fn headers_to_json(headers: &BTreeMap<String, String>) -> serde_json::Value {
     )
 }
 
-pub(crate) fn webhook_from_row(row: &Row) -> Result<Webhook, StoreError> {
+pub(crate) fn webhook_from_row(row: &Row, secrets: &SecretBox) -> Result<Webhook, StoreError> {
     let id: Uuid = row.try_get("id")?;
     let corrupt = |detail: String| StoreError::Corrupt {
         what: "webhook",
@@ -288,7 +372,43 @@ pub(crate) fn webhook_from_row(row: &Row) -> Result<Webhook, StoreError> {
     let timeout_ms: i32 = row.try_get("timeout_ms")?;
     let timeout_ms = u32::try_from(timeout_ms)
         .map_err(|_| corrupt(format!("timeout_ms {timeout_ms} is negative")))?;
+    let body_mode: &str = row.try_get("body_mode")?;
+    let body_mode = BodyMode::parse(body_mode)
+        .ok_or_else(|| corrupt(format!("unknown body mode {body_mode:?}")))?;
+    let open = |sealed: Option<String>| {
+        sealed
+            .map(|s| {
+                secrets
+                    .open(&s)
+                    .map_err(|source| StoreError::Secret { id, source })
+            })
+            .transpose()
+    };
+    let secret_headers = match open(row.try_get("secret_headers")?)? {
+        None => SecretHeaders::default(),
+        Some(json) => match serde_json::from_str::<BTreeMap<String, String>>(&json) {
+            Ok(map) => SecretHeaders(map),
+            Err(e) => return Err(corrupt(format!("secret headers are unreadable: {e}"))),
+        },
+    };
+    let parse_secret = |text: String| {
+        SigningSecret::parse(&text).map_err(|e| corrupt(format!("signing secret: {e}")))
+    };
+    let signing = match open(row.try_get("signing_secret")?)? {
+        None => None,
+        Some(current) => Some(Signing {
+            secret: parse_secret(current)?,
+            previous: open(row.try_get("previous_signing_secret")?)?
+                .map(parse_secret)
+                .transpose()?,
+            previous_expires_at: row.try_get("previous_secret_expires_at")?,
+        }),
+    };
     Ok(Webhook {
+        body_mode,
+        content_type: row.try_get("content_type")?,
+        secret_headers,
+        signing,
         id,
         tenant: row.try_get("tenant")?,
         event: row.try_get("event")?,
@@ -385,6 +505,12 @@ mod tests {
             body_template: Some("{\"id\": {{ data.id }}}".into()),
             timeout_ms: 2500,
             description: "orders".into(),
+            body_mode: BodyMode::Template,
+            content_type: Some("application/json".into()),
+            secret_headers: SecretHeaders(
+                [("Authorization".to_string(), "Bearer s3cret".to_string())].into(),
+            ),
+            signing: Some(SigningSecret::generate().unwrap()),
         }
     }
 
@@ -420,7 +546,10 @@ mod tests {
             body_template: Some(None),
             ..Default::default()
         };
-        let updated = store.update_webhook(created.id, &patch).await.unwrap();
+        let updated = store
+            .update_webhook(created.id, &patch, |_| Ok(()))
+            .await
+            .unwrap();
         assert_eq!(updated.url, "https://other.example/x");
         assert_eq!(updated.method, Method::Get);
         assert!(updated.headers.is_empty());
@@ -459,7 +588,10 @@ mod tests {
         for err in [
             store.get_webhook(created.id).await.unwrap_err(),
             store.delete_webhook(created.id).await.unwrap_err(),
-            store.update_webhook(missing, &patch).await.unwrap_err(),
+            store
+                .update_webhook(missing, &patch, |_| Ok(()))
+                .await
+                .unwrap_err(),
             store.set_webhook_enabled(missing, true).await.unwrap_err(),
             store.get_delivery(missing).await.unwrap_err(),
         ] {
@@ -469,6 +601,71 @@ mod tests {
             store.get_delivery(missing).await.unwrap_err().to_string(),
             format!("delivery {missing} does not exist")
         );
+    }
+
+    #[tokio::test]
+    async fn secrets_are_sealed_at_rest_and_rotation_keeps_the_previous_secret() {
+        let db = TestDb::migrated().await;
+        let key = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+        let store = Store::new(db.pool()).with_secrets(SecretBox::with_key(key).unwrap());
+        let new = new_webhook("shop1", "order.created");
+        let created = store.create_webhook(&new).await.unwrap();
+        assert_eq!(created.secret_headers, new.secret_headers);
+        let first = created.signing.clone().unwrap();
+        assert_eq!(Some(&first.secret), new.signing.as_ref());
+
+        // Nothing secret is readable in the table itself.
+        let client = db.pool().get().await.unwrap();
+        let row = client
+            .query_one(
+                "SELECT secret_headers, signing_secret FROM webhooks WHERE id = $1",
+                &[&created.id],
+            )
+            .await
+            .unwrap();
+        let (headers, secret): (String, String) = (row.get(0), row.get(1));
+        assert!(headers.starts_with("enc:v1:") && !headers.contains("s3cret"));
+        assert!(secret.starts_with("enc:v1:") && !secret.contains(&first.secret.expose()[6..]));
+        // Without the key the secrets cannot be read back.
+        let keyless = Store::new(db.pool());
+        assert!(matches!(
+            keyless.get_webhook(created.id).await,
+            Err(StoreError::Secret { .. })
+        ));
+
+        let next = SigningSecret::generate().unwrap();
+        let rotated = store
+            .rotate_signing_secret(created.id, &next, Duration::from_secs(3600))
+            .await
+            .unwrap();
+        let signing = rotated.signing.clone().unwrap();
+        assert_eq!(signing.secret, next);
+        assert_eq!(signing.previous, Some(first.secret.clone()));
+        let now = SystemTime::now();
+        assert_eq!(
+            rotated.signing_secrets(now).len(),
+            2,
+            "both sign during the overlap"
+        );
+        assert_eq!(
+            rotated
+                .signing_secrets(now + Duration::from_secs(7200))
+                .len(),
+            1
+        );
+
+        // A failed check leaves the webhook unchanged.
+        let patch = WebhookPatch {
+            url: Some("https://changed.example/".into()),
+            ..Default::default()
+        };
+        let refused = store
+            .update_webhook(created.id, &patch, |_| {
+                Err(ValidationError::new("url", "refused for the test"))
+            })
+            .await;
+        assert!(matches!(refused, Err(StoreError::Invalid(_))));
+        assert_eq!(store.get_webhook(created.id).await.unwrap().url, new.url);
     }
 
     #[tokio::test]

@@ -1,0 +1,323 @@
+//! Building the request of one attempt from the webhook's current
+//! configuration and the fired data: templates in URL, headers and body,
+//! the body mode, where GET data goes, and Standard Webhooks signatures.
+//!
+//! Templates are compiled once per webhook version and reused.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use herald_core::signing::signature_header;
+use herald_core::ssrf::AddressPolicy;
+use herald_core::template::{CompiledTemplate, EventInfo, TemplateContext, TemplateEngine};
+use herald_core::webhook::BodyMode;
+use herald_core::{AttemptError, ErrorKind, Payload, Webhook};
+use http::header::{CONTENT_TYPE, HeaderName, HeaderValue, USER_AGENT};
+use http_body_util::Full;
+use uuid::Uuid;
+
+const HERALD_USER_AGENT: &str = concat!("Herald/", env!("CARGO_PKG_VERSION"));
+
+/// What a delivery carries besides its data, for templates and envelopes.
+#[derive(Debug, Clone)]
+pub struct DeliveryInfo<'a> {
+    pub delivery_id: Uuid,
+    pub attempt: u32,
+    pub tenant: &'a str,
+    pub event: &'a str,
+    pub fired_at_unix_ms: i64,
+}
+
+/// A request ready to send, and the URL it goes to (for the record).
+pub struct Built {
+    pub url: String,
+    pub request: http::Request<Full<Bytes>>,
+}
+
+/// A webhook's templates, compiled.
+struct Compiled {
+    updated_at: SystemTime,
+    url: CompiledTemplate,
+    headers: Vec<(HeaderName, CompiledTemplate)>,
+    body: Option<CompiledTemplate>,
+}
+
+/// Builds requests; caches compiled templates per webhook version.
+pub struct RequestBuilder {
+    id_header: HeaderName,
+    attempt_header: HeaderName,
+    addresses: Arc<AddressPolicy>,
+    engine: TemplateEngine,
+    compiled: Mutex<HashMap<Uuid, Arc<Compiled>>>,
+}
+
+fn invalid(message: String) -> AttemptError {
+    AttemptError {
+        kind: ErrorKind::InvalidRequest,
+        message,
+    }
+}
+
+impl RequestBuilder {
+    pub fn new(
+        id_header: HeaderName,
+        attempt_header: HeaderName,
+        addresses: Arc<AddressPolicy>,
+    ) -> Self {
+        Self {
+            id_header,
+            attempt_header,
+            addresses,
+            engine: TemplateEngine::new(),
+            compiled: Mutex::default(),
+        }
+    }
+
+    fn compiled(&self, webhook: &Webhook) -> Result<Arc<Compiled>, AttemptError> {
+        let mut cache = self.compiled.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(hit) = cache.get(&webhook.id)
+            && hit.updated_at == webhook.updated_at
+        {
+            return Ok(hit.clone());
+        }
+        let compile = |what: &str, source: &str| {
+            self.engine
+                .compile(source)
+                .map_err(|e| invalid(format!("the {what} template does not parse: {e}")))
+        };
+        let mut headers =
+            Vec::with_capacity(webhook.headers.len() + webhook.secret_headers.0.len());
+        for (name, value) in webhook
+            .headers
+            .iter()
+            .chain(webhook.secret_headers.0.iter())
+        {
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| invalid(format!("custom header name {name:?} is invalid")))?;
+            headers.push((name, compile("header", value)?));
+        }
+        let compiled = Arc::new(Compiled {
+            updated_at: webhook.updated_at,
+            url: compile("URL", &webhook.url)?,
+            headers,
+            body: webhook
+                .body_template
+                .as_deref()
+                .map(|b| compile("body", b))
+                .transpose()?,
+        });
+        // Bounded by the number of webhooks; entries of deleted webhooks are
+        // few and small, so no eviction is needed.
+        cache.insert(webhook.id, compiled.clone());
+        Ok(compiled)
+    }
+
+    /// Builds the request of one attempt. On error the URL (as far as it
+    /// could be rendered) comes back with it, for the attempt record.
+    pub fn build(
+        &self,
+        webhook: &Webhook,
+        payload: &Payload,
+        info: &DeliveryInfo<'_>,
+        now: SystemTime,
+    ) -> Result<Built, (String, AttemptError)> {
+        let fail = |url: &str, error: AttemptError| (url.to_owned(), error);
+        let compiled = self.compiled(webhook).map_err(|e| fail(&webhook.url, e))?;
+        let in_query = webhook.method.data_in_query();
+        let needs_context = !compiled.url.is_static()
+            || compiled.headers.iter().any(|(_, t)| !t.is_static())
+            || (!in_query && webhook.body_mode == BodyMode::Template);
+        let context = needs_context.then(|| {
+            TemplateContext::new(
+                payload,
+                EventInfo {
+                    name: info.event.to_owned(),
+                    tenant: info.tenant.to_owned(),
+                    delivery_id: info.delivery_id,
+                    attempt: info.attempt,
+                    fired_at_unix_ms: info.fired_at_unix_ms,
+                },
+            )
+        });
+        let render = |template: &CompiledTemplate, source: &str, what: &str| match &context {
+            Some(ctx) if !template.is_static() => template
+                .render(ctx)
+                .map_err(|e| invalid(format!("the {what} template failed: {e}"))),
+            _ => Ok(source.to_owned()),
+        };
+
+        let mut url =
+            render(&compiled.url, &webhook.url, "URL").map_err(|e| fail(&webhook.url, e))?;
+        // ASSE: GET/DELETE carry the data in the query string, unless the URL
+        // template already placed it.
+        if in_query && !compiled.url.uses_data() {
+            url = payload.append_to_url(&url);
+        }
+        let uri: http::Uri = url
+            .parse()
+            .map_err(|e| fail(&url, invalid(format!("the URL is not valid: {e}"))))?;
+        // IP literals never reach the guarded resolver; check them here.
+        if let Some(host) = uri.host() {
+            self.addresses.check_url_host(host).map_err(|refusal| {
+                fail(
+                    &url,
+                    AttemptError {
+                        kind: ErrorKind::Refused,
+                        message: refusal.to_string(),
+                    },
+                )
+            })?;
+        }
+
+        let (body, default_content_type) = if in_query {
+            (Bytes::new(), None)
+        } else {
+            match webhook.body_mode {
+                BodyMode::Raw => (raw_body(payload), Some(payload.content_type())),
+                BodyMode::Json => (envelope(payload, info), Some("application/json")),
+                BodyMode::Template => {
+                    let Some(template) = &compiled.body else {
+                        return Err(fail(
+                            &url,
+                            invalid(
+                                "body_mode is template but the webhook has no body_template".into(),
+                            ),
+                        ));
+                    };
+                    let source = webhook.body_template.as_deref().unwrap_or_default();
+                    let rendered = render(template, source, "body").map_err(|e| fail(&url, e))?;
+                    (Bytes::from(rendered), Some(template_content_type(source)))
+                }
+            }
+        };
+        let content_type = webhook.content_type.as_deref().or(default_content_type);
+        // A body declared JSON must be JSON: better no request than a broken one.
+        if let Some(ct) = content_type
+            && !body.is_empty()
+            && ct.contains("json")
+            && let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&body)
+        {
+            let excerpt: String = String::from_utf8_lossy(&body).chars().take(200).collect();
+            return Err(fail(
+                &url,
+                invalid(format!(
+                    "the rendered body is not valid JSON: {e} (body: {excerpt})"
+                )),
+            ));
+        }
+
+        let delivery_id = info.delivery_id.to_string();
+        let mut request = http::Request::builder()
+            .method(webhook.method.as_str())
+            .uri(uri)
+            .body(Full::new(body.clone()))
+            .map_err(|e| fail(&url, invalid(format!("the request cannot be built: {e}"))))?;
+        let headers = request.headers_mut();
+        let header_value = |v: &str, what: &str| {
+            HeaderValue::from_str(v)
+                .map_err(|_| invalid(format!("{what} is not a valid header value")))
+        };
+        headers.insert(USER_AGENT, HeaderValue::from_static(HERALD_USER_AGENT));
+        if let Some(ct) = content_type.filter(|_| !in_query) {
+            headers.insert(
+                CONTENT_TYPE,
+                header_value(ct, "the Content-Type").map_err(|e| fail(&url, e))?,
+            );
+        }
+        for ((name, template), source) in compiled.headers.iter().zip(
+            webhook
+                .headers
+                .values()
+                .chain(webhook.secret_headers.0.values()),
+        ) {
+            let value = render(template, source, "header").map_err(|e| fail(&url, e))?;
+            // Never name the value in the error: it may be a secret.
+            let value =
+                header_value(&value, &format!("header {name}")).map_err(|e| fail(&url, e))?;
+            headers.insert(name.clone(), value);
+        }
+        let id_value = header_value(&delivery_id, "the delivery id").map_err(|e| fail(&url, e))?;
+        headers.insert(self.id_header.clone(), id_value.clone());
+        headers.insert(self.attempt_header.clone(), HeaderValue::from(info.attempt));
+        let secrets = webhook.signing_secrets(now);
+        if !secrets.is_empty() {
+            let timestamp = now
+                .duration_since(UNIX_EPOCH)
+                .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+                .unwrap_or(0);
+            let signature = signature_header(&secrets, &delivery_id, timestamp, &body);
+            headers.insert("webhook-id", id_value);
+            headers.insert("webhook-timestamp", HeaderValue::from(timestamp));
+            headers.insert(
+                "webhook-signature",
+                header_value(&signature, "the signature").map_err(|e| fail(&url, e))?,
+            );
+        }
+        Ok(Built { url, request })
+    }
+}
+
+/// The data as fired: text exactly, JSON as compact JSON.
+fn raw_body(payload: &Payload) -> Bytes {
+    match payload {
+        Payload::Text(text) => Bytes::copy_from_slice(text.as_bytes()),
+        Payload::Json(doc) => match serde_json::from_str::<serde_json::Value>(doc) {
+            Ok(value) => Bytes::from(value.to_string()),
+            Err(_) => Bytes::copy_from_slice(doc.as_bytes()),
+        },
+    }
+}
+
+/// PARTS SOFT "send JSON": the whole fired object plus envelope fields.
+fn envelope(payload: &Payload, info: &DeliveryInfo<'_>) -> Bytes {
+    let data = match payload {
+        Payload::Json(doc) => serde_json::from_str(doc).unwrap_or(serde_json::Value::Null),
+        Payload::Text(text) => serde_json::Value::String(text.clone()),
+    };
+    let document = serde_json::json!({
+        "event": info.event,
+        "tenant": info.tenant,
+        "delivery_id": info.delivery_id.to_string(),
+        "fired_at": herald_core::template::rfc3339_millis(info.fired_at_unix_ms),
+        "data": data,
+    });
+    Bytes::from(document.to_string())
+}
+
+/// The Content-Type a body template implies when none is configured: JSON
+/// for templates that look like a JSON document, form encoding for
+/// `name=value&...` templates (the PARTS SOFT callback form), else text.
+fn template_content_type(source: &str) -> &'static str {
+    let trimmed = source.trim_start();
+    if trimmed.starts_with('{') || trimmed.starts_with('[') {
+        "application/json"
+    } else if trimmed.split('=').next().is_some_and(|name| {
+        !name.is_empty()
+            && trimmed.contains('=')
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_-.[]".contains(c))
+    }) {
+        "application/x-www-form-urlencoded"
+    } else {
+        "text/plain; charset=utf-8"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn template_content_types() {
+        assert_eq!(template_content_type(r#" {"a": 1}"#), "application/json");
+        assert_eq!(template_content_type("[1]"), "application/json");
+        assert_eq!(
+            template_content_type("phone={{ item.phone | url_encode }}&x=1"),
+            "application/x-www-form-urlencoded"
+        );
+        assert!(template_content_type("Order {{ data.id }} = done").starts_with("text/plain"));
+    }
+}
