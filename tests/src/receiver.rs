@@ -8,15 +8,18 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
+use hyper_util::rt::TokioExecutor;
 use hyper_util::rt::TokioIo;
+use hyper_util::server::conn::auto;
 use tokio::sync::Notify;
 
 /// One request as the receiver got it.
 #[derive(Debug, Clone)]
 pub struct Received {
+    /// `HTTP/1.1` or `HTTP/2.0`.
+    pub version: String,
     pub method: String,
     /// Path and query, exactly as sent.
     pub uri: String,
@@ -56,7 +59,7 @@ impl Reply {
 
 type Behaviour = dyn Fn(&Received, usize) -> Reply + Send + Sync;
 
-/// A recording HTTP/1.1 server.
+/// A recording HTTP server (HTTP/1.1, or HTTPS with HTTP/1.1 or HTTP/2).
 #[derive(Clone)]
 pub struct Receiver {
     pub addr: SocketAddr,
@@ -73,6 +76,21 @@ impl Receiver {
     /// `behaviour(request, n)` decides the answer; `n` counts the earlier
     /// requests that carried the same `Webhook-Id` header (0 for the first).
     pub async fn start(
+        behaviour: impl Fn(&Received, usize) -> Reply + Send + Sync + 'static,
+    ) -> Self {
+        Self::start_with(None, behaviour).await
+    }
+
+    /// An HTTPS receiver with `tls`; HTTP/1.1 or HTTP/2 as ALPN decides.
+    pub async fn start_tls(
+        tls: Arc<rustls::ServerConfig>,
+        behaviour: impl Fn(&Received, usize) -> Reply + Send + Sync + 'static,
+    ) -> Self {
+        Self::start_with(Some(tokio_rustls::TlsAcceptor::from(tls)), behaviour).await
+    }
+
+    async fn start_with(
+        tls: Option<tokio_rustls::TlsAcceptor>,
         behaviour: impl Fn(&Received, usize) -> Reply + Send + Sync + 'static,
     ) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -92,6 +110,7 @@ impl Receiver {
                 let Ok((stream, _)) = listener.accept().await else {
                     break;
                 };
+                let tls = tls.clone();
                 let requests = requests.clone();
                 let arrived = arrived.clone();
                 let behaviour = behaviour.clone();
@@ -102,6 +121,7 @@ impl Receiver {
                         let behaviour = behaviour.clone();
                         async move {
                             let at = Instant::now();
+                            let version = format!("{:?}", request.version());
                             let method = request.method().to_string();
                             let uri = request
                                 .uri()
@@ -120,6 +140,7 @@ impl Receiver {
                                 .collect();
                             let body = request.into_body().collect().await?.to_bytes();
                             let received = Received {
+                                version,
                                 method,
                                 uri,
                                 headers,
@@ -155,9 +176,18 @@ impl Receiver {
                             )
                         }
                     });
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                    let server = auto::Builder::new(TokioExecutor::new());
+                    match tls {
+                        Some(acceptor) => {
+                            if let Ok(stream) = acceptor.accept(stream).await {
+                                let _ =
+                                    server.serve_connection(TokioIo::new(stream), service).await;
+                            }
+                        }
+                        None => {
+                            let _ = server.serve_connection(TokioIo::new(stream), service).await;
+                        }
+                    }
                 });
             }
         });
