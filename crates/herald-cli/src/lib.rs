@@ -27,9 +27,10 @@ use std::time::Duration;
 use anyhow::{Context, anyhow, bail};
 use clap::{Args, Parser, Subcommand};
 use herald_proto::v1::{
-    CreateWebhookRequest, DeleteWebhookRequest, FireRequest, GetDeliveryRequest, GetWebhookRequest,
-    Headers, ListEventsRequest, ListWebhooksRequest, SetWebhookEnabledRequest,
-    UpdateWebhookRequest, admin_client::AdminClient, fire_request, ingest_client::IngestClient,
+    CreateWebhookRequest, DeleteWebhookRequest, FireRequest, GetDeliveryRequest,
+    GetSigningSecretRequest, GetWebhookRequest, Headers, ListEventsRequest, ListWebhooksRequest,
+    RotateSigningSecretRequest, SetWebhookEnabledRequest, UpdateWebhookRequest,
+    admin_client::AdminClient, fire_request, ingest_client::IngestClient,
 };
 use tonic::transport::{Channel, Endpoint};
 
@@ -126,7 +127,37 @@ pub enum WebhooksCommand {
         #[command(flatten)]
         output: OutputArgs,
     },
+    /// Show a webhook's signing secret (and the previous one during a
+    /// rotation overlap), for configuring the receiver.
+    Secret {
+        /// Webhook id.
+        id: String,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Install a new signing secret; the previous one keeps signing (a second
+    /// signature) until the overlap ends. Also starts signing for a webhook
+    /// created with --no-signing.
+    RotateSecret(RotateSecretArgs),
 }
+
+#[derive(Debug, Args)]
+pub struct RotateSecretArgs {
+    /// Webhook id.
+    pub id: String,
+    /// The new secret, whsec_<base64>; generated when not given.
+    #[arg(long, value_name = "WHSEC")]
+    pub secret: Option<String>,
+    /// How long the previous secret keeps signing (default 86400 = 24 h;
+    /// 0 ends it at once).
+    #[arg(long, value_name = "N")]
+    pub overlap_seconds: Option<u32>,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// The body modes the API accepts.
+const BODY_MODES: [&str; 3] = ["raw", "template", "json"];
 
 /// `--json` after the subcommand.
 #[derive(Debug, Args, Default, Clone, Copy)]
@@ -140,7 +171,8 @@ pub struct OutputArgs {
 #[derive(Debug, Args, Default)]
 #[group(multiple = false)]
 pub struct BodyTemplateArgs {
-    /// Body template (stored; the body is the fired data until templates are rendered).
+    /// Body template: Liquid (`{{ data.x }}`, `{{ event.name }}`) or Ellity
+    /// `#x#` syntax; rendered per attempt.
     #[arg(long, value_name = "TEMPLATE")]
     pub body_template: Option<String>,
     /// Read the body template from a file.
@@ -171,14 +203,33 @@ pub struct CreateArgs {
     /// Tenant (shop or subshop); empty is the default tenant.
     #[arg(long, env = "HERALD_TENANT", default_value = "")]
     pub tenant: String,
-    /// GET, POST, PUT, PATCH or DELETE (default POST).
+    /// GET, POST, PUT, PATCH or DELETE. Default (decided by the server): POST
+    /// with a body template or --body-mode json, else GET.
     #[arg(long)]
     pub method: Option<String>,
-    /// Custom header 'Name: value'; repeat for more.
+    /// Custom header 'Name: value' (value may be a template); repeat for more.
     #[arg(long = "header", value_name = "NAME: VALUE", value_parser = parse_header)]
     pub headers: Vec<(String, String)>,
+    /// Write-only header 'Name: value' (e.g. Authorization): never shown again,
+    /// encrypted at rest; repeat for more.
+    #[arg(long = "secret-header", value_name = "NAME: VALUE", value_parser = parse_header)]
+    pub secret_headers: Vec<(String, String)>,
     #[command(flatten)]
     pub body: BodyTemplateArgs,
+    /// raw (the fired data), template (the body template) or json (the data in
+    /// an envelope with event, tenant, delivery_id, fired_at). Default:
+    /// template with a body template, else raw.
+    #[arg(long, value_name = "MODE", value_parser = BODY_MODES)]
+    pub body_mode: Option<String>,
+    /// Content-Type of the body; default follows the body mode.
+    #[arg(long, value_name = "CT")]
+    pub content_type: Option<String>,
+    /// Signing secret, whsec_<base64>; generated when not given.
+    #[arg(long, value_name = "WHSEC", conflicts_with = "no_signing")]
+    pub signing_secret: Option<String>,
+    /// Send unsigned requests (no webhook-signature header).
+    #[arg(long)]
+    pub no_signing: bool,
     /// Request timeout in milliseconds (default 3000).
     #[arg(long)]
     pub timeout_ms: Option<u32>,
@@ -211,9 +262,21 @@ pub struct UpdateArgs {
     /// Remove all custom headers.
     #[arg(long, conflicts_with = "headers")]
     pub clear_headers: bool,
+    /// Replaces ALL secret headers; repeat for more.
+    #[arg(long = "secret-header", value_name = "NAME: VALUE", value_parser = parse_header)]
+    pub secret_headers: Vec<(String, String)>,
+    /// Remove all secret headers.
+    #[arg(long, conflicts_with = "secret_headers")]
+    pub clear_secret_headers: bool,
     /// New body template (an empty one removes the template).
     #[command(flatten)]
     pub body: BodyTemplateArgs,
+    /// New body mode: raw, template or json.
+    #[arg(long, value_name = "MODE", value_parser = BODY_MODES)]
+    pub body_mode: Option<String>,
+    /// New Content-Type; an empty string goes back to the body mode's.
+    #[arg(long, value_name = "CT")]
+    pub content_type: Option<String>,
     /// New request timeout in milliseconds.
     #[arg(long)]
     pub timeout_ms: Option<u32>,
@@ -278,9 +341,11 @@ impl Command {
                 | WebhooksCommand::Get { output, .. }
                 | WebhooksCommand::Delete { output, .. }
                 | WebhooksCommand::Enable { output, .. }
-                | WebhooksCommand::Disable { output, .. } => *output,
+                | WebhooksCommand::Disable { output, .. }
+                | WebhooksCommand::Secret { output, .. } => *output,
                 WebhooksCommand::Create(a) => a.output,
                 WebhooksCommand::Update(a) => a.output,
+                WebhooksCommand::RotateSecret(a) => a.output,
             },
             Self::Fire(_) | Self::Receive(_) => OutputArgs::default(),
         }
@@ -486,19 +551,7 @@ async fn webhooks(server: &str, json: bool, command: WebhooksCommand) -> anyhow:
     // Validate local input before connecting.
     let request = match command {
         WebhooksCommand::Create(args) => {
-            let body_template = args.body.resolve()?.unwrap_or_default();
-            WebhookCall::One(Box::new(OneCall::Create(CreateWebhookRequest {
-                tenant: args.tenant,
-                event: args.event,
-                enabled: args.disabled.then_some(false),
-                method: args.method.unwrap_or_default(),
-                url: args.url,
-                headers: headers_map(&args.headers)?,
-                body_template,
-                timeout_ms: args.timeout_ms,
-                description: args.description.unwrap_or_default(),
-                ..Default::default()
-            })))
+            WebhookCall::One(Box::new(OneCall::Create(create_request(args)?)))
         }
         WebhooksCommand::Update(args) => {
             WebhookCall::One(Box::new(OneCall::Update(update_request(args)?)))
@@ -522,6 +575,16 @@ async fn webhooks(server: &str, json: bool, command: WebhooksCommand) -> anyhow:
             WebhookCall::List(ListWebhooksRequest { tenant, event })
         }
         WebhooksCommand::Delete { id, .. } => WebhookCall::Delete(DeleteWebhookRequest { id }),
+        WebhooksCommand::Secret { id, .. } => {
+            WebhookCall::Secret(SecretCall::Get(GetSigningSecretRequest { id }))
+        }
+        WebhooksCommand::RotateSecret(args) => {
+            WebhookCall::Secret(SecretCall::Rotate(RotateSigningSecretRequest {
+                id: args.id,
+                new_secret: args.secret.unwrap_or_default(),
+                overlap_seconds: args.overlap_seconds,
+            }))
+        }
     };
     let mut c = connect(server).await?;
     match request {
@@ -544,6 +607,17 @@ async fn webhooks(server: &str, json: bool, command: WebhooksCommand) -> anyhow:
                 println!("deleted webhook {id}");
             }
         }
+        WebhookCall::Secret(call) => {
+            let secret = api(match call {
+                SecretCall::Get(req) => c.admin.get_signing_secret(req).await,
+                SecretCall::Rotate(req) => c.admin.rotate_signing_secret(req).await,
+            })?;
+            if json {
+                print_json(&output::signing_secret_json(&secret));
+            } else {
+                print!("{}", output::signing_secret_details(&secret));
+            }
+        }
         WebhookCall::One(call) => {
             let webhook = api(match *call {
                 OneCall::Create(req) => c.admin.create_webhook(req).await,
@@ -555,6 +629,10 @@ async fn webhooks(server: &str, json: bool, command: WebhooksCommand) -> anyhow:
                 print_json(&output::webhook_json(&webhook));
             } else {
                 print!("{}", output::webhook_details(&webhook));
+                // Only CreateWebhook returns the secret: show it once.
+                if !webhook.signing_secret.is_empty() {
+                    println!("{}", output::created_secret_line(&webhook));
+                }
             }
         }
     }
@@ -564,6 +642,7 @@ async fn webhooks(server: &str, json: bool, command: WebhooksCommand) -> anyhow:
 enum WebhookCall {
     List(ListWebhooksRequest),
     Delete(DeleteWebhookRequest),
+    Secret(SecretCall),
     // Boxed: a create request is far larger than the other calls.
     One(Box<OneCall>),
 }
@@ -576,6 +655,33 @@ enum OneCall {
     SetEnabled(SetWebhookEnabledRequest),
 }
 
+/// Calls that answer with a `SigningSecret`.
+enum SecretCall {
+    Get(GetSigningSecretRequest),
+    Rotate(RotateSigningSecretRequest),
+}
+
+/// Builds the create request. Method, body mode and Content-Type stay empty
+/// unless given: the server applies the defaults.
+pub fn create_request(args: CreateArgs) -> anyhow::Result<CreateWebhookRequest> {
+    Ok(CreateWebhookRequest {
+        body_template: args.body.resolve()?.unwrap_or_default(),
+        tenant: args.tenant,
+        event: args.event,
+        enabled: args.disabled.then_some(false),
+        method: args.method.unwrap_or_default(),
+        url: args.url,
+        headers: headers_map(&args.headers)?,
+        timeout_ms: args.timeout_ms,
+        description: args.description.unwrap_or_default(),
+        body_mode: args.body_mode.unwrap_or_default(),
+        content_type: args.content_type.unwrap_or_default(),
+        secret_headers: headers_map(&args.secret_headers)?,
+        signing_secret: args.signing_secret.unwrap_or_default(),
+        disable_signing: args.no_signing,
+    })
+}
+
 /// Builds the update request: only the flags given are set.
 pub fn update_request(args: UpdateArgs) -> anyhow::Result<UpdateWebhookRequest> {
     let headers = if args.clear_headers {
@@ -585,6 +691,15 @@ pub fn update_request(args: UpdateArgs) -> anyhow::Result<UpdateWebhookRequest> 
     } else {
         Some(Headers {
             values: headers_map(&args.headers)?,
+        })
+    };
+    let secret_headers = if args.clear_secret_headers {
+        Some(Headers::default())
+    } else if args.secret_headers.is_empty() {
+        None
+    } else {
+        Some(Headers {
+            values: headers_map(&args.secret_headers)?,
         })
     };
     let enabled = match (args.enabled, args.disabled) {
@@ -602,7 +717,9 @@ pub fn update_request(args: UpdateArgs) -> anyhow::Result<UpdateWebhookRequest> 
         body_template: args.body.resolve()?,
         timeout_ms: args.timeout_ms,
         description: args.description,
-        ..Default::default()
+        body_mode: args.body_mode,
+        content_type: args.content_type,
+        secret_headers,
     };
     let unchanged = UpdateWebhookRequest {
         id: request.id.clone(),
@@ -850,6 +967,155 @@ mod tests {
             .is_err()
         );
         assert!(parse(&["webhooks", "update", "i", "--enabled", "--disabled"]).is_err());
+    }
+
+    fn create(args: &[&str]) -> Result<CreateArgs, clap::Error> {
+        let mut all = vec![
+            "webhooks",
+            "create",
+            "--event",
+            "order.created",
+            "--url",
+            "https://shop.example/h",
+        ];
+        all.extend_from_slice(args);
+        match parse(&all)?.command {
+            Command::Webhooks(WebhooksCommand::Create(a)) => Ok(a),
+            other => panic!("not create: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn create_leaves_defaults_to_the_server() {
+        let req = create_request(create(&[]).unwrap()).unwrap();
+        assert_eq!(req.method, "", "the server picks GET or POST");
+        assert_eq!(req.body_mode, "");
+        assert_eq!(req.content_type, "");
+        assert!(req.secret_headers.is_empty());
+        assert_eq!(req.signing_secret, "");
+        assert!(!req.disable_signing);
+        assert_eq!(req.enabled, None);
+        assert_eq!(req.timeout_ms, None);
+    }
+
+    #[test]
+    fn create_shapes_the_request() {
+        let req = create_request(
+            create(&[
+                "--method",
+                "PUT",
+                "--body-mode",
+                "json",
+                "--content-type",
+                "application/vnd.shop+json",
+                "--header",
+                "X-Shop: 7",
+                "--secret-header",
+                "Authorization: Bearer s3cr3t",
+                "--secret-header",
+                "X-Token: t",
+                "--signing-secret",
+                "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            ])
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(req.method, "PUT");
+        assert_eq!(req.body_mode, "json");
+        assert_eq!(req.content_type, "application/vnd.shop+json");
+        assert_eq!(req.headers["X-Shop"], "7");
+        assert_eq!(req.secret_headers.len(), 2);
+        assert_eq!(req.secret_headers["Authorization"], "Bearer s3cr3t");
+        assert_eq!(req.signing_secret, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw");
+
+        let req =
+            create_request(create(&["--no-signing", "--body-template", "x"]).unwrap()).unwrap();
+        assert!(req.disable_signing);
+        assert_eq!(req.body_template, "x");
+        assert_eq!(req.method, "");
+
+        assert!(create(&["--no-signing", "--signing-secret", "whsec_x"]).is_err());
+        assert!(create(&["--body-mode", "xml"]).is_err());
+        let dup = create(&["--secret-header", "A: 1", "--secret-header", "a: 2"]).unwrap();
+        assert!(create_request(dup).is_err());
+    }
+
+    #[test]
+    fn update_shapes_the_request() {
+        let update = |args: &[&str]| {
+            let mut all = vec!["webhooks", "update", "id-1"];
+            all.extend_from_slice(args);
+            let Command::Webhooks(WebhooksCommand::Update(a)) = parse(&all).unwrap().command else {
+                panic!()
+            };
+            update_request(a)
+        };
+        let req = update(&["--body-mode", "template"]).unwrap();
+        assert_eq!(req.body_mode.as_deref(), Some("template"));
+        assert_eq!(req.content_type, None);
+        assert_eq!(req.secret_headers, None);
+
+        let req = update(&["--content-type", ""]).unwrap();
+        assert_eq!(req.content_type.as_deref(), Some(""), "empty clears");
+
+        let req = update(&["--secret-header", "Authorization: Bearer x"]).unwrap();
+        assert_eq!(
+            req.secret_headers.unwrap().values["Authorization"],
+            "Bearer x"
+        );
+        assert_eq!(req.headers, None, "custom headers untouched");
+
+        let req = update(&["--clear-secret-headers"]).unwrap();
+        assert_eq!(req.secret_headers, Some(Headers::default()));
+
+        assert!(
+            parse(&[
+                "webhooks",
+                "update",
+                "i",
+                "--clear-secret-headers",
+                "--secret-header",
+                "A: b"
+            ])
+            .is_err()
+        );
+        assert!(parse(&["webhooks", "update", "i", "--body-mode", "form"]).is_err());
+    }
+
+    #[test]
+    fn secret_commands_parse() {
+        let cli = parse(&["webhooks", "secret", "w1", "--json"]).unwrap();
+        assert!(cli.command.output().json);
+        let Command::Webhooks(WebhooksCommand::Secret { id, .. }) = cli.command else {
+            panic!()
+        };
+        assert_eq!(id, "w1");
+
+        let cli = parse(&[
+            "webhooks",
+            "rotate-secret",
+            "w1",
+            "--secret",
+            "whsec_abc",
+            "--overlap-seconds",
+            "3600",
+        ])
+        .unwrap();
+        assert!(!cli.command.output().json);
+        let Command::Webhooks(WebhooksCommand::RotateSecret(a)) = cli.command else {
+            panic!()
+        };
+        assert_eq!(
+            (a.id.as_str(), a.secret.as_deref(), a.overlap_seconds),
+            ("w1", Some("whsec_abc"), Some(3600))
+        );
+        let Command::Webhooks(WebhooksCommand::RotateSecret(a)) =
+            parse(&["webhooks", "rotate-secret", "w1"]).unwrap().command
+        else {
+            panic!()
+        };
+        assert_eq!((a.secret, a.overlap_seconds), (None, None));
+        assert!(parse(&["webhooks", "rotate-secret", "w1", "--overlap-seconds", "-1"]).is_err());
     }
 
     #[test]

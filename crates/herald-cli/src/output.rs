@@ -9,7 +9,8 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use herald_proto::v1::{
-    Attempt, Delivery, EventInfo, FireResponse, ListEventsResponse, ListWebhooksResponse, Webhook,
+    Attempt, Delivery, EventInfo, FireResponse, ListEventsResponse, ListWebhooksResponse,
+    SigningSecret, Webhook,
 };
 use serde_json::{Map, Value, json};
 
@@ -37,10 +38,30 @@ pub fn webhook_json(w: &Webhook) -> Value {
         "url": w.url,
         "headers": sorted_map(&w.headers),
         "body_template": w.body_template,
+        "body_mode": w.body_mode,
+        "content_type": w.content_type,
+        "secret_header_names": sorted_names(&w.secret_header_names),
+        "signing_enabled": w.signing_enabled,
+        "signing_secret": w.signing_secret,
         "timeout_ms": w.timeout_ms,
         "description": w.description,
         "created_at_unix_ms": w.created_at_unix_ms,
         "updated_at_unix_ms": w.updated_at_unix_ms,
+    })
+}
+
+fn sorted_names(names: &[String]) -> Vec<String> {
+    let mut names = names.to_vec();
+    names.sort_by_key(|n| n.to_ascii_lowercase());
+    names
+}
+
+pub fn signing_secret_json(s: &SigningSecret) -> Value {
+    json!({
+        "webhook_id": s.webhook_id,
+        "secret": s.secret,
+        "previous_secret": s.previous_secret,
+        "previous_expires_at_unix_ms": s.previous_expires_at_unix_ms,
     })
 }
 
@@ -230,6 +251,8 @@ pub fn webhooks_table(webhooks: &[Webhook]) -> String {
                 if w.enabled { "yes" } else { "no" }.to_owned(),
                 w.method.clone(),
                 w.url.clone(),
+                or_dash(&w.body_mode),
+                if w.signing_enabled { "yes" } else { "no" }.to_owned(),
                 w.timeout_ms.to_string(),
                 one_line(&w.description, 40),
             ]
@@ -243,6 +266,8 @@ pub fn webhooks_table(webhooks: &[Webhook]) -> String {
             "ENABLED",
             "METHOD",
             "URL",
+            "BODY",
+            "SIGNED",
             "TIMEOUT_MS",
             "DESCRIPTION",
         ],
@@ -275,6 +300,10 @@ pub fn events_table(events: &[EventInfo]) -> String {
     table(&["EVENT", "WEBHOOK", "ENABLED", "METHOD", "URL"], &rows)
 }
 
+/// Continuation lines of a multi-line value in [`webhook_details`]: aligned
+/// under the value column (the longest key is 14 characters).
+const DETAILS_INDENT: &str = "\n                ";
+
 pub fn webhook_details(w: &Webhook) -> String {
     let mut names: Vec<_> = w.headers.keys().collect();
     names.sort();
@@ -285,7 +314,23 @@ pub fn webhook_details(w: &Webhook) -> String {
             .iter()
             .map(|n| format!("{n}: {}", w.headers[*n]))
             .collect::<Vec<_>>()
-            .join("\n               ")
+            .join(DETAILS_INDENT)
+    };
+    // Values are write-only: the API returns names only.
+    let secret_headers = sorted_names(&w.secret_header_names);
+    let secret_headers = if secret_headers.is_empty() {
+        "-".to_owned()
+    } else {
+        secret_headers
+            .iter()
+            .map(|n| format!("{n}: (hidden)"))
+            .collect::<Vec<_>>()
+            .join(DETAILS_INDENT)
+    };
+    let content_type = if w.content_type.is_empty() {
+        "(by body mode)".to_owned()
+    } else {
+        w.content_type.clone()
     };
     details(&[
         ("id", w.id.clone()),
@@ -295,12 +340,51 @@ pub fn webhook_details(w: &Webhook) -> String {
         ("method", w.method.clone()),
         ("url", w.url.clone()),
         ("headers", headers),
+        ("secret headers", secret_headers),
+        ("body mode", or_dash(&w.body_mode)),
+        ("content type", content_type),
         ("body template", or_dash(&one_line(&w.body_template, 200))),
+        (
+            "signing",
+            if w.signing_enabled {
+                "yes (Standard Webhooks)"
+            } else {
+                "no"
+            }
+            .to_owned(),
+        ),
         ("timeout ms", w.timeout_ms.to_string()),
         ("description", or_dash(&w.description)),
         ("created at", format_unix_ms(w.created_at_unix_ms)),
         ("updated at", format_unix_ms(w.updated_at_unix_ms)),
     ])
+}
+
+/// The line `herald webhooks create` prints after the webhook: the signing
+/// secret, which the API returns only this once.
+pub fn created_secret_line(w: &Webhook) -> String {
+    format!(
+        "signing secret: {} (configure your receiver with it; shown again by `herald webhooks secret {}`)",
+        w.signing_secret, w.id
+    )
+}
+
+pub fn signing_secret_details(s: &SigningSecret) -> String {
+    let mut pairs = vec![
+        ("webhook", s.webhook_id.clone()),
+        ("secret", s.secret.clone()),
+    ];
+    if !s.previous_secret.is_empty() {
+        pairs.push(("previous secret", s.previous_secret.clone()));
+        pairs.push((
+            "previous until",
+            s.previous_expires_at_unix_ms.map_or_else(
+                || "-".to_owned(),
+                |ms| format!("{} (requests carry both signatures)", format_unix_ms(ms)),
+            ),
+        ));
+    }
+    details(&pairs)
 }
 
 /// The result of an attempt: status code and/or error.
@@ -431,6 +515,8 @@ mod tests {
                     response_excerpt: "ok".into(),
                 },
             ],
+            // Fields other work adds to the proto keep their defaults here.
+            ..Default::default()
         }
     }
 
@@ -497,8 +583,98 @@ mod tests {
         assert!(text.contains("failing\\non purpose"), "{text}");
         assert!(text.contains("2023-11-14T22:13:21.000Z"), "{text}");
         let w = webhook_details(&webhook());
-        assert!(w.contains("X-A: 1\n               X-B: 2"), "{w}");
-        assert!(w.contains("tenant         (default)"), "{w}");
+        assert!(w.contains("X-A: 1\n                X-B: 2"), "{w}");
+        assert!(w.contains("tenant          (default)"), "{w}");
+    }
+
+    fn shaped_webhook() -> Webhook {
+        Webhook {
+            body_mode: "json".into(),
+            content_type: "application/vnd.shop+json".into(),
+            secret_header_names: vec!["X-Token".into(), "Authorization".into()],
+            signing_enabled: true,
+            ..webhook()
+        }
+    }
+
+    #[test]
+    fn webhook_output_shows_shaping_and_secret_header_names_only() {
+        let v = webhook_json(&shaped_webhook());
+        assert_eq!(v["body_mode"], "json");
+        assert_eq!(v["content_type"], "application/vnd.shop+json");
+        assert_eq!(
+            v["secret_header_names"],
+            json!(["Authorization", "X-Token"])
+        );
+        assert_eq!(v["signing_enabled"], true);
+        assert_eq!(v["signing_secret"], "");
+
+        let w = webhook_details(&shaped_webhook());
+        assert!(
+            w.contains(
+                "secret headers  Authorization: (hidden)\n                X-Token: (hidden)"
+            ),
+            "{w}"
+        );
+        assert!(w.contains("body mode       json"), "{w}");
+        assert!(
+            w.contains("content type    application/vnd.shop+json"),
+            "{w}"
+        );
+        assert!(w.contains("signing         yes"), "{w}");
+        let plain = webhook_details(&webhook());
+        assert!(plain.contains("secret headers  -"), "{plain}");
+        assert!(plain.contains("content type    (by body mode)"), "{plain}");
+        assert!(plain.contains("signing         no"), "{plain}");
+
+        let t = webhooks_table(&[shaped_webhook()]);
+        let header = t.lines().next().unwrap();
+        assert!(header.contains("BODY") && header.contains("SIGNED"), "{t}");
+        assert!(t.lines().nth(1).unwrap().contains("json  "), "{t}");
+        assert!(!t.contains("Authorization"), "{t}");
+    }
+
+    #[test]
+    fn created_secret_is_shown_once_with_the_way_back() {
+        let w = Webhook {
+            signing_secret: "whsec_abc".into(),
+            ..webhook()
+        };
+        assert_eq!(
+            created_secret_line(&w),
+            "signing secret: whsec_abc (configure your receiver with it; shown again by `herald webhooks secret w1`)"
+        );
+        assert_eq!(webhook_json(&w)["signing_secret"], "whsec_abc");
+    }
+
+    #[test]
+    fn signing_secret_output_shows_the_overlap() {
+        let alone = SigningSecret {
+            webhook_id: "w1".into(),
+            secret: "whsec_new".into(),
+            previous_secret: String::new(),
+            previous_expires_at_unix_ms: None,
+        };
+        let text = signing_secret_details(&alone);
+        assert_eq!(text, "webhook  w1\nsecret   whsec_new\n");
+        let v = signing_secret_json(&alone);
+        assert!(v["previous_expires_at_unix_ms"].is_null());
+        assert_eq!(v["secret"], "whsec_new");
+
+        let rotating = SigningSecret {
+            previous_secret: "whsec_old".into(),
+            previous_expires_at_unix_ms: Some(1_700_000_000_000),
+            ..alone
+        };
+        let text = signing_secret_details(&rotating);
+        assert!(text.contains("previous secret  whsec_old"), "{text}");
+        assert!(
+            text.contains("previous until   2023-11-14T22:13:20.000Z"),
+            "{text}"
+        );
+        let v = signing_secret_json(&rotating);
+        assert_eq!(v["previous_secret"], "whsec_old");
+        assert_eq!(v["previous_expires_at_unix_ms"], 1_700_000_000_000_i64);
     }
 
     #[test]
