@@ -18,6 +18,12 @@ use herald_proto::v1::{
     ListWebhooksResponse, RotateSigningSecretRequest, SetWebhookEnabledRequest,
     SigningSecret as SigningSecretProto, UpdateWebhookRequest, Webhook, admin_server::Admin,
 };
+use herald_proto::v1::{
+    FireResponse, GetWebhookSummaryRequest, ListDeliveriesRequest, ListDeliveriesResponse,
+    ReplayFailedRequest, ResendDeliveryRequest, ResendResponse, SendTestEventRequest,
+    WebhookSummary,
+};
+use herald_queue::Publisher;
 use herald_store::{ConfigCache, Store, StoreError};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
@@ -37,20 +43,36 @@ pub struct TargetPolicy {
 }
 
 pub struct AdminService {
-    store: Store,
-    cache: ConfigCache,
+    pub(crate) store: Store,
+    pub(crate) cache: ConfigCache,
+    /// Queues resends and test sends.
+    pub(crate) publisher: Publisher,
+    pub(crate) max_payload_bytes: usize,
     policy: TargetPolicy,
     templates: TemplateEngine,
 }
 
 impl AdminService {
-    pub fn new(store: Store, cache: ConfigCache, policy: TargetPolicy) -> Self {
+    pub fn new(
+        store: Store,
+        cache: ConfigCache,
+        publisher: Publisher,
+        policy: TargetPolicy,
+    ) -> Self {
         Self {
             store,
             cache,
+            publisher,
+            max_payload_bytes: herald_core::payload::DEFAULT_MAX_PAYLOAD_BYTES,
             policy,
             templates: TemplateEngine::new(),
         }
+    }
+
+    /// Largest data a test send may carry (as for Fire).
+    pub fn with_max_payload_bytes(mut self, max_payload_bytes: usize) -> Self {
+        self.max_payload_bytes = max_payload_bytes;
+        self
     }
 
     fn rules(&self) -> SaveRules<'_> {
@@ -69,12 +91,12 @@ impl AdminService {
     }
 }
 
-fn parse_id(field: &str, id: &str) -> Result<Uuid, Status> {
+pub(crate) fn parse_id(field: &str, id: &str) -> Result<Uuid, Status> {
     Uuid::parse_str(id)
         .map_err(|_| Status::invalid_argument(format!("{field}: {id:?} is not a UUID")))
 }
 
-fn store_status(e: StoreError) -> Status {
+pub(crate) fn store_status(e: StoreError) -> Status {
     match e {
         StoreError::NotFound { what, id } => {
             Status::not_found(format!("{what} {id} does not exist"))
@@ -271,5 +293,50 @@ impl Admin for AdminService {
         let id = parse_id("id", &request.into_inner().id)?;
         let delivery = self.store.get_delivery(id).await.map_err(store_status)?;
         Ok(Response::new(delivery_to_proto(&delivery)))
+    }
+
+    async fn list_deliveries(
+        &self,
+        request: Request<ListDeliveriesRequest>,
+    ) -> Result<Response<ListDeliveriesResponse>, Status> {
+        self.list_deliveries_checked(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn get_webhook_summary(
+        &self,
+        request: Request<GetWebhookSummaryRequest>,
+    ) -> Result<Response<WebhookSummary>, Status> {
+        self.webhook_summary_checked(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn resend_delivery(
+        &self,
+        request: Request<ResendDeliveryRequest>,
+    ) -> Result<Response<ResendResponse>, Status> {
+        self.resend_checked(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn replay_failed(
+        &self,
+        request: Request<ReplayFailedRequest>,
+    ) -> Result<Response<ResendResponse>, Status> {
+        self.replay_checked(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn send_test_event(
+        &self,
+        request: Request<SendTestEventRequest>,
+    ) -> Result<Response<FireResponse>, Status> {
+        self.test_send_checked(request.into_inner())
+            .await
+            .map(Response::new)
     }
 }

@@ -75,6 +75,7 @@ pub(crate) fn delivery_to_proto(d: &DeliveryView) -> v1::Delivery {
         next_attempt_at_unix_ms: d.next_attempt_at.map(unix_ms),
         finished_at_unix_ms: d.finished_at.map(unix_ms),
         attempt_history: d.attempt_history.iter().map(attempt_to_proto).collect(),
+        resent_from: d.resent_from.map(|id| id.to_string()).unwrap_or_default(),
     }
 }
 

@@ -142,6 +142,7 @@ impl IngestService {
                 data: Some(data.clone()),
                 url: w.url.clone(),
                 method: w.method.as_str().to_owned(),
+                resent_from: Vec::new(),
             })
             .collect();
         self.publisher

@@ -10,6 +10,7 @@
 mod admin;
 mod convert;
 mod ingest;
+mod log;
 
 use std::time::Duration;
 
@@ -110,7 +111,8 @@ pub async fn run(
     }
 
     let ingest = IngestService::new(cache.clone(), publisher.clone(), config.max_payload_bytes);
-    let admin = AdminService::new(store, cache, config.targets.clone());
+    let admin = AdminService::new(store, cache, publisher.clone(), config.targets.clone())
+        .with_max_payload_bytes(config.max_payload_bytes);
     // Leave room for the rest of the request around the payload itself.
     let max_message = config.max_payload_bytes + 64 * 1024;
 

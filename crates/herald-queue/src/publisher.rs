@@ -56,6 +56,14 @@ impl Publisher {
         self.publish_to(&route, message).await
     }
 
+    /// Publishes a delivery straight to the work exchange, whatever its
+    /// `attempt` (no delay queue), and waits for the broker's confirm. For
+    /// test sends, which must not wait for the schedule's first delay.
+    pub async fn publish_now(&self, message: &DeliveryMessage) -> Result<(), QueueError> {
+        let route = self.topology().route_after(Duration::ZERO);
+        self.publish_to(&route, message).await
+    }
+
     /// Publishes all messages concurrently; Ok only if every one was confirmed.
     pub async fn publish_all(&self, messages: &[DeliveryMessage]) -> Result<(), QueueError> {
         try_join_all(messages.iter().map(|m| self.publish(m))).await?;

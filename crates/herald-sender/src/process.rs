@@ -114,6 +114,7 @@ async fn process(
         last_attempt_at: None,
         next_attempt_at: None,
         finished_at: None,
+        resent_from: Uuid::from_slice(&message.resent_from).ok(),
     };
 
     let Some(webhook) = webhook.filter(|w| w.enabled) else {

@@ -14,11 +14,14 @@
 //! - [`ConfigCache`] keeps every webhook in memory so that Fire never waits for
 //!   Postgres, and keeps serving the last known configuration while Postgres is
 //!   down.
+//! - The delivery log ([`Store::list_deliveries`], [`Store::webhook_summary`],
+//!   [`Store::record_resend`]) answers Admin's log queries.
 //! - [`AttemptWriter`] records delivery outcomes in batches (group commit) and
 //!   tells each caller when its record is durable.
 
 mod backoff;
 mod cache;
+mod log;
 mod secrets;
 mod store;
 mod writer;
@@ -36,6 +39,10 @@ use uuid::Uuid;
 pub use cache::{ConfigCache, ConfigSnapshot};
 pub use deadpool_postgres::Pool;
 pub use herald_core::{DeliveryState, Method, NewWebhook, Webhook, WebhookPatch};
+pub use log::{
+    Cursor, DEFAULT_PAGE_SIZE, DeliveryFilter, DeliveryPage, InvalidCursor, MAX_PAGE_SIZE,
+    ResendError, ResendKind, ResendRecord, WebhookSummaryView,
+};
 pub use secrets::{SecretBox, SecretBoxError};
 pub use store::{AttemptView, DeliveryView, Store};
 pub use writer::{AttemptRecord, AttemptWriter, DeliveryRecord, WriteRequest, WriterConfig};

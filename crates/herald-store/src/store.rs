@@ -18,6 +18,11 @@ const WEBHOOK_COLUMNS: &str = "id, tenant, event, enabled, method, url, headers,
      timeout_ms, description, created_at, updated_at, body_mode, content_type, secret_headers, \
      signing_secret, previous_signing_secret, previous_secret_expires_at";
 
+/// Column list of `deliveries`, as [`delivery_from_row`] reads it.
+pub(crate) const DELIVERY_COLUMNS: &str = "id, tenant, event, webhook_id, target_url, method, \
+     payload, payload_kind, fired_at, state, attempts, last_status_code, last_error, \
+     last_attempt_at, next_attempt_at, finished_at, resent_from";
+
 /// Access to the webhook configuration and the delivery tables.
 ///
 /// Cheap to clone: it only holds the pool.
@@ -268,16 +273,11 @@ impl Store {
     pub async fn get_delivery(&self, id: Uuid) -> Result<DeliveryView, StoreError> {
         let client = self.pool.get().await?;
         let params: [&(dyn ToSql + Sync); 1] = [&id];
+        let delivery_sql = format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = $1");
         // Both queries go out at once on the same connection (tokio-postgres
         // pipelines them), which saves a round trip.
         let (row, attempt_rows) = tokio::try_join!(
-            client.query_opt(
-                "SELECT id, tenant, event, webhook_id, target_url, method, payload, payload_kind, \
-                     fired_at, state, attempts, last_status_code, last_error, last_attempt_at, \
-                     next_attempt_at, finished_at \
-                 FROM deliveries WHERE id = $1",
-                &params,
-            ),
+            client.query_opt(&delivery_sql, &params),
             client.query(
                 "SELECT attempt, started_at, duration_ms, url, status_code, error_kind, \
                      error_message, response_excerpt \
@@ -316,7 +316,9 @@ pub struct DeliveryView {
     pub last_attempt_at: Option<SystemTime>,
     pub next_attempt_at: Option<SystemTime>,
     pub finished_at: Option<SystemTime>,
-    /// Ordered by attempt number.
+    /// The delivery this one re-sends.
+    pub resent_from: Option<Uuid>,
+    /// Ordered by attempt number; empty in lists.
     pub attempt_history: Vec<AttemptView>,
 }
 
@@ -424,7 +426,7 @@ pub(crate) fn webhook_from_row(row: &Row, secrets: &SecretBox) -> Result<Webhook
     })
 }
 
-fn delivery_from_row(
+pub(crate) fn delivery_from_row(
     row: &Row,
     attempt_history: Vec<AttemptView>,
 ) -> Result<DeliveryView, StoreError> {
@@ -452,6 +454,7 @@ fn delivery_from_row(
         last_attempt_at: row.try_get("last_attempt_at")?,
         next_attempt_at: row.try_get("next_attempt_at")?,
         finished_at: row.try_get("finished_at")?,
+        resent_from: row.try_get("resent_from")?,
         attempt_history,
     })
 }

@@ -35,10 +35,10 @@ const BATCH_TIMEOUT: Duration = Duration::from_secs(30);
 const UPSERT_DELIVERIES: &str = "\
 INSERT INTO deliveries (id, tenant, event, webhook_id, target_url, method, payload, payload_kind,
     fired_at, state, attempts, last_status_code, last_error, last_attempt_at, next_attempt_at,
-    finished_at)
+    finished_at, resent_from)
 SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::text[], $6::text[],
     $7::text[], $8::text[], $9::timestamptz[], $10::text[], $11::int4[], $12::int4[], $13::text[],
-    $14::timestamptz[], $15::timestamptz[], $16::timestamptz[])
+    $14::timestamptz[], $15::timestamptz[], $16::timestamptz[], $17::uuid[])
 ON CONFLICT (id) DO UPDATE SET
     state = EXCLUDED.state,
     attempts = EXCLUDED.attempts,
@@ -79,6 +79,8 @@ pub struct DeliveryRecord {
     pub last_attempt_at: Option<SystemTime>,
     pub next_attempt_at: Option<SystemTime>,
     pub finished_at: Option<SystemTime>,
+    /// The delivery this one re-sends (a fire-time column, written once).
+    pub resent_from: Option<Uuid>,
 }
 
 /// One HTTP attempt (a row of `delivery_attempts`).
@@ -392,6 +394,7 @@ struct DeliveryColumns {
     last_attempt_at: Vec<Option<SystemTime>>,
     next_attempt_at: Vec<Option<SystemTime>>,
     finished_at: Vec<Option<SystemTime>>,
+    resent_from: Vec<Option<Uuid>>,
 }
 
 #[derive(Debug, Default)]
@@ -457,6 +460,7 @@ impl Rows {
             d.last_attempt_at.push(record.last_attempt_at);
             d.next_attempt_at.push(record.next_attempt_at);
             d.finished_at.push(record.finished_at);
+            d.resent_from.push(record.resent_from);
         }
         let a = &mut rows.attempts;
         for record in attempts.into_values() {
@@ -509,6 +513,7 @@ impl Rows {
                     &d.last_attempt_at,
                     &d.next_attempt_at,
                     &d.finished_at,
+                    &d.resent_from,
                 ],
             )
             .await?;
@@ -582,6 +587,7 @@ mod tests {
                 next_attempt_at: matches!(state, DeliveryState::Pending)
                     .then(|| at(u64::from(attempt) + 60)),
                 finished_at: state.is_final().then(|| at(u64::from(attempt) + 1)),
+                resent_from: None,
             },
             attempt: Some(AttemptRecord {
                 delivery_id: id,
