@@ -15,6 +15,7 @@
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+pub mod log;
 pub mod output;
 pub mod receiver;
 
@@ -80,6 +81,8 @@ pub enum Command {
     },
     /// Run a demo HTTP receiver that prints every request it gets.
     Receive(ReceiveArgs),
+    #[command(flatten)]
+    Log(log::LogCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -348,6 +351,7 @@ impl Command {
                 WebhooksCommand::RotateSecret(a) => a.output,
             },
             Self::Fire(_) | Self::Receive(_) => OutputArgs::default(),
+            Self::Log(command) => command.output(),
         }
     }
 }
@@ -544,6 +548,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Webhooks(command) => webhooks(&cli.server, json, command).await,
+        Command::Log(command) => log::run(&cli.server, json, command).await,
     }
 }
 

@@ -1,0 +1,530 @@
+//! The delivery log commands: `deliveries`, `summary`, `resend`, `replay`
+//! and `test-send`.
+
+use std::hash::{BuildHasher, Hasher};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use herald_proto::v1::{
+    Delivery, GetWebhookSummaryRequest, ListDeliveriesRequest, ListDeliveriesResponse,
+    ReplayFailedRequest, ResendDeliveryRequest, ResendResponse, SendTestEventRequest,
+    WebhookSummary, send_test_event_request,
+};
+use serde_json::{Value, json};
+
+use crate::output::{delivery_json, format_unix_ms, one_line, table, tenant_label};
+use crate::{OutputArgs, api, connect, print_json};
+
+/// The delivery log commands (flattened into the top-level command list).
+#[derive(Debug, Subcommand)]
+pub enum LogCommand {
+    /// List deliveries, newest first, one page at a time.
+    Deliveries(DeliveriesArgs),
+    /// A webhook's counts, success rate and attempt durations.
+    Summary(SummaryArgs),
+    /// Send a delivery's data again as a new delivery (full retry schedule).
+    Resend(ResendArgs),
+    /// Resend every failed delivery of a webhook fired in a time range.
+    Replay(ReplayArgs),
+    /// Send test data to a webhook now (no initial delay); prints the
+    /// delivery id to watch with `herald delivery ID`.
+    TestSend(TestSendArgs),
+}
+
+/// A point in time: RFC 3339 (`2026-11-23T12:00:00Z`, offsets allowed) or an
+/// age like `90s`, `15m`, `2h`, `7d` (that long ago).
+#[derive(Debug, Args, Default, Clone)]
+pub struct FromArgs {
+    /// Only deliveries fired at or after this time: RFC 3339 or an age such
+    /// as 2h or 7d.
+    #[arg(long, value_name = "TIME", group = "from")]
+    pub since: Option<String>,
+    /// Same as --since, in milliseconds since 1970-01-01 UTC.
+    #[arg(long, value_name = "MS", group = "from")]
+    pub from_ms: Option<i64>,
+    /// Only deliveries fired before this time: RFC 3339 or an age.
+    #[arg(long, value_name = "TIME", group = "to")]
+    pub until: Option<String>,
+    /// Same as --until, in milliseconds since 1970-01-01 UTC.
+    #[arg(long, value_name = "MS", group = "to")]
+    pub to_ms: Option<i64>,
+}
+
+impl FromArgs {
+    fn range(&self) -> anyhow::Result<(Option<i64>, Option<i64>)> {
+        let from = match (&self.since, self.from_ms) {
+            (Some(t), _) => Some(parse_time(t).context("--since")?),
+            (None, ms) => ms,
+        };
+        let to = match (&self.until, self.to_ms) {
+            (Some(t), _) => Some(parse_time(t).context("--until")?),
+            (None, ms) => ms,
+        };
+        Ok((from, to))
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct DeliveriesArgs {
+    /// Only this tenant (empty string: the default tenant).
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// Only this event.
+    #[arg(long)]
+    pub event: Option<String>,
+    /// Only this webhook (id).
+    #[arg(long, value_name = "WEBHOOK_ID")]
+    pub webhook: Option<String>,
+    /// Only this state: pending, succeeded, failed or cancelled.
+    #[arg(long)]
+    pub state: Option<String>,
+    #[command(flatten)]
+    pub range: FromArgs,
+    /// Page size (default 100, at most 1000).
+    #[arg(long, value_name = "N")]
+    pub limit: Option<u32>,
+    /// Continue after a previous page (the cursor it printed).
+    #[arg(long, value_name = "C")]
+    pub cursor: Option<String>,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct SummaryArgs {
+    /// Webhook id.
+    pub webhook_id: String,
+    #[command(flatten)]
+    pub range: FromArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ResendArgs {
+    /// Delivery id.
+    pub delivery_id: String,
+    /// Makes a retried command safe: the same id never sends twice.
+    /// Generated when not given.
+    #[arg(long)]
+    pub request_id: Option<String>,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// Webhook id.
+    pub webhook_id: String,
+    /// Start of the range (inclusive): RFC 3339 or an age such as 2h.
+    #[arg(long, value_name = "TIME")]
+    pub from: String,
+    /// End of the range (exclusive): RFC 3339, an age, or `now`.
+    #[arg(long, value_name = "TIME")]
+    pub to: String,
+    /// Makes a retried command safe: the same id never sends twice.
+    /// Generated when not given.
+    #[arg(long)]
+    pub request_id: Option<String>,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct TestSendArgs {
+    /// Webhook id.
+    pub webhook_id: String,
+    /// The test data as a JSON document (here `--json` is the data; for JSON
+    /// output write `herald --json test-send ...`).
+    #[arg(long = "json", value_name = "DOC", group = "test_data")]
+    pub data: Option<String>,
+    /// The test data as plain text.
+    #[arg(long, value_name = "TEXT", group = "test_data")]
+    pub text: Option<String>,
+}
+
+impl LogCommand {
+    pub fn output(&self) -> OutputArgs {
+        match self {
+            Self::Deliveries(a) => a.output,
+            Self::Summary(a) => a.output,
+            Self::Resend(a) => a.output,
+            Self::Replay(a) => a.output,
+            Self::TestSend(_) => OutputArgs::default(),
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// A fresh request id: a random (version 4) UUID.
+pub fn new_request_id() -> String {
+    let mut bytes = [0_u8; 16];
+    // RandomState is seeded from the OS's random source once per process
+    // and then per instance; two hashes give 128 random-looking bits.
+    for (i, chunk) in bytes.chunks_mut(8).enumerate() {
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u128(
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0),
+        );
+        hasher.write_usize(i);
+        hasher.write_u32(std::process::id());
+        chunk.copy_from_slice(&hasher.finish().to_le_bytes());
+    }
+    bytes[6] = (bytes[6] & 0x0f) | 0x40;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
+/// Parses RFC 3339 (`2026-11-23T12:00:00Z`, `2026-11-23 12:00:00.5+01:00`),
+/// `now`, or an age (`90s`, `15m`, `2h`, `7d`: that long before now), to
+/// milliseconds since the epoch.
+pub fn parse_time(text: &str) -> anyhow::Result<i64> {
+    parse_time_at(text, now_ms())
+}
+
+fn parse_time_at(text: &str, now: i64) -> anyhow::Result<i64> {
+    let text = text.trim();
+    if text == "now" {
+        return Ok(now);
+    }
+    if let Some(unit) = text.chars().last().filter(char::is_ascii_alphabetic)
+        && let Ok(n) = text[..text.len() - 1].parse::<i64>()
+    {
+        let unit_ms = match unit {
+            's' => 1_000,
+            'm' => 60_000,
+            'h' => 3_600_000,
+            'd' => 86_400_000,
+            _ => bail!("{text:?}: an age ends in s, m, h or d (e.g. 2h)"),
+        };
+        return Ok(now - n.saturating_mul(unit_ms));
+    }
+    parse_rfc3339(text).with_context(|| {
+        format!("{text:?} is neither RFC 3339 (2026-11-23T12:00:00Z) nor an age (2h, 7d)")
+    })
+}
+
+fn parse_rfc3339(text: &str) -> anyhow::Result<i64> {
+    let b = text.as_bytes();
+    let num = |range: std::ops::Range<usize>| -> anyhow::Result<i64> {
+        let part = text.get(range).context("too short")?;
+        if !part.bytes().all(|c| c.is_ascii_digit()) {
+            bail!("{part:?} is not a number");
+        }
+        Ok(part.parse()?)
+    };
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't' | b' ')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        bail!("not YYYY-MM-DDTHH:MM:SS plus Z or an offset");
+    }
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 {
+        bail!("date or time out of range");
+    }
+    if second > 60 {
+        bail!("seconds out of range");
+    }
+    let mut rest = &text[19..];
+    let mut millis = 0;
+    if let Some(fraction) = rest.strip_prefix('.') {
+        let digits = fraction.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            bail!("empty fraction of a second");
+        }
+        let padded = format!("{:0<3}", &fraction[..digits.min(3)]);
+        millis = padded.parse::<i64>()?;
+        rest = &fraction[digits..];
+    }
+    let offset_minutes = match rest {
+        "Z" | "z" => 0,
+        _ if rest.len() == 6 && matches!(&rest[..1], "+" | "-") && &rest[3..4] == ":" => {
+            let sign = if rest.starts_with('-') { -1 } else { 1 };
+            let hours: i64 = rest[1..3].parse()?;
+            let minutes: i64 = rest[4..6].parse()?;
+            sign * (hours * 60 + minutes)
+        }
+        _ => bail!("{rest:?}: the time needs Z or an offset like +01:00"),
+    };
+    let days = days_from_civil(year, month, day);
+    let seconds = days * 86_400 + hour * 3600 + minute * 60 + second - offset_minutes * 60;
+    Ok(seconds * 1000 + millis)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's
+/// algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = if m > 2 { m - 3 } else { m + 9 };
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+fn delivery_row_json(d: &Delivery) -> Value {
+    let mut value = delivery_json(d);
+    if let Value::Object(map) = &mut value {
+        map.remove("attempt_history");
+        map.insert("resent_from".into(), json!(d.resent_from));
+    }
+    value
+}
+
+pub fn deliveries_json(answer: &ListDeliveriesResponse) -> Value {
+    json!({
+        "deliveries": answer.deliveries.iter().map(delivery_row_json).collect::<Vec<_>>(),
+        "next_cursor": answer.next_cursor,
+    })
+}
+
+pub fn deliveries_table(deliveries: &[Delivery]) -> String {
+    let rows: Vec<Vec<String>> = deliveries
+        .iter()
+        .map(|d| {
+            let result = match (d.last_status_code, d.last_error.is_empty()) {
+                (Some(code), true) => code.to_string(),
+                (_, false) => one_line(&d.last_error, 40),
+                (None, true) => "-".to_owned(),
+            };
+            vec![
+                d.id.clone(),
+                format_unix_ms(d.fired_at_unix_ms),
+                tenant_label(&d.tenant),
+                d.event.clone(),
+                d.state.clone(),
+                d.attempts.to_string(),
+                result,
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "ID", "FIRED", "TENANT", "EVENT", "STATE", "ATTEMPTS", "LAST",
+        ],
+        &rows,
+    )
+}
+
+pub fn summary_json(s: &WebhookSummary) -> Value {
+    json!({
+        "webhook_id": s.webhook_id,
+        "fired": s.fired,
+        "succeeded": s.succeeded,
+        "failed": s.failed,
+        "pending": s.pending,
+        "cancelled": s.cancelled,
+        "success_rate": s.success_rate,
+        "p50_attempt_ms": s.p50_attempt_ms,
+        "p95_attempt_ms": s.p95_attempt_ms,
+    })
+}
+
+pub fn summary_text(s: &WebhookSummary) -> String {
+    let finished = s.succeeded + s.failed;
+    let rate = if finished == 0 {
+        "-".to_owned()
+    } else {
+        format!("{:.1}%", s.success_rate * 100.0)
+    };
+    let rows = [
+        ("webhook", s.webhook_id.clone()),
+        ("fired", s.fired.to_string()),
+        ("succeeded", s.succeeded.to_string()),
+        ("failed", s.failed.to_string()),
+        ("pending", s.pending.to_string()),
+        ("cancelled", s.cancelled.to_string()),
+        ("success rate", rate),
+        ("attempt p50", format!("{} ms", s.p50_attempt_ms)),
+        ("attempt p95", format!("{} ms", s.p95_attempt_ms)),
+    ];
+    rows.iter()
+        .map(|(k, v)| format!("{k:<12}  {v}\n"))
+        .collect()
+}
+
+fn print_ids(json: bool, answer: &ResendResponse, request_id: &str) {
+    if json {
+        print_json(&json!({
+            "delivery_ids": answer.delivery_ids,
+            "request_id": request_id,
+        }));
+    } else {
+        for id in &answer.delivery_ids {
+            println!("{id}");
+        }
+        eprintln!(
+            "{} deliver{} queued (request id {request_id}; repeating it sends nothing again)",
+            answer.delivery_ids.len(),
+            if answer.delivery_ids.len() == 1 {
+                "y"
+            } else {
+                "ies"
+            }
+        );
+    }
+}
+
+/// Runs one of the delivery log commands.
+pub async fn run(server: &str, json: bool, command: LogCommand) -> anyhow::Result<()> {
+    match command {
+        LogCommand::Deliveries(args) => {
+            let (from_unix_ms, to_unix_ms) = args.range.range()?;
+            let request = ListDeliveriesRequest {
+                tenant: args.tenant,
+                event: args.event,
+                webhook_id: args.webhook,
+                state: args.state,
+                from_unix_ms,
+                to_unix_ms,
+                page_size: args.limit.unwrap_or(0),
+                cursor: args.cursor.unwrap_or_default(),
+            };
+            let mut c = connect(server).await?;
+            let answer = api(c.admin.list_deliveries(request).await)?;
+            if json {
+                print_json(&deliveries_json(&answer));
+            } else {
+                if answer.deliveries.is_empty() {
+                    eprintln!("no deliveries match");
+                } else {
+                    print!("{}", deliveries_table(&answer.deliveries));
+                }
+                if !answer.next_cursor.is_empty() {
+                    eprintln!("more: add --cursor {}", answer.next_cursor);
+                }
+            }
+        }
+        LogCommand::Summary(args) => {
+            let (from_unix_ms, to_unix_ms) = args.range.range()?;
+            let mut c = connect(server).await?;
+            let answer = api(c
+                .admin
+                .get_webhook_summary(GetWebhookSummaryRequest {
+                    webhook_id: args.webhook_id,
+                    from_unix_ms,
+                    to_unix_ms,
+                })
+                .await)?;
+            if json {
+                print_json(&summary_json(&answer));
+            } else {
+                print!("{}", summary_text(&answer));
+            }
+        }
+        LogCommand::Resend(args) => {
+            let request_id = args.request_id.unwrap_or_else(new_request_id);
+            let mut c = connect(server).await?;
+            let answer = api(c
+                .admin
+                .resend_delivery(ResendDeliveryRequest {
+                    id: args.delivery_id,
+                    request_id: request_id.clone(),
+                })
+                .await)?;
+            print_ids(json, &answer, &request_id);
+        }
+        LogCommand::Replay(args) => {
+            let from_unix_ms = parse_time(&args.from).context("--from")?;
+            let to_unix_ms = parse_time(&args.to).context("--to")?;
+            let request_id = args.request_id.unwrap_or_else(new_request_id);
+            let mut c = connect(server).await?;
+            let answer = api(c
+                .admin
+                .replay_failed(ReplayFailedRequest {
+                    webhook_id: args.webhook_id,
+                    from_unix_ms,
+                    to_unix_ms,
+                    request_id: request_id.clone(),
+                })
+                .await)?;
+            print_ids(json, &answer, &request_id);
+        }
+        LogCommand::TestSend(args) => {
+            let data = match (args.data, args.text) {
+                (Some(doc), _) => Some(send_test_event_request::Data::Json(doc)),
+                (None, Some(text)) => Some(send_test_event_request::Data::Text(text)),
+                (None, None) => Some(send_test_event_request::Data::Json(
+                    r#"{"test":true}"#.to_owned(),
+                )),
+            };
+            let mut c = connect(server).await?;
+            let answer = api(c
+                .admin
+                .send_test_event(SendTestEventRequest {
+                    webhook_id: args.webhook_id,
+                    data,
+                })
+                .await)?;
+            if json {
+                print_json(&json!({ "delivery_ids": answer.delivery_ids }));
+            } else {
+                for id in &answer.delivery_ids {
+                    println!("{id}");
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_parse() {
+        assert_eq!(parse_time_at("1970-01-01T00:00:00Z", 0).unwrap(), 0);
+        assert_eq!(
+            parse_time_at("2026-11-23T12:00:00.123Z", 0).unwrap(),
+            1_795_435_200_123
+        );
+        assert_eq!(
+            parse_time_at("2026-11-23T13:00:00+01:00", 0).unwrap(),
+            1_795_435_200_000
+        );
+        assert_eq!(
+            format_unix_ms(parse_time_at("2024-02-29 23:59:59.5-00:30", 0).unwrap()),
+            "2024-03-01T00:29:59.500Z"
+        );
+        assert_eq!(parse_time_at("2h", 10_000_000).unwrap(), 2_800_000);
+        assert_eq!(parse_time_at("7d", 0).unwrap(), -604_800_000);
+        assert_eq!(parse_time_at("now", 42).unwrap(), 42);
+        for bad in ["", "yesterday", "2026-11-23", "2026-11-23T12:00:00", "5w"] {
+            assert!(parse_time_at(bad, 0).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn request_ids_are_v4_uuids() {
+        let a = new_request_id();
+        let b = new_request_id();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 36);
+        assert_eq!(&a[14..15], "4");
+    }
+}
