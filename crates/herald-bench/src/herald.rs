@@ -1,0 +1,530 @@
+//! Herald as it runs in production: `herald-ingest` and `herald-sender`
+//! processes started from the release binaries, configured through
+//! `HERALD_*` variables and the Admin API, driven through `Fire`.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bytes::Bytes;
+use herald_proto::v1::{
+    CreateWebhookRequest, FireRequest, ListEventsRequest, admin_client::AdminClient, fire_request,
+    ingest_client::IngestClient,
+};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde::Serialize;
+use tonic::transport::Channel;
+use uuid::Uuid;
+
+use crate::procfs;
+use crate::receiver::Receiver;
+use crate::stats::{Latency, closed_loop, open_loop, per_second};
+
+/// Where everything of one bench run lives.
+#[derive(Debug, Clone)]
+pub struct Env {
+    pub bin_dir: PathBuf,
+    pub log_dir: PathBuf,
+    pub database_url: String,
+    pub amqp_url: String,
+    pub prefix: String,
+    pub schedule: String,
+}
+
+/// A child process killed (and reaped) when dropped.
+pub struct Proc {
+    pub name: String,
+    child: Child,
+}
+
+impl Proc {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGTERM, then waits up to `timeout` before SIGKILL.
+    pub async fn stop(mut self, timeout: Duration) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.pid().to_string())
+            .status();
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// Builds the release binaries of ingest and sender with the cargo that
+/// built this bench; returns the directory they are in.
+pub fn build_binaries(workspace: &Path, profile_dir: &Path) -> anyhow::Result<PathBuf> {
+    let status = Command::new(env!("CARGO"))
+        .current_dir(workspace)
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "herald-ingest",
+            "-p",
+            "herald-sender",
+        ])
+        .status()
+        .context("running cargo build")?;
+    anyhow::ensure!(status.success(), "cargo build --release: {status}");
+    Ok(profile_dir.to_path_buf())
+}
+
+pub fn free_port() -> anyhow::Result<SocketAddr> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?)
+}
+
+fn spawn(env: &Env, binary: &str, name: &str, vars: &[(&str, String)]) -> anyhow::Result<Proc> {
+    let path = env.bin_dir.join(binary);
+    let file: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    let log = std::fs::File::create(env.log_dir.join(format!("{file}.log")))?;
+    let mut command = Command::new(&path);
+    command
+        .env("HERALD_DATABASE_URL", &env.database_url)
+        .env("HERALD_AMQP_URL", &env.amqp_url)
+        .env("HERALD_QUEUE_PREFIX", &env.prefix)
+        .env("HERALD_QUEUE_TYPE", "quorum")
+        .env("HERALD_SCHEDULE", &env.schedule)
+        .env("HERALD_SSRF_ALLOW", "127.0.0.0/8")
+        .env("HERALD_CONFIG_REFRESH_MS", "1000")
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    for (key, value) in vars {
+        command.env(key, value);
+    }
+    let child = command
+        .spawn()
+        .with_context(|| format!("spawning {}", path.display()))?;
+    Ok(Proc {
+        name: name.to_owned(),
+        child,
+    })
+}
+
+/// The running ingest and the clients that talk to it.
+pub struct Ingest {
+    pub proc: Proc,
+    pub ingest: IngestClient<Channel>,
+    pub admin: AdminClient<Channel>,
+}
+
+pub async fn start_ingest(env: &Env) -> anyhow::Result<Ingest> {
+    let grpc = free_port()?;
+    let metrics = free_port()?;
+    let mut proc = spawn(
+        env,
+        "herald-ingest",
+        "ingest",
+        &[
+            ("HERALD_LISTEN", grpc.to_string()),
+            ("HERALD_METRICS_LISTEN", metrics.to_string()),
+            ("HERALD_ALLOW_HTTP", "true".into()),
+        ],
+    )?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let channel = loop {
+        if let Ok(Some(status)) = proc.child.try_wait() {
+            anyhow::bail!("herald-ingest exited at start-up: {status}");
+        }
+        if let Ok(channel) = Channel::from_shared(format!("http://{grpc}"))?
+            .connect()
+            .await
+        {
+            let mut client = IngestClient::new(channel.clone());
+            if client
+                .list_events(ListEventsRequest::default())
+                .await
+                .is_ok()
+            {
+                break channel;
+            }
+        }
+        anyhow::ensure!(Instant::now() < deadline, "herald-ingest not ready in 60 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    Ok(Ingest {
+        proc,
+        ingest: IngestClient::new(channel.clone()),
+        admin: AdminClient::new(channel),
+    })
+}
+
+/// Starts a sender and waits until `/readyz` says it consumes.
+pub async fn start_sender(env: &Env, name: &str) -> anyhow::Result<Proc> {
+    let http = free_port()?;
+    let mut proc = spawn(
+        env,
+        "herald-sender",
+        name,
+        &[("HERALD_HTTP_LISTEN", http.to_string())],
+    )?;
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    let uri: hyper::Uri = format!("http://{http}/readyz").parse()?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(Some(status)) = proc.child.try_wait() {
+            anyhow::bail!("{name} exited at start-up: {status}");
+        }
+        if let Ok(Ok(response)) =
+            tokio::time::timeout(Duration::from_secs(2), client.get(uri.clone())).await
+        {
+            let ok = response.status() == 200;
+            let _ = response.into_body().collect().await;
+            if ok {
+                return Ok(proc);
+            }
+        }
+        anyhow::ensure!(Instant::now() < deadline, "{name} not ready in 60 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Creates `count` POST webhooks for `event` aimed at `receiver`, and waits
+/// until ingest's configuration cache lists them.
+pub async fn create_webhooks(
+    ingest: &mut Ingest,
+    event: &str,
+    count: usize,
+    receiver: SocketAddr,
+) -> anyhow::Result<()> {
+    for i in 0..count {
+        ingest
+            .admin
+            .create_webhook(CreateWebhookRequest {
+                event: event.into(),
+                method: "POST".into(),
+                url: format!("http://{receiver}/hooks/{event}/{i}"),
+                description: "herald-bench".into(),
+                ..CreateWebhookRequest::default()
+            })
+            .await
+            .with_context(|| format!("creating a webhook for {event}"))?;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let events = ingest
+            .ingest
+            .list_events(ListEventsRequest::default())
+            .await?
+            .into_inner()
+            .events;
+        if events
+            .iter()
+            .any(|e| e.event == event && e.webhooks.len() == count)
+        {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "ingest does not see the webhooks of {event}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// How `Fire` is driven.
+#[derive(Debug, Clone, Copy, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Load {
+    /// `concurrency` callers, each calling again as soon as answered.
+    Closed { concurrency: usize },
+    /// Calls started at a fixed rate whatever the answers do.
+    Open { rate: f64 },
+}
+
+/// One Herald case.
+#[derive(Debug, Clone, Serialize)]
+pub struct CaseSpec {
+    pub name: String,
+    pub event: String,
+    pub webhooks: usize,
+    pub events: usize,
+    pub load: Load,
+    pub senders: usize,
+    /// Fire everything with no sender running, then start the senders and
+    /// time the drain.
+    pub backlog: bool,
+}
+
+/// CPU seconds per 1,000 deliveries.
+#[derive(Debug, Default, Clone, Copy, Serialize)]
+pub struct CpuPer1000 {
+    pub ingest: f64,
+    pub sender: f64,
+    pub rabbitmq: f64,
+    pub postgres: f64,
+    pub bench: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CaseResult {
+    pub spec: CaseSpec,
+    pub deliveries: usize,
+    pub fire_ok: usize,
+    pub fire_errors: usize,
+    pub fire_first_error: Option<String>,
+    pub fire_calls_per_s: f64,
+    pub fire_latency: Latency,
+    pub received: usize,
+    pub duplicates: usize,
+    /// Deliveries received per second: from the first Fire (the first
+    /// arrival, for a backlog) to the last arrival.
+    pub deliveries_per_s: f64,
+    /// From the scheduled/actual Fire start to arrival (not for backlogs).
+    pub e2e_latency: Option<Latency>,
+    /// Attempt rows committed per second over the same window (until the
+    /// last row was visible).
+    pub attempt_rows_per_s: f64,
+    pub attempt_rows: i64,
+    pub cpu_s_per_1000: CpuPer1000,
+    pub sender_peak_rss_mib: f64,
+    pub ingest_peak_rss_mib: f64,
+    pub complete: bool,
+    pub wall_s: f64,
+}
+
+#[derive(Clone, Copy)]
+struct CpuSnapshot {
+    ingest: f64,
+    senders: f64,
+    rabbitmq: f64,
+    postgres: f64,
+    bench: f64,
+}
+
+fn cpu_snapshot(ingest: u32, senders: &[u32]) -> CpuSnapshot {
+    CpuSnapshot {
+        ingest: procfs::cpu_seconds(ingest),
+        senders: senders.iter().map(|p| procfs::cpu_seconds(*p)).sum(),
+        rabbitmq: procfs::group_cpu_seconds("beam.smp"),
+        postgres: procfs::group_cpu_seconds("postgres"),
+        bench: procfs::cpu_seconds(std::process::id()),
+    }
+}
+
+async fn count_rows(db: &tokio_postgres::Client) -> i64 {
+    db.query_one("SELECT count(*) FROM delivery_attempts", &[])
+        .await
+        .map(|row| row.get(0))
+        .unwrap_or(0)
+}
+
+/// Runs one case to completion (or `timeout`).
+pub async fn run_case(
+    env: &Env,
+    ingest: &Ingest,
+    receiver: &Receiver,
+    db: &tokio_postgres::Client,
+    spec: CaseSpec,
+    payload: &str,
+    timeout: Duration,
+) -> anyhow::Result<CaseResult> {
+    let wall = Instant::now();
+    let expected = spec.events * spec.webhooks;
+    let _ = receiver.take();
+    let rows_before = count_rows(db).await;
+    let mut senders = Vec::new();
+    let start_senders = |n: usize| {
+        let env = env.clone();
+        let name = spec.name.clone();
+        async move {
+            let mut started = Vec::new();
+            let starting: Vec<_> = (0..n)
+                .map(|i| {
+                    let env = env.clone();
+                    let name = format!("{name}-sender{i}");
+                    tokio::spawn(async move { start_sender(&env, &name).await })
+                })
+                .collect();
+            for s in starting {
+                started.push(s.await??);
+            }
+            Ok::<_, anyhow::Error>(started)
+        }
+    };
+    if !spec.backlog {
+        senders = start_senders(spec.senders).await?;
+    }
+    let mut pids: Vec<u32> = senders.iter().map(Proc::pid).collect();
+    let ingest_pid = ingest.proc.pid();
+    let mut cpu_before = cpu_snapshot(ingest_pid, &pids);
+
+    // Fire.
+    let fired: Arc<Mutex<HashMap<Uuid, Instant>>> =
+        Arc::new(Mutex::new(HashMap::with_capacity(expected)));
+    let client = ingest.ingest.clone();
+    let event = spec.event.clone();
+    let payload = payload.to_owned();
+    let record = fired.clone();
+    let op = move |_: usize, t0: Instant| {
+        let mut client = client.clone();
+        let request = FireRequest {
+            tenant: String::new(),
+            event: event.clone(),
+            data: Some(fire_request::Data::Json(payload.clone())),
+            idempotency_key: String::new(),
+        };
+        let record = record.clone();
+        async move {
+            let response = client.fire(request).await?.into_inner();
+            let mut map = record.lock().expect("fired");
+            for id in response.delivery_ids {
+                map.insert(Uuid::parse_str(&id)?, t0);
+            }
+            Ok(())
+        }
+    };
+    let first_fire = Instant::now();
+    let mut fire = match spec.load {
+        Load::Closed { concurrency } => closed_loop(spec.events, concurrency, op).await,
+        Load::Open { rate } => open_loop(spec.events, rate, op).await,
+    };
+    if let Some(e) = &fire.first_error {
+        eprintln!("  {}: {} Fire errors, first: {e}", spec.name, fire.errors);
+    }
+    let expected = fired.lock().expect("fired").len();
+
+    if spec.backlog {
+        cpu_before = cpu_snapshot(ingest_pid, &[]);
+        let fire_cpu = cpu_before;
+        senders = start_senders(spec.senders).await?;
+        pids = senders.iter().map(Proc::pid).collect();
+        // The sender's start-up CPU counts; ingest's Fire work does not.
+        cpu_before = CpuSnapshot {
+            senders: 0.0,
+            ..fire_cpu
+        };
+    }
+
+    // Wait for every delivery and every attempt row.
+    let deadline = Instant::now() + timeout;
+    let mut rows_done_at = None;
+    let mut rows = 0;
+    let complete = loop {
+        if rows_done_at.is_none() {
+            rows = count_rows(db).await - rows_before;
+            if rows >= expected as i64 {
+                rows_done_at = Some(Instant::now());
+            }
+        }
+        if rows_done_at.is_some() && receiver.count() >= expected {
+            break true;
+        }
+        if Instant::now() >= deadline {
+            eprintln!(
+                "  {}: timed out with {} of {expected} received, {rows} rows",
+                spec.name,
+                receiver.count()
+            );
+            break false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let cpu_after = cpu_snapshot(ingest_pid, &pids);
+    let sender_peak_rss_mib = pids
+        .iter()
+        .filter_map(|p| procfs::vm_mib(*p, "VmHWM"))
+        .fold(0.0, f64::max);
+    let ingest_peak_rss_mib = procfs::vm_mib(ingest_pid, "VmHWM").unwrap_or(0.0);
+    for sender in senders {
+        sender.stop(Duration::from_secs(15)).await;
+    }
+
+    // Arrivals: the first of each delivery id.
+    let arrivals = receiver.take();
+    let mut first: HashMap<Uuid, Instant> = HashMap::with_capacity(arrivals.len());
+    let mut duplicates = 0;
+    for (id, at) in &arrivals {
+        match first.entry(*id) {
+            std::collections::hash_map::Entry::Occupied(mut e) => {
+                duplicates += 1;
+                if *at < *e.get() {
+                    e.insert(*at);
+                }
+            }
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(*at);
+            }
+        }
+    }
+    let fired = fired.lock().expect("fired");
+    let last_arrival = first.values().max().copied();
+    let first_arrival = first.values().min().copied();
+    let window_start = if spec.backlog {
+        first_arrival.unwrap_or(first_fire)
+    } else {
+        first_fire
+    };
+    let window = last_arrival.map_or(Duration::ZERO, |last| last - window_start);
+    let e2e_latency = (!spec.backlog).then(|| {
+        let mut samples: Vec<Duration> = first
+            .iter()
+            .filter_map(|(id, at)| Some(at.saturating_duration_since(*fired.get(id)?)))
+            .collect();
+        Latency::of(&mut samples)
+    });
+    let rows_window = rows_done_at.map_or(Duration::ZERO, |t| t - window_start);
+    let per_1000 = |delta: f64| {
+        if expected == 0 {
+            0.0
+        } else {
+            delta / expected as f64 * 1000.0
+        }
+    };
+    Ok(CaseResult {
+        deliveries: expected,
+        fire_ok: fire.ok(),
+        fire_errors: fire.errors,
+        fire_first_error: fire.first_error.clone(),
+        fire_calls_per_s: fire.rate(),
+        fire_latency: fire.summary(),
+        received: first.len(),
+        duplicates,
+        deliveries_per_s: per_second(first.len(), window),
+        e2e_latency,
+        attempt_rows_per_s: per_second(usize::try_from(rows).unwrap_or(0), rows_window),
+        attempt_rows: rows,
+        cpu_s_per_1000: CpuPer1000 {
+            ingest: per_1000(cpu_after.ingest - cpu_before.ingest),
+            sender: per_1000(cpu_after.senders - cpu_before.senders),
+            rabbitmq: per_1000(cpu_after.rabbitmq - cpu_before.rabbitmq),
+            postgres: per_1000(cpu_after.postgres - cpu_before.postgres),
+            bench: per_1000(cpu_after.bench - cpu_before.bench),
+        },
+        sender_peak_rss_mib,
+        ingest_peak_rss_mib,
+        complete,
+        wall_s: wall.elapsed().as_secs_f64(),
+        spec,
+    })
+}

@@ -1,0 +1,344 @@
+//! `cargo run --release -p herald-bench`: raw baselines and the Herald
+//! pipeline in one run; prints a table and writes
+//! `crates/herald-bench/results/<date>.json`.
+
+#![allow(clippy::print_stdout)]
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use clap::Parser;
+use herald_bench::herald::{self, CaseSpec, Env, Load};
+use herald_bench::receiver::Receiver;
+use herald_bench::report::{self, Machine, Report};
+use herald_bench::{baseline, procfs};
+use herald_core::Schedule;
+use herald_proto::v1::DeliveryMessage;
+use herald_queue::{QueueType, Topology};
+use tokio_postgres::NoTls;
+use uuid::Uuid;
+
+/// A JSON body like an order event (about 300 bytes).
+const PAYLOAD: &str = r#"{"order_id":1234567,"shop":"bench","customer":{"id":98765,"email":"jane.doe@example.com"},"currency":"EUR","total":"149.90","items":[{"sku":"SKU-0001","qty":2,"price":"49.95"},{"sku":"SKU-0002","qty":1,"price":"50.00"}],"shipping":{"method":"dhl","country":"DE"},"created_at":"2026-11-23T12:00:00Z"}"#;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "herald-bench",
+    about = "Benchmark Herald against this machine's raw limits"
+)]
+struct Cli {
+    /// Events of the main closed-loop case (1 webhook).
+    #[arg(long, default_value_t = 20_000)]
+    events: usize,
+    /// Events of the linearity case (1 webhook); 0 skips it.
+    #[arg(long, default_value_t = 100_000)]
+    big_events: usize,
+    /// Events of the fan-out case (5 webhooks each).
+    #[arg(long, default_value_t = 4_000)]
+    fanout_events: usize,
+    /// Fire concurrency of the closed-loop cases and the baselines.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Fires per second of the open-loop case.
+    #[arg(long, default_value_t = 1_000.0)]
+    rate: f64,
+    /// Duration of the open-loop case, seconds.
+    #[arg(long, default_value_t = 10)]
+    rate_secs: u64,
+    /// Deliveries of each backlog case.
+    #[arg(long, default_value_t = 10_000)]
+    backlog: usize,
+    /// Messages/requests of the AMQP, HTTP and tonic baselines.
+    #[arg(long, default_value_t = 50_000)]
+    baseline_count: usize,
+    /// Rows of the Postgres baseline.
+    #[arg(long, default_value_t = 200_000)]
+    baseline_rows: usize,
+    /// Do not build herald-ingest and herald-sender (use the binaries in --bin-dir).
+    #[arg(long)]
+    no_build: bool,
+    /// Where the release binaries are; default: target/release of the workspace.
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+    /// Postgres server (its database is only used to create and drop the bench one).
+    #[arg(
+        long,
+        env = "HERALD_BENCH_POSTGRES_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
+    postgres_url: String,
+    #[arg(
+        long,
+        env = "HERALD_BENCH_AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
+    )]
+    amqp_url: String,
+    /// Where the JSON goes; default: crates/herald-bench/results.
+    #[arg(long)]
+    output_dir: Option<PathBuf>,
+}
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap_or_else(|_| PathBuf::from("."))
+}
+
+fn with_database(admin_url: &str, name: &str) -> String {
+    let (base, query) = admin_url
+        .split_once('?')
+        .map_or((admin_url, None), |(b, q)| (b, Some(q)));
+    let start = base.find("://").map_or(0, |i| i + 3);
+    let host = base[start..]
+        .find('/')
+        .map_or(base, |slash| &base[..start + slash]);
+    match query {
+        Some(q) => format!("{host}/{name}?{q}"),
+        None => format!("{host}/{name}"),
+    }
+}
+
+async fn pg(url: &str) -> anyhow::Result<tokio_postgres::Client> {
+    let (client, connection) = tokio_postgres::connect(url, NoTls)
+        .await
+        .context("connecting to Postgres")?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let began = Instant::now();
+    let workspace = workspace();
+    let bin_dir = cli
+        .bin_dir
+        .clone()
+        .unwrap_or_else(|| workspace.join("target/release"));
+    if !cli.no_build {
+        println!("building herald-ingest and herald-sender (release)…");
+        herald::build_binaries(&workspace, &bin_dir)?;
+    }
+    let run_id = Uuid::new_v4().simple().to_string();
+    let db_name = format!("herald_bench_{run_id}");
+    let log_dir = std::env::temp_dir().join(format!("herald-bench-{run_id}"));
+    std::fs::create_dir_all(&log_dir)?;
+    let admin = pg(&cli.postgres_url).await?;
+    admin
+        .batch_execute(&format!("CREATE DATABASE {db_name}"))
+        .await
+        .context("creating the bench database")?;
+    let env = Env {
+        bin_dir,
+        log_dir: log_dir.clone(),
+        database_url: with_database(&cli.postgres_url, &db_name),
+        amqp_url: cli.amqp_url.clone(),
+        prefix: format!("herald_bench_{run_id}"),
+        schedule: "0s,1s,1s".into(),
+    };
+    println!(
+        "database {db_name}, queue prefix {}, process logs in {}",
+        env.prefix,
+        log_dir.display()
+    );
+    let mut machine = Machine::probe();
+    let result = run(&cli, &env).await;
+
+    // Clean up whatever happened.
+    let _ = delete_queues(&env).await;
+    let _ = admin
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"))
+        .await;
+    let (baselines, ingest_idle_rss_mib, cases) = result?;
+    machine.load_average_end = procfs::load_average();
+
+    let ratios = report::ratios(&baselines, &cases);
+    let targets = report::targets(&baselines, &cases, &ratios, ingest_idle_rss_mib);
+    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+    let date = report::civil_date(now);
+    let report = Report {
+        date: date.clone(),
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        machine,
+        baselines,
+        ingest_idle_rss_mib,
+        cases,
+        ratios,
+        targets,
+        duration_s: began.elapsed().as_secs_f64(),
+    };
+    println!("\n{}", report::render(&report));
+    let dir = cli
+        .output_dir
+        .clone()
+        .unwrap_or_else(|| workspace.join("crates/herald-bench/results"));
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join(format!("{date}.json"));
+    std::fs::write(&path, serde_json::to_string_pretty(&report)? + "\n")?;
+    println!("results written to {}", path.display());
+    let _ = std::fs::remove_dir_all(&log_dir);
+    Ok(())
+}
+
+type Outcome = (Vec<baseline::Stage>, f64, Vec<herald::CaseResult>);
+
+async fn run(cli: &Cli, env: &Env) -> anyhow::Result<Outcome> {
+    herald_store::migrate(&env.database_url)
+        .await
+        .context("migrating the bench database")?;
+    let c = cli.concurrency;
+
+    // The queue message Herald publishes for one delivery of PAYLOAD.
+    // `..default()`: the message grows fields while others work on it.
+    #[allow(clippy::needless_update)]
+    let message = DeliveryMessage {
+        delivery_id: Uuid::now_v7().as_bytes().to_vec(),
+        tenant: String::new(),
+        event: "bench.one".into(),
+        webhook_id: Uuid::new_v4().as_bytes().to_vec(),
+        attempt: 1,
+        fired_at_unix_ms: 1_795_392_000_000,
+        data: Some(herald_proto::v1::delivery_message::Data::Json(
+            PAYLOAD.into(),
+        )),
+        url: "http://127.0.0.1:40000/hooks/bench.one/0".into(),
+        method: "POST".into(),
+        ..DeliveryMessage::default()
+    };
+    let body = herald_queue::encode(&message);
+
+    println!("raw baselines…");
+    let mut stages = Vec::new();
+    let raw_queue = format!("{}.raw", env.prefix);
+    let n = cli.baseline_count;
+    stages.push(baseline::publish(&env.amqp_url, &raw_queue, n, c, 4, body.clone()).await?);
+    stages.push(baseline::consume(&env.amqp_url, &raw_queue, n, 256).await?);
+    stages.push(baseline::publish(&env.amqp_url, &raw_queue, n, c, c, body).await?);
+    stages.push(baseline::consume(&env.amqp_url, &raw_queue, n, 256).await?);
+    // Keep the consume figure of the first run only (same prefetch twice).
+    stages.remove(3);
+    stages.push(baseline::http(n, c, bytes::Bytes::from_static(PAYLOAD.as_bytes())).await?);
+    stages.push(baseline::postgres_insert(&env.database_url, cli.baseline_rows, 500, 4).await?);
+    stages.push(baseline::tonic_noop(n, c, PAYLOAD).await?);
+    for s in &stages {
+        println!("  {:<28} {:>9.0}/s", s.name, s.per_second);
+    }
+
+    println!("Herald…");
+    let receiver = Receiver::start().await?;
+    let mut ingest = herald::start_ingest(env).await?;
+    herald::create_webhooks(&mut ingest, "bench.one", 1, receiver.addr).await?;
+    herald::create_webhooks(&mut ingest, "bench.five", 5, receiver.addr).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let ingest_idle_rss = procfs::vm_mib(ingest.proc.pid(), "VmRSS").unwrap_or(0.0);
+    let db = pg(&env.database_url).await?;
+
+    let closed = Load::Closed { concurrency: c };
+    let mut specs = vec![
+        spec(
+            "1 webhook, c=32, 20k",
+            "bench.one",
+            1,
+            cli.events,
+            closed,
+            1,
+        ),
+        spec(
+            "5 webhooks, c=32",
+            "bench.five",
+            5,
+            cli.fanout_events,
+            closed,
+            1,
+        ),
+    ];
+    if cli.big_events > 0 {
+        specs.push(spec(
+            "1 webhook, c=32, 100k",
+            "bench.one",
+            1,
+            cli.big_events,
+            closed,
+            1,
+        ));
+    }
+    specs.push(spec(
+        "1 webhook, open loop 1000/s",
+        "bench.one",
+        1,
+        (cli.rate * cli.rate_secs as f64) as usize,
+        Load::Open { rate: cli.rate },
+        1,
+    ));
+    for senders in [1, 2] {
+        let mut s = spec(
+            if senders == 1 {
+                "backlog 10k, 1 sender"
+            } else {
+                "backlog 10k, 2 senders"
+            },
+            "bench.one",
+            1,
+            cli.backlog,
+            closed,
+            senders,
+        );
+        s.backlog = true;
+        specs.push(s);
+    }
+    let mut cases = Vec::new();
+    for s in specs {
+        println!("  {} ({} events)…", s.name, s.events);
+        let timeout = Duration::from_secs(60 + (s.events * s.webhooks / 500) as u64);
+        let result = herald::run_case(env, &ingest, &receiver, &db, s, PAYLOAD, timeout).await?;
+        println!(
+            "    Fire {:.0}/s p99 {:.2} ms; {:.0} deliveries/s; {:.1} s",
+            result.fire_calls_per_s,
+            result.fire_latency.p99_ms,
+            result.deliveries_per_s,
+            result.wall_s
+        );
+        cases.push(result);
+    }
+    ingest.proc.stop(Duration::from_secs(15)).await;
+    Ok((stages, ingest_idle_rss, cases))
+}
+
+fn spec(
+    name: &str,
+    event: &str,
+    webhooks: usize,
+    events: usize,
+    load: Load,
+    senders: usize,
+) -> CaseSpec {
+    CaseSpec {
+        name: name.into(),
+        event: event.into(),
+        webhooks,
+        events,
+        load,
+        senders,
+        backlog: false,
+    }
+}
+
+async fn delete_queues(env: &Env) -> anyhow::Result<()> {
+    let connection =
+        lapin::Connection::connect(&env.amqp_url, lapin::ConnectionProperties::default()).await?;
+    let channel = connection.create_channel().await?;
+    let schedule: Schedule = env.schedule.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let topology = Topology::new(&env.prefix, QueueType::Quorum, schedule);
+    let _ = topology.delete(&channel).await;
+    let channel = connection.create_channel().await?;
+    let _ = channel
+        .queue_delete(
+            format!("{}.raw", env.prefix).as_str().into(),
+            lapin::options::QueueDeleteOptions::default(),
+        )
+        .await;
+    let _ = connection.close(200, "done".into()).await;
+    Ok(())
+}

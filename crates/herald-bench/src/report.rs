@@ -1,0 +1,355 @@
+//! The report: one table, ratios to the raw stages, targets, JSON.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::baseline::Stage;
+use crate::herald::CaseResult;
+
+#[derive(Debug, Serialize)]
+pub struct Machine {
+    pub cpus: usize,
+    pub cpu_model: String,
+    pub memory_gib: f64,
+    pub kernel: String,
+    pub load_average_start: f64,
+    pub load_average_end: f64,
+}
+
+impl Machine {
+    pub fn probe() -> Self {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu_model = cpuinfo
+            .lines()
+            .find(|l| l.starts_with("model name"))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_owned())
+            .unwrap_or_default();
+        let memory_gib = std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|m| {
+                let line = m.lines().find(|l| l.starts_with("MemTotal"))?.to_owned();
+                line.split_whitespace().nth(1)?.parse::<f64>().ok()
+            })
+            .map_or(0.0, |kib| kib / 1024.0 / 1024.0);
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim()
+            .to_owned();
+        Self {
+            cpus: std::thread::available_parallelism().map_or(1, usize::from),
+            cpu_model,
+            memory_gib,
+            kernel,
+            load_average_start: crate::procfs::load_average(),
+            load_average_end: 0.0,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct Ratio {
+    pub figure: String,
+    pub value: f64,
+    pub bound: String,
+    pub bound_value: f64,
+    pub ratio: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Target {
+    pub target: String,
+    pub measured: String,
+    pub met: Option<bool>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub date: String,
+    pub command: String,
+    pub machine: Machine,
+    pub baselines: Vec<Stage>,
+    pub ingest_idle_rss_mib: f64,
+    pub cases: Vec<CaseResult>,
+    pub ratios: Vec<Ratio>,
+    pub targets: Vec<Target>,
+    pub duration_s: f64,
+}
+
+fn stage<'a>(stages: &'a [Stage], prefix: &str) -> Option<&'a Stage> {
+    stages.iter().find(|s| s.name.starts_with(prefix))
+}
+
+fn case<'a>(cases: &'a [CaseResult], name: &str) -> Option<&'a CaseResult> {
+    cases.iter().find(|c| c.spec.name == name)
+}
+
+/// The best publish baseline (any channel count) and the slowest of the
+/// stages a delivery passes after it was queued.
+fn bounds(stages: &[Stage]) -> (Option<&Stage>, Option<&Stage>) {
+    let publish = stages
+        .iter()
+        .filter(|s| s.name.starts_with("amqp_publish"))
+        .max_by(|a, b| a.per_second.total_cmp(&b.per_second));
+    let slowest = stages
+        .iter()
+        .filter(|s| {
+            s.name.starts_with("amqp_consume")
+                || s.name.starts_with("http_")
+                || s.name.starts_with("postgres_insert")
+        })
+        .min_by(|a, b| a.per_second.total_cmp(&b.per_second));
+    (publish, slowest)
+}
+
+pub fn ratios(stages: &[Stage], cases: &[CaseResult]) -> Vec<Ratio> {
+    let mut out = Vec::new();
+    let (publish, slowest) = bounds(stages);
+    let mut push = |figure: String, value: f64, bound: Option<&Stage>| {
+        if let Some(bound) = bound {
+            out.push(Ratio {
+                figure,
+                value,
+                bound: bound.name.clone(),
+                bound_value: bound.per_second,
+                ratio: if bound.per_second > 0.0 {
+                    value / bound.per_second
+                } else {
+                    0.0
+                },
+            });
+        }
+    };
+    let tonic = stage(stages, "tonic_noop");
+    let pg = stage(stages, "postgres_insert");
+    for c in cases.iter().filter(|c| !c.spec.backlog) {
+        if matches!(c.spec.load, crate::herald::Load::Closed { .. }) {
+            // Fire publishes `webhooks` messages per call.
+            push(
+                format!("{}: Fire messages/s", c.spec.name),
+                c.fire_calls_per_s * c.spec.webhooks as f64,
+                publish,
+            );
+            push(
+                format!("{}: Fire calls/s", c.spec.name),
+                c.fire_calls_per_s,
+                tonic,
+            );
+            push(
+                format!("{}: deliveries/s", c.spec.name),
+                c.deliveries_per_s,
+                slowest,
+            );
+        }
+        push(
+            format!("{}: attempt rows/s", c.spec.name),
+            c.attempt_rows_per_s,
+            pg,
+        );
+    }
+    for c in cases.iter().filter(|c| c.spec.backlog) {
+        push(
+            format!("{}: drain deliveries/s", c.spec.name),
+            c.deliveries_per_s,
+            slowest,
+        );
+    }
+    out
+}
+
+pub fn targets(
+    stages: &[Stage],
+    cases: &[CaseResult],
+    ratios: &[Ratio],
+    ingest_idle_rss: f64,
+) -> Vec<Target> {
+    let mut out = Vec::new();
+    let ratio = |figure: &str| ratios.iter().find(|r| r.figure == figure);
+    if let Some(r) = ratio("1 webhook, c=32, 20k: Fire messages/s") {
+        out.push(Target {
+            target: "Fire at c=32 >= 60% of raw confirmed publish at c=32".into(),
+            measured: format!(
+                "{:.0}/s = {:.0}% of {} {:.0}/s",
+                r.value,
+                r.ratio * 100.0,
+                r.bound,
+                r.bound_value
+            ),
+            met: Some(r.ratio >= 0.6),
+        });
+    }
+    for (name, goal) in [
+        ("1 webhook, c=32, 20k", 5_000.0),
+        ("5 webhooks, c=32", 10_000.0),
+    ] {
+        if let Some(c) = case(cases, name) {
+            out.push(Target {
+                target: format!("end-to-end {name} >= {goal:.0} deliveries/s"),
+                measured: format!("{:.0}/s", c.deliveries_per_s),
+                met: Some(c.complete && c.deliveries_per_s >= goal),
+            });
+        }
+    }
+    let (_, slowest) = bounds(stages);
+    for name in ["backlog 10k, 1 sender", "backlog 10k, 2 senders"] {
+        if let (Some(c), Some(slow)) = (case(cases, name), slowest) {
+            let r = c.deliveries_per_s / slow.per_second;
+            out.push(Target {
+                target: format!("{name}: drain >= 60% of the slowest raw stage"),
+                measured: format!(
+                    "{:.0}/s = {:.0}% of {} {:.0}/s",
+                    c.deliveries_per_s,
+                    r * 100.0,
+                    slow.name,
+                    slow.per_second
+                ),
+                met: Some(c.complete && r >= 0.6),
+            });
+        }
+    }
+    if let Some(c) = cases
+        .iter()
+        .find(|c| matches!(c.spec.load, crate::herald::Load::Open { .. }))
+    {
+        out.push(Target {
+            target: "open loop: Fire p99 <= 5 ms".into(),
+            measured: format!("{:.2} ms", c.fire_latency.p99_ms),
+            met: Some(c.fire_latency.p99_ms <= 5.0),
+        });
+        if let Some(e2e) = c.e2e_latency {
+            out.push(Target {
+                target: "open loop: Fire -> received p99 <= 20 ms".into(),
+                measured: format!("{:.2} ms", e2e.p99_ms),
+                met: Some(c.complete && e2e.p99_ms <= 20.0),
+            });
+        }
+    }
+    let backlog_rss = cases
+        .iter()
+        .filter(|c| c.spec.backlog)
+        .map(|c| c.sender_peak_rss_mib)
+        .fold(0.0, f64::max);
+    if backlog_rss > 0.0 {
+        out.push(Target {
+            target:
+                "sender RSS <= 64 MiB draining a 10k backlog (prefetch 256 in flight per sender)"
+                    .into(),
+            measured: format!("{backlog_rss:.1} MiB peak"),
+            met: Some(backlog_rss <= 64.0),
+        });
+    }
+    out.push(Target {
+        target: "ingest RSS <= 32 MiB idle".into(),
+        measured: format!("{ingest_idle_rss:.1} MiB"),
+        met: Some(ingest_idle_rss > 0.0 && ingest_idle_rss <= 32.0),
+    });
+    out
+}
+
+/// The human-readable table (Markdown, so it can go into the README).
+pub fn render(report: &Report) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "Raw baselines\n");
+    let _ = writeln!(s, "| stage | count | per second | p50 ms | p99 ms |");
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|");
+    for b in &report.baselines {
+        let (p50, p99) = b.latency.map_or(("".into(), "".into()), |l| {
+            (format!("{:.2}", l.p50_ms), format!("{:.2}", l.p99_ms))
+        });
+        let _ = writeln!(
+            s,
+            "| {} | {} | {:.0} | {p50} | {p99} |",
+            b.what, b.count, b.per_second
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\nHerald (ingest + sender processes, receiver in the bench)\n"
+    );
+    let _ = writeln!(
+        s,
+        "| case | deliveries | Fire/s | Fire p50/p99 ms | deliveries/s | e2e p50/p99 ms | attempt rows/s | CPU s/1k ingest / sender / rabbit / pg | peak RSS MiB ingest / sender | complete |"
+    );
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+    for c in &report.cases {
+        let e2e = c.e2e_latency.map_or("—".to_owned(), |l| {
+            format!("{:.1} / {:.1}", l.p50_ms, l.p99_ms)
+        });
+        let cpu = c.cpu_s_per_1000;
+        let _ = writeln!(
+            s,
+            "| {} | {} | {:.0} | {:.2} / {:.2} | {:.0} | {e2e} | {:.0} | {:.3} / {:.3} / {:.3} / {:.3} | {:.1} / {:.1} | {} |",
+            c.spec.name,
+            c.deliveries,
+            c.fire_calls_per_s,
+            c.fire_latency.p50_ms,
+            c.fire_latency.p99_ms,
+            c.deliveries_per_s,
+            c.attempt_rows_per_s,
+            cpu.ingest,
+            cpu.sender,
+            cpu.rabbitmq,
+            cpu.postgres,
+            c.ingest_peak_rss_mib,
+            c.sender_peak_rss_mib,
+            if c.complete { "yes" } else { "NO" }
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\nIngest RSS idle: {:.1} MiB\n",
+        report.ingest_idle_rss_mib
+    );
+    let _ = writeln!(s, "| Herald figure | value | bounded by | raw | ratio |");
+    let _ = writeln!(s, "|---|---:|---|---:|---:|");
+    for r in &report.ratios {
+        let _ = writeln!(
+            s,
+            "| {} | {:.0} | {} | {:.0} | {:.0}% |",
+            r.figure,
+            r.value,
+            r.bound,
+            r.bound_value,
+            r.ratio * 100.0
+        );
+    }
+    let _ = writeln!(s, "\n| target | measured | met |");
+    let _ = writeln!(s, "|---|---|---|");
+    for t in &report.targets {
+        let met = match t.met {
+            Some(true) => "met",
+            Some(false) => "NOT met",
+            None => "—",
+        };
+        let _ = writeln!(s, "| {} | {} | {met} |", t.target, t.measured);
+    }
+    s
+}
+
+/// `YYYY-MM-DD` (UTC) of a Unix time in seconds.
+pub fn civil_date(unix_secs: u64) -> String {
+    // Howard Hinnant's days-to-civil algorithm.
+    let z = (unix_secs / 86_400) as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::civil_date;
+
+    #[test]
+    fn dates() {
+        assert_eq!(civil_date(0), "1970-01-01");
+        assert_eq!(civil_date(951_782_400), "2000-02-29");
+        assert_eq!(civil_date(1_795_392_000), "2026-11-23");
+    }
+}
