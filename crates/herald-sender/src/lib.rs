@@ -24,7 +24,7 @@ use ::http::HeaderName;
 use herald_core::ssrf::AddressPolicy;
 use herald_queue::{Publisher, QueueConfig};
 use herald_service::http::Reply;
-use herald_store::{AttemptWriter, ConfigCache, SecretBox, Store, WriterConfig};
+use herald_store::{AttemptWriter, ConfigCache, RetentionPolicy, SecretBox, Store, WriterConfig};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -60,6 +60,10 @@ pub struct SenderConfig {
     pub addresses: AddressPolicy,
     /// Opens the sealed secret headers and signing secrets.
     pub secrets: SecretBox,
+    /// What the periodic retention run removes (zero durations keep forever).
+    pub retention: RetentionPolicy,
+    /// Time between two retention runs.
+    pub retention_interval: Duration,
 }
 
 impl SenderConfig {
@@ -79,6 +83,8 @@ impl SenderConfig {
             metrics: None,
             addresses: AddressPolicy::default(),
             secrets: SecretBox::plaintext(),
+            retention: RetentionPolicy::days(30, 7),
+            retention_interval: Duration::from_secs(3600),
         }
     }
 }
@@ -125,6 +131,14 @@ pub async fn run(
     .await?;
     let (writer, writer_task) =
         AttemptWriter::start(pool.clone(), config.writer, background.clone());
+    // Any number of senders run this; an advisory lock lets one work at a
+    // time.
+    let retention = herald_store::retention::start(
+        pool.clone(),
+        config.retention,
+        config.retention_interval,
+        background.clone(),
+    );
     let tls = tls_config(config.extra_ca_file.as_deref())?;
     let sender = HttpSender::new(
         tls,
@@ -162,6 +176,7 @@ pub async fn run(
     drop(shared);
     background.cancel();
     let _ = writer_task.await;
+    let _ = retention.await;
     retries.manager().close().await;
     tracing::info!("sender stopped");
     Ok(())

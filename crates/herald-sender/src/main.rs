@@ -1,12 +1,13 @@
 //! `herald-sender`: runs the sender service, or the migrations.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use herald_sender::SenderConfig;
 use herald_service::CommonOptions;
-use herald_store::WriterConfig;
+use herald_store::{RetentionPolicy, WriterConfig};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -39,6 +40,19 @@ struct Cli {
     /// Address of the HTTP endpoint: /healthz, /readyz, /metrics.
     #[arg(long, env = "HERALD_HTTP_LISTEN", default_value = "127.0.0.1:9090")]
     http_listen: std::net::SocketAddr,
+    /// Days deliveries and their attempts are kept; 0 keeps them forever.
+    #[arg(long, env = "HERALD_RETENTION_DAYS", default_value_t = 30,
+          value_parser = clap::value_parser!(u32).range(0..=36_500))]
+    retention_days: u32,
+    /// Days payloads are kept (then set to NULL; the log keeps its rows); 0
+    /// keeps them as long as the deliveries. At most --retention-days.
+    #[arg(long, env = "HERALD_PAYLOAD_RETENTION_DAYS", default_value_t = 7,
+          value_parser = clap::value_parser!(u32).range(0..=36_500))]
+    payload_retention_days: u32,
+    /// Seconds between two retention runs (one sender works at a time).
+    #[arg(long, env = "HERALD_RETENTION_INTERVAL_SECS", default_value_t = 3600,
+          value_parser = clap::value_parser!(u64).range(10..=604_800))]
+    retention_interval_secs: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -47,6 +61,17 @@ enum Command {
     Serve,
     /// Apply database migrations and exit.
     Migrate,
+}
+
+/// The retention options as a policy. 0 retention days keeps deliveries
+/// forever; 0 payload days keeps payloads as long as their deliveries.
+fn retention_policy(days: u32, payload_days: u32) -> anyhow::Result<RetentionPolicy> {
+    anyhow::ensure!(
+        days == 0 || payload_days <= days,
+        "--payload-retention-days ({payload_days}) must not be longer than --retention-days \
+         ({days})"
+    );
+    Ok(RetentionPolicy::days(days, payload_days))
 }
 
 #[tokio::main]
@@ -76,6 +101,8 @@ async fn main() -> anyhow::Result<()> {
                 ..WriterConfig::default()
             };
             config.drain_timeout = cli.common.drain_timeout();
+            config.retention = retention_policy(cli.retention_days, cli.payload_retention_days)?;
+            config.retention_interval = Duration::from_secs(cli.retention_interval_secs);
             config.addresses = cli.common.ssrf_allow.clone();
             config.secrets = cli.common.secret_box().context("HERALD_ENCRYPTION_KEY")?;
             config.metrics =

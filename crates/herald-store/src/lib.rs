@@ -18,10 +18,13 @@
 //!   [`Store::record_resend`]) answers Admin's log queries.
 //! - [`AttemptWriter`] records delivery outcomes in batches (group commit) and
 //!   tells each caller when its record is durable.
+//! - [`retention`] removes old deliveries and clears old payloads in small
+//!   batches.
 
 mod backoff;
 mod cache;
 mod log;
+pub mod retention;
 mod secrets;
 mod store;
 mod writer;
@@ -43,6 +46,7 @@ pub use log::{
     Cursor, DEFAULT_PAGE_SIZE, DeliveryFilter, DeliveryPage, InvalidCursor, MAX_PAGE_SIZE,
     ResendError, ResendKind, ResendRecord, WebhookSummaryView,
 };
+pub use retention::{RetentionPolicy, RetentionReport};
 pub use secrets::{SecretBox, SecretBoxError};
 pub use store::{AttemptView, DeliveryView, Store};
 pub use writer::{AttemptRecord, AttemptWriter, DeliveryRecord, WriteRequest, WriterConfig};
