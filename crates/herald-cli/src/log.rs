@@ -223,67 +223,8 @@ fn parse_time_at(text: &str, now: i64) -> anyhow::Result<i64> {
 }
 
 fn parse_rfc3339(text: &str) -> anyhow::Result<i64> {
-    let b = text.as_bytes();
-    let num = |range: std::ops::Range<usize>| -> anyhow::Result<i64> {
-        let part = text.get(range).context("too short")?;
-        if !part.bytes().all(|c| c.is_ascii_digit()) {
-            bail!("{part:?} is not a number");
-        }
-        Ok(part.parse()?)
-    };
-    if b.len() < 20
-        || b[4] != b'-'
-        || b[7] != b'-'
-        || !matches!(b[10], b'T' | b't' | b' ')
-        || b[13] != b':'
-        || b[16] != b':'
-    {
-        bail!("not YYYY-MM-DDTHH:MM:SS plus Z or an offset");
-    }
-    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 {
-        bail!("date or time out of range");
-    }
-    if second > 60 {
-        bail!("seconds out of range");
-    }
-    let mut rest = &text[19..];
-    let mut millis = 0;
-    if let Some(fraction) = rest.strip_prefix('.') {
-        let digits = fraction.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            bail!("empty fraction of a second");
-        }
-        let padded = format!("{:0<3}", &fraction[..digits.min(3)]);
-        millis = padded.parse::<i64>()?;
-        rest = &fraction[digits..];
-    }
-    let offset_minutes = match rest {
-        "Z" | "z" => 0,
-        _ if rest.len() == 6 && matches!(&rest[..1], "+" | "-") && &rest[3..4] == ":" => {
-            let sign = if rest.starts_with('-') { -1 } else { 1 };
-            let hours: i64 = rest[1..3].parse()?;
-            let minutes: i64 = rest[4..6].parse()?;
-            sign * (hours * 60 + minutes)
-        }
-        _ => bail!("{rest:?}: the time needs Z or an offset like +01:00"),
-    };
-    let days = days_from_civil(year, month, day);
-    let seconds = days * 86_400 + hour * 3600 + minute * 60 + second - offset_minutes * 60;
-    Ok(seconds * 1000 + millis)
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's
-/// algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = if m > 2 { m - 3 } else { m + 9 };
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    let at = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)?;
+    i64::try_from(at.unix_timestamp_nanos() / 1_000_000).context("time out of range")
 }
 
 fn delivery_row_json(d: &Delivery) -> Value {

