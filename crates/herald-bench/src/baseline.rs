@@ -336,7 +336,7 @@ pub async fn tonic_noop(total: usize, concurrency: usize, payload: &str) -> anyh
         tonic::transport::Server::builder()
             .add_service(IngestServer::new(Noop))
             .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
                 async move { stop.notified().await },
             ),
     );

@@ -5,7 +5,7 @@
 #![allow(clippy::print_stdout)]
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
 use clap::Parser;
@@ -156,8 +156,7 @@ async fn main() -> anyhow::Result<()> {
 
     let ratios = report::ratios(&baselines, &cases);
     let targets = report::targets(&baselines, &cases, &ratios, ingest_idle_rss_mib);
-    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
-    let date = report::civil_date(now);
+    let date = report::civil_date(SystemTime::now());
     let report = Report {
         date: date.clone(),
         command: std::env::args().collect::<Vec<_>>().join(" "),

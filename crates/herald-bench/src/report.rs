@@ -327,29 +327,22 @@ pub fn render(report: &Report) -> String {
     s
 }
 
-/// `YYYY-MM-DD` (UTC) of a Unix time in seconds.
-pub fn civil_date(unix_secs: u64) -> String {
-    // Howard Hinnant's days-to-civil algorithm.
-    let z = (unix_secs / 86_400) as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}")
+/// `YYYY-MM-DD` (UTC) of `t`.
+pub fn civil_date(t: std::time::SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()[..10].to_owned()
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
     use super::civil_date;
 
     #[test]
     fn dates() {
-        assert_eq!(civil_date(0), "1970-01-01");
-        assert_eq!(civil_date(951_782_400), "2000-02-29");
-        assert_eq!(civil_date(1_795_392_000), "2026-11-23");
+        let at = |secs| civil_date(UNIX_EPOCH + Duration::from_secs(secs));
+        assert_eq!(at(0), "1970-01-01");
+        assert_eq!(at(951_782_400), "2000-02-29");
+        assert_eq!(at(1_795_392_000), "2026-11-23");
     }
 }
