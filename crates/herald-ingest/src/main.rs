@@ -1,9 +1,9 @@
 //! `herald-ingest`: runs the ingest gRPC service, or its migrations.
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::Parser;
 use herald_ingest::IngestConfig;
-use herald_service::CommonOptions;
+use herald_service::{Command, CommonOptions};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -32,51 +32,35 @@ struct Cli {
     max_payload_bytes: u64,
 }
 
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Run the service (the default).
-    Serve,
-    /// Apply database migrations and exit.
-    Migrate,
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    herald_service::init_logging(&cli.common.log_format);
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    match cli.command.unwrap_or(Command::Serve) {
-        Command::Migrate => {
-            herald_store::migrate(&cli.common.database_url)
-                .await
-                .context("running migrations")?;
-            tracing::info!("migrations applied");
-        }
-        Command::Serve => {
-            let shutdown = herald_service::shutdown_on_signals();
-            let listener = tokio::net::TcpListener::bind(cli.listen)
-                .await
-                .with_context(|| format!("binding {}", cli.listen))?;
-            let mut config =
-                IngestConfig::new(cli.common.database_url.clone(), cli.common.queue_config());
-            config.db_pool_size = usize::from(cli.common.db_pool_size);
-            config.config_refresh = cli.common.config_refresh();
-            config.max_payload_bytes = usize::try_from(cli.max_payload_bytes)?;
-            config.drain_timeout = cli.common.drain_timeout();
-            config.targets = herald_ingest::TargetPolicy {
-                allow_http: cli.allow_http,
-                addresses: cli.common.ssrf_allow.clone(),
-            };
-            config.secrets = cli.common.secret_box().context("HERALD_ENCRYPTION_KEY")?;
-            config.metrics =
-                Some(herald_service::http::install_prometheus().context("installing metrics")?);
-            let metrics = tokio::net::TcpListener::bind(cli.metrics_listen)
-                .await
-                .with_context(|| format!("binding {}", cli.metrics_listen))?;
-            herald_ingest::run(config, listener, Some(metrics), shutdown)
-                .await
-                .context("ingest failed")?;
-        }
-    }
+    let Some(shutdown) = herald_service::start(cli.command, &cli.common)
+        .await
+        .context("running migrations")?
+    else {
+        return Ok(());
+    };
+    let listener = tokio::net::TcpListener::bind(cli.listen)
+        .await
+        .with_context(|| format!("binding {}", cli.listen))?;
+    let mut config = IngestConfig::new(cli.common.database_url.clone(), cli.common.queue_config());
+    config.db_pool_size = usize::from(cli.common.db_pool_size);
+    config.config_refresh = cli.common.config_refresh();
+    config.max_payload_bytes = usize::try_from(cli.max_payload_bytes)?;
+    config.drain_timeout = cli.common.drain_timeout();
+    config.targets = herald_ingest::TargetPolicy {
+        allow_http: cli.allow_http,
+        addresses: cli.common.ssrf_allow.clone(),
+    };
+    config.secrets = cli.common.secret_box().context("HERALD_ENCRYPTION_KEY")?;
+    config.metrics =
+        Some(herald_service::http::install_prometheus().context("installing metrics")?);
+    let metrics = tokio::net::TcpListener::bind(cli.metrics_listen)
+        .await
+        .with_context(|| format!("binding {}", cli.metrics_listen))?;
+    herald_ingest::run(config, listener, Some(metrics), shutdown)
+        .await
+        .context("ingest failed")?;
     Ok(())
 }

@@ -4,9 +4,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::Parser;
 use herald_sender::SenderConfig;
-use herald_service::CommonOptions;
+use herald_service::{Command, CommonOptions};
 use herald_store::{RetentionPolicy, WriterConfig};
 
 #[derive(Debug, Parser)]
@@ -55,14 +55,6 @@ struct Cli {
     retention_interval_secs: u64,
 }
 
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Run the service (the default).
-    Serve,
-    /// Apply database migrations and exit.
-    Migrate,
-}
-
 /// The retention options as a policy. 0 retention days keeps deliveries
 /// forever; 0 payload days keeps payloads as long as their deliveries.
 fn retention_policy(days: u32, payload_days: u32) -> anyhow::Result<RetentionPolicy> {
@@ -77,44 +69,36 @@ fn retention_policy(days: u32, payload_days: u32) -> anyhow::Result<RetentionPol
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    herald_service::init_logging(&cli.common.log_format);
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    match cli.command.unwrap_or(Command::Serve) {
-        Command::Migrate => {
-            herald_store::migrate(&cli.common.database_url)
-                .await
-                .context("running migrations")?;
-            tracing::info!("migrations applied");
-        }
-        Command::Serve => {
-            let shutdown = herald_service::shutdown_on_signals();
-            let mut config =
-                SenderConfig::new(cli.common.database_url.clone(), cli.common.queue_config());
-            config.db_pool_size = usize::from(cli.common.db_pool_size);
-            config.config_refresh = cli.common.config_refresh();
-            config.prefetch = cli.prefetch;
-            config.id_header = cli.id_header;
-            config.attempt_header = cli.attempt_header;
-            config.extra_ca_file = cli.extra_ca_file;
-            config.writer = WriterConfig {
-                max_batch: usize::try_from(cli.write_batch)?,
-                ..WriterConfig::default()
-            };
-            config.drain_timeout = cli.common.drain_timeout();
-            config.retention = retention_policy(cli.retention_days, cli.payload_retention_days)?;
-            config.retention_interval = Duration::from_secs(cli.retention_interval_secs);
-            config.addresses = cli.common.ssrf_allow.clone();
-            config.secrets = cli.common.secret_box().context("HERALD_ENCRYPTION_KEY")?;
-            config.metrics =
-                Some(herald_service::http::install_prometheus().context("installing metrics")?);
-            config.name = format!("herald-sender-{}", std::process::id());
-            let http = tokio::net::TcpListener::bind(cli.http_listen)
-                .await
-                .with_context(|| format!("binding {}", cli.http_listen))?;
-            herald_sender::run(config, Some(http), shutdown)
-                .await
-                .context("sender failed")?;
-        }
-    }
+    let Some(shutdown) = herald_service::start(cli.command, &cli.common)
+        .await
+        .context("running migrations")?
+    else {
+        return Ok(());
+    };
+    let mut config = SenderConfig::new(cli.common.database_url.clone(), cli.common.queue_config());
+    config.db_pool_size = usize::from(cli.common.db_pool_size);
+    config.config_refresh = cli.common.config_refresh();
+    config.prefetch = cli.prefetch;
+    config.id_header = cli.id_header;
+    config.attempt_header = cli.attempt_header;
+    config.extra_ca_file = cli.extra_ca_file;
+    config.writer = WriterConfig {
+        max_batch: usize::try_from(cli.write_batch)?,
+        ..WriterConfig::default()
+    };
+    config.drain_timeout = cli.common.drain_timeout();
+    config.retention = retention_policy(cli.retention_days, cli.payload_retention_days)?;
+    config.retention_interval = Duration::from_secs(cli.retention_interval_secs);
+    config.addresses = cli.common.ssrf_allow.clone();
+    config.secrets = cli.common.secret_box().context("HERALD_ENCRYPTION_KEY")?;
+    config.metrics =
+        Some(herald_service::http::install_prometheus().context("installing metrics")?);
+    config.name = format!("herald-sender-{}", std::process::id());
+    let http = tokio::net::TcpListener::bind(cli.http_listen)
+        .await
+        .with_context(|| format!("binding {}", cli.http_listen))?;
+    herald_sender::run(config, Some(http), shutdown)
+        .await
+        .context("sender failed")?;
     Ok(())
 }

@@ -114,6 +114,35 @@ impl CommonOptions {
     }
 }
 
+/// The subcommands both services take.
+#[derive(Debug, Clone, Copy, clap::Subcommand)]
+pub enum Command {
+    /// Run the service (the default).
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+}
+
+/// What both binaries do first: logging, the TLS crypto provider, and the
+/// `migrate` subcommand. Returns the shutdown token (fed by SIGINT/SIGTERM)
+/// when the service is to run, `None` when the command is done.
+pub async fn start(
+    command: Option<Command>,
+    common: &CommonOptions,
+) -> Result<Option<CancellationToken>, herald_store::StoreError> {
+    init_logging(&common.log_format);
+    // One crypto provider for every rustls user in the process.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    match command.unwrap_or(Command::Serve) {
+        Command::Migrate => {
+            herald_store::migrate(&common.database_url).await?;
+            tracing::info!("migrations applied");
+            Ok(None)
+        }
+        Command::Serve => Ok(Some(shutdown_on_signals())),
+    }
+}
+
 /// Installs the tracing subscriber (RUST_LOG filters; default `info`).
 pub fn init_logging(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
