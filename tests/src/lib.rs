@@ -94,7 +94,7 @@ impl TestEnv {
             .batch_execute(&format!("CREATE DATABASE {database_name}"))
             .await
             .context("creating the test database")?;
-        let database_url = replace_database(&postgres_admin_url(), &database_name);
+        let database_url = herald_store::with_database(&postgres_admin_url(), &database_name);
         let mut queue = QueueConfig::new(amqp_url(), format!("herald-e2e-{tag}"));
         queue.queue_type = QueueType::Quorum;
         queue.schedule = schedule.parse().context("schedule")?;
@@ -423,20 +423,6 @@ pub async fn connect_pg(url: &str) -> anyhow::Result<tokio_postgres::Client> {
         let _ = connection.await;
     });
     Ok(client)
-}
-
-fn replace_database(url: &str, database: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (url, None),
-    };
-    let cut = base.rfind('/').expect("database URL has a path");
-    let mut result = format!("{}/{}", &base[..cut], database);
-    if let Some(query) = query {
-        result.push('?');
-        result.push_str(query);
-    }
-    result
 }
 
 /// Waits until `condition` holds, polling; panics with `what` after `timeout`.

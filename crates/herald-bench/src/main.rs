@@ -86,20 +86,6 @@ fn workspace() -> PathBuf {
         .unwrap_or_else(|_| PathBuf::from("."))
 }
 
-fn with_database(admin_url: &str, name: &str) -> String {
-    let (base, query) = admin_url
-        .split_once('?')
-        .map_or((admin_url, None), |(b, q)| (b, Some(q)));
-    let start = base.find("://").map_or(0, |i| i + 3);
-    let host = base[start..]
-        .find('/')
-        .map_or(base, |slash| &base[..start + slash]);
-    match query {
-        Some(q) => format!("{host}/{name}?{q}"),
-        None => format!("{host}/{name}"),
-    }
-}
-
 async fn pg(url: &str) -> anyhow::Result<tokio_postgres::Client> {
     let (client, connection) = tokio_postgres::connect(url, NoTls)
         .await
@@ -133,7 +119,7 @@ async fn main() -> anyhow::Result<()> {
     let env = Env {
         bin_dir,
         log_dir: log_dir.clone(),
-        database_url: with_database(&cli.postgres_url, &db_name),
+        database_url: herald_store::with_database(&cli.postgres_url, &db_name),
         amqp_url: cli.amqp_url.clone(),
         prefix: format!("herald_bench_{run_id}"),
         schedule: "0s,1s,1s".into(),

@@ -792,6 +792,16 @@ mod tests {
         Cli::try_parse_from(std::iter::once("herald").chain(args.iter().copied()))
     }
 
+    /// The request `herald webhooks update id-1 <args>` sends.
+    fn update(args: &[&str]) -> anyhow::Result<UpdateWebhookRequest> {
+        let mut all = vec!["webhooks", "update", "id-1"];
+        all.extend_from_slice(args);
+        let Command::Webhooks(WebhooksCommand::Update(a)) = parse(&all).unwrap().command else {
+            panic!("not an update command: {all:?}")
+        };
+        update_request(a)
+    }
+
     #[test]
     fn command_line_is_consistent() {
         Cli::command().debug_assert();
@@ -931,14 +941,6 @@ mod tests {
 
     #[test]
     fn update_sets_only_what_is_given() {
-        let update = |args: &[&str]| {
-            let mut all = vec!["webhooks", "update", "id-1"];
-            all.extend_from_slice(args);
-            let Command::Webhooks(WebhooksCommand::Update(a)) = parse(&all).unwrap().command else {
-                panic!()
-            };
-            update_request(a)
-        };
         let req = update(&["--url", "https://x.example/"]).unwrap();
         assert_eq!(req.url.as_deref(), Some("https://x.example/"));
         assert_eq!(req.headers, None);
@@ -1047,14 +1049,6 @@ mod tests {
 
     #[test]
     fn update_shapes_the_request() {
-        let update = |args: &[&str]| {
-            let mut all = vec!["webhooks", "update", "id-1"];
-            all.extend_from_slice(args);
-            let Command::Webhooks(WebhooksCommand::Update(a)) = parse(&all).unwrap().command else {
-                panic!()
-            };
-            update_request(a)
-        };
         let req = update(&["--body-mode", "template"]).unwrap();
         assert_eq!(req.body_mode.as_deref(), Some("template"));
         assert_eq!(req.content_type, None);

@@ -64,6 +64,25 @@ mod embedded {
     refinery::embed_migrations!("migrations");
 }
 
+/// `url` with its database name replaced by `name`, keeping any parameters:
+/// how tests, the benchmark and tools address a sibling database on the same
+/// server (`postgres://u@h:5432/test` → `postgres://u@h:5432/<name>`).
+pub fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let authority_start = base.find("://").map_or(0, |i| i + 3);
+    let host_part = match base[authority_start..].find('/') {
+        Some(slash) => &base[..authority_start + slash],
+        None => base,
+    };
+    match query {
+        Some(query) => format!("{host_part}/{name}?{query}"),
+        None => format!("{host_part}/{name}"),
+    }
+}
+
 /// Everything that can go wrong in the store.
 ///
 /// Variants that wrap another error keep it as their [`source`], and their own
@@ -238,6 +257,19 @@ pub async fn migrate(database_url: &str) -> Result<(), StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn database_name_is_replaced() {
+        assert_eq!(
+            with_database("postgres://postgres@127.0.0.1:5432/test", "x"),
+            "postgres://postgres@127.0.0.1:5432/x"
+        );
+        assert_eq!(with_database("postgres://h", "x"), "postgres://h/x");
+        assert_eq!(
+            with_database("postgresql://u:p@h/db?sslmode=disable", "x"),
+            "postgresql://u:p@h/x?sslmode=disable"
+        );
+    }
     use crate::test_support::TestDb;
 
     #[test]

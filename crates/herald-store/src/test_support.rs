@@ -4,7 +4,7 @@
 use tokio_postgres::NoTls;
 use uuid::Uuid;
 
-use crate::{Pool, migrate, pool};
+use crate::{Pool, migrate, pool, with_database};
 
 /// Where the Postgres server is, unless `HERALD_TEST_DATABASE_URL` says
 /// otherwise. Its database is only used to create and drop the test ones.
@@ -94,34 +94,4 @@ async fn connect(url: &str) -> tokio_postgres::Client {
         let _ = connection.await;
     });
     client
-}
-
-/// `url` with its database name replaced by `name`, keeping any parameters.
-fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (url, None),
-    };
-    let authority_start = base.find("://").map_or(0, |i| i + 3);
-    let host_part = match base[authority_start..].find('/') {
-        Some(slash) => &base[..authority_start + slash],
-        None => base,
-    };
-    match query {
-        Some(query) => format!("{host_part}/{name}?{query}"),
-        None => format!("{host_part}/{name}"),
-    }
-}
-
-#[test]
-fn database_name_is_replaced() {
-    assert_eq!(
-        with_database("postgres://postgres@127.0.0.1:5432/test", "x"),
-        "postgres://postgres@127.0.0.1:5432/x"
-    );
-    assert_eq!(with_database("postgres://h", "x"), "postgres://h/x");
-    assert_eq!(
-        with_database("postgresql://u:p@h/db?sslmode=disable", "x"),
-        "postgresql://u:p@h/x?sslmode=disable"
-    );
 }

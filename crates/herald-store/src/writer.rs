@@ -562,6 +562,20 @@ mod tests {
     use crate::test_support::TestDb;
     use crate::{Store, migrate};
 
+    /// A writer on the test database with this batch size and writer count.
+    fn start(
+        db: &TestDb,
+        max_batch: usize,
+        writers: usize,
+        shutdown: &CancellationToken,
+    ) -> (AttemptWriter, JoinHandle<()>) {
+        AttemptWriter::start(
+            db.pool(),
+            WriterConfig { max_batch, writers },
+            shutdown.clone(),
+        )
+    }
+
     fn at(secs: u64) -> SystemTime {
         SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + secs)
     }
@@ -655,14 +669,7 @@ mod tests {
     async fn thousand_concurrent_writes_are_all_stored() {
         let db = TestDb::migrated().await;
         let shutdown = CancellationToken::new();
-        let (writer, tasks) = AttemptWriter::start(
-            db.pool(),
-            WriterConfig {
-                max_batch: 128,
-                writers: 4,
-            },
-            shutdown.clone(),
-        );
+        let (writer, tasks) = start(&db, 128, 4, &shutdown);
         let ids: Vec<Uuid> = (0..1000).map(|_| Uuid::now_v7()).collect();
         let results = join_all(ids.iter().map(|&id| {
             let writer = writer.clone();
@@ -711,14 +718,7 @@ mod tests {
     async fn duplicates_in_one_batch_and_across_batches_are_fine() {
         let db = TestDb::migrated().await;
         let shutdown = CancellationToken::new();
-        let (writer, _tasks) = AttemptWriter::start(
-            db.pool(),
-            WriterConfig {
-                max_batch: 512,
-                writers: 1,
-            },
-            shutdown.clone(),
-        );
+        let (writer, _tasks) = start(&db, 512, 1, &shutdown);
         let id = Uuid::now_v7();
         // Issued together, so that they share a batch: on this
         // single-threaded runtime every request is queued before the writer
@@ -819,14 +819,7 @@ mod tests {
     async fn a_refused_record_does_not_hold_back_its_batch() {
         let db = TestDb::migrated().await;
         let shutdown = CancellationToken::new();
-        let (writer, _tasks) = AttemptWriter::start(
-            db.pool(),
-            WriterConfig {
-                max_batch: 512,
-                writers: 1,
-            },
-            shutdown.clone(),
-        );
+        let (writer, _tasks) = start(&db, 512, 1, &shutdown);
         let good = Uuid::now_v7();
         let bad = Uuid::now_v7();
         let mut bad_req = request(bad, 1, DeliveryState::Pending);
@@ -905,14 +898,7 @@ mod tests {
     async fn queued_writes_are_drained_on_shutdown() {
         let db = TestDb::migrated().await;
         let shutdown = CancellationToken::new();
-        let (writer, tasks) = AttemptWriter::start(
-            db.pool(),
-            WriterConfig {
-                max_batch: 4,
-                writers: 1,
-            },
-            shutdown.clone(),
-        );
+        let (writer, tasks) = start(&db, 4, 1, &shutdown);
         let ids: Vec<Uuid> = (0..20).map(|_| Uuid::now_v7()).collect();
         // Queue everything, then cancel before the writer task has run: on
         // this single-threaded runtime it only runs once we yield.

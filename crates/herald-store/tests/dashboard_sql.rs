@@ -96,7 +96,7 @@ impl ScratchDb {
             .batch_execute(&format!("CREATE DATABASE {name}"))
             .await
             .unwrap_or_else(|e| panic!("cannot create {name}: {e}"));
-        let url = with_database(&admin_url, &name);
+        let url = herald_store::with_database(&admin_url, &name);
         ScratchDb {
             admin_url,
             name,
@@ -128,22 +128,6 @@ async fn connect(url: &str) -> Client {
         let _ = connection.await;
     });
     client
-}
-
-/// `url` with its database name replaced by `name`, keeping any parameters.
-fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = url
-        .split_once('?')
-        .map_or((url, None), |(b, q)| (b, Some(q)));
-    let authority_start = base.find("://").map_or(0, |i| i + 3);
-    let host_part = match base[authority_start..].find('/') {
-        Some(slash) => &base[..authority_start + slash],
-        None => base,
-    };
-    match query {
-        Some(query) => format!("{host_part}/{name}?{query}"),
-        None => format!("{host_part}/{name}"),
-    }
 }
 
 /// The time range the macros expand to, as Grafana writes it (RFC 3339, UTC).
