@@ -17,7 +17,8 @@
 #
 # Everything it started is stopped on exit, unless --keep is given.
 # Environment: HERALD_DATABASE_URL, HERALD_AMQP_URL and PGPASSWORD override the
-# local defaults; RUST_LOG sets the services' log filter (default info).
+# local defaults; HERALD_ADMIN_KEY sets the bootstrap admin key (default: one
+# made up per run); RUST_LOG sets the services' log filter (default info).
 
 set -euo pipefail
 
@@ -33,7 +34,7 @@ for arg in "$@"; do
     --release) PROFILE=release ;;
     --keep) KEEP=1 ;;
     -h | --help)
-        sed -n '3,21p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '3,22p' "$0" | sed 's/^# \{0,1\}//'
         exit 0
         ;;
     *) herald_die "unknown option $arg (use --release, --keep or --help)" ;;
@@ -105,6 +106,13 @@ export HERALD_ALLOW_HTTP=true
 export HERALD_SSRF_ALLOW=127.0.0.0/8
 export HERALD_LISTEN="127.0.0.1:$GRPC_PORT"
 export HERALD_SERVER="http://127.0.0.1:$GRPC_PORT"
+# API keys are required (the default). This demo gives ingest a bootstrap
+# admin key made up for this run and hands the same key to the CLI.
+if [ -z "${HERALD_ADMIN_KEY:-}" ]; then
+    HERALD_ADMIN_KEY="dev-$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+fi
+export HERALD_ADMIN_KEY
+export HERALD_TOKEN="$HERALD_ADMIN_KEY"
 export RUST_LOG="${RUST_LOG:-info}"
 
 # --- 3. build ----------------------------------------------------------------
@@ -252,5 +260,6 @@ pending | "") herald_die "delivery $DELIVERY_ID did not finish within 30 s; see 
 esac
 
 if [ "$KEEP" -eq 1 ]; then
-    herald_log "try: $HERALD events --tenant $TENANT"
+    herald_log "try: HERALD_TOKEN=$HERALD_TOKEN $HERALD events --tenant $TENANT"
+    herald_log "(HERALD_TOKEN is this run's bootstrap admin key; create keys with: $HERALD keys create --name NAME --scope fire)"
 fi

@@ -4,6 +4,8 @@
 //! Everything a test created is removed when its `TestEnv` is dropped, also
 //! when the test failed.
 
+pub mod load;
+pub mod pathological;
 pub mod process;
 pub mod proxy;
 pub mod receiver;
@@ -125,6 +127,9 @@ impl TestEnv {
             addresses: loopback_allowed(),
         };
         config.config_refresh = Duration::from_millis(500);
+        // Tests talk to ingest without API keys; tests/tests/auth.rs turns
+        // authentication on through `tweak`.
+        config.auth = herald_ingest::AuthMode::Disabled;
         config
     }
 
@@ -147,6 +152,33 @@ impl TestEnv {
     ) -> anyhow::Result<SocketAddr> {
         let mut config = self.ingest_config(queue);
         tweak(&mut config);
+        let addr = self.spawn_ingest(config, http).await?;
+        // Ready once the Admin API answers.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(mut admin) = AdminClient::connect(format!("http://{addr}")).await
+                && admin
+                    .list_webhooks(herald_proto::v1::ListWebhooksRequest::default())
+                    .await
+                    // With authentication on, a refusal also shows it is up.
+                    .map_or_else(|s| s.code() == tonic::Code::Unauthenticated, |_| true)
+            {
+                break;
+            }
+            anyhow::ensure!(Instant::now() < deadline, "ingest did not come up");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(addr)
+    }
+
+    /// Starts ingest with exactly `config` on a fresh loopback port and
+    /// returns without waiting for it to answer: for callers that must reach
+    /// it their own way (over TLS, say). It stops with the environment.
+    pub async fn spawn_ingest(
+        &mut self,
+        config: herald_ingest::IngestConfig,
+        http: Option<tokio::net::TcpListener>,
+    ) -> anyhow::Result<SocketAddr> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let shutdown = self.shutdown.clone();
@@ -159,20 +191,6 @@ impl TestEnv {
             running.fetch_sub(1, Ordering::SeqCst);
         });
         self.ingest_addr = Some(addr);
-        // Ready once the Admin API answers.
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(mut admin) = AdminClient::connect(format!("http://{addr}")).await
-                && admin
-                    .list_webhooks(herald_proto::v1::ListWebhooksRequest::default())
-                    .await
-                    .is_ok()
-            {
-                break;
-            }
-            anyhow::ensure!(Instant::now() < deadline, "ingest did not come up");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
         Ok(addr)
     }
 
@@ -268,6 +286,16 @@ impl TestEnv {
             .delivery_ids
     }
 
+    /// The name of the test database.
+    pub fn database_name(&self) -> &str {
+        &self.database_name
+    }
+
+    /// A connection to the test database, or `None` while Postgres is down.
+    pub async fn try_db(&self) -> Option<tokio_postgres::Client> {
+        connect_pg(&self.database_url).await.ok()
+    }
+
     pub async fn db(&self) -> tokio_postgres::Client {
         connect_pg(&self.database_url)
             .await
@@ -348,11 +376,7 @@ impl TestEnv {
         let channel = connection.create_channel().await.expect("channel");
         let topology = self.queue.topology();
         let mut names = vec![topology.work_queue()];
-        for delay in self.queue.schedule.delays() {
-            if !delay.is_zero() {
-                names.push(topology.delay_queue(*delay));
-            }
-        }
+        names.extend(topology.delay_queues());
         let mut total = 0;
         for name in names {
             let queue = channel

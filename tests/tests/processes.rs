@@ -3,15 +3,16 @@
 //! stopped with SIGTERM mid-load, and several of them sharing one queue.
 //! Ingest runs in-process; the database, broker and receiver are real.
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
-use herald_proto::v1::{FireRequest, fire_request};
+use herald_tests::TestEnv;
+use herald_tests::load::{
+    assert_all_succeeded, counting_receiver, fire_closed_loop, recorded, requests_per_delivery,
+    wait_all_final,
+};
 use herald_tests::process::{SenderProcess, prometheus_sum};
-use herald_tests::{Receiver, Reply, TestEnv};
 use uuid::Uuid;
 
 /// These tests load the whole machine; running them one at a time keeps
@@ -22,125 +23,21 @@ const EVENT: &str = "load.test";
 /// Firing 10,000 events takes about a minute on a loaded 2-core machine.
 const FIRE_LIMIT: Duration = Duration::from_secs(300);
 
-/// Fires `count` events (JSON data) through one gRPC client with
-/// `concurrency` calls in flight; returns every delivery id, in any order.
-async fn fire_many(env: &TestEnv, count: usize, concurrency: usize) -> Vec<Uuid> {
-    let client = env.ingest().await;
-    let fire = futures_util::stream::iter(0..count)
-        .map(|n| {
-            let mut client = client.clone();
-            async move {
-                client
-                    .fire(FireRequest {
-                        event: EVENT.into(),
-                        data: Some(fire_request::Data::Json(format!(r#"{{"n":{n}}}"#))),
-                        ..Default::default()
-                    })
-                    .await
-                    .map(|r| r.into_inner().delivery_ids)
-            }
-        })
-        .buffer_unordered(concurrency)
-        .collect::<Vec<_>>();
-    let results = tokio::time::timeout(FIRE_LIMIT, fire)
+/// Fires `count` events with 32 calls in flight; all must be confirmed.
+async fn fire_many(env: &TestEnv, count: usize) -> Vec<Uuid> {
+    let fired = tokio::time::timeout(FIRE_LIMIT, fire_closed_loop(env, EVENT, count, 32))
         .await
         .unwrap_or_else(|_| panic!("firing {count} events took over {FIRE_LIMIT:?}"));
-    let mut ids = Vec::with_capacity(count);
-    for result in results {
-        let delivery_ids = result.expect("fire ok");
-        assert_eq!(delivery_ids.len(), 1, "one webhook, one delivery");
-        ids.extend(
-            delivery_ids
-                .iter()
-                .map(|id| id.parse::<Uuid>().expect("uuid")),
-        );
-    }
-    ids
-}
-
-/// Waits until every delivery in `ids` has a final row; panics after
-/// `timeout` with the count of those still pending.
-async fn wait_all_final(env: &TestEnv, ids: &[Uuid], timeout: Duration) {
-    let db = env.db().await;
-    let deadline = Instant::now() + timeout;
-    let mut last = 0;
-    loop {
-        let done: i64 = db
-            .query_one(
-                "SELECT count(*) FROM deliveries WHERE id = ANY($1) AND state <> 'pending'",
-                &[&ids],
-            )
-            .await
-            .expect("count query")
-            .get(0);
-        if usize::try_from(done).unwrap() == ids.len() {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "only {done} of {} deliveries final after {timeout:?} (queued: {})",
-            ids.len(),
-            env.queued_messages().await
-        );
-        if done / 1000 != last / 1000 {
-            eprintln!("  {done} of {} final", ids.len());
-        }
-        last = done;
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
-/// Per delivery: state, `deliveries.attempts`, number of attempt rows and the
-/// lowest and highest attempt number.
-async fn delivery_summary(
-    env: &TestEnv,
-    ids: &[Uuid],
-) -> HashMap<Uuid, (String, i32, i64, i32, i32)> {
-    env.db()
-        .await
-        .query(
-            "SELECT d.id, d.state, d.attempts, count(a.attempt), \
-                    coalesce(min(a.attempt), 0), coalesce(max(a.attempt), 0) \
-             FROM deliveries d LEFT JOIN delivery_attempts a ON a.delivery_id = d.id \
-             WHERE d.id = ANY($1) GROUP BY d.id, d.state, d.attempts",
-            &[&ids],
-        )
-        .await
-        .expect("summary query")
-        .iter()
-        .map(|row| {
-            (
-                row.get(0),
-                (row.get(1), row.get(2), row.get(3), row.get(4), row.get(5)),
-            )
-        })
-        .collect()
-}
-
-/// How many requests the receiver got per delivery id.
-fn requests_per_delivery(receiver: &Receiver) -> HashMap<Uuid, usize> {
-    let mut per_id = HashMap::new();
-    for request in receiver.requests() {
-        let id = request
-            .header("webhook-id")
-            .expect("every request carries its delivery id")
-            .parse()
-            .expect("uuid");
-        *per_id.entry(id).or_default() += 1;
-    }
-    per_id
-}
-
-/// A receiver answering 200 at once that also counts requests cheaply.
-async fn counting_receiver() -> (Receiver, Arc<AtomicUsize>) {
-    let count = Arc::new(AtomicUsize::new(0));
-    let counter = count.clone();
-    let receiver = Receiver::start(move |_, _| {
-        counter.fetch_add(1, Ordering::SeqCst);
-        Reply::status(200)
-    })
-    .await;
-    (receiver, count)
+    assert!(
+        fired.unavailable == 0 && fired.other.is_empty(),
+        "every Fire is confirmed: {fired:?}"
+    );
+    assert_eq!(
+        fired.confirmed.len(),
+        count,
+        "one webhook, one delivery each"
+    );
+    fired.confirmed
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -169,7 +66,7 @@ async fn sigterm_mid_load_loses_nothing() {
     let firing = Instant::now();
     let fire = tokio::spawn({
         let env = env.clone();
-        async move { fire_many(&env, EVENTS, 32).await }
+        async move { fire_many(&env, EVENTS).await }
     });
 
     // SIGTERM as soon as about 300 requests arrived, while load continues.
@@ -222,23 +119,7 @@ async fn sigterm_mid_load_loses_nothing() {
         firing.elapsed()
     );
 
-    let summary = delivery_summary(&env, &ids).await;
-    assert_eq!(summary.len(), EVENTS, "every delivery has a row");
-    for id in &ids {
-        let (state, attempts, rows, first, last) = &summary[id];
-        assert_eq!(state, "succeeded", "delivery {id}");
-        assert!(*rows >= 1, "delivery {id} has no attempt row");
-        assert_eq!(
-            i64::from(*attempts),
-            *rows,
-            "delivery {id}: deliveries.attempts vs attempt rows"
-        );
-        assert_eq!(
-            (*first, i64::from(*last)),
-            (1, *rows),
-            "delivery {id}: attempt numbers not contiguous from 1"
-        );
-    }
+    assert_all_succeeded(&ids, &recorded(&env, &ids).await);
 
     let per_id = requests_per_delivery(&receiver);
     for id in &ids {
@@ -276,7 +157,7 @@ async fn three_senders_share_10k_deliveries() {
     eprintln!("set-up with 3 senders: {:.1?}", started.elapsed());
 
     let firing = Instant::now();
-    let ids = fire_many(&env, EVENTS, 32).await;
+    let ids = fire_many(&env, EVENTS).await;
     eprintln!("fired {} events in {:.1?}", ids.len(), firing.elapsed());
     assert_eq!(ids.len(), EVENTS);
     wait_all_final(&env, &ids, Duration::from_secs(180)).await;
@@ -285,16 +166,8 @@ async fn three_senders_share_10k_deliveries() {
         firing.elapsed()
     );
 
-    let summary = delivery_summary(&env, &ids).await;
-    assert_eq!(summary.len(), EVENTS, "every delivery has a row");
-    for id in &ids {
-        let (state, attempts, rows, first, _) = &summary[id];
-        assert_eq!(
-            (state.as_str(), *attempts, *rows, *first),
-            ("succeeded", 1, 1, 1),
-            "delivery {id}: state, attempts, attempt rows, first attempt"
-        );
-    }
+    let retried = assert_all_succeeded(&ids, &recorded(&env, &ids).await);
+    assert_eq!(retried, 0, "every delivery succeeded at its first attempt");
     let attempt_rows: i64 = env
         .db()
         .await

@@ -15,6 +15,7 @@
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+pub mod keys;
 pub mod log;
 pub mod output;
 pub mod receiver;
@@ -33,7 +34,10 @@ use herald_proto::v1::{
     RotateSigningSecretRequest, SetWebhookEnabledRequest, UpdateWebhookRequest,
     admin_client::AdminClient, fire_request, ingest_client::IngestClient,
 };
-use tonic::transport::{Channel, Endpoint};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 /// Talks to Herald's gRPC API (herald-ingest) and runs a demo webhook receiver.
 #[derive(Debug, Parser)]
@@ -48,6 +52,9 @@ pub struct Cli {
     )]
     pub server: String,
 
+    #[command(flatten)]
+    pub auth: AuthArgs,
+
     /// Print the API's answer as JSON instead of a table (after the
     /// subcommand too, except `fire`, where `--json` is the data).
     #[arg(long)]
@@ -55,6 +62,44 @@ pub struct Cli {
 
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// How the tool authenticates to the API and trusts its TLS certificate.
+#[derive(Debug, Args, Default, Clone)]
+pub struct AuthArgs {
+    /// API key, sent as `authorization: Bearer <key>` on every call (see
+    /// `herald keys create`).
+    #[arg(long, env = "HERALD_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
+    /// PEM CA certificate that signed the server's certificate (for an
+    /// https:// --server with a private CA); the platform's roots otherwise.
+    #[arg(long, env = "HERALD_CA_CERT", value_name = "PEM", global = true)]
+    pub ca_cert: Option<PathBuf>,
+    /// PEM client certificate, for a server that requires one (mutual TLS).
+    #[arg(
+        long,
+        env = "HERALD_CLIENT_CERT",
+        value_name = "PEM",
+        global = true,
+        requires = "client_key"
+    )]
+    pub client_cert: Option<PathBuf>,
+    /// PEM private key of --client-cert.
+    #[arg(
+        long,
+        env = "HERALD_CLIENT_KEY",
+        value_name = "PEM",
+        global = true,
+        requires = "client_cert"
+    )]
+    pub client_key: Option<PathBuf>,
+}
+
+/// Where the API is and how to talk to it.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    pub server: String,
+    pub auth: AuthArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -79,6 +124,9 @@ pub enum Command {
         #[command(flatten)]
         output: OutputArgs,
     },
+    /// Create, list and revoke API keys.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
     /// Run a demo HTTP receiver that prints every request it gets.
     Receive(ReceiveArgs),
     #[command(flatten)]
@@ -316,7 +364,9 @@ pub struct FireArgs {
     /// The file (or standard input) holds plain text, not JSON.
     #[arg(long, conflicts_with_all = ["data", "text"])]
     pub text_file: bool,
-    /// Idempotency key (reserved for idempotent Fire).
+    /// Idempotency key: repeating it (same event and data) within the
+    /// window (default 24 h) answers the first call's delivery ids and sends
+    /// nothing new.
     #[arg(long)]
     pub idempotency_key: Option<String>,
 }
@@ -352,6 +402,7 @@ impl Command {
             },
             Self::Fire(_) | Self::Receive(_) => OutputArgs::default(),
             Self::Log(command) => command.output(),
+            Self::Keys(command) => command.output(),
         }
     }
 }
@@ -422,24 +473,98 @@ impl FireArgs {
     }
 }
 
-/// The API clients, sharing one connection.
-struct Clients {
-    ingest: IngestClient<Channel>,
-    admin: AdminClient<Channel>,
+/// Adds the API key to every call.
+#[derive(Debug, Clone)]
+pub struct Bearer(Option<MetadataValue<Ascii>>);
+
+impl Bearer {
+    pub fn new(token: Option<&str>) -> anyhow::Result<Bearer> {
+        let Some(token) = token.map(str::trim).filter(|t| !t.is_empty()) else {
+            return Ok(Bearer(None));
+        };
+        let value = format!("Bearer {token}").parse().map_err(|_| {
+            anyhow!("--token / HERALD_TOKEN holds characters a header cannot carry")
+        })?;
+        Ok(Bearer(Some(value)))
+    }
 }
 
-async fn connect(server: &str) -> anyhow::Result<Clients> {
-    let endpoint = Endpoint::from_shared(server.to_owned())
+impl Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// A channel that authenticates every call.
+pub type AuthedChannel = InterceptedService<Channel, Bearer>;
+
+/// The API clients, sharing one connection.
+struct Clients {
+    ingest: IngestClient<AuthedChannel>,
+    admin: AdminClient<AuthedChannel>,
+}
+
+/// The TLS settings for `server`, or `None` for plaintext.
+fn tls_config(server: &str, auth: &AuthArgs) -> anyhow::Result<Option<ClientTlsConfig>> {
+    let https = server.starts_with("https://");
+    let wants_tls = auth.ca_cert.is_some() || auth.client_cert.is_some();
+    if !https {
+        if wants_tls {
+            bail!("--ca-cert and --client-cert need an https:// --server (got {server:?})");
+        }
+        return Ok(None);
+    }
+    let read = |path: &PathBuf, flag: &str| {
+        std::fs::read(path).with_context(|| format!("cannot read {flag} {}", path.display()))
+    };
+    let mut tls = ClientTlsConfig::new();
+    tls = match &auth.ca_cert {
+        Some(ca) => tls.ca_certificate(Certificate::from_pem(read(ca, "--ca-cert")?)),
+        None => tls.with_native_roots(),
+    };
+    if let (Some(cert), Some(key)) = (&auth.client_cert, &auth.client_key) {
+        tls = tls.identity(Identity::from_pem(
+            read(cert, "--client-cert")?,
+            read(key, "--client-key")?,
+        ));
+    }
+    Ok(Some(tls))
+}
+
+/// Opens the channel to `conn`'s server: TLS for https://, the API key on
+/// every call.
+pub async fn channel(conn: &Connection) -> anyhow::Result<AuthedChannel> {
+    let server = &conn.server;
+    let bearer = Bearer::new(conn.auth.token.as_deref())?;
+    let mut endpoint = Endpoint::from_shared(server.clone())
         .with_context(|| {
             format!("--server {server:?} is not a valid URL, e.g. http://127.0.0.1:50051")
         })?
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(30));
+    if let Some(tls) = tls_config(server, &conn.auth)? {
+        endpoint = endpoint
+            .tls_config(tls)
+            .context("TLS settings (--ca-cert, --client-cert, --client-key)")?;
+    }
     let channel = endpoint.connect().await.with_context(|| {
         format!(
             "cannot reach herald-ingest at {server} (is it running? set --server or HERALD_SERVER)"
         )
     })?;
+    Ok(InterceptedService::new(channel, bearer))
+}
+
+async fn connect(conn: &Connection) -> anyhow::Result<Clients> {
+    let channel = channel(conn).await?;
     Ok(Clients {
         ingest: IngestClient::new(channel.clone()),
         admin: AdminClient::new(channel),
@@ -496,10 +621,14 @@ fn print_json(value: &serde_json::Value) {
 /// Runs one command.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let json = cli.json || cli.command.output().json;
+    let conn = Connection {
+        server: cli.server,
+        auth: cli.auth,
+    };
     match cli.command {
         Command::Receive(args) => receive(args).await,
         Command::Events { tenant, .. } => {
-            let mut c = connect(&cli.server).await?;
+            let mut c = connect(&conn).await?;
             let answer = api(c.ingest.list_events(ListEventsRequest { tenant }).await)?;
             if json {
                 print_json(&output::list_events_json(&answer));
@@ -512,7 +641,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Fire(args) => {
             let data = args.data()?;
-            let mut c = connect(&cli.server).await?;
+            let mut c = connect(&conn).await?;
             let answer = api(c
                 .ingest
                 .fire(FireRequest {
@@ -538,7 +667,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Delivery { id, .. } => {
-            let mut c = connect(&cli.server).await?;
+            let mut c = connect(&conn).await?;
             let delivery = api(c.admin.get_delivery(GetDeliveryRequest { id }).await)?;
             if json {
                 print_json(&output::delivery_json(&delivery));
@@ -547,12 +676,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Webhooks(command) => webhooks(&cli.server, json, command).await,
-        Command::Log(command) => log::run(&cli.server, json, command).await,
+        Command::Webhooks(command) => webhooks(&conn, json, command).await,
+        Command::Log(command) => log::run(&conn, json, command).await,
+        Command::Keys(command) => keys::run(&conn, json, command).await,
     }
 }
 
-async fn webhooks(server: &str, json: bool, command: WebhooksCommand) -> anyhow::Result<()> {
+async fn webhooks(server: &Connection, json: bool, command: WebhooksCommand) -> anyhow::Result<()> {
     // Validate local input before connecting.
     let request = match command {
         WebhooksCommand::Create(args) => {

@@ -14,7 +14,7 @@ use herald_proto::v1::{
 use serde_json::{Value, json};
 
 use crate::output::{delivery_json, format_unix_ms, one_line, table, tenant_label};
-use crate::{OutputArgs, api, connect, print_json};
+use crate::{Connection, OutputArgs, api, connect, print_json};
 
 /// The delivery log commands (flattened into the top-level command list).
 #[derive(Debug, Subcommand)]
@@ -331,7 +331,7 @@ fn print_ids(json: bool, answer: &ResendResponse, request_id: &str) {
 }
 
 /// Runs one of the delivery log commands.
-pub async fn run(server: &str, json: bool, command: LogCommand) -> anyhow::Result<()> {
+pub async fn run(server: &Connection, json: bool, command: LogCommand) -> anyhow::Result<()> {
     match command {
         LogCommand::Deliveries(args) => {
             let (from_unix_ms, to_unix_ms) = args.range.range()?;

@@ -65,7 +65,14 @@ fn options_of(binary: &str) -> Vec<(String, String)> {
 }
 
 /// Environment variables the `herald` CLI reads.
-const CLI_ENV: &[&str] = &["HERALD_SERVER", "HERALD_TENANT"];
+const CLI_ENV: &[&str] = &[
+    "HERALD_SERVER",
+    "HERALD_TENANT",
+    "HERALD_TOKEN",
+    "HERALD_CA_CERT",
+    "HERALD_CLIENT_CERT",
+    "HERALD_CLIENT_KEY",
+];
 /// Subcommands of the service binaries.
 const SERVICE_SUBCOMMANDS: &[&str] = &["serve", "migrate"];
 

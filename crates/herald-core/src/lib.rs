@@ -6,7 +6,9 @@
 //! database, no clock other than values passed in), so every rule here can be
 //! tested directly and reused by ingest, sender and store alike.
 
+pub mod api_key;
 pub mod delivery;
+pub mod idempotency;
 pub mod payload;
 pub mod schedule;
 pub mod signing;

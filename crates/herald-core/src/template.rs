@@ -178,13 +178,23 @@ impl CompiledTemplate {
         match &self.template {
             None => Ok(self.source.clone()),
             Some(template) => {
-                let runtime = GlobalFrame::new(LenientFrame::new(ctx));
                 let mut out = Vec::with_capacity(self.source.len() + 64);
-                template
-                    .render_to(&mut out, &runtime)
-                    .map_err(|e| TemplateError::Render {
-                        message: liquid_message(&e),
-                    })?;
+                // Liquid's integer filters do unchecked arithmetic: `{{
+                // data.n | divided_by: -1 }}` panics for the smallest i64
+                // (and `plus`, `times`... overflow in debug builds). Fired
+                // data must not crash a sender, so a panic is a render error.
+                let rendered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    let runtime = GlobalFrame::new(LenientFrame::new(ctx));
+                    template.render_to(&mut out, &runtime)
+                }))
+                .map_err(|_| TemplateError::Render {
+                    message: "a filter failed on this data (an integer overflow, such as the \
+                              smallest integer divided by -1)"
+                        .into(),
+                })?;
+                rendered.map_err(|e| TemplateError::Render {
+                    message: liquid_message(&e),
+                })?;
                 String::from_utf8(out).map_err(|_| TemplateError::Render {
                     message: "the output is not UTF-8".into(),
                 })
@@ -1494,6 +1504,16 @@ mod tests {
         let ctx = json_ctx("{}");
         let t = engine().compile("{{ 1 | divided_by: 0 }}").unwrap();
         assert!(matches!(t.render(&ctx), Err(TemplateError::Render { .. })));
+        // Found by the property tests: Liquid's integer filters panic on
+        // overflow; the panic must come back as an error.
+        let ctx = json_ctx(r#"{"n": -9223372036854775808}"#);
+        for src in ["{{ data.n | divided_by: -1 }}", "{{ data.n | modulo: -1 }}"] {
+            let t = engine().compile(src).unwrap();
+            assert!(
+                matches!(t.render(&ctx), Err(TemplateError::Render { .. })),
+                "{src}"
+            );
+        }
     }
 
     #[test]

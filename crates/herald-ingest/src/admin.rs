@@ -13,6 +13,10 @@ use herald_core::webhook::{
     NewWebhookInput, SaveRules, SecretHeaders, WebhookPatchInput, validate_target,
 };
 use herald_proto::v1::{
+    ApiKey as ApiKeyProto, CreateApiKeyRequest, CreatedApiKey, ListApiKeysRequest,
+    ListApiKeysResponse, RevokeApiKeyRequest,
+};
+use herald_proto::v1::{
     CreateWebhookRequest, DeleteWebhookRequest, DeleteWebhookResponse, Delivery,
     GetDeliveryRequest, GetSigningSecretRequest, GetWebhookRequest, ListWebhooksRequest,
     ListWebhooksResponse, RotateSigningSecretRequest, SetWebhookEnabledRequest,
@@ -24,10 +28,11 @@ use herald_proto::v1::{
     WebhookSummary,
 };
 use herald_queue::Publisher;
-use herald_store::{ConfigCache, Store, StoreError};
+use herald_store::{ApiKeyCache, ConfigCache, Store, StoreError};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
+use crate::auth::{Principal, principal};
 use crate::convert::{delivery_to_proto, signing_to_proto, webhook_to_proto};
 
 /// Default overlap of a rotated signing secret.
@@ -50,6 +55,9 @@ pub struct AdminService {
     pub(crate) max_payload_bytes: usize,
     policy: TargetPolicy,
     templates: TemplateEngine,
+    /// Reloaded after a key is created or revoked, so that this process
+    /// sees the change at once (others through Postgres notifications).
+    pub(crate) api_keys: Option<ApiKeyCache>,
 }
 
 impl AdminService {
@@ -66,7 +74,14 @@ impl AdminService {
             max_payload_bytes: herald_core::payload::DEFAULT_MAX_PAYLOAD_BYTES,
             policy,
             templates: TemplateEngine::new(),
+            api_keys: None,
         }
+    }
+
+    /// The API key cache the key calls keep fresh.
+    pub fn with_api_keys(mut self, keys: ApiKeyCache) -> Self {
+        self.api_keys = Some(keys);
+        self
     }
 
     /// Largest data a test send may carry (as for Fire).
@@ -83,6 +98,37 @@ impl AdminService {
         }
     }
 
+    /// Answers NOT_FOUND, as for a webhook that does not exist, when the
+    /// caller is limited to a tenant and the webhook belongs to another one.
+    /// Unrestricted callers cost no query.
+    pub(crate) async fn check_webhook_access(
+        &self,
+        principal: &Principal,
+        id: Uuid,
+    ) -> Result<(), Status> {
+        if principal.tenant().is_none() {
+            return Ok(());
+        }
+        let hidden = || not_found("webhook", id);
+        match self.store.webhook_tenant(id).await.map_err(store_status)? {
+            Some(tenant) => principal.require_visible(&tenant, hidden()),
+            None => Err(hidden()),
+        }
+    }
+
+    /// Like `check_webhook_access`, for a delivery.
+    pub(crate) async fn check_delivery_access(
+        &self,
+        principal: &Principal,
+        id: Uuid,
+    ) -> Result<(), Status> {
+        if principal.tenant().is_none() {
+            return Ok(());
+        }
+        let delivery = self.store.get_delivery(id).await.map_err(store_status)?;
+        principal.require_visible(&delivery.tenant, not_found("delivery", id))
+    }
+
     /// Makes a write visible to this process's Fire at once.
     async fn refresh(&self) {
         if let Err(e) = self.cache.reload().await {
@@ -96,11 +142,18 @@ pub(crate) fn parse_id(field: &str, id: &str) -> Result<Uuid, Status> {
         .map_err(|_| Status::invalid_argument(format!("{field}: {id:?} is not a UUID")))
 }
 
+/// The answer for an id that does not exist, and for one the caller may not
+/// see: the same, so that other tenants' ids cannot be confirmed.
+pub(crate) fn not_found(what: &str, id: Uuid) -> Status {
+    Status::not_found(format!("{what} {id} does not exist"))
+}
+
 pub(crate) fn store_status(e: StoreError) -> Status {
     match e {
-        StoreError::NotFound { what, id } => {
-            Status::not_found(format!("{what} {id} does not exist"))
-        }
+        StoreError::NotFound { what, id } => not_found(what, id),
+        // A change that would leave the webhook invalid (checked inside the
+        // update's transaction): the caller's input, not the store, is wrong.
+        StoreError::Invalid(e) => Status::invalid_argument(e.to_string()),
         other => {
             tracing::warn!(error = ?other, "configuration store error");
             Status::unavailable(format!(
@@ -116,7 +169,9 @@ impl Admin for AdminService {
         &self,
         request: Request<CreateWebhookRequest>,
     ) -> Result<Response<Webhook>, Status> {
+        let principal = principal(&request)?;
         let req = request.into_inner();
+        principal.require_tenant(&req.tenant)?;
         let new = NewWebhookInput {
             tenant: req.tenant,
             event: req.event,
@@ -155,8 +210,10 @@ impl Admin for AdminService {
         &self,
         request: Request<UpdateWebhookRequest>,
     ) -> Result<Response<Webhook>, Status> {
+        let principal = principal(&request)?;
         let req = request.into_inner();
         let id = parse_id("id", &req.id)?;
+        self.check_webhook_access(&principal, id).await?;
         let patch = WebhookPatchInput {
             event: req.event,
             enabled: req.enabled,
@@ -191,8 +248,10 @@ impl Admin for AdminService {
         &self,
         request: Request<GetWebhookRequest>,
     ) -> Result<Response<Webhook>, Status> {
+        let principal = principal(&request)?;
         let id = parse_id("id", &request.into_inner().id)?;
         let webhook = self.store.get_webhook(id).await.map_err(store_status)?;
+        principal.require_visible(&webhook.tenant, not_found("webhook", id))?;
         Ok(Response::new(webhook_to_proto(&webhook)))
     }
 
@@ -200,10 +259,12 @@ impl Admin for AdminService {
         &self,
         request: Request<ListWebhooksRequest>,
     ) -> Result<Response<ListWebhooksResponse>, Status> {
+        let principal = principal(&request)?;
         let req = request.into_inner();
+        let tenant = principal.list_filter(req.tenant)?;
         let webhooks = self
             .store
-            .list_webhooks(req.tenant.as_deref(), req.event.as_deref())
+            .list_webhooks(tenant.as_deref(), req.event.as_deref())
             .await
             .map_err(store_status)?;
         Ok(Response::new(ListWebhooksResponse {
@@ -215,7 +276,9 @@ impl Admin for AdminService {
         &self,
         request: Request<DeleteWebhookRequest>,
     ) -> Result<Response<DeleteWebhookResponse>, Status> {
+        let principal = principal(&request)?;
         let id = parse_id("id", &request.into_inner().id)?;
+        self.check_webhook_access(&principal, id).await?;
         self.store.delete_webhook(id).await.map_err(store_status)?;
         self.refresh().await;
         tracing::info!(webhook_id = %id, "webhook deleted");
@@ -226,8 +289,10 @@ impl Admin for AdminService {
         &self,
         request: Request<SetWebhookEnabledRequest>,
     ) -> Result<Response<Webhook>, Status> {
+        let principal = principal(&request)?;
         let req = request.into_inner();
         let id = parse_id("id", &req.id)?;
+        self.check_webhook_access(&principal, id).await?;
         let saved = self
             .store
             .set_webhook_enabled(id, req.enabled)
@@ -242,8 +307,10 @@ impl Admin for AdminService {
         &self,
         request: Request<GetSigningSecretRequest>,
     ) -> Result<Response<SigningSecretProto>, Status> {
+        let principal = principal(&request)?;
         let id = parse_id("id", &request.into_inner().id)?;
         let webhook = self.store.get_webhook(id).await.map_err(store_status)?;
+        principal.require_visible(&webhook.tenant, not_found("webhook", id))?;
         let Some(signing) = &webhook.signing else {
             return Err(Status::failed_precondition(format!(
                 "webhook {id} does not sign its requests; rotate a secret in to start signing"
@@ -256,8 +323,10 @@ impl Admin for AdminService {
         &self,
         request: Request<RotateSigningSecretRequest>,
     ) -> Result<Response<SigningSecretProto>, Status> {
+        let principal = principal(&request)?;
         let req = request.into_inner();
         let id = parse_id("id", &req.id)?;
+        self.check_webhook_access(&principal, id).await?;
         let secret = if req.new_secret.is_empty() {
             SigningSecret::generate().map_err(|e| Status::internal(e.to_string()))?
         } else {
@@ -290,8 +359,10 @@ impl Admin for AdminService {
         &self,
         request: Request<GetDeliveryRequest>,
     ) -> Result<Response<Delivery>, Status> {
+        let principal = principal(&request)?;
         let id = parse_id("id", &request.into_inner().id)?;
         let delivery = self.store.get_delivery(id).await.map_err(store_status)?;
+        principal.require_visible(&delivery.tenant, not_found("delivery", id))?;
         Ok(Response::new(delivery_to_proto(&delivery)))
     }
 
@@ -299,43 +370,82 @@ impl Admin for AdminService {
         &self,
         request: Request<ListDeliveriesRequest>,
     ) -> Result<Response<ListDeliveriesResponse>, Status> {
-        self.list_deliveries_checked(request.into_inner())
-            .await
-            .map(Response::new)
+        let principal = principal(&request)?;
+        let mut req = request.into_inner();
+        req.tenant = principal.list_filter(req.tenant)?;
+        self.list_deliveries_checked(req).await.map(Response::new)
     }
 
     async fn get_webhook_summary(
         &self,
         request: Request<GetWebhookSummaryRequest>,
     ) -> Result<Response<WebhookSummary>, Status> {
-        self.webhook_summary_checked(request.into_inner())
-            .await
-            .map(Response::new)
+        let principal = principal(&request)?;
+        let req = request.into_inner();
+        let webhook_id = parse_id("webhook_id", &req.webhook_id)?;
+        self.check_webhook_access(&principal, webhook_id).await?;
+        self.webhook_summary_checked(req).await.map(Response::new)
     }
 
     async fn resend_delivery(
         &self,
         request: Request<ResendDeliveryRequest>,
     ) -> Result<Response<ResendResponse>, Status> {
-        self.resend_checked(request.into_inner())
-            .await
-            .map(Response::new)
+        let principal = principal(&request)?;
+        let req = request.into_inner();
+        let id = parse_id("id", &req.id)?;
+        self.check_delivery_access(&principal, id).await?;
+        self.resend_checked(req).await.map(Response::new)
     }
 
     async fn replay_failed(
         &self,
         request: Request<ReplayFailedRequest>,
     ) -> Result<Response<ResendResponse>, Status> {
-        self.replay_checked(request.into_inner())
-            .await
-            .map(Response::new)
+        let principal = principal(&request)?;
+        let req = request.into_inner();
+        let webhook_id = parse_id("webhook_id", &req.webhook_id)?;
+        self.check_webhook_access(&principal, webhook_id).await?;
+        self.replay_checked(req).await.map(Response::new)
     }
 
     async fn send_test_event(
         &self,
         request: Request<SendTestEventRequest>,
     ) -> Result<Response<FireResponse>, Status> {
-        self.test_send_checked(request.into_inner())
+        let principal = principal(&request)?;
+        let req = request.into_inner();
+        let webhook_id = parse_id("webhook_id", &req.webhook_id)?;
+        self.check_webhook_access(&principal, webhook_id).await?;
+        self.test_send_checked(req).await.map(Response::new)
+    }
+
+    async fn create_api_key(
+        &self,
+        request: Request<CreateApiKeyRequest>,
+    ) -> Result<Response<CreatedApiKey>, Status> {
+        let principal = principal(&request)?;
+        self.create_api_key_checked(&principal, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn list_api_keys(
+        &self,
+        request: Request<ListApiKeysRequest>,
+    ) -> Result<Response<ListApiKeysResponse>, Status> {
+        let principal = principal(&request)?;
+        self.list_api_keys_checked(&principal, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn revoke_api_key(
+        &self,
+        request: Request<RevokeApiKeyRequest>,
+    ) -> Result<Response<ApiKeyProto>, Status> {
+        let principal = principal(&request)?;
+        self.revoke_api_key_checked(&principal, request.into_inner())
             .await
             .map(Response::new)
     }

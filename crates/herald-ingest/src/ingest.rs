@@ -1,35 +1,51 @@
 //! `Ingest.Fire` and `Ingest.ListEvents`.
+//!
+//! Fire without an idempotency key never touches Postgres. Fire with one
+//! records the key and its delivery ids in `fire_idempotency` before
+//! publishing and locks that row while it publishes (see
+//! [`herald_store::idempotency`]), so repeats of the key within its window,
+//! on any replica and after restarts, answer the same ids.
 
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use herald_core::idempotency::{MAX_IDEMPOTENCY_KEY_LEN, fire_request_hash};
 use herald_core::webhook::{validate_event, validate_tenant};
-use herald_core::{Payload, PayloadError};
+use herald_core::{Payload, PayloadError, Webhook};
 use herald_proto::v1::{
     DeliveryMessage, EventInfo, FireRequest, FireResponse, ListEventsRequest, ListEventsResponse,
     delivery_message, fire_request, ingest_server::Ingest,
 };
 use herald_queue::{Publisher, QueueError};
-use herald_store::ConfigCache;
+use herald_store::{
+    ConfigCache, ConfigSnapshot, FireDelivery, FireKeyError, FireKeys, FireOutcome, KeyedFire,
+    StoredFire,
+};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::convert::webhook_to_proto_redacted;
 
-/// Longest idempotency key accepted.
-const MAX_IDEMPOTENCY_KEY_LEN: usize = 200;
-
 pub struct IngestService {
     cache: ConfigCache,
     publisher: Publisher,
     max_payload_bytes: usize,
+    /// Idempotency keys of Fire calls, in Postgres.
+    keys: FireKeys,
 }
 
 impl IngestService {
-    pub fn new(cache: ConfigCache, publisher: Publisher, max_payload_bytes: usize) -> Self {
+    pub fn new(
+        cache: ConfigCache,
+        publisher: Publisher,
+        max_payload_bytes: usize,
+        keys: FireKeys,
+    ) -> Self {
         Self {
             cache,
             publisher,
             max_payload_bytes,
+            keys,
         }
     }
 }
@@ -48,9 +64,86 @@ fn queue_status(e: QueueError) -> Status {
     ))
 }
 
+fn keyed_status(e: FireKeyError<QueueError>, req: &FireRequest) -> Status {
+    let key = &req.idempotency_key;
+    match e {
+        FireKeyError::Conflict { first_used } => Status::already_exists(format!(
+            "idempotency_key: {key:?} was first used at {} (tenant {:?}) for a different event or \
+             data; a repeat must send exactly the same event and data. Use a new key for a new event",
+            herald_core::template::rfc3339_millis(unix_ms(first_used)),
+            req.tenant
+        )),
+        FireKeyError::Publish(e) => Status::unavailable(format!(
+            "the deliveries could not all be queued: {e}; retry with the same idempotency_key \
+             (the retry sends the same delivery ids, so receivers can de-duplicate)"
+        )),
+        FireKeyError::Vanished => Status::unavailable(e.to_string()),
+        FireKeyError::Store(e) => {
+            tracing::warn!(
+                error = &e as &dyn std::error::Error,
+                "idempotency store unavailable; keyed Fire refused"
+            );
+            Status::unavailable(format!(
+                "a Fire call with an idempotency_key needs Postgres, which is unavailable ({e}); \
+                 nothing was queued. Retry later, or fire without a key"
+            ))
+        }
+    }
+}
+
+/// The enabled webhooks of `event`, or why it cannot be fired.
+fn enabled_webhooks<'a>(
+    snapshot: &'a ConfigSnapshot,
+    tenant: &str,
+    event: &str,
+) -> Result<Vec<&'a Arc<Webhook>>, Status> {
+    let webhooks = snapshot.webhooks_for(tenant, event);
+    if webhooks.is_empty() {
+        let known: Vec<&str> = snapshot
+            .events(tenant)
+            .into_iter()
+            .map(|(event, _)| event)
+            .take(20)
+            .collect();
+        return Err(Status::not_found(format!(
+            "event {event:?} is not configured for tenant {tenant:?}; configured events: [{}]. Create a webhook for it first",
+            known.join(", ")
+        )));
+    }
+    let enabled: Vec<_> = webhooks.iter().filter(|w| w.enabled).collect();
+    if enabled.is_empty() {
+        return Err(Status::failed_precondition(format!(
+            "every webhook of event {event:?} (tenant {tenant:?}) is disabled; enable one to fire it"
+        )));
+    }
+    Ok(enabled)
+}
+
+fn message(
+    req: &FireRequest,
+    webhook: &Webhook,
+    delivery_id: Uuid,
+    fired_at_unix_ms: i64,
+    data: &delivery_message::Data,
+) -> DeliveryMessage {
+    DeliveryMessage {
+        delivery_id: delivery_id.as_bytes().to_vec(),
+        tenant: req.tenant.clone(),
+        event: req.event.clone(),
+        webhook_id: webhook.id.as_bytes().to_vec(),
+        attempt: 1,
+        fired_at_unix_ms,
+        data: Some(data.clone()),
+        url: webhook.url.clone(),
+        method: webhook.method.as_str().to_owned(),
+        resent_from: Vec::new(),
+    }
+}
+
 #[tonic::async_trait]
 impl Ingest for IngestService {
     async fn fire(&self, request: Request<FireRequest>) -> Result<Response<FireResponse>, Status> {
+        crate::auth::check_request_tenant(&request, |r| &r.tenant)?;
         let result = self.fire_checked(request.into_inner()).await;
         let code = match &result {
             Ok(_) => tonic::Code::Ok,
@@ -64,6 +157,7 @@ impl Ingest for IngestService {
         &self,
         request: Request<ListEventsRequest>,
     ) -> Result<Response<ListEventsResponse>, Status> {
+        crate::auth::check_request_tenant(&request, |r| &r.tenant)?;
         let req = request.into_inner();
         validate_tenant(&req.tenant).map_err(invalid)?;
         let snapshot = self.cache.snapshot();
@@ -83,7 +177,7 @@ impl Ingest for IngestService {
 }
 
 impl IngestService {
-    async fn fire_checked(&self, req: FireRequest) -> Result<FireResponse, Status> {
+    async fn fire_checked(&self, mut req: FireRequest) -> Result<FireResponse, Status> {
         validate_tenant(&req.tenant).map_err(invalid)?;
         validate_event(&req.event).map_err(invalid)?;
         if req.idempotency_key.len() > MAX_IDEMPOTENCY_KEY_LEN {
@@ -93,7 +187,7 @@ impl IngestService {
             )));
         }
         // No data at all is an empty text: an event can be a bare signal.
-        let payload = match req.data {
+        let payload = match req.data.take() {
             Some(fire_request::Data::Text(text)) => Payload::Text(text),
             Some(fire_request::Data::Json(json)) => Payload::Json(json),
             None => Payload::Text(String::new()),
@@ -102,48 +196,17 @@ impl IngestService {
         .map_err(payload_status)?;
 
         let snapshot = self.cache.snapshot();
-        let webhooks = snapshot.webhooks_for(&req.tenant, &req.event);
-        if webhooks.is_empty() {
-            let known: Vec<&str> = snapshot
-                .events(&req.tenant)
-                .into_iter()
-                .map(|(event, _)| event)
-                .take(20)
-                .collect();
-            return Err(Status::not_found(format!(
-                "event {:?} is not configured for tenant {:?}; configured events: [{}]. Create a webhook for it first",
-                req.event,
-                req.tenant,
-                known.join(", ")
-            )));
+        let enabled = enabled_webhooks(&snapshot, &req.tenant, &req.event);
+        if !req.idempotency_key.is_empty() {
+            return self.fire_keyed(&req, &payload, &snapshot, enabled).await;
         }
-        let enabled: Vec<_> = webhooks.iter().filter(|w| w.enabled).collect();
-        if enabled.is_empty() {
-            return Err(Status::failed_precondition(format!(
-                "every webhook of event {:?} (tenant {:?}) is disabled; enable one to fire it",
-                req.event, req.tenant
-            )));
-        }
+        let enabled = enabled?;
 
         let fired_at_unix_ms = unix_ms(SystemTime::now());
-        let data = match &payload {
-            Payload::Text(t) => delivery_message::Data::Text(t.clone()),
-            Payload::Json(j) => delivery_message::Data::Json(j.clone()),
-        };
+        let data = message_data(&payload);
         let messages: Vec<DeliveryMessage> = enabled
             .iter()
-            .map(|w| DeliveryMessage {
-                delivery_id: Uuid::now_v7().as_bytes().to_vec(),
-                tenant: req.tenant.clone(),
-                event: req.event.clone(),
-                webhook_id: w.id.as_bytes().to_vec(),
-                attempt: 1,
-                fired_at_unix_ms,
-                data: Some(data.clone()),
-                url: w.url.clone(),
-                method: w.method.as_str().to_owned(),
-                resent_from: Vec::new(),
-            })
+            .map(|w| message(&req, w, Uuid::now_v7(), fired_at_unix_ms, &data))
             .collect();
         self.publisher
             .publish_all(&messages)
@@ -157,6 +220,93 @@ impl IngestService {
         tracing::debug!(event = %req.event, tenant = %req.tenant, deliveries = ?delivery_ids, "fired");
         Ok(FireResponse { delivery_ids })
     }
+
+    /// Fire with an idempotency key: the deliveries recorded under the key
+    /// are published at most until one call saw them all confirmed, and
+    /// every call with the key answers their ids.
+    async fn fire_keyed(
+        &self,
+        req: &FireRequest,
+        payload: &Payload,
+        snapshot: &ConfigSnapshot,
+        enabled: Result<Vec<&Arc<Webhook>>, Status>,
+    ) -> Result<FireResponse, Status> {
+        // With nothing to deliver now (the event's webhooks were disabled or
+        // deleted since) the key is still looked up, so that the retry of a
+        // call that succeeded gets its ids instead of an error.
+        let (deliveries, not_fireable) = match enabled {
+            Ok(webhooks) => (
+                webhooks
+                    .iter()
+                    .map(|w| FireDelivery {
+                        webhook_id: w.id,
+                        delivery_id: Uuid::now_v7(),
+                    })
+                    .collect(),
+                None,
+            ),
+            Err(status) => (Vec::new(), Some(status)),
+        };
+        let request = KeyedFire {
+            tenant: &req.tenant,
+            key: &req.idempotency_key,
+            request_hash: fire_request_hash(&req.event, payload),
+            deliveries,
+        };
+        let data = &message_data(payload);
+        // Publishes what the key recorded: this call's deliveries, or those
+        // of an earlier call that did not finish. They are rebuilt from the
+        // current configuration; a webhook deleted (or moved to another
+        // event) since has nothing to deliver to and is skipped.
+        let publish = |stored: StoredFire| async move {
+            let fired_at_unix_ms = unix_ms(stored.first_used);
+            let messages: Vec<DeliveryMessage> = stored
+                .deliveries
+                .iter()
+                .filter_map(|d| {
+                    let webhook = snapshot
+                        .webhook(d.webhook_id)
+                        .filter(|w| w.tenant == req.tenant && w.event == req.event)?;
+                    Some(message(req, webhook, d.delivery_id, fired_at_unix_ms, data))
+                })
+                .collect();
+            self.publisher.publish_all(&messages).await
+        };
+        let outcome = self.keys.fire(&request, publish).await;
+        let label = match &outcome {
+            Ok(FireOutcome::Published(_)) => "published",
+            Ok(FireOutcome::Recorded(_)) => "recorded",
+            Ok(FireOutcome::Unused) => "unused",
+            Err(FireKeyError::Conflict { .. }) => "conflict",
+            Err(_) => "error",
+        };
+        metrics::counter!("herald_fire_idempotency_total", "outcome" => label).increment(1);
+        let stored = match outcome {
+            Ok(FireOutcome::Published(stored) | FireOutcome::Recorded(stored)) => stored,
+            Ok(FireOutcome::Unused) => {
+                return Err(not_fireable.unwrap_or_else(|| {
+                    Status::internal("an idempotent Fire with deliveries recorded nothing")
+                }));
+            }
+            Err(e) => return Err(keyed_status(e, req)),
+        };
+        let delivery_ids: Vec<String> = stored.delivery_ids().map(|id| id.to_string()).collect();
+        tracing::debug!(
+            event = %req.event,
+            tenant = %req.tenant,
+            deliveries = ?delivery_ids,
+            outcome = label,
+            "fired with an idempotency key"
+        );
+        Ok(FireResponse { delivery_ids })
+    }
+}
+
+fn message_data(payload: &Payload) -> delivery_message::Data {
+    match payload {
+        Payload::Text(t) => delivery_message::Data::Text(t.clone()),
+        Payload::Json(j) => delivery_message::Data::Json(j.clone()),
+    }
 }
 
 fn code_name(code: tonic::Code) -> &'static str {
@@ -165,6 +315,7 @@ fn code_name(code: tonic::Code) -> &'static str {
         tonic::Code::InvalidArgument => "invalid_argument",
         tonic::Code::NotFound => "not_found",
         tonic::Code::FailedPrecondition => "failed_precondition",
+        tonic::Code::AlreadyExists => "already_exists",
         tonic::Code::Unavailable => "unavailable",
         _ => "other",
     }

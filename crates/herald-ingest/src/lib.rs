@@ -3,13 +3,17 @@
 //!
 //! Fire validates against the cached configuration, publishes one delivery
 //! per enabled webhook with publisher confirms and answers only once every
-//! confirm arrived; it never waits for a target and never writes to Postgres,
-//! so it keeps working while Postgres is briefly down. This crate must not
-//! send HTTP requests or record attempts: that is the sender's job.
+//! confirm arrived; it never waits for a target. Without an idempotency key
+//! it never touches Postgres, so it keeps working while Postgres is briefly
+//! down; with a key it records the key and its delivery ids in one Postgres
+//! transaction (and answers UNAVAILABLE while Postgres is down). This crate
+//! must not send HTTP requests or record attempts: that is the sender's job.
 
 mod admin;
+mod auth;
 mod convert;
 mod ingest;
+mod keys;
 mod log;
 
 use std::time::Duration;
@@ -18,12 +22,13 @@ use herald_core::ssrf::AddressPolicy;
 use herald_proto::v1::{admin_server::AdminServer, ingest_server::IngestServer};
 use herald_queue::{Publisher, QueueConfig};
 use herald_service::http::Reply;
-use herald_store::{ConfigCache, SecretBox, Store};
+use herald_store::{ApiKeyCache, ConfigCache, SecretBox, Store};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use admin::{AdminService, TargetPolicy};
+pub use auth::{AuthMode, BootstrapKey, GrpcTls, Principal};
 pub use ingest::IngestService;
 
 /// Everything the ingest service needs to run.
@@ -46,6 +51,16 @@ pub struct IngestConfig {
     pub targets: TargetPolicy,
     /// Seals secret header values and signing secrets at rest.
     pub secrets: SecretBox,
+    /// Whether calls need an API key (README "Authentication").
+    pub auth: AuthMode,
+    /// The admin key from configuration, which works without any key in
+    /// the database (to create the first ones).
+    pub admin_key: Option<BootstrapKey>,
+    /// TLS (and optionally client certificates) for the gRPC listener;
+    /// `None` serves plaintext gRPC.
+    pub tls: Option<GrpcTls>,
+    /// How long a Fire idempotency key is remembered.
+    pub idempotency_window: Duration,
 }
 
 impl IngestConfig {
@@ -64,6 +79,12 @@ impl IngestConfig {
                 addresses: AddressPolicy::default(),
             },
             secrets: SecretBox::plaintext(),
+            // Secure by default; tests and local benchmarks switch it off
+            // explicitly.
+            auth: AuthMode::Required,
+            admin_key: None,
+            tls: None,
+            idempotency_window: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -76,6 +97,8 @@ pub enum IngestError {
     Transport(#[from] tonic::transport::Error),
     #[error("gRPC reflection set-up")]
     Reflection(#[from] tonic_reflection::server::Error),
+    #[error("gRPC TLS set-up (check HERALD_GRPC_TLS_CERT, _KEY and _CLIENT_CA)")]
+    Tls(#[source] tonic::transport::Error),
 }
 
 /// Runs ingest on `listener` (gRPC) and `http` (health and metrics) until
@@ -97,6 +120,14 @@ pub async fn run(
         shutdown.child_token(),
     )
     .await?;
+    let keys = ApiKeyCache::start(
+        store.clone(),
+        &config.database_url,
+        config.config_refresh,
+        shutdown.child_token(),
+    )
+    .await?;
+    let authenticator = auth_at_start(&config, keys.clone());
 
     let publisher = Publisher::new(
         config.queue.clone(),
@@ -110,9 +141,15 @@ pub async fn run(
         tracing::warn!(error = %e, "broker not reachable at start-up; Fire will retry on each call");
     }
 
-    let ingest = IngestService::new(cache.clone(), publisher.clone(), config.max_payload_bytes);
+    let ingest = IngestService::new(
+        cache.clone(),
+        publisher.clone(),
+        config.max_payload_bytes,
+        herald_store::FireKeys::new(store.pool().clone(), config.idempotency_window),
+    );
     let admin = AdminService::new(store, cache, publisher.clone(), config.targets.clone())
-        .with_max_payload_bytes(config.max_payload_bytes);
+        .with_max_payload_bytes(config.max_payload_bytes)
+        .with_api_keys(keys);
     // Leave room for the rest of the request around the payload itself.
     let max_message = config.max_payload_bytes + 64 * 1024;
 
@@ -141,20 +178,39 @@ pub async fn run(
     }
 
     let address = listener.local_addr().ok();
-    tracing::info!(?address, "ingest listening");
-    let server = tonic::transport::Server::builder()
-        .add_service(health_service)
+    tracing::info!(
+        ?address,
+        tls = config.tls.is_some(),
+        client_certificates = config
+            .tls
+            .as_ref()
+            .is_some_and(|t| t.client_ca_pem.is_some()),
+        "ingest listening"
+    );
+    let routes = tonic::service::Routes::new(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(IngestServer::new(ingest).max_decoding_message_size(max_message))
         .add_service(AdminServer::new(admin).max_decoding_message_size(max_message))
-        .serve_with_incoming_shutdown(
-            // TCP_NODELAY: tonic ignores `Server::tcp_nodelay` for a caller's
-            // incoming stream, and with Nagle a response's last frame waits
-            // for the client's delayed ACK (~40 ms p99 at any load).
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-            shutdown.clone().cancelled_owned(),
-        );
+        .prepare();
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &config.tls {
+        // tonic applies the TLS acceptor to a caller's incoming stream too,
+        // so TCP_NODELAY below and TLS combine.
+        builder = builder
+            .tls_config(tls.server_config())
+            .map_err(IngestError::Tls)?;
+    }
+    let server = builder.serve_with_incoming_shutdown(
+        // Every call is authenticated before it reaches a service (health
+        // and reflection excepted).
+        auth::Authenticate::new(routes, authenticator),
+        // TCP_NODELAY: tonic ignores `Server::tcp_nodelay` for a caller's
+        // incoming stream, and with Nagle a response's last frame waits
+        // for the client's delayed ACK (~40 ms p99 at any load).
+        tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+        shutdown.clone().cancelled_owned(),
+    );
     // Calls in flight get the drain timeout to finish once shutdown began.
     let drain_timeout = config.drain_timeout;
     let deadline = async {
@@ -171,6 +227,27 @@ pub async fn run(
     publisher.manager().close().await;
     tracing::info!("ingest stopped");
     Ok(())
+}
+
+/// The authenticator for `config`, with a warning where the configuration
+/// leaves the API open or closed to everybody.
+fn auth_at_start(config: &IngestConfig, keys: ApiKeyCache) -> auth::Authenticator {
+    match config.auth {
+        AuthMode::Disabled => tracing::warn!(
+            "authentication is DISABLED (HERALD_AUTH=disabled): anybody who can reach the gRPC \
+             port can fire events and change webhooks; use this only for local development"
+        ),
+        AuthMode::Required if config.admin_key.is_none() && keys.is_empty() => tracing::warn!(
+            "authentication is required but there is no API key yet and no bootstrap admin key: \
+             every call will be refused; set HERALD_ADMIN_KEY to create the first keys"
+        ),
+        AuthMode::Required => tracing::info!(
+            api_keys = keys.len(),
+            bootstrap_admin_key = config.admin_key.is_some(),
+            "authentication required"
+        ),
+    }
+    auth::Authenticator::new(config.auth, config.admin_key.clone(), keys)
 }
 
 fn http_route(path: &str, metrics: Option<&PrometheusHandle>) -> Reply {

@@ -298,6 +298,13 @@ impl AdminService {
         {
             return recorded(&req.request_id, ResendKind::Replay, &kind, &ids);
         }
+        // The caller named this webhook: unknown is NOT_FOUND, as for
+        // SendTestEvent (a resend's webhook, by contrast, is only implied).
+        if self.cache.snapshot().webhook(webhook_id).is_none() {
+            return Err(Status::not_found(format!(
+                "webhook {webhook_id} does not exist"
+            )));
+        }
         let webhook = self.enabled_webhook(webhook_id)?;
         let failed = self
             .store

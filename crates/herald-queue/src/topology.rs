@@ -6,6 +6,11 @@
 //! - `p.delay.<ms>ms` (one queue per distinct delay): messages wait there
 //!   for the queue's TTL, then RabbitMQ dead-letters them to `p.work`.
 //!
+//! - `p.delay.<defer>ms`: where a sender parks a delivery whose webhook
+//!   already has its maximum of requests in flight (a slow or hanging
+//!   target), so that it does not hold a prefetch slot that a healthy
+//!   webhook's delivery could use. Parking is not an attempt.
+//!
 //! Publishers reach a delay queue through the default exchange (routing key
 //! = queue name), so no extra exchange or binding is needed. Queue names
 //! carry their delay, so a changed schedule declares new queues next to the
@@ -73,7 +78,11 @@ pub struct Topology {
     prefix: String,
     queue_type: QueueType,
     schedule: Schedule,
+    defer_delay: Duration,
 }
+
+/// How long a parked delivery waits before it is offered to senders again.
+pub const DEFAULT_DEFER_DELAY: Duration = Duration::from_secs(1);
 
 impl Topology {
     pub fn new(prefix: &str, queue_type: QueueType, schedule: Schedule) -> Self {
@@ -81,7 +90,16 @@ impl Topology {
             prefix: prefix.to_owned(),
             queue_type,
             schedule,
+            defer_delay: DEFAULT_DEFER_DELAY,
         }
+    }
+
+    /// Sets the parking delay (see the module header); zero is raised to
+    /// one millisecond, since a parked delivery must leave the work queue.
+    #[must_use]
+    pub fn with_defer_delay(mut self, delay: Duration) -> Self {
+        self.defer_delay = delay.max(Duration::from_millis(1));
+        self
     }
 
     pub fn schedule(&self) -> &Schedule {
@@ -100,7 +118,8 @@ impl Topology {
         format!("{}.delay.{}ms", self.prefix, delay.as_millis())
     }
 
-    /// Every distinct delay of the schedule that needs a delay queue.
+    /// Every distinct delay that needs a delay queue: the schedule's and the
+    /// parking delay.
     fn delays(&self) -> Vec<Duration> {
         let mut delays: Vec<Duration> = self
             .schedule
@@ -108,6 +127,7 @@ impl Topology {
             .iter()
             .copied()
             .filter(|d| !d.is_zero())
+            .chain([self.defer_delay])
             .collect();
         delays.sort();
         delays.dedup();
@@ -128,6 +148,19 @@ impl Topology {
                 routing_key: self.delay_queue(delay),
             }
         }
+    }
+
+    /// Where to park a delivery whose webhook is at its in-flight limit.
+    pub fn route_deferred(&self) -> Route {
+        self.route_after(self.defer_delay)
+    }
+
+    /// Every delay queue's name (tests inspect and delete them).
+    pub fn delay_queues(&self) -> Vec<String> {
+        self.delays()
+            .into_iter()
+            .map(|d| self.delay_queue(d))
+            .collect()
     }
 
     /// Where to publish the 1-based `attempt` of a delivery.
@@ -274,7 +307,16 @@ mod tests {
         );
         assert_eq!(
             t.delays(),
-            vec![Duration::from_millis(250), Duration::from_secs(240)]
+            vec![
+                Duration::from_millis(250),
+                DEFAULT_DEFER_DELAY,
+                Duration::from_secs(240)
+            ]
+        );
+        assert_eq!(
+            t.route_deferred().routing_key,
+            "shop1.delay.1000ms",
+            "parked deliveries wait in their own delay queue"
         );
         assert_eq!(
             t.route_for_attempt(1),

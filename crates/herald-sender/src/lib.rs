@@ -10,6 +10,7 @@
 
 mod consume;
 mod http;
+mod limits;
 mod process;
 mod request;
 pub mod resolver;
@@ -29,7 +30,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use crate::http::{AttemptOutcome, HttpSender, TlsSetupError, tls_config};
+pub use crate::http::{AttemptOutcome, EXCERPT_BYTES, HttpSender, TlsSetupError, tls_config};
 pub use crate::request::DeliveryInfo;
 
 /// Everything the sender needs to run.
@@ -64,6 +65,12 @@ pub struct SenderConfig {
     pub retention: RetentionPolicy,
     /// Time between two retention runs.
     pub retention_interval: Duration,
+    /// Requests in flight to one webhook at most (per sender); further
+    /// deliveries to it are parked so that a slow target cannot block others.
+    pub max_in_flight_per_webhook: usize,
+    /// How long a delivery waits for a free slot of its webhook before it
+    /// is parked.
+    pub park_after: Duration,
 }
 
 impl SenderConfig {
@@ -85,6 +92,8 @@ impl SenderConfig {
             secrets: SecretBox::plaintext(),
             retention: RetentionPolicy::days(30, 7),
             retention_interval: Duration::from_secs(3600),
+            max_in_flight_per_webhook: 32,
+            park_after: Duration::from_millis(200),
         }
     }
 }
@@ -105,6 +114,7 @@ pub(crate) struct Shared {
     pub writer: AttemptWriter,
     pub retries: Publisher,
     pub http: HttpSender,
+    pub limits: limits::WebhookLimits,
 }
 
 /// Runs a sender until `shutdown` is cancelled; then it stops consuming,
@@ -153,6 +163,7 @@ pub async fn run(
         writer,
         retries: retries.clone(),
         http: sender,
+        limits: limits::WebhookLimits::new(config.max_in_flight_per_webhook, config.park_after),
     });
 
     if let Some(listener) = http {

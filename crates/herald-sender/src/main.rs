@@ -53,6 +53,17 @@ struct Cli {
     #[arg(long, env = "HERALD_RETENTION_INTERVAL_SECS", default_value_t = 3600,
           value_parser = clap::value_parser!(u64).range(10..=604_800))]
     retention_interval_secs: u64,
+    /// Requests in flight to one webhook at most, per sender. Deliveries
+    /// beyond it wait up to --park-after-ms for a slot, then are parked for
+    /// a second (not an attempt), so a slow target cannot block the others.
+    #[arg(long, env = "HERALD_MAX_IN_FLIGHT_PER_WEBHOOK", default_value_t = 32,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    max_in_flight_per_webhook: u32,
+    /// Milliseconds a delivery waits for a free slot of its webhook before
+    /// it is parked.
+    #[arg(long, env = "HERALD_PARK_AFTER_MS", default_value_t = 200,
+          value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    park_after_ms: u64,
 }
 
 /// The retention options as a policy. 0 retention days keeps deliveries
@@ -89,6 +100,9 @@ async fn main() -> anyhow::Result<()> {
     config.drain_timeout = cli.common.drain_timeout();
     config.retention = retention_policy(cli.retention_days, cli.payload_retention_days)?;
     config.retention_interval = Duration::from_secs(cli.retention_interval_secs);
+    config.max_in_flight_per_webhook =
+        usize::try_from(cli.max_in_flight_per_webhook).context("--max-in-flight-per-webhook")?;
+    config.park_after = Duration::from_millis(cli.park_after_ms);
     config.addresses = cli.common.ssrf_allow.clone();
     config.secrets = cli.common.secret_box().context("HERALD_ENCRYPTION_KEY")?;
     config.metrics =

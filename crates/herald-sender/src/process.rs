@@ -144,7 +144,11 @@ async fn process(
         event: &message.event,
         fired_at_unix_ms: message.fired_at_unix_ms,
     };
+    let Some(slot) = shared.limits.acquire(webhook_id).await else {
+        return park(shared, &message).await;
+    };
     let outcome = shared.http.send(&webhook, &payload, &info).await;
+    drop(slot);
     let finished = outcome.started_at + outcome.duration;
     metrics::histogram!("herald_attempt_duration_seconds", "status_class" => status_class(&outcome))
         .record(outcome.duration.as_secs_f64());
@@ -225,6 +229,23 @@ async fn process(
         });
     }
     done
+}
+
+/// Parks a delivery whose webhook is at its in-flight limit: the same
+/// message goes to the deferral delay queue and comes back after it. No
+/// attempt is made, so nothing is recorded; the ack waits for the confirm.
+async fn park(shared: &Shared, message: &DeliveryMessage) -> bool {
+    match shared.retries.publish_deferred(message).await {
+        Ok(()) => {
+            tracing::debug!("webhook at its in-flight limit; delivery parked");
+            count_outcome("parked");
+            true
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "the delivery could not be parked; it goes back to the queue");
+            false
+        }
+    }
 }
 
 async fn write(shared: &Shared, request: WriteRequest) -> bool {

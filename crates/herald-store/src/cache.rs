@@ -7,35 +7,16 @@
 //! missed notifications, reloads periodically.
 
 use std::collections::{BTreeMap, HashMap};
-use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
-use tokio::sync::{Mutex, mpsc, watch};
-use tokio::task::JoinHandle;
-use tokio::time::{Instant, MissedTickBehavior};
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio::sync::{Mutex, watch};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 use uuid::Uuid;
 
-use crate::backoff::Backoff;
+use crate::watch::Watched;
 use crate::{Store, StoreError, Webhook, parse_url};
-
-/// The Postgres notification channel the `webhooks` trigger notifies.
-const CHANNEL: &str = "herald_config";
-
-/// Upper bound for one reload, so that a hung connection cannot stall the
-/// watcher (and with it the reaction to shutdown) indefinitely.
-const RELOAD_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Upper bound for the liveness check of the listening connection.
-const PING_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// The shortest periodic refresh; `tokio::time::interval` refuses a zero
-/// period, and reloading more often than this would only load Postgres.
-const MIN_REFRESH: Duration = Duration::from_millis(10);
 
 /// An immutable view of every webhook, indexed for Fire and ListEvents.
 #[derive(Debug)]
@@ -172,12 +153,7 @@ impl ConfigCache {
                 reload_lock: Mutex::new(()),
             }),
         };
-        tokio::spawn(watch_config(
-            cache.clone(),
-            database_url.to_owned(),
-            refresh_every.max(MIN_REFRESH),
-            shutdown,
-        ));
+        crate::watch::spawn(cache.clone(), database_url, refresh_every, shutdown);
         Ok(cache)
     }
 
@@ -221,194 +197,15 @@ impl ConfigCache {
         self.inner.current.send_replace(Arc::new(next));
         Ok(())
     }
-
-    /// Reloads, logging instead of returning failures: the watcher keeps the
-    /// last snapshot when Postgres cannot be read. Returns whether it worked.
-    async fn reload_logged(&self, why: &'static str) -> bool {
-        match tokio::time::timeout(RELOAD_TIMEOUT, self.reload()).await {
-            Ok(Ok(())) => true,
-            Ok(Err(err)) => {
-                warn!(
-                    error = &err as &dyn std::error::Error,
-                    why, "reloading webhook configuration failed; keeping the last one"
-                );
-                false
-            }
-            Err(_) => {
-                warn!(
-                    why,
-                    timeout = ?RELOAD_TIMEOUT,
-                    "reloading webhook configuration timed out; keeping the last one"
-                );
-                false
-            }
-        }
-    }
 }
 
-/// The watcher: listen, reload on notification and periodically, reconnect
-/// with backoff when the listening connection is lost.
-async fn watch_config(
-    cache: ConfigCache,
-    database_url: String,
-    refresh_every: Duration,
-    shutdown: CancellationToken,
-) {
-    let mut backoff = Backoff::new();
-    loop {
-        let connected = tokio::select! {
-            () = shutdown.cancelled() => return,
-            connected = Listener::connect(&database_url) => connected,
-        };
-        match connected {
-            Ok(mut listener) => {
-                backoff.reset();
-                debug!("listening for webhook configuration changes");
-                if listener
-                    .serve(&cache, refresh_every, &shutdown)
-                    .await
-                    .is_break()
-                {
-                    return;
-                }
-            }
-            Err(err) => {
-                let delay = backoff.next_delay();
-                warn!(
-                    error = &err as &dyn std::error::Error,
-                    retry_in = ?delay,
-                    "cannot listen for webhook configuration changes; serving the last configuration"
-                );
-                tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    () = tokio::time::sleep(delay) => {}
-                }
-            }
-        }
-    }
-}
+/// The `webhooks` trigger notifies `herald_config`.
+impl Watched for ConfigCache {
+    const WHAT: &'static str = "webhook configuration";
+    const CHANNEL: &'static str = "herald_config";
 
-/// A dedicated connection subscribed to the configuration channel.
-struct Listener {
-    client: tokio_postgres::Client,
-    /// Receives one item per notification burst; closed when the connection
-    /// ends.
-    notified: mpsc::Receiver<()>,
-    driver: JoinHandle<()>,
-}
-
-impl Listener {
-    async fn connect(database_url: &str) -> Result<Listener, StoreError> {
-        let config = parse_url(database_url)?;
-        let (client, mut connection) = config.connect(NoTls).await?;
-        // Capacity one: a pending signal already means "reload", so further
-        // notifications arriving before the reload starts add nothing.
-        let (signal, notified) = mpsc::channel(1);
-        let driver = tokio::spawn(async move {
-            // The connection must be polled for messages (not just awaited)
-            // for notifications to be seen; this also drives the client's
-            // own queries.
-            let mut messages = futures_util::stream::poll_fn(|cx| connection.poll_message(cx));
-            while let Some(message) = messages.next().await {
-                match message {
-                    Ok(AsyncMessage::Notification(_)) => {
-                        if let Err(mpsc::error::TrySendError::Closed(())) = signal.try_send(()) {
-                            return;
-                        }
-                    }
-                    Ok(AsyncMessage::Notice(notice)) => {
-                        debug!(%notice, "notice on the configuration listener");
-                    }
-                    Ok(_) => {}
-                    Err(err) => {
-                        debug!(
-                            error = &err as &dyn std::error::Error,
-                            "configuration listener connection failed"
-                        );
-                        return;
-                    }
-                }
-            }
-        });
-        let listener = Listener {
-            client,
-            notified,
-            driver,
-        };
-        listener
-            .client
-            .batch_execute(&format!("LISTEN {CHANNEL}"))
-            .await?;
-        Ok(listener)
-    }
-
-    /// Reacts to notifications and refreshes periodically until the
-    /// connection breaks (`Continue`: reconnect) or shutdown (`Break`).
-    async fn serve(
-        &mut self,
-        cache: &ConfigCache,
-        refresh_every: Duration,
-        shutdown: &CancellationToken,
-    ) -> ControlFlow<()> {
-        let mut refresh = tokio::time::interval_at(Instant::now() + refresh_every, refresh_every);
-        refresh.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        // A failed reload is retried with backoff instead of waiting for the
-        // next notification or refresh, which could be far away.
-        let mut retry = Backoff::new();
-        let mut retry_at: Option<Instant> = None;
-        // Changes made while nobody listened (before the first connection, or
-        // during an outage) sent notifications that were lost, so catch up
-        // once now.
-        let mut why = Some("listening started");
-        loop {
-            if let Some(why) = why.take() {
-                if cache.reload_logged(why).await {
-                    retry.reset();
-                    retry_at = None;
-                } else {
-                    retry_at = Some(Instant::now() + retry.next_delay());
-                }
-            }
-            tokio::select! {
-                () = shutdown.cancelled() => return ControlFlow::Break(()),
-                signal = self.notified.recv() => {
-                    if signal.is_none() {
-                        warn!("lost the configuration listener connection; reconnecting");
-                        return ControlFlow::Continue(());
-                    }
-                    why = Some("change notified");
-                }
-                () = sleep_until_some(retry_at) => why = Some("retrying a failed reload"),
-                _ = refresh.tick() => {
-                    // A connection that silently died (no RST, e.g. a dropped
-                    // network path) would never report an error by itself;
-                    // the periodic query finds out.
-                    let alive = tokio::time::timeout(PING_TIMEOUT, self.client.simple_query(""))
-                        .await;
-                    if !matches!(alive, Ok(Ok(_))) {
-                        warn!("the configuration listener connection stopped answering; reconnecting");
-                        return ControlFlow::Continue(());
-                    }
-                    why = Some("periodic refresh");
-                }
-            }
-        }
-    }
-}
-
-/// Sleeps until `at`, or forever when there is nothing to wait for.
-async fn sleep_until_some(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
-
-impl Drop for Listener {
-    fn drop(&mut self) {
-        // Dropping the client closes the connection, which ends the driver;
-        // aborting as well makes sure no task outlives the listener.
-        self.driver.abort();
+    async fn reload(&self) -> Result<(), StoreError> {
+        ConfigCache::reload(self).await
     }
 }
 

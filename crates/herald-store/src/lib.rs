@@ -16,17 +16,23 @@
 //!   down.
 //! - The delivery log ([`Store::list_deliveries`], [`Store::webhook_summary`],
 //!   [`Store::record_resend`]) answers Admin's log queries.
+//! - [`ApiKeyCache`] holds the active API keys (hashes only) for ingest's
+//!   authentication, following `LISTEN`/`NOTIFY` like the configuration.
 //! - [`AttemptWriter`] records delivery outcomes in batches (group commit) and
 //!   tells each caller when its record is durable.
+//! - [`FireKeys`] records Fire idempotency keys with their delivery ids.
 //! - [`retention`] removes old deliveries and clears old payloads in small
-//!   batches.
+//!   batches, and expired idempotency keys.
 
+mod api_keys;
 mod backoff;
 mod cache;
+pub mod idempotency;
 mod log;
 pub mod retention;
 mod secrets;
 mod store;
+mod watch;
 mod writer;
 
 #[cfg(test)]
@@ -39,7 +45,9 @@ use tokio_postgres::NoTls;
 use tracing::{debug, info, warn};
 use uuid::Uuid;
 
+pub use api_keys::{ApiKey, ApiKeyCache};
 pub use cache::{ConfigCache, ConfigSnapshot};
+pub use idempotency::{FireDelivery, FireKeyError, FireKeys, FireOutcome, KeyedFire, StoredFire};
 pub use deadpool_postgres::Pool;
 pub use herald_core::{DeliveryState, Method, NewWebhook, Webhook, WebhookPatch};
 pub use log::{

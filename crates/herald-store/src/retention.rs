@@ -1,5 +1,6 @@
 //! Retention: removes old deliveries with their attempts, and clears old
-//! payloads earlier than that, in small batches.
+//! payloads earlier than that, in small batches. It also removes Fire
+//! idempotency keys whose window has ended, whatever the delivery policy.
 //!
 //! Every batch is one short statement (its own transaction) that touches at
 //! most `batch` deliveries, so no lock is held for long and the sender's
@@ -69,6 +70,17 @@ WITH cleared AS (
 )
 SELECT count(*), max(fired_at) FROM cleared";
 
+/// Deletes one batch of idempotency keys whose window has ended. Each row
+/// carries its own end (`expires_at`, set by the ingest that wrote it), so the
+/// sender needs no knowledge of ingest's window.
+const DELETE_EXPIRED_KEYS: &str = "\
+WITH gone AS (
+    DELETE FROM fire_idempotency WHERE ctid = ANY(ARRAY(
+        SELECT ctid FROM fire_idempotency WHERE expires_at < now() LIMIT $1))
+    RETURNING 1
+)
+SELECT count(*) FROM gone";
+
 /// What to keep. A zero `keep` keeps deliveries forever; a zero
 /// `keep_payload` keeps payloads as long as their deliveries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,7 +106,8 @@ impl RetentionPolicy {
         }
     }
 
-    /// Whether a run has anything to do at all.
+    /// Whether a run removes or clears anything of the delivery log. (Every
+    /// run removes expired idempotency keys regardless.)
     pub fn removes_anything(&self) -> bool {
         !self.keep.is_zero() || !self.keep_payload.is_zero()
     }
@@ -106,6 +119,8 @@ pub struct RetentionReport {
     pub deliveries_deleted: u64,
     pub attempts_deleted: u64,
     pub payloads_cleared: u64,
+    /// Fire idempotency keys whose window had ended.
+    pub idempotency_keys_deleted: u64,
     /// Batch statements executed.
     pub batches: u64,
     /// Another process held the retention lock, so this run did nothing.
@@ -128,9 +143,6 @@ pub async fn run_until(
     stop: &CancellationToken,
 ) -> Result<RetentionReport, StoreError> {
     let mut report = RetentionReport::default();
-    if !policy.removes_anything() {
-        return Ok(report);
-    }
     let client = pool.get().await?;
     let locked: bool = client
         .query_one("SELECT pg_try_advisory_lock($1)", &[&RETENTION_LOCK_KEY])
@@ -167,6 +179,22 @@ async fn run_locked(
     let limit = i64::try_from(batch).unwrap_or(i64::MAX);
     let now = SystemTime::now();
     let cutoff = |keep: Duration| (!keep.is_zero()).then(|| now - keep);
+
+    // Expired idempotency keys first: few rows, and a run stopped by a
+    // shutdown during a long delivery backlog has still done them.
+    let statement = client.prepare_cached(DELETE_EXPIRED_KEYS).await?;
+    loop {
+        if stop.is_cancelled() {
+            return Ok(());
+        }
+        let row = with_timeout(client.query_one(&statement, &[&limit])).await?;
+        let keys = count(row.get(0));
+        report.idempotency_keys_deleted += keys;
+        report.batches += 1;
+        if keys < batch as u64 {
+            break;
+        }
+    }
 
     if let Some(cutoff) = cutoff(policy.keep) {
         let statement = client.prepare_cached(DELETE_DELIVERIES).await?;
@@ -245,9 +273,8 @@ pub fn start(
     shutdown: CancellationToken,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
-        if !policy.removes_anything() {
-            return;
-        }
+        // No early return for a policy that keeps deliveries forever: the
+        // run still removes expired idempotency keys.
         let mut wait = interval.min(Duration::from_secs(60));
         loop {
             tokio::select! {
@@ -267,10 +294,13 @@ pub fn start(
                         .increment(report.attempts_deleted);
                     metrics::counter!("herald_retention_rows_total", "kind" => "payloads_cleared")
                         .increment(report.payloads_cleared);
+                    metrics::counter!("herald_retention_rows_total", "kind" => "idempotency_keys_deleted")
+                        .increment(report.idempotency_keys_deleted);
                     info!(
                         deliveries_deleted = report.deliveries_deleted,
                         attempts_deleted = report.attempts_deleted,
                         payloads_cleared = report.payloads_cleared,
+                        idempotency_keys_deleted = report.idempotency_keys_deleted,
                         batches = report.batches,
                         elapsed_ms =
                             u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
@@ -413,7 +443,14 @@ mod tests {
         insert(&client, DAY * 400, "succeeded", 1).await;
         let pool = db.pool();
         let report = run_once(&pool, &RetentionPolicy::days(0, 0)).await.unwrap();
-        assert_eq!(report, RetentionReport::default());
+        assert_eq!(
+            report,
+            RetentionReport {
+                // The sweep of expired idempotency keys, which found none.
+                batches: 1,
+                ..RetentionReport::default()
+            }
+        );
         let report = run_once(&pool, &RetentionPolicy::days(0, 30))
             .await
             .unwrap();
@@ -460,9 +497,10 @@ mod tests {
         assert_eq!(report.deliveries_deleted, 1050);
         assert_eq!(report.attempts_deleted, 2100);
         assert_eq!(report.payloads_cleared, 230);
-        // 11 delete batches (the last one short), 1 empty attempt sweep, 3
-        // payload batches (the last one short).
-        assert_eq!(report.batches, 11 + 1 + 3, "{report:?}");
+        // 1 empty idempotency-key sweep, 11 delete batches (the last one
+        // short), 1 empty attempt sweep, 3 payload batches (the last one
+        // short).
+        assert_eq!(report.batches, 1 + 11 + 1 + 3, "{report:?}");
         assert_eq!(count(&client, "SELECT count(*) FROM deliveries").await, 250);
         assert_eq!(
             count(&client, "SELECT count(*) FROM delivery_attempts").await,
@@ -475,6 +513,51 @@ mod tests {
             )
             .await,
             230
+        );
+    }
+
+    #[tokio::test]
+    async fn removes_expired_idempotency_keys_in_batches_whatever_the_policy() {
+        let db = TestDb::migrated().await;
+        let client = db.connect().await;
+        // 250 keys whose window ended, 30 still in their window.
+        client
+            .batch_execute(
+                "INSERT INTO fire_idempotency (tenant, key, request_hash, webhook_ids, \
+                     delivery_ids, created_at, expires_at)
+                 SELECT '', 'old-' || n, '\\x00', ARRAY[gen_random_uuid()], \
+                     ARRAY[gen_random_uuid()], now() - interval '2 days', \
+                     now() - interval '1 day' - n * interval '1 second'
+                 FROM generate_series(1, 250) n;
+                 INSERT INTO fire_idempotency (tenant, key, request_hash, webhook_ids, \
+                     delivery_ids, expires_at)
+                 SELECT '', 'new-' || n, '\\x00', ARRAY[gen_random_uuid()], \
+                     ARRAY[gen_random_uuid()], now() + interval '1 hour'
+                 FROM generate_series(1, 30) n;",
+            )
+            .await
+            .unwrap();
+        let pool = db.pool();
+        let policy = RetentionPolicy {
+            batch: 100,
+            // Deliveries kept forever: keys are removed all the same.
+            ..RetentionPolicy::days(0, 0)
+        };
+        let report = run_once(&pool, &policy).await.unwrap();
+        assert_eq!(report.idempotency_keys_deleted, 250, "{report:?}");
+        assert_eq!(report.batches, 3, "two full batches and a short one");
+        assert_eq!(
+            count(
+                &client,
+                "SELECT count(*) FROM fire_idempotency WHERE key LIKE 'new-%'"
+            )
+            .await,
+            30
+        );
+        assert_eq!(
+            count(&client, "SELECT count(*) FROM fire_idempotency").await,
+            30,
+            "only keys within their window are left"
         );
     }
 
