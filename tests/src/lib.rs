@@ -4,6 +4,7 @@
 //! Everything a test created is removed when its `TestEnv` is dropped, also
 //! when the test failed.
 
+pub mod auth;
 pub mod load;
 pub mod pathological;
 pub mod process;

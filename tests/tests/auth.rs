@@ -20,10 +20,8 @@ use herald_proto::v1::{
     admin_client::AdminClient, fire_request, ingest_client::IngestClient,
 };
 use herald_tests::TestEnv;
+use herald_tests::auth::{Authed, Token, channel};
 use tonic::Code;
-use tonic::metadata::{Ascii, MetadataValue};
-use tonic::service::Interceptor;
-use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tracing_subscriber::fmt::writer::MakeWriterExt;
 
@@ -66,49 +64,6 @@ impl Write for Capture {
 
 fn captured() -> String {
     String::from_utf8_lossy(&logs().lock().unwrap()).into_owned()
-}
-
-/// Sends a token as `authorization: Bearer` (or `x-api-key`).
-#[derive(Clone)]
-struct Token(Option<(&'static str, MetadataValue<Ascii>)>);
-
-impl Token {
-    fn bearer(token: &str) -> Token {
-        Token(Some((
-            "authorization",
-            format!("Bearer {token}").parse().unwrap(),
-        )))
-    }
-
-    fn x_api_key(token: &str) -> Token {
-        Token(Some(("x-api-key", token.parse().unwrap())))
-    }
-
-    fn none() -> Token {
-        Token(None)
-    }
-}
-
-impl Interceptor for Token {
-    fn call(
-        &mut self,
-        mut request: tonic::Request<()>,
-    ) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some((name, value)) = &self.0 {
-            request.metadata_mut().insert(*name, value.clone());
-        }
-        Ok(request)
-    }
-}
-
-type Authed = InterceptedService<Channel, Token>;
-
-async fn channel(addr: SocketAddr) -> Channel {
-    Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .expect("ingest reachable")
 }
 
 async fn admin(addr: SocketAddr, token: Token) -> AdminClient<Authed> {
@@ -225,10 +180,7 @@ async fn calls_without_a_valid_key_are_refused_and_logged_without_the_token() {
         }
     }
     // Basic auth is not a bearer token.
-    let basic = Token(Some((
-        "authorization",
-        format!("Basic {ADMIN_KEY}").parse().unwrap(),
-    )));
+    let basic = Token::header("authorization", &format!("Basic {ADMIN_KEY}"));
     assert_eq!(
         code(
             admin(addr, basic)

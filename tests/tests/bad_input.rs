@@ -11,6 +11,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut};
+use herald_ingest::{AuthMode, BootstrapKey};
+use herald_proto::v1::CreateApiKeyRequest;
 use herald_proto::v1::{
     CreateWebhookRequest, DeleteWebhookRequest, FireRequest, GetDeliveryRequest,
     GetSigningSecretRequest, GetWebhookRequest, GetWebhookSummaryRequest, Headers,
@@ -19,6 +21,7 @@ use herald_proto::v1::{
     UpdateWebhookRequest, admin_client::AdminClient, fire_request, ingest_client::IngestClient,
     send_test_event_request,
 };
+use herald_tests::auth::{Token, channel};
 use herald_tests::{TestEnv, eventually};
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::transport::Channel;
@@ -467,10 +470,8 @@ fn cases(f: &Fixtures) -> Vec<Case> {
             InvalidArgument,
             "tenant: must not contain whitespace",
         ),
-        // TODO(api-keys): "unknown tenant for a scoped key". A key limited to
-        // tenant "shop-1" calling Fire / ListEvents for tenant "shop-2" must
-        // be refused with PERMISSION_DENIED naming the key's tenants, nothing
-        // published. Add the case here once tenant-scoped API keys exist.
+        // "Unknown tenant for a scoped key" needs an ingest that requires
+        // API keys: see `a_key_limited_to_one_tenant_is_refused_elsewhere`.
 
         // --- Admin.CreateWebhook -----------------------------------------
         case(
@@ -1261,4 +1262,126 @@ async fn bad_input_is_refused_with_a_useful_status_and_changes_nothing() {
         .expect("a valid change succeeds");
     let changed = snapshot(&env).await;
     assert_ne!(changed["webhooks"], before["webhooks"]);
+}
+
+/// The rest of the table for an ingest that requires API keys: a key limited
+/// to one tenant, used for another tenant (unknown or existing), or for a
+/// scope it does not have, is refused and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_limited_to_one_tenant_is_refused_elsewhere() {
+    const ADMIN_KEY: &str = "bad-input-bootstrap-admin-key-0123456789";
+    let mut env = TestEnv::new("0s").await.unwrap();
+    let addr = env
+        .start_ingest(env.queue.clone(), |config| {
+            config.auth = AuthMode::Required;
+            config.admin_key = Some(BootstrapKey::new(ADMIN_KEY).unwrap());
+        })
+        .await
+        .unwrap();
+    let mut admin = AdminClient::with_interceptor(channel(addr).await, Token::bearer(ADMIN_KEY));
+    for tenant in ["shop-1", "shop-2"] {
+        admin
+            .create_webhook(CreateWebhookRequest {
+                tenant: tenant.into(),
+                event: "order.created".into(),
+                url: "https://127.0.0.1:9/orders".into(),
+                ..Default::default()
+            })
+            .await
+            .expect("fixture webhook");
+    }
+    let key = admin
+        .create_api_key(CreateApiKeyRequest {
+            name: "shop-1 back-end".into(),
+            scopes: vec!["fire".into(), "read".into()],
+            tenant: Some("shop-1".into()),
+        })
+        .await
+        .expect("scoped key")
+        .into_inner()
+        .token;
+    let before = snapshot(&env).await;
+
+    let mut ingest = IngestClient::with_interceptor(channel(addr).await, Token::bearer(&key));
+    let mut scoped_admin = AdminClient::with_interceptor(channel(addr).await, Token::bearer(&key));
+    let fire = |tenant: &str| FireRequest {
+        tenant: tenant.into(),
+        event: "order.created".into(),
+        data: Some(json("{}")),
+        ..Default::default()
+    };
+    let results: Vec<(&str, Result<(), Status>, Code, &str)> = vec![
+        (
+            "fire: unknown tenant",
+            ingest.fire(fire("no-such-shop")).await.map(drop),
+            Code::PermissionDenied,
+            "limited to tenant \"shop-1\"",
+        ),
+        (
+            "fire: another tenant",
+            ingest.fire(fire("shop-2")).await.map(drop),
+            Code::PermissionDenied,
+            "pass tenant \"shop-1\"",
+        ),
+        (
+            "list events: unknown tenant",
+            ingest
+                .list_events(ListEventsRequest {
+                    tenant: "no-such-shop".into(),
+                })
+                .await
+                .map(drop),
+            Code::PermissionDenied,
+            "limited to tenant \"shop-1\"",
+        ),
+        (
+            "create webhook without the admin scope",
+            scoped_admin
+                .create_webhook(CreateWebhookRequest {
+                    tenant: "shop-1".into(),
+                    event: "order.created".into(),
+                    url: "https://127.0.0.1:9/more".into(),
+                    ..Default::default()
+                })
+                .await
+                .map(drop),
+            Code::PermissionDenied,
+            "admin",
+        ),
+        (
+            "fire without a key",
+            IngestClient::new(channel(addr).await)
+                .fire(fire("shop-1"))
+                .await
+                .map(drop),
+            Code::Unauthenticated,
+            "authorization: Bearer",
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (name, result, code, hint) in results {
+        match result {
+            Ok(()) => failures.push(format!("{name}: succeeded, expected {code:?}")),
+            Err(status) if status.code() != code || !status.message().contains(hint) => failures
+                .push(format!(
+                    "{name}: got {:?} {:?}, expected {code:?} with {hint:?}",
+                    status.code(),
+                    status.message()
+                )),
+            Err(_) => {}
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert_eq!(env.queued_messages().await, 0, "a refused call published");
+    assert_eq!(before, snapshot(&env).await, "a refused call wrote");
+
+    // The key works for its own tenant, so the refusals above were about
+    // the tenant and the scope, not a broken key.
+    ingest.fire(fire("shop-1")).await.expect("own tenant");
+    eventually(
+        Duration::from_secs(10),
+        "the own fire is queued",
+        || async { env.queued_messages().await == 1 },
+    )
+    .await;
 }

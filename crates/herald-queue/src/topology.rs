@@ -82,7 +82,11 @@ pub struct Topology {
 }
 
 /// How long a parked delivery waits before it is offered to senders again.
-pub const DEFAULT_DEFER_DELAY: Duration = Duration::from_secs(1);
+///
+/// Long enough that a hanging webhook's parked deliveries cost little broker
+/// work while they circle; a parked delivery is late by at most this much
+/// once its webhook has a free slot again.
+pub const DEFAULT_DEFER_DELAY: Duration = Duration::from_secs(5);
 
 impl Topology {
     pub fn new(prefix: &str, queue_type: QueueType, schedule: Schedule) -> Self {
@@ -315,7 +319,7 @@ mod tests {
         );
         assert_eq!(
             t.route_deferred().routing_key,
-            "shop1.delay.1000ms",
+            "shop1.delay.5000ms",
             "parked deliveries wait in their own delay queue"
         );
         assert_eq!(

@@ -55,7 +55,7 @@ struct Cli {
     retention_interval_secs: u64,
     /// Requests in flight to one webhook at most, per sender. Deliveries
     /// beyond it wait up to --park-after-ms for a slot, then are parked for
-    /// a second (not an attempt), so a slow target cannot block the others.
+    /// 5 s (not an attempt), so a slow target cannot block the others.
     #[arg(long, env = "HERALD_MAX_IN_FLIGHT_PER_WEBHOOK", default_value_t = 32,
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
     max_in_flight_per_webhook: u32,

@@ -47,9 +47,9 @@ use uuid::Uuid;
 
 pub use api_keys::{ApiKey, ApiKeyCache};
 pub use cache::{ConfigCache, ConfigSnapshot};
-pub use idempotency::{FireDelivery, FireKeyError, FireKeys, FireOutcome, KeyedFire, StoredFire};
 pub use deadpool_postgres::Pool;
 pub use herald_core::{DeliveryState, Method, NewWebhook, Webhook, WebhookPatch};
+pub use idempotency::{FireDelivery, FireKeyError, FireKeys, FireOutcome, KeyedFire, StoredFire};
 pub use log::{
     Cursor, DEFAULT_PAGE_SIZE, DeliveryFilter, DeliveryPage, InvalidCursor, MAX_PAGE_SIZE,
     ResendError, ResendKind, ResendRecord, WebhookSummaryView,
