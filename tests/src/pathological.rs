@@ -3,9 +3,9 @@
 //! reading the request, trickle the answer byte by byte, reset the
 //! connection, or send a 50 MiB body.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
@@ -27,6 +27,9 @@ pub enum Misbehaviour {
     },
     /// `200 OK` with a body of this many bytes.
     HugeBody { bytes: usize },
+    /// The n-th request gets the n-th answer (status, extra headers); the
+    /// last answer repeats.
+    Script(Vec<(u16, Vec<(String, String)>)>),
 }
 
 /// A running pathological receiver.
@@ -34,6 +37,7 @@ pub enum Misbehaviour {
 pub struct Pathological {
     pub addr: std::net::SocketAddr,
     requests: Arc<AtomicUsize>,
+    arrivals: Arc<Mutex<Vec<Instant>>>,
 }
 
 impl Pathological {
@@ -43,17 +47,30 @@ impl Pathological {
             .expect("bind pathological receiver");
         let addr = listener.local_addr().expect("address");
         let requests = Arc::new(AtomicUsize::new(0));
-        let counter = requests.clone();
+        let arrivals: Arc<Mutex<Vec<Instant>>> = Arc::default();
+        let seen = Seen {
+            requests: requests.clone(),
+            arrivals: arrivals.clone(),
+        };
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let behaviour = behaviour.clone();
-                let counter = counter.clone();
+                let seen = seen.clone();
                 tokio::spawn(async move {
-                    let _ = serve(stream, &behaviour, &counter).await;
+                    let _ = serve(stream, &behaviour, &seen).await;
                 });
             }
         });
-        Self { addr, requests }
+        Self {
+            addr,
+            requests,
+            arrivals,
+        }
+    }
+
+    /// When each complete request arrived, in order.
+    pub fn arrivals(&self) -> Vec<Instant> {
+        self.arrivals.lock().expect("arrivals lock").clone()
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -64,6 +81,27 @@ impl Pathological {
     pub fn requests(&self) -> usize {
         self.requests.load(Ordering::SeqCst)
     }
+}
+
+/// What a receiver counts and records.
+#[derive(Clone)]
+struct Seen {
+    requests: Arc<AtomicUsize>,
+    arrivals: Arc<Mutex<Vec<Instant>>>,
+}
+
+/// Writes a complete answer with a two-byte body.
+async fn answer(
+    stream: &mut TcpStream,
+    status: u16,
+    headers: &[(String, String)],
+) -> std::io::Result<()> {
+    let mut head = format!("HTTP/1.1 {status} Whatever\r\ncontent-length: 2\r\n");
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\nno");
+    stream.write_all(head.as_bytes()).await
 }
 
 /// Reads one HTTP/1.1 request (head and `Content-Length` body); `false` at
@@ -91,15 +129,15 @@ async fn read_request(reader: &mut BufReader<TcpStream>) -> std::io::Result<bool
     Ok(true)
 }
 
-async fn serve(
-    stream: TcpStream,
-    behaviour: &Misbehaviour,
-    requests: &AtomicUsize,
-) -> std::io::Result<()> {
+async fn serve(stream: TcpStream, behaviour: &Misbehaviour, seen: &Seen) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
     let mut reader = BufReader::new(stream);
     while read_request(&mut reader).await? {
-        requests.fetch_add(1, Ordering::SeqCst);
+        let n = seen.requests.fetch_add(1, Ordering::SeqCst);
+        seen.arrivals
+            .lock()
+            .expect("arrivals lock")
+            .push(Instant::now());
         let stream = reader.get_mut();
         match behaviour {
             Misbehaviour::Hang => {
@@ -120,13 +158,11 @@ async fn serve(
                 stream.set_zero_linger()?;
                 return Ok(());
             }
-            Misbehaviour::Status { status, headers } => {
-                let mut head = format!("HTTP/1.1 {status} Whatever\r\ncontent-length: 2\r\n");
-                for (name, value) in headers {
-                    head.push_str(&format!("{name}: {value}\r\n"));
+            Misbehaviour::Status { status, headers } => answer(stream, *status, headers).await?,
+            Misbehaviour::Script(answers) => {
+                if let Some((status, headers)) = answers.get(n).or(answers.last()) {
+                    answer(stream, *status, headers).await?;
                 }
-                head.push_str("\r\nno");
-                stream.write_all(head.as_bytes()).await?;
             }
             Misbehaviour::HugeBody { bytes } => {
                 let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {bytes}\r\n\r\n");

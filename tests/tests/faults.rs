@@ -460,7 +460,7 @@ async fn a_hanging_webhook_does_not_block_a_healthy_one() {
     // every prefetch slot would hold a hanging delivery for the whole
     // timeout and the healthy deliveries behind them would wait that long.
     const HANGING: usize = 300;
-    const TIMEOUT: Duration = Duration::from_secs(15);
+    const TIMEOUT: Duration = Duration::from_secs(20);
     let mut env = TestEnv::new("0s").await.unwrap();
     env.start_ingest(env.queue.clone(), |_| {}).await.unwrap();
     let (receiver, _) = counting_receiver().await;
@@ -495,7 +495,7 @@ async fn a_hanging_webhook_does_not_block_a_healthy_one() {
          ({parked} times parked so far)"
     );
     assert!(
-        beside_took < alone_took * 2 + Duration::from_secs(2) && beside_took < TIMEOUT,
+        beside_took < alone_took * 3 + Duration::from_secs(2) && beside_took < TIMEOUT,
         "a hanging webhook slowed a healthy one from {alone_took:?} to {beside_took:?}"
     );
     assert_all_succeeded(&beside.confirmed, &recorded(&env, &beside.confirmed).await);
@@ -557,7 +557,7 @@ async fn a_hanging_webhook_does_not_block_a_healthy_one() {
         "{timed_out} requests hung at once; the per-webhook limit is 32"
     );
     Row {
-        scenario: "webhook hanging for 15 s beside a healthy one",
+        scenario: "webhook hanging for 20 s beside a healthy one",
         fired: HEALTHY * 2 + HANGING,
         confirmed: HEALTHY * 2 + HANGING,
         unavailable: 0,

@@ -538,3 +538,71 @@ async fn https_target_with_an_unknown_ca_is_a_connection_error() {
     assert_eq!(attempts[0].error_kind.as_deref(), Some("connection"));
     assert!(receiver.requests().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_on_429_and_503_is_obeyed_never_sooner_than_the_schedule() {
+    use herald_tests::pathological::{Misbehaviour, Pathological};
+    // Declared delay queues: 100 ms (the schedule) and 5 s (parking).
+    let env = TestEnv::start("0s,100ms,100ms").await.unwrap();
+    let pause = |status: u16, retry_after: &str| {
+        (
+            status,
+            vec![("Retry-After".to_owned(), retry_after.to_owned())],
+        )
+    };
+    let cases = [
+        // (event, answers, shortest gap between attempt 1 and 2, longest)
+        (
+            "pause.429",
+            vec![pause(429, "2"), (200, vec![])],
+            Duration::from_secs(2),
+            Duration::from_secs(30),
+        ),
+        (
+            "pause.503",
+            vec![pause(503, "1"), (200, vec![])],
+            Duration::from_secs(1),
+            Duration::from_secs(30),
+        ),
+        // A 500 carries no pause request even with the header; the schedule's
+        // 100 ms applies.
+        (
+            "pause.500",
+            vec![pause(500, "60"), (200, vec![])],
+            Duration::from_millis(100),
+            Duration::from_secs(1),
+        ),
+    ];
+    let mut fired = Vec::new();
+    for (event, answers, min, max) in cases {
+        let receiver = Pathological::start(Misbehaviour::Script(answers)).await;
+        env.webhook(event, "POST", &receiver.url("/pause")).await;
+        let ids = env.fire_json(event, "{}").await;
+        fired.push((event, ids[0].clone(), receiver, min, max));
+    }
+    for (event, id, receiver, min, max) in fired {
+        let row = env.wait_final(&id, FINAL).await;
+        assert_eq!(
+            (row.state.as_str(), row.attempts),
+            ("succeeded", 2),
+            "{event}"
+        );
+        let arrivals = receiver.arrivals();
+        assert_eq!(arrivals.len(), 2, "{event}");
+        let gap = arrivals[1] - arrivals[0];
+        assert!(
+            gap >= min && gap <= max,
+            "{event}: the second attempt came {gap:?} after the first"
+        );
+        let attempts = env.attempts(&id).await;
+        let message = attempts[0].error_message.clone().unwrap_or_default();
+        if event == "pause.500" {
+            assert_eq!(message, "the target answered HTTP 500", "{event}");
+        } else {
+            assert!(
+                message.contains("asked to retry after"),
+                "{event}: {message:?}"
+            );
+        }
+    }
+}

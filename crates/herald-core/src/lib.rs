@@ -10,6 +10,7 @@ pub mod api_key;
 pub mod delivery;
 pub mod idempotency;
 pub mod payload;
+pub mod retry_after;
 pub mod schedule;
 pub mod signing;
 pub mod ssrf;

@@ -64,6 +64,19 @@ impl Publisher {
         self.publish_to(&route, message).await
     }
 
+    /// Publishes a delivery that must wait at least `delay` before it is
+    /// offered again (see `Topology::route_at_least`) and waits for the
+    /// broker's confirm; returns the wait it really gets.
+    pub async fn publish_after(
+        &self,
+        message: &DeliveryMessage,
+        delay: Duration,
+    ) -> Result<Duration, QueueError> {
+        let (route, wait) = self.topology().route_at_least(delay);
+        self.publish_to(&route, message).await?;
+        Ok(wait)
+    }
+
     /// Parks a delivery unchanged (same attempt) in the deferral delay queue
     /// and waits for the broker's confirm.
     pub async fn publish_deferred(&self, message: &DeliveryMessage) -> Result<(), QueueError> {

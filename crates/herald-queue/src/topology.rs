@@ -154,6 +154,24 @@ impl Topology {
         }
     }
 
+    /// Where to publish a delivery that must wait at least `delay`: the
+    /// shortest declared delay queue that waits that long, or the longest
+    /// one when none does (only declared queues exist on the broker).
+    /// Returns the route and the wait it really gives.
+    pub fn route_at_least(&self, delay: Duration) -> (Route, Duration) {
+        if delay.is_zero() {
+            return (self.route_after(Duration::ZERO), Duration::ZERO);
+        }
+        let delays = self.delays();
+        let chosen = delays
+            .iter()
+            .copied()
+            .find(|d| *d >= delay)
+            .or_else(|| delays.last().copied())
+            .unwrap_or(self.defer_delay);
+        (self.route_after(chosen), chosen)
+    }
+
     /// Where to park a delivery whose webhook is at its in-flight limit.
     pub fn route_deferred(&self) -> Route {
         self.route_after(self.defer_delay)
@@ -335,6 +353,24 @@ mod tests {
                 exchange: String::new(),
                 routing_key: "shop1.delay.250ms".into()
             }
+        );
+    }
+
+    #[test]
+    fn a_minimum_wait_takes_the_shortest_declared_queue_that_covers_it() {
+        let t = Topology::new("p", QueueType::Quorum, "0s,250ms,240s".parse().unwrap());
+        let wait = |ms: u64| {
+            let (route, chosen) = t.route_at_least(Duration::from_millis(ms));
+            (route.routing_key, chosen.as_millis())
+        };
+        assert_eq!(wait(0), ("work".to_owned(), 0));
+        assert_eq!(wait(250), ("p.delay.250ms".to_owned(), 250));
+        assert_eq!(wait(251), ("p.delay.5000ms".to_owned(), 5_000));
+        assert_eq!(wait(120_000), ("p.delay.240000ms".to_owned(), 240_000));
+        assert_eq!(
+            wait(3_600_000),
+            ("p.delay.240000ms".to_owned(), 240_000),
+            "longer than every queue: the longest"
         );
     }
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
+use herald_core::retry_after::parse_retry_after;
 use herald_core::ssrf::AddressPolicy;
 use herald_core::{AttemptError, ErrorKind, Payload, Webhook};
 use http::header::HeaderName;
@@ -82,6 +83,9 @@ pub struct AttemptOutcome {
     pub status_code: Option<u16>,
     pub error: Option<AttemptError>,
     pub response_excerpt: Option<String>,
+    /// How long the target asked to be left alone (`Retry-After` on a 429
+    /// or 503 answer).
+    pub retry_after: Option<Duration>,
 }
 
 impl AttemptOutcome {
@@ -140,12 +144,13 @@ impl HttpSender {
                     status_code: None,
                     error: Some(error),
                     response_excerpt: None,
+                    retry_after: None,
                 };
             }
         };
         let result = tokio::time::timeout(webhook.timeout(), self.exchange(request)).await;
         let duration = clock.elapsed();
-        let (status_code, error, response_excerpt) = match result {
+        let (status_code, error, response_excerpt, retry_after) = match result {
             Err(_) => (
                 None,
                 Some(AttemptError {
@@ -153,14 +158,25 @@ impl HttpSender {
                     message: format!("no complete answer within {} ms", webhook.timeout_ms),
                 }),
                 None,
+                None,
             ),
-            Ok(Err(error)) => (None, Some(error), None),
-            Ok(Ok((status, excerpt))) => {
+            Ok(Err(error)) => (None, Some(error), None, None),
+            Ok(Ok(Answer {
+                status,
+                excerpt,
+                retry_after,
+            })) => {
                 let error = (!(200..300).contains(&status)).then(|| AttemptError {
                     kind: ErrorKind::HttpStatus,
-                    message: format!("the target answered HTTP {status}"),
+                    message: match retry_after {
+                        Some(wait) => format!(
+                            "the target answered HTTP {status} and asked to retry after {} s",
+                            wait.as_secs()
+                        ),
+                        None => format!("the target answered HTTP {status}"),
+                    },
                 });
-                (Some(status), error, Some(excerpt))
+                (Some(status), error, Some(excerpt), retry_after)
             }
         };
         AttemptOutcome {
@@ -170,14 +186,13 @@ impl HttpSender {
             status_code,
             error,
             response_excerpt,
+            retry_after,
         }
     }
 
-    /// Sends the request and reads the answer's status and a body excerpt.
-    async fn exchange(
-        &self,
-        request: http::Request<Full<Bytes>>,
-    ) -> Result<(u16, String), AttemptError> {
+    /// Sends the request and reads the answer's status, `Retry-After` and a
+    /// body excerpt.
+    async fn exchange(&self, request: http::Request<Full<Bytes>>) -> Result<Answer, AttemptError> {
         let response = self
             .client
             .request(request)
@@ -194,6 +209,17 @@ impl HttpSender {
                 },
             })?;
         let status = response.status().as_u16();
+        // Only "too many requests" and "unavailable" carry a pause request
+        // Herald obeys; on other answers the header means nothing to a sender.
+        let retry_after = if matches!(status, 429 | 503) {
+            response
+                .headers()
+                .get(http::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| parse_retry_after(v, SystemTime::now()))
+        } else {
+            None
+        };
         let mut body = response.into_body();
         let mut excerpt = Vec::with_capacity(256);
         let mut read = 0usize;
@@ -218,8 +244,19 @@ impl HttpSender {
                 }
             }
         }
-        Ok((status, String::from_utf8_lossy(&excerpt).into_owned()))
+        Ok(Answer {
+            status,
+            excerpt: String::from_utf8_lossy(&excerpt).into_owned(),
+            retry_after,
+        })
     }
+}
+
+/// What was read of an answer.
+struct Answer {
+    status: u16,
+    excerpt: String,
+    retry_after: Option<Duration>,
 }
 
 /// "outer: inner: innermost", so a recorded error says what really failed.

@@ -68,8 +68,8 @@ pub struct SenderConfig {
     /// Requests in flight to one webhook at most (per sender); further
     /// deliveries to it are parked so that a slow target cannot block others.
     pub max_in_flight_per_webhook: usize,
-    /// How long a delivery waits for a free slot of its webhook before it
-    /// is parked.
+    /// How long a webhook at its limit may go without progress before its
+    /// waiting deliveries are parked.
     pub park_after: Duration,
 }
 

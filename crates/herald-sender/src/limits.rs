@@ -1,59 +1,83 @@
 //! Per-webhook concurrency: how many requests one sender has in flight to
-//! one webhook at most.
+//! one webhook at most, and when a delivery is parked instead of waiting.
 //!
 //! Without a limit, a target that hangs would soon hold every prefetch slot
 //! (each waiting for its timeout) and deliveries to healthy webhooks would
 //! queue behind it: head-of-line blocking. With it, a delivery whose webhook
-//! is at its limit waits briefly for a free slot and is otherwise parked in
-//! the deferral delay queue (no attempt is made or recorded), freeing its
-//! prefetch slot for other webhooks.
+//! is at its limit waits for a free slot as long as the webhook makes
+//! progress (a request started or finished within the park-after window);
+//! once it has made none for that long, the delivery is parked in the
+//! deferral delay queue (no attempt is made or recorded), freeing its
+//! prefetch slot for other webhooks. A fast webhook under a burst frees
+//! slots every few milliseconds, however many deliveries wait, so it is
+//! never parked; a hanging one is parked at once.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 use uuid::Uuid;
 
 /// The in-flight limit of every webhook, for one sender.
 pub(crate) struct WebhookLimits {
     per_webhook: usize,
-    /// How long a delivery waits for a free slot before it is parked. Long
-    /// enough that a fast webhook under a burst (slots freed every few
-    /// milliseconds) is never parked; short enough that deliveries to a
-    /// hanging webhook do not hold prefetch slots for long.
-    wait: Duration,
+    /// How long a webhook at its limit may go without progress before its
+    /// waiting deliveries are parked.
+    park_after: Duration,
+    /// Time zero of the progress stamps.
+    epoch: Instant,
     webhooks: Mutex<HashMap<Uuid, Arc<Slots>>>,
 }
 
-/// One webhook's request slots and the deliveries waiting for one.
+/// One webhook's request slots.
 struct Slots {
     semaphore: Arc<Semaphore>,
-    waiting: AtomicUsize,
+    /// When a request to it last started or finished (µs since `epoch`).
+    progress_us: AtomicU64,
 }
 
-/// Decrements the waiting count however the wait ends.
-struct Waiting<'a>(&'a AtomicUsize);
+/// A slot for one request; dropping it frees the slot and counts as progress.
+pub(crate) struct Slot {
+    _permit: OwnedSemaphorePermit,
+    slots: Arc<Slots>,
+    epoch: Instant,
+}
 
-impl Drop for Waiting<'_> {
+impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
+        self.slots.mark(self.epoch);
+    }
+}
+
+impl Slots {
+    fn mark(&self, epoch: Instant) {
+        let now = u64::try_from(epoch.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.progress_us.fetch_max(now, Ordering::SeqCst);
+    }
+
+    fn idle_for(&self, epoch: Instant) -> Duration {
+        let last = Duration::from_micros(self.progress_us.load(Ordering::SeqCst));
+        epoch.elapsed().saturating_sub(last)
     }
 }
 
 impl WebhookLimits {
-    pub(crate) fn new(per_webhook: usize, wait: Duration) -> Self {
+    pub(crate) fn new(per_webhook: usize, park_after: Duration) -> Self {
         Self {
             per_webhook: per_webhook.max(1),
-            wait,
+            park_after,
+            epoch: Instant::now(),
             webhooks: Mutex::new(HashMap::new()),
         }
     }
 
-    /// A slot for one request to `webhook`, or `None` when the webhook stayed
-    /// at its limit for the whole wait (the caller parks the delivery).
-    pub(crate) async fn acquire(&self, webhook: Uuid) -> Option<OwnedSemaphorePermit> {
+    /// A slot for one request to `webhook`, or `None` when the webhook is at
+    /// its limit and has made no progress for the park-after window (the
+    /// caller parks the delivery).
+    pub(crate) async fn acquire(&self, webhook: Uuid) -> Option<Slot> {
         let slots = {
             let mut webhooks = self.webhooks.lock().unwrap_or_else(PoisonError::into_inner);
             webhooks
@@ -61,26 +85,37 @@ impl WebhookLimits {
                 .or_insert_with(|| {
                     Arc::new(Slots {
                         semaphore: Arc::new(Semaphore::new(self.per_webhook)),
-                        waiting: AtomicUsize::new(0),
+                        progress_us: AtomicU64::new(0),
                     })
                 })
                 .clone()
         };
+        let slot = |permit| {
+            slots.mark(self.epoch);
+            Slot {
+                _permit: permit,
+                slots: slots.clone(),
+                epoch: self.epoch,
+            }
+        };
         if let Ok(permit) = slots.semaphore.clone().try_acquire_owned() {
-            return Some(permit);
+            return Some(slot(permit));
         }
-        // As many deliveries as the webhook has slots are already waiting:
-        // this one could not get a slot within the wait anyway, so it is
-        // parked at once instead of holding a prefetch slot for nothing.
-        if slots.waiting.fetch_add(1, Ordering::SeqCst) >= self.per_webhook {
-            slots.waiting.fetch_sub(1, Ordering::SeqCst);
-            return None;
+        loop {
+            let idle = slots.idle_for(self.epoch);
+            if idle >= self.park_after {
+                return None;
+            }
+            // Wait until the window since the last progress has passed, then
+            // look again: progress in between means the webhook is busy,
+            // not stuck, and the delivery keeps waiting its turn.
+            let acquire = slots.semaphore.clone().acquire_owned();
+            match tokio::time::timeout(self.park_after - idle, acquire).await {
+                Ok(Ok(permit)) => return Some(slot(permit)),
+                Ok(Err(_closed)) => return None,
+                Err(_elapsed) => {}
+            }
         }
-        let _waiting = Waiting(&slots.waiting);
-        tokio::time::timeout(self.wait, slots.semaphore.clone().acquire_owned())
-            .await
-            .ok()?
-            .ok()
     }
 }
 
@@ -88,46 +123,58 @@ impl WebhookLimits {
 mod tests {
     use super::*;
 
+    const PARK_AFTER: Duration = Duration::from_millis(200);
+
     #[tokio::test(start_paused = true)]
-    async fn a_full_webhook_parks_while_others_proceed() {
-        let limits = WebhookLimits::new(2, Duration::from_millis(200));
+    async fn a_stuck_webhook_parks_while_others_proceed() {
+        let limits = Arc::new(WebhookLimits::new(2, PARK_AFTER));
         let sick = Uuid::now_v7();
         let healthy = Uuid::now_v7();
-        let first = limits.acquire(sick).await.expect("slot 1");
+        let _first = limits.acquire(sick).await.expect("slot 1");
         let _second = limits.acquire(sick).await.expect("slot 2");
+        let started = Instant::now();
         assert!(
             limits.acquire(sick).await.is_none(),
-            "the third request to a full webhook is parked after the wait"
+            "a full webhook without progress parks the next delivery"
+        );
+        assert_eq!(started.elapsed(), PARK_AFTER, "after the park-after window");
+        let started = Instant::now();
+        assert!(limits.acquire(sick).await.is_none());
+        assert_eq!(
+            started.elapsed(),
+            Duration::ZERO,
+            "once stuck for the window, parked at once"
         );
         assert!(
             limits.acquire(healthy).await.is_some(),
             "another webhook has its own slots"
         );
-        // A slot freed during the wait is taken instead of parking; while
-        // as many deliveries wait as there are slots, more are parked at once.
-        let limits = Arc::new(limits);
-        let waiters: Vec<_> = (0..2)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_busy_webhook_that_makes_progress_is_never_parked() {
+        let limits = Arc::new(WebhookLimits::new(2, PARK_AFTER));
+        let busy = Uuid::now_v7();
+        // 40 deliveries, each request taking 50 ms with 2 slots: the last
+        // waits about a second, far past the window, but slots keep freeing.
+        let tasks: Vec<_> = (0..40)
             .map(|_| {
                 let limits = limits.clone();
-                // The permit is returned, so it stays taken until the end.
-                tokio::spawn(async move { limits.acquire(sick).await })
+                tokio::spawn(async move {
+                    let slot = limits.acquire(busy).await?;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    drop(slot);
+                    Some(())
+                })
             })
             .collect();
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        let started = tokio::time::Instant::now();
-        assert!(limits.acquire(sick).await.is_none());
-        assert_eq!(started.elapsed(), Duration::ZERO, "parked without waiting");
-        tokio::time::sleep(Duration::from_millis(40)).await;
-        drop(first);
-        let got: Vec<bool> = futures_util::future::join_all(waiters)
-            .await
-            .into_iter()
-            .map(|r| r.expect("joined").is_some())
-            .collect();
-        assert_eq!(
-            got.iter().filter(|g| **g).count(),
-            1,
-            "one waiter got the freed slot, the other was parked after the wait: {got:?}"
-        );
+        let started = Instant::now();
+        for task in tasks {
+            assert!(
+                task.await.expect("joined").is_some(),
+                "a delivery was parked"
+            );
+        }
+        assert_eq!(started.elapsed(), Duration::from_millis(1000));
     }
 }

@@ -54,13 +54,14 @@ struct Cli {
           value_parser = clap::value_parser!(u64).range(10..=604_800))]
     retention_interval_secs: u64,
     /// Requests in flight to one webhook at most, per sender. Deliveries
-    /// beyond it wait up to --park-after-ms for a slot, then are parked for
-    /// 5 s (not an attempt), so a slow target cannot block the others.
+    /// beyond it wait for a slot while the webhook makes progress, and are
+    /// parked for 5 s (not an attempt) once it made none for
+    /// --park-after-ms, so a hanging target cannot block the others.
     #[arg(long, env = "HERALD_MAX_IN_FLIGHT_PER_WEBHOOK", default_value_t = 32,
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
     max_in_flight_per_webhook: u32,
-    /// Milliseconds a delivery waits for a free slot of its webhook before
-    /// it is parked.
+    /// Milliseconds a webhook at its limit may go without a request starting
+    /// or finishing before its waiting deliveries are parked.
     #[arg(long, env = "HERALD_PARK_AFTER_MS", default_value_t = 200,
           value_parser = clap::value_parser!(u64).range(0..=60_000))]
     park_after_ms: u64,

@@ -182,13 +182,21 @@ async fn process(
                 attempt: next,
                 delay,
             } if error.kind.is_retryable() => {
-                tracing::info!(%error, next_attempt = next, ?delay, "attempt failed; retry scheduled");
+                // A target that asked for a pause (429/503 with Retry-After)
+                // gets at least that: the first delay queue as long, or the
+                // longest one. Never sooner than the schedule says.
+                let asked = outcome.retry_after.map_or(delay, |asked| delay.max(asked));
+                let (_, wait) = shared.retries.topology().route_at_least(asked);
+                tracing::info!(%error, next_attempt = next, ?wait, "attempt failed; retry scheduled");
                 record.state = DeliveryState::Pending;
-                record.next_attempt_at = Some(SystemTime::now() + delay);
-                Some(DeliveryMessage {
-                    attempt: next,
-                    ..message
-                })
+                record.next_attempt_at = Some(SystemTime::now() + wait);
+                Some((
+                    DeliveryMessage {
+                        attempt: next,
+                        ..message
+                    },
+                    asked,
+                ))
             }
             _ => {
                 tracing::info!(%error, "attempt failed; delivery failed for good");
@@ -210,8 +218,8 @@ async fn process(
     let queued = async {
         match &retry {
             None => true,
-            Some(next) => match shared.retries.publish(next).await {
-                Ok(()) => true,
+            Some((next, wait)) => match shared.retries.publish_after(next, *wait).await {
+                Ok(_) => true,
                 Err(e) => {
                     tracing::warn!(error = %e, "the retry could not be queued; the attempt will be repeated");
                     false
