@@ -12,6 +12,7 @@ use lapin::types::FieldTable;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::acks::Acks;
 use crate::{SenderConfig, Shared, process};
 
 pub(crate) async fn consume_until_shutdown(
@@ -73,6 +74,13 @@ pub(crate) async fn consume_until_shutdown(
             }
         };
         backoff = Duration::from_millis(100);
+        let acks = Arc::new(Acks::new(channel.clone()));
+        let stop_acks = CancellationToken::new();
+        let flusher = tokio::spawn({
+            let acks = acks.clone();
+            let stop = stop_acks.clone();
+            async move { acks.run(stop).await }
+        });
         shared.consuming.store(true, Ordering::Relaxed);
         tracing::info!(queue = %topology.work_queue(), prefetch = config.prefetch, "consuming");
         loop {
@@ -88,7 +96,8 @@ pub(crate) async fn consume_until_shutdown(
                     Some(Ok(delivery)) => {
                         let shared = shared.clone();
                         let schedule = topology.schedule().clone();
-                        tracker.spawn(process::handle(shared, schedule, delivery));
+                        acks.received(delivery.delivery_tag);
+                        tracker.spawn(process::handle(shared, schedule, acks.clone(), delivery));
                     }
                     Some(Err(e)) => {
                         tracing::warn!(error = %e, "the consumer failed; reconnecting");
@@ -113,9 +122,16 @@ pub(crate) async fn consume_until_shutdown(
                     "drain timeout: unfinished deliveries go back to the broker"
                 );
             }
+            // The acks of the last finished deliveries, before the channel goes.
+            stop_acks.cancel();
+            let _ = flusher.await;
+            if let Err(e) = acks.flush().await {
+                tracing::warn!(error = %e, "the last acks could not be sent; those deliveries will be repeated");
+            }
             let _ = connection.close(200, "shutting down".into()).await;
             return;
         }
+        stop_acks.cancel();
         // Deliveries of the broken connection cannot be acked any more; the
         // broker redelivers them. Let their tasks finish their writes.
         metrics::counter!("herald_broker_reconnects_total").increment(1);

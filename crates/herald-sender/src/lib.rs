@@ -8,6 +8,7 @@
 //! in between repeats the attempt (same delivery id) and never loses it.
 //! This crate must not accept Fire calls or change webhook configuration.
 
+mod acks;
 mod consume;
 mod http;
 mod limits;

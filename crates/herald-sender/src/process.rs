@@ -7,14 +7,21 @@ use herald_core::{DeliveryState, Payload, RetryDecision, Schedule};
 use herald_proto::v1::{DeliveryMessage, delivery_message};
 use herald_store::{AttemptRecord, DeliveryRecord, WriteRequest};
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions};
+use lapin::options::{BasicNackOptions, BasicRejectOptions};
 use tracing::Instrument;
 use uuid::Uuid;
 
+use crate::acks::Acks;
 use crate::{DeliveryInfo, Shared};
 
 /// Handles one delivery message: cancel, or attempt and record; then ack.
-pub(crate) async fn handle(shared: Arc<Shared>, schedule: Schedule, delivery: Delivery) {
+pub(crate) async fn handle(
+    shared: Arc<Shared>,
+    schedule: Schedule,
+    acks: Arc<Acks>,
+    delivery: Delivery,
+) {
+    let tag = delivery.delivery_tag;
     let message = match herald_queue::decode(&delivery.data) {
         Ok(message) => message,
         Err(e) => {
@@ -24,6 +31,7 @@ pub(crate) async fn handle(shared: Arc<Shared>, schedule: Schedule, delivery: De
                 .acker
                 .reject(BasicRejectOptions { requeue: false })
                 .await;
+            acks.settled(tag);
             return;
         }
     };
@@ -36,6 +44,7 @@ pub(crate) async fn handle(shared: Arc<Shared>, schedule: Schedule, delivery: De
             .acker
             .reject(BasicRejectOptions { requeue: false })
             .await;
+        acks.settled(tag);
         return;
     };
     let span = tracing::info_span!("delivery", %delivery_id, attempt = message.attempt);
@@ -43,21 +52,23 @@ pub(crate) async fn handle(shared: Arc<Shared>, schedule: Schedule, delivery: De
     in_flight.increment(1.0);
     async move {
         let done = process(&shared, &schedule, delivery_id, webhook_id, message).await;
-        let result = if done {
-            delivery.acker.ack(BasicAckOptions::default()).await
+        if done {
+            // Acked with its neighbours by the flusher (see `acks`).
+            acks.finished(tag);
         } else {
             // Back to the queue: another try (here or on another sender)
             // repeats the attempt with the same delivery id.
-            delivery
+            let result = delivery
                 .acker
                 .nack(BasicNackOptions {
                     requeue: true,
                     multiple: false,
                 })
-                .await
-        };
-        if let Err(e) = result {
-            tracing::warn!(error = %e, "ack failed; the broker will redeliver");
+                .await;
+            acks.settled(tag);
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "nack failed; the broker will redeliver");
+            }
         }
     }
     .instrument(span)
