@@ -27,7 +27,8 @@ pub struct Fired {
 }
 
 impl Fired {
-    fn record(&mut self, result: Result<Vec<String>, tonic::Status>) {
+    /// Counts one Fire call's answer.
+    pub fn record(&mut self, result: Result<Vec<String>, tonic::Status>) {
         self.calls += 1;
         match result {
             Ok(ids) => self.confirmed.extend(

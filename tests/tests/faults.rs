@@ -92,6 +92,16 @@ async fn setup(schedule: &str) -> (Arc<TestEnv>, Receiver, Arc<AtomicUsize>, Sen
     (Arc::new(env), receiver, count, sender)
 }
 
+/// Fires `events` at `per_second` in the background (see `fire_paced`).
+fn start_load(
+    env: &Arc<TestEnv>,
+    events: usize,
+    per_second: u32,
+) -> tokio::task::JoinHandle<Fired> {
+    let env = env.clone();
+    tokio::spawn(async move { fire_paced(&env, EVENT, events, per_second).await })
+}
+
 async fn wait_count(count: &AtomicUsize, at_least: usize, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(120);
     while count.load(Ordering::SeqCst) < at_least {
@@ -177,10 +187,7 @@ async fn sender_killed_twice_mid_load() {
     let _serial = SERIAL.lock().await;
     const EVENTS: usize = 3_000;
     let (env, receiver, count, mut sender_a) = setup("0s,200ms,200ms").await;
-    let fire = tokio::spawn({
-        let env = env.clone();
-        async move { fire_paced(&env, EVENT, EVENTS, 1_000).await }
-    });
+    let fire = start_load(&env, EVENTS, 1_000);
     let prefetch = PREFETCH.to_string();
     let overrides = [("HERALD_PREFETCH", prefetch.as_str())];
 
@@ -222,10 +229,7 @@ async fn broker_connections_closed_mid_load() {
     let _serial = SERIAL.lock().await;
     const EVENTS: usize = 3_000;
     let (env, receiver, count, _sender) = setup("0s,200ms,200ms").await;
-    let fire = tokio::spawn({
-        let env = env.clone();
-        async move { fire_paced(&env, EVENT, EVENTS, 1_000).await }
-    });
+    let fire = start_load(&env, EVENTS, 1_000);
     wait_count(&count, EVENTS / 5, "before closing the connections").await;
     run(
         "rabbitmqctl",
@@ -236,10 +240,7 @@ async fn broker_connections_closed_mid_load() {
     // delivered.
     let after = env.fire_json(EVENT, r#"{"after":"reconnect"}"#).await;
     let mut fired = fired;
-    fired.calls += 1;
-    fired
-        .confirmed
-        .extend(after.iter().map(|id| id.parse::<Uuid>().unwrap()));
+    fired.record(Ok(after));
     account(
         "RabbitMQ connections closed (`close_all_connections`)",
         &env,
@@ -255,10 +256,7 @@ async fn broker_stopped_and_started_mid_load() {
     let _serial = SERIAL.lock().await;
     const EVENTS: usize = 3_000;
     let (env, receiver, count, _sender) = setup("0s,200ms,200ms").await;
-    let fire = tokio::spawn({
-        let env = env.clone();
-        async move { fire_paced(&env, EVENT, EVENTS, 500).await }
-    });
+    let fire = start_load(&env, EVENTS, 500);
     wait_count(&count, EVENTS / 10, "before stopping the broker").await;
     run("rabbitmqctl", &["stop_app"]);
     // While the broker is down, Fire must never answer OK.
@@ -275,8 +273,7 @@ async fn broker_stopped_and_started_mid_load() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     run("rabbitmqctl", &["start_app"]);
     let mut fired = fire.await.unwrap();
-    fired.calls += 1;
-    fired.unavailable += 1;
+    fired.record(Err(status));
     assert!(
         fired.unavailable > 1,
         "the outage was not seen by the load: {fired:?}"
@@ -296,16 +293,12 @@ async fn broker_stopped_and_started_mid_load() {
             Err(status) => {
                 assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
                 assert!(Instant::now() < deadline, "Fire still fails: {status:?}");
-                fired.calls += 1;
-                fired.unavailable += 1;
+                fired.record(Err(status));
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
     };
-    fired.calls += 1;
-    fired
-        .confirmed
-        .extend(after.iter().map(|id| id.parse::<Uuid>().unwrap()));
+    fired.record(Ok(after));
     account(
         "RabbitMQ stopped and started (`stop_app` / `start_app`)",
         &env,
@@ -328,10 +321,7 @@ async fn postgres_connections_terminated_mid_load() {
     let _serial = SERIAL.lock().await;
     const EVENTS: usize = 3_000;
     let (env, receiver, count, _sender) = setup("0s,200ms,200ms").await;
-    let fire = tokio::spawn({
-        let env = env.clone();
-        async move { fire_paced(&env, EVENT, EVENTS, 1_000).await }
-    });
+    let fire = start_load(&env, EVENTS, 1_000);
     let admin = herald_tests::connect_pg(&herald_tests::postgres_admin_url())
         .await
         .unwrap();
@@ -385,10 +375,7 @@ async fn postgres_stopped_and_started_mid_load() {
     let _serial = SERIAL.lock().await;
     const EVENTS: usize = 3_000;
     let (env, receiver, count, sender) = setup("0s,200ms,200ms").await;
-    let fire = tokio::spawn({
-        let env = env.clone();
-        async move { fire_paced(&env, EVENT, EVENTS, 500).await }
-    });
+    let fire = start_load(&env, EVENTS, 500);
     wait_count(&count, EVENTS / 10, "before stopping Postgres").await;
     postgres_cluster("stop");
     let stopped = Instant::now();

@@ -13,7 +13,7 @@ mod topology;
 pub use connection::{ConnectionManager, connect};
 pub use publisher::Publisher;
 pub use topology::Route;
-pub use topology::{QueueType, Topology};
+pub use topology::{DEFER_DELAY, QueueType, Topology};
 
 use std::time::Duration;
 
@@ -35,9 +35,6 @@ pub struct QueueConfig {
     pub confirm_timeout: Duration,
     /// How long a (re)connect attempt may take.
     pub connect_timeout: Duration,
-    /// How long a delivery parked by a sender (its webhook at its in-flight
-    /// limit) waits before it is offered again.
-    pub defer_delay: Duration,
 }
 
 impl QueueConfig {
@@ -49,13 +46,11 @@ impl QueueConfig {
             schedule: Schedule::default(),
             confirm_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(3),
-            defer_delay: topology::DEFAULT_DEFER_DELAY,
         }
     }
 
     pub fn topology(&self) -> Topology {
         Topology::new(&self.prefix, self.queue_type, self.schedule.clone())
-            .with_defer_delay(self.defer_delay)
     }
 }
 

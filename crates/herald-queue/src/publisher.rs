@@ -77,13 +77,6 @@ impl Publisher {
         Ok(wait)
     }
 
-    /// Parks a delivery unchanged (same attempt) in the deferral delay queue
-    /// and waits for the broker's confirm.
-    pub async fn publish_deferred(&self, message: &DeliveryMessage) -> Result<(), QueueError> {
-        let route = self.topology().route_deferred();
-        self.publish_to(&route, message).await
-    }
-
     /// Publishes all messages concurrently; Ok only if every one was confirmed.
     pub async fn publish_all(&self, messages: &[DeliveryMessage]) -> Result<(), QueueError> {
         try_join_all(messages.iter().map(|m| self.publish(m))).await?;

@@ -6,7 +6,7 @@
 //! - `p.delay.<ms>ms` (one queue per distinct delay): messages wait there
 //!   for the queue's TTL, then RabbitMQ dead-letters them to `p.work`.
 //!
-//! - `p.delay.<defer>ms`: where a sender parks a delivery whose webhook
+//! - `p.delay.5000ms` ([`DEFER_DELAY`]): where a sender parks a delivery whose webhook
 //!   already has its maximum of requests in flight (a slow or hanging
 //!   target), so that it does not hold a prefetch slot that a healthy
 //!   webhook's delivery could use. Parking is not an attempt.
@@ -78,7 +78,6 @@ pub struct Topology {
     prefix: String,
     queue_type: QueueType,
     schedule: Schedule,
-    defer_delay: Duration,
 }
 
 /// How long a parked delivery waits before it is offered to senders again.
@@ -86,7 +85,7 @@ pub struct Topology {
 /// Long enough that a hanging webhook's parked deliveries cost little broker
 /// work while they circle; a parked delivery is late by at most this much
 /// once its webhook has a free slot again.
-pub const DEFAULT_DEFER_DELAY: Duration = Duration::from_secs(5);
+pub const DEFER_DELAY: Duration = Duration::from_secs(5);
 
 impl Topology {
     pub fn new(prefix: &str, queue_type: QueueType, schedule: Schedule) -> Self {
@@ -94,16 +93,7 @@ impl Topology {
             prefix: prefix.to_owned(),
             queue_type,
             schedule,
-            defer_delay: DEFAULT_DEFER_DELAY,
         }
-    }
-
-    /// Sets the parking delay (see the module header); zero is raised to
-    /// one millisecond, since a parked delivery must leave the work queue.
-    #[must_use]
-    pub fn with_defer_delay(mut self, delay: Duration) -> Self {
-        self.defer_delay = delay.max(Duration::from_millis(1));
-        self
     }
 
     pub fn schedule(&self) -> &Schedule {
@@ -131,7 +121,7 @@ impl Topology {
             .iter()
             .copied()
             .filter(|d| !d.is_zero())
-            .chain([self.defer_delay])
+            .chain([DEFER_DELAY])
             .collect();
         delays.sort();
         delays.dedup();
@@ -168,13 +158,8 @@ impl Topology {
             .copied()
             .find(|d| *d >= delay)
             .or_else(|| delays.last().copied())
-            .unwrap_or(self.defer_delay);
+            .unwrap_or(DEFER_DELAY);
         (self.route_after(chosen), chosen)
-    }
-
-    /// Where to park a delivery whose webhook is at its in-flight limit.
-    pub fn route_deferred(&self) -> Route {
-        self.route_after(self.defer_delay)
     }
 
     /// Every delay queue's name (tests inspect and delete them).
@@ -331,12 +316,12 @@ mod tests {
             t.delays(),
             vec![
                 Duration::from_millis(250),
-                DEFAULT_DEFER_DELAY,
+                DEFER_DELAY,
                 Duration::from_secs(240)
             ]
         );
         assert_eq!(
-            t.route_deferred().routing_key,
+            t.route_at_least(DEFER_DELAY).0.routing_key,
             "shop1.delay.5000ms",
             "parked deliveries wait in their own delay queue"
         );

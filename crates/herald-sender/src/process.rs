@@ -254,8 +254,12 @@ async fn process(
 /// message goes to the deferral delay queue and comes back after it. No
 /// attempt is made, so nothing is recorded; the ack waits for the confirm.
 async fn park(shared: &Shared, message: &DeliveryMessage) -> bool {
-    match shared.retries.publish_deferred(message).await {
-        Ok(()) => {
+    match shared
+        .retries
+        .publish_after(message, herald_queue::DEFER_DELAY)
+        .await
+    {
+        Ok(_) => {
             tracing::debug!("webhook at its in-flight limit; delivery parked");
             count_outcome("parked");
             true
