@@ -25,8 +25,9 @@ use serde::Serialize;
 use tokio_postgres::NoTls;
 use uuid::Uuid;
 
+use crate::herald::Load;
 use crate::receiver::Receiver;
-use crate::stats::{Latency, LoopOutcome, closed_loop, per_second};
+use crate::stats::{Latency, LoopOutcome, closed_loop, open_loop, per_second};
 
 /// One raw stage's result.
 #[derive(Debug, Clone, Serialize)]
@@ -55,14 +56,16 @@ impl Stage {
     }
 }
 
-/// AMQP confirmed publish of persistent `body`s to a fresh quorum queue:
-/// `concurrency` publishers over `channels` confirm-mode channels, each
-/// awaiting its own confirm. The messages stay for [`consume`].
+/// AMQP confirmed publish of persistent `body`s to a fresh quorum queue over
+/// `channels` confirm-mode channels, each publish awaiting its own confirm:
+/// `concurrency` publishers in a closed loop, or publishes started at a fixed
+/// rate (open loop, to see the confirm latency without back-pressure). The
+/// messages stay for [`consume`].
 pub async fn publish(
     amqp_url: &str,
     queue: &str,
     total: usize,
-    concurrency: usize,
+    load: Load,
     channels: usize,
     body: Vec<u8>,
 ) -> anyhow::Result<Stage> {
@@ -93,7 +96,7 @@ pub async fn publish(
     let list = Arc::new(list);
     let body = Arc::new(body);
     let queue = queue.to_owned();
-    let outcome = closed_loop(total, concurrency, move |i, _| {
+    let op = move |i: usize, _: Instant| {
         let list = list.clone();
         let body = body.clone();
         let queue = queue.clone();
@@ -117,16 +120,27 @@ pub async fn publish(
                 other => anyhow::bail!("not confirmed: {other:?}"),
             }
         }
-    })
-    .await;
-    let _ = connection.close(200, "done".into()).await;
-    Ok(Stage::from_loop(
-        &format!("amqp_publish_c{concurrency}_ch{channels}"),
-        format!(
-            "lapin confirmed publish, persistent, quorum queue, {concurrency} publishers on {channels} channels"
+    };
+    let (outcome, name, what) = match load {
+        Load::Closed { concurrency } => (
+            closed_loop(total, concurrency, op).await,
+            format!("amqp_publish_c{concurrency}_ch{channels}"),
+            format!(
+                "lapin confirmed publish, persistent, quorum queue, {concurrency} publishers on {channels} channels"
+            ),
         ),
-        outcome,
-    ))
+        // Not named `amqp_publish_*`: it measures latency at a set rate, so
+        // it must not count as a throughput bound.
+        Load::Open { rate } => (
+            open_loop(total, rate, op).await,
+            format!("amqp_confirm_open{rate:.0}"),
+            format!(
+                "lapin confirmed publish, persistent, quorum queue, open loop {rate:.0}/s on {channels} channels"
+            ),
+        ),
+    };
+    let _ = connection.close(200, "done".into()).await;
+    Ok(Stage::from_loop(&name, what, outcome))
 }
 
 /// Consumes `total` messages from `queue` with manual acks at `prefetch`,

@@ -198,12 +198,20 @@ async fn run(cli: &Cli, env: &Env) -> anyhow::Result<Outcome> {
     let mut stages = Vec::new();
     let raw_queue = format!("{}.raw", env.prefix);
     let n = cli.baseline_count;
-    stages.push(baseline::publish(&env.amqp_url, &raw_queue, n, c, 4, body.clone()).await?);
+    let closed = Load::Closed { concurrency: c };
+    stages.push(baseline::publish(&env.amqp_url, &raw_queue, n, closed, 4, body.clone()).await?);
     stages.push(baseline::consume(&env.amqp_url, &raw_queue, n, 256).await?);
-    stages.push(baseline::publish(&env.amqp_url, &raw_queue, n, c, c, body).await?);
+    stages.push(baseline::publish(&env.amqp_url, &raw_queue, n, closed, c, body.clone()).await?);
     stages.push(baseline::consume(&env.amqp_url, &raw_queue, n, 256).await?);
     // Keep the consume figure of the first run only (same prefetch twice).
     stages.remove(3);
+    // The broker's confirm latency at the open-loop case's rate, what the
+    // open-loop Fire latency is bounded by.
+    let open = Load::Open { rate: cli.rate };
+    let open_count = (cli.rate * 5.0) as usize;
+    stages.push(baseline::publish(&env.amqp_url, &raw_queue, open_count, open, 4, body).await?);
+    stages.push(baseline::consume(&env.amqp_url, &raw_queue, open_count, 256).await?);
+    stages.pop();
     stages.push(baseline::http(n, c, bytes::Bytes::from_static(PAYLOAD.as_bytes())).await?);
     stages.push(baseline::postgres_insert(&env.database_url, cli.baseline_rows, 500, 4).await?);
     stages.push(baseline::tonic_noop(n, c, PAYLOAD).await?);

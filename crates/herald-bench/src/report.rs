@@ -214,7 +214,13 @@ pub fn targets(
     {
         out.push(Target {
             target: "open loop: Fire p99 <= 5 ms".into(),
-            measured: format!("{:.2} ms", c.fire_latency.p99_ms),
+            measured: match stage(stages, "amqp_confirm_open").and_then(|s| s.latency) {
+                Some(raw) => format!(
+                    "{:.2} ms (raw confirmed publish at the same rate: p50 {:.2}, p99 {:.2} ms)",
+                    c.fire_latency.p99_ms, raw.p50_ms, raw.p99_ms
+                ),
+                None => format!("{:.2} ms", c.fire_latency.p99_ms),
+            },
             met: Some(c.fire_latency.p99_ms <= 5.0),
         });
         if let Some(e2e) = c.e2e_latency {

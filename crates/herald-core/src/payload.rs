@@ -140,6 +140,54 @@ impl Payload {
     }
 }
 
+/// A JSON document without the whitespace between its tokens: the compact
+/// form Herald sends, with strings, numbers and key order exactly as the shop
+/// wrote them. Borrows when there is nothing to remove, which is the usual
+/// case, so the hot path neither parses nor allocates. `doc` is expected to
+/// be valid JSON (ingest validated it); anything else only loses whitespace
+/// outside what looks like strings.
+pub fn compact_json(doc: &str) -> Cow<'_, str> {
+    let bytes = doc.as_bytes();
+    let is_space = |b: u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r');
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut out: Option<Vec<u8>> = None;
+    for (i, &b) in bytes.iter().enumerate() {
+        let keep = if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            true
+        } else if b == b'"' {
+            in_string = true;
+            true
+        } else {
+            !is_space(b)
+        };
+        match (&mut out, keep) {
+            (Some(out), true) => out.push(b),
+            (None, false) => {
+                let mut started = Vec::with_capacity(bytes.len());
+                started.extend_from_slice(&bytes[..i]);
+                out = Some(started);
+            }
+            _ => {}
+        }
+    }
+    match out {
+        None => Cow::Borrowed(doc),
+        // Only ASCII whitespace outside strings was dropped, so the bytes are
+        // still the UTF-8 they were; the lossy path is never taken.
+        Some(out) => Cow::Owned(
+            String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into()),
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,6 +247,21 @@ mod tests {
             Payload::Json(r#"{"x":-2.2533573158688283e-237}"#.into()).query_string(),
             "x=-2.2533573158688283e-237"
         );
+    }
+
+    #[test]
+    fn compact_json_drops_whitespace_between_tokens_only() {
+        assert!(matches!(compact_json(r#"{"a":[1,2]}"#), Cow::Borrowed(_)));
+        assert_eq!(
+            compact_json("{ \"a b\" : [ 1 ,\n\t2 ] ,\r\n \"c\":\"x \\\" y\" }\n"),
+            r#"{"a b":[1,2],"c":"x \" y"}"#
+        );
+        // Escapes, number forms and duplicate keys stay as written.
+        assert_eq!(
+            compact_json(r#"{ "e":"\u00e9\\", "n": 1E2, "n": -0.0 }"#),
+            r#"{"e":"\u00e9\\","n":1E2,"n":-0.0}"#
+        );
+        assert_eq!(compact_json(" \"ü  ß\" "), "\"ü  ß\"");
     }
 
     #[test]

@@ -1,11 +1,13 @@
 //! Property tests of what a shop's data and a webhook's configuration can
 //! reach: template rendering, the template filters that escape, Ellity's
-//! `#a.b#` variables, and the URL a request goes to (GET data in the query).
+//! `#a.b#` variables, the URL a request goes to (GET data in the query), and
+//! the compact form of fired JSON.
 //!
 //! Each property runs `PROPTEST_CASES` cases (256 unless set), which takes
 //! well under a second per property; `PROPTEST_CASES=100000 cargo test -p
 //! herald-core --test properties` searches longer.
 
+use herald_core::payload::compact_json;
 use herald_core::ssrf::AddressPolicy;
 use herald_core::template::{EventInfo, TemplateContext, TemplateEngine};
 use herald_core::webhook::{NewWebhookInput, SaveRules};
@@ -582,6 +584,17 @@ proptest! {
 
 proptest! {
     #![proptest_config(config())]
+
+    /// Compacting any JSON document, pretty-printed or already compact,
+    /// gives what serde_json writes for it: valid, compact and the same
+    /// value.
+    #[test]
+    fn compacting_json_equals_serde_json_compact_output(value in json_value()) {
+        let compact = serde_json::to_string(&value).expect("serialise");
+        let pretty = serde_json::to_string_pretty(&value).expect("serialise");
+        prop_assert_eq!(compact_json(&pretty).into_owned(), compact.clone());
+        prop_assert_eq!(compact_json(&compact).into_owned(), compact);
+    }
 
     /// Any data appended to a valid URL gives a URL that both `http` (what
     /// the sender sends with) and `url` parse, with the host and path the

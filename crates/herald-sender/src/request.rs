@@ -4,11 +4,13 @@
 //!
 //! Templates are compiled once per webhook version and reused.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use herald_core::payload::compact_json;
 use herald_core::signing::signature_header;
 use herald_core::ssrf::AddressPolicy;
 use herald_core::template::{CompiledTemplate, EventInfo, TemplateContext, TemplateEngine};
@@ -16,6 +18,7 @@ use herald_core::webhook::BodyMode;
 use herald_core::{AttemptError, ErrorKind, Payload, Webhook};
 use http::header::{CONTENT_TYPE, HeaderName, HeaderValue, USER_AGENT};
 use http_body_util::Full;
+use serde_json::value::RawValue;
 use uuid::Uuid;
 
 const HERALD_USER_AGENT: &str = concat!("Herald/", env!("CARGO_PKG_VERSION"));
@@ -259,31 +262,45 @@ impl RequestBuilder {
     }
 }
 
-/// The data as fired: text exactly, JSON as compact JSON.
+/// The data as fired: text exactly, JSON as compact JSON (whitespace
+/// between tokens dropped, everything else as the shop wrote it).
 fn raw_body(payload: &Payload) -> Bytes {
     match payload {
         Payload::Text(text) => Bytes::copy_from_slice(text.as_bytes()),
-        Payload::Json(doc) => match serde_json::from_str::<serde_json::Value>(doc) {
-            Ok(value) => Bytes::from(value.to_string()),
-            Err(_) => Bytes::copy_from_slice(doc.as_bytes()),
+        Payload::Json(doc) => match compact_json(doc) {
+            Cow::Borrowed(doc) => Bytes::copy_from_slice(doc.as_bytes()),
+            Cow::Owned(compact) => Bytes::from(compact),
         },
     }
 }
 
 /// PARTS SOFT "send JSON": the whole fired object plus envelope fields.
+#[derive(serde::Serialize)]
+struct Envelope<'a> {
+    event: &'a str,
+    tenant: &'a str,
+    delivery_id: String,
+    fired_at: String,
+    /// The fired JSON spliced in as written (compacted), or the text as a
+    /// JSON string: no parse into a tree and back per attempt.
+    data: Box<RawValue>,
+}
+
 fn envelope(payload: &Payload, info: &DeliveryInfo<'_>) -> Bytes {
     let data = match payload {
-        Payload::Json(doc) => serde_json::from_str(doc).unwrap_or(serde_json::Value::Null),
-        Payload::Text(text) => serde_json::Value::String(text.clone()),
+        Payload::Json(doc) => RawValue::from_string(compact_json(doc).into_owned()),
+        Payload::Text(text) => serde_json::value::to_raw_value(text),
     };
-    let document = serde_json::json!({
-        "event": info.event,
-        "tenant": info.tenant,
-        "delivery_id": info.delivery_id.to_string(),
-        "fired_at": herald_core::template::rfc3339_millis(info.fired_at_unix_ms),
-        "data": data,
-    });
-    Bytes::from(document.to_string())
+    let document = Envelope {
+        event: info.event,
+        tenant: info.tenant,
+        delivery_id: info.delivery_id.to_string(),
+        fired_at: herald_core::template::rfc3339_millis(info.fired_at_unix_ms),
+        // Ingest only queues valid JSON; should anything else arrive, the
+        // envelope says `null` rather than break the JSON around it.
+        data: data.unwrap_or_else(|_| RawValue::NULL.to_owned()),
+    };
+    Bytes::from(serde_json::to_vec(&document).unwrap_or_default())
 }
 
 /// The Content-Type a body template implies when none is configured: JSON

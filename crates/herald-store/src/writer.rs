@@ -3,9 +3,9 @@
 //! The sender must not acknowledge a queue message before the outcome of its
 //! attempt is durable, yet one transaction per attempt caps throughput at a
 //! few thousand rows per second. So callers queue their record and wait, while
-//! a few writer tasks each take whatever has queued up, write it in one
-//! transaction with two multi-row statements, and then answer every waiting
-//! caller at once.
+//! a few writer tasks each take whatever has queued up (waiting a few
+//! milliseconds for more when little has), write it with one statement of
+//! two multi-row inserts, and then answer every waiting caller at once.
 
 use std::collections::BTreeMap;
 use std::collections::btree_map::Entry;
@@ -29,34 +29,46 @@ use crate::store::u32_to_i32;
 /// as TCP takes to notice.
 const BATCH_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Upserts deliveries. Only the progress columns are updated on conflict; the
+/// Records a batch in one statement: upserts the deliveries and inserts
+/// their attempts. One statement is one implicit transaction, so the batch
+/// commits in a single round trip (no `BEGIN`/`COMMIT` of their own), and the
+/// two inserts still commit or fail together.
+///
+/// Deliveries: only the progress columns are updated on conflict; the
 /// fire-time columns are written once. The `WHERE` keeps a late redelivery of
 /// an older attempt from moving a delivery backwards.
-const UPSERT_DELIVERIES: &str = "\
-INSERT INTO deliveries (id, tenant, event, webhook_id, target_url, method, payload, payload_kind,
-    fired_at, state, attempts, last_status_code, last_error, last_attempt_at, next_attempt_at,
-    finished_at, resent_from)
-SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::text[], $6::text[],
-    $7::text[], $8::text[], $9::timestamptz[], $10::text[], $11::int4[], $12::int4[], $13::text[],
-    $14::timestamptz[], $15::timestamptz[], $16::timestamptz[], $17::uuid[])
-ON CONFLICT (id) DO UPDATE SET
-    state = EXCLUDED.state,
-    attempts = EXCLUDED.attempts,
-    last_status_code = EXCLUDED.last_status_code,
-    last_error = EXCLUDED.last_error,
-    last_attempt_at = EXCLUDED.last_attempt_at,
-    next_attempt_at = EXCLUDED.next_attempt_at,
-    finished_at = EXCLUDED.finished_at
-WHERE deliveries.attempts <= EXCLUDED.attempts";
-
-/// Inserts attempts. An attempt is immutable, so a second write of the same
+///
+/// Attempts: an attempt is immutable, so a second write of the same
 /// (delivery, attempt) — a message redelivered after a crash — is ignored.
-const INSERT_ATTEMPTS: &str = "\
-INSERT INTO delivery_attempts (delivery_id, attempt, started_at, duration_ms, url, status_code,
-    error_kind, error_message, response_excerpt)
-SELECT * FROM unnest($1::uuid[], $2::int4[], $3::timestamptz[], $4::int4[], $5::text[],
-    $6::int4[], $7::text[], $8::text[], $9::text[])
-ON CONFLICT (delivery_id, attempt) DO NOTHING";
+///
+/// Data-modifying `WITH` parts always run to completion even though the main
+/// query reads nothing from them.
+const WRITE_BATCH: &str = "\
+WITH upserted AS (
+    INSERT INTO deliveries (id, tenant, event, webhook_id, target_url, method, payload,
+        payload_kind, fired_at, state, attempts, last_status_code, last_error, last_attempt_at,
+        next_attempt_at, finished_at, resent_from)
+    SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::text[],
+        $6::text[], $7::text[], $8::text[], $9::timestamptz[], $10::text[], $11::int4[],
+        $12::int4[], $13::text[], $14::timestamptz[], $15::timestamptz[], $16::timestamptz[],
+        $17::uuid[])
+    ON CONFLICT (id) DO UPDATE SET
+        state = EXCLUDED.state,
+        attempts = EXCLUDED.attempts,
+        last_status_code = EXCLUDED.last_status_code,
+        last_error = EXCLUDED.last_error,
+        last_attempt_at = EXCLUDED.last_attempt_at,
+        next_attempt_at = EXCLUDED.next_attempt_at,
+        finished_at = EXCLUDED.finished_at
+    WHERE deliveries.attempts <= EXCLUDED.attempts
+), inserted AS (
+    INSERT INTO delivery_attempts (delivery_id, attempt, started_at, duration_ms, url,
+        status_code, error_kind, error_message, response_excerpt)
+    SELECT * FROM unnest($18::uuid[], $19::int4[], $20::timestamptz[], $21::int4[],
+        $22::text[], $23::int4[], $24::text[], $25::text[], $26::text[])
+    ON CONFLICT (delivery_id, attempt) DO NOTHING
+)
+SELECT 1";
 
 /// The state of a delivery after an attempt (a row of `deliveries`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,13 +125,22 @@ pub struct WriterConfig {
     /// Batches written concurrently. The pool should have at least this many
     /// connections.
     pub writers: usize,
+    /// How long a writer waits for more records after the first one before it
+    /// writes a batch that is not full. Nothing waits on this but the ack of
+    /// the queue message (the HTTP request has been sent already), and every
+    /// statement saved is CPU that the two cores' other work gets instead.
+    pub linger: Duration,
 }
+
+/// Default of [`WriterConfig::linger`].
+pub const DEFAULT_WRITE_LINGER: Duration = Duration::from_millis(5);
 
 impl Default for WriterConfig {
     fn default() -> Self {
         Self {
             max_batch: 512,
             writers: 4,
+            linger: DEFAULT_WRITE_LINGER,
         }
     }
 }
@@ -144,6 +165,7 @@ impl AttemptWriter {
     ) -> (AttemptWriter, JoinHandle<()>) {
         let max_batch = config.max_batch.max(1);
         let writers = config.writers.max(1);
+        let linger = config.linger;
         // Bounded, so that a stalled database pushes back on the consumers
         // (their `write` waits) instead of letting memory grow.
         let (jobs, receiver) = mpsc::channel(max_batch * writers * 4);
@@ -153,7 +175,7 @@ impl AttemptWriter {
                 tokio::spawn(run_writer(
                     pool.clone(),
                     Arc::clone(&receiver),
-                    max_batch,
+                    Batching { max_batch, linger },
                     shutdown.clone(),
                 ))
             })
@@ -187,16 +209,26 @@ impl AttemptWriter {
     }
 }
 
+/// How a writer task forms its batches.
+#[derive(Clone, Copy)]
+struct Batching {
+    max_batch: usize,
+    linger: Duration,
+}
+
 /// One writer task: take a batch, write it, answer, repeat; drain on
 /// shutdown.
 async fn run_writer(
     pool: Pool,
     receiver: Arc<Mutex<mpsc::Receiver<Job>>>,
-    max_batch: usize,
+    batching: Batching,
     shutdown: CancellationToken,
 ) {
     loop {
         let batch = {
+            // Held while lingering: the other writers queue behind this one
+            // instead of each taking a few records, which keeps batches large
+            // while up to `writers` of them are being written.
             let mut receiver = receiver.lock().await;
             let first = tokio::select! {
                 biased;
@@ -207,7 +239,19 @@ async fn run_writer(
                     None => return,
                 },
             };
-            take_more(&mut receiver, first, max_batch)
+            let mut batch = take_more(&mut receiver, first, batching.max_batch);
+            let deadline = tokio::time::Instant::now() + batching.linger;
+            while batch.len() < batching.max_batch && !batching.linger.is_zero() {
+                let next = tokio::select! {
+                    biased;
+                    () = shutdown.cancelled() => None,
+                    next = tokio::time::timeout_at(deadline, receiver.recv()) => next.ok().flatten(),
+                };
+                let Some(job) = next else { break };
+                batch.push(job);
+                batch = take_more_into(&mut receiver, batch, batching.max_batch);
+            }
+            batch
         };
         write_and_answer(&pool, batch, &shutdown).await;
     }
@@ -219,7 +263,7 @@ async fn run_writer(
             let mut receiver = receiver.lock().await;
             receiver.close();
             match receiver.try_recv() {
-                Ok(first) => take_more(&mut receiver, first, max_batch),
+                Ok(first) => take_more(&mut receiver, first, batching.max_batch),
                 Err(_) => return,
             }
         };
@@ -231,6 +275,15 @@ async fn run_writer(
 fn take_more(receiver: &mut mpsc::Receiver<Job>, first: Job, max_batch: usize) -> Vec<Job> {
     let mut batch = Vec::with_capacity(max_batch.min(64));
     batch.push(first);
+    take_more_into(receiver, batch, max_batch)
+}
+
+/// Adds whatever is already queued to `batch`, up to `max_batch` jobs.
+fn take_more_into(
+    receiver: &mut mpsc::Receiver<Job>,
+    mut batch: Vec<Job>,
+    max_batch: usize,
+) -> Vec<Job> {
     while batch.len() < max_batch {
         match receiver.try_recv() {
             Ok(job) => batch.push(job),
@@ -489,13 +542,12 @@ impl Rows {
     }
 
     async fn write_transaction(&self, pool: &Pool) -> Result<(), StoreError> {
-        let mut client = pool.get().await?;
-        let tx = client.transaction().await?;
-        let d = &self.deliveries;
-        if !d.id.is_empty() {
-            let upsert = tx.prepare_cached(UPSERT_DELIVERIES).await?;
-            tx.execute(
-                &upsert,
+        let client = pool.get().await?;
+        let statement = client.prepare_cached(WRITE_BATCH).await?;
+        let (d, a) = (&self.deliveries, &self.attempts);
+        client
+            .execute(
+                &statement,
                 &[
                     &d.id,
                     &d.tenant,
@@ -514,16 +566,6 @@ impl Rows {
                     &d.next_attempt_at,
                     &d.finished_at,
                     &d.resent_from,
-                ],
-            )
-            .await?;
-        }
-        let a = &self.attempts;
-        if !a.delivery_id.is_empty() {
-            let insert = tx.prepare_cached(INSERT_ATTEMPTS).await?;
-            tx.execute(
-                &insert,
-                &[
                     &a.delivery_id,
                     &a.attempt,
                     &a.started_at,
@@ -536,8 +578,6 @@ impl Rows {
                 ],
             )
             .await?;
-        }
-        tx.commit().await?;
         Ok(())
     }
 }
@@ -571,7 +611,11 @@ mod tests {
     ) -> (AttemptWriter, JoinHandle<()>) {
         AttemptWriter::start(
             db.pool(),
-            WriterConfig { max_batch, writers },
+            WriterConfig {
+                max_batch,
+                writers,
+                linger: DEFAULT_WRITE_LINGER,
+            },
             shutdown.clone(),
         )
     }
@@ -663,6 +707,107 @@ mod tests {
             what: "x",
             after: Duration::ZERO
         }));
+    }
+
+    /// The transaction ids that wrote these deliveries' rows, in both tables.
+    async fn writing_transactions(client: &tokio_postgres::Client, ids: &[Uuid]) -> Vec<String> {
+        let rows = client
+            .query(
+                "SELECT DISTINCT xmin::text FROM deliveries WHERE id = ANY($1) \
+                 UNION SELECT DISTINCT xmin::text FROM delivery_attempts WHERE delivery_id = ANY($1)",
+                &[&ids],
+            )
+            .await
+            .unwrap();
+        rows.iter().map(|row| row.get(0)).collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_writer_lingers_for_more_records_and_writes_them_in_one_transaction() {
+        let db = TestDb::migrated().await;
+        let client = db.connect().await;
+        let shutdown = CancellationToken::new();
+        let linger = Duration::from_millis(300);
+        let (writer, tasks) = AttemptWriter::start(
+            db.pool(),
+            WriterConfig {
+                max_batch: 512,
+                writers: 1,
+                linger,
+            },
+            shutdown.clone(),
+        );
+        let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+        let started = std::time::Instant::now();
+        let first = tokio::spawn({
+            let writer = writer.clone();
+            async move { writer.write(request(a, 1, DeliveryState::Pending)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        writer
+            .write(request(b, 1, DeliveryState::Succeeded))
+            .await
+            .expect("second write");
+        first.await.unwrap().expect("first write");
+        assert!(
+            started.elapsed() >= linger,
+            "the batch was written before the linger ran out"
+        );
+        assert_eq!(
+            writing_transactions(&client, &[a, b]).await.len(),
+            1,
+            "a record that came during the linger joins the batch"
+        );
+
+        // Without a linger, records 50 ms apart are separate batches.
+        let (unlingering, tasks_2) = AttemptWriter::start(
+            db.pool(),
+            WriterConfig {
+                max_batch: 512,
+                writers: 1,
+                linger: Duration::ZERO,
+            },
+            shutdown.clone(),
+        );
+        let (c, d) = (Uuid::now_v7(), Uuid::now_v7());
+        unlingering
+            .write(request(c, 1, DeliveryState::Pending))
+            .await
+            .expect("write c");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        unlingering
+            .write(request(d, 1, DeliveryState::Pending))
+            .await
+            .expect("write d");
+        assert_eq!(writing_transactions(&client, &[c, d]).await.len(), 2);
+
+        // A full batch does not wait for the linger.
+        let (full, tasks_3) = AttemptWriter::start(
+            db.pool(),
+            WriterConfig {
+                max_batch: 2,
+                writers: 1,
+                linger: Duration::from_secs(60),
+            },
+            shutdown.clone(),
+        );
+        let (e, f) = (Uuid::now_v7(), Uuid::now_v7());
+        let both = join_all([e, f].map(|id| {
+            let full = full.clone();
+            async move { full.write(request(id, 1, DeliveryState::Pending)).await }
+        }));
+        for result in tokio::time::timeout(Duration::from_secs(10), both)
+            .await
+            .expect("a full batch is written at once")
+        {
+            result.expect("write");
+        }
+        assert_eq!(writing_transactions(&client, &[e, f]).await.len(), 1);
+
+        shutdown.cancel();
+        for t in [tasks, tasks_2, tasks_3] {
+            t.await.unwrap();
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
