@@ -289,6 +289,25 @@ pub struct CpuPer1000 {
     pub bench: f64,
 }
 
+impl CpuPer1000 {
+    /// CPU seconds per 1,000 deliveries of everything the case ran.
+    pub fn total(&self) -> f64 {
+        self.ingest + self.sender + self.rabbitmq + self.postgres + self.bench
+    }
+
+    /// Deliveries per second `cpus` cores could do at this cost if every
+    /// core were busy all the time: the ceiling a case on one machine
+    /// cannot pass however its stages overlap.
+    pub fn ceiling_per_s(&self, cpus: usize) -> f64 {
+        let total = self.total();
+        if total > 0.0 {
+            cpus as f64 * 1000.0 / total
+        } else {
+            0.0
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct CaseResult {
     pub spec: CaseSpec,

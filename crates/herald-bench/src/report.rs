@@ -275,17 +275,23 @@ pub fn render(report: &Report) -> String {
     );
     let _ = writeln!(
         s,
-        "| case | deliveries | Fire/s | Fire p50/p99 ms | deliveries/s | e2e p50/p99 ms | attempt rows/s | CPU s/1k ingest / sender / rabbit / pg | peak RSS MiB ingest / sender | complete |"
+        "| case | deliveries | Fire/s | Fire p50/p99 ms | deliveries/s | e2e p50/p99 ms | attempt rows/s | CPU s/1k ingest / sender / rabbit / pg / bench | CPU ceiling/s (reached) | peak RSS MiB ingest / sender | complete |"
     );
-    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
     for c in &report.cases {
         let e2e = c.e2e_latency.map_or("—".to_owned(), |l| {
             format!("{:.1} / {:.1}", l.p50_ms, l.p99_ms)
         });
         let cpu = c.cpu_s_per_1000;
+        let ceiling = cpu.ceiling_per_s(report.machine.cpus);
+        let reached = if ceiling > 0.0 {
+            c.deliveries_per_s / ceiling * 100.0
+        } else {
+            0.0
+        };
         let _ = writeln!(
             s,
-            "| {} | {} | {:.0} | {:.2} / {:.2} | {:.0} | {e2e} | {:.0} | {:.3} / {:.3} / {:.3} / {:.3} | {:.1} / {:.1} | {} |",
+            "| {} | {} | {:.0} | {:.2} / {:.2} | {:.0} | {e2e} | {:.0} | {:.3} / {:.3} / {:.3} / {:.3} / {:.3} | {ceiling:.0} ({reached:.0}%) | {:.1} / {:.1} | {} |",
             c.spec.name,
             c.deliveries,
             c.fire_calls_per_s,
@@ -297,6 +303,7 @@ pub fn render(report: &Report) -> String {
             cpu.sender,
             cpu.rabbitmq,
             cpu.postgres,
+            cpu.bench,
             c.ingest_peak_rss_mib,
             c.sender_peak_rss_mib,
             if c.complete { "yes" } else { "NO" }
@@ -343,6 +350,19 @@ mod tests {
     use std::time::{Duration, UNIX_EPOCH};
 
     use super::civil_date;
+
+    #[test]
+    fn cpu_ceiling_is_the_cores_over_the_cost_per_delivery() {
+        let cpu = crate::herald::CpuPer1000 {
+            ingest: 0.1,
+            sender: 0.1,
+            rabbitmq: 0.1,
+            postgres: 0.1,
+            bench: 0.1,
+        };
+        assert!((cpu.ceiling_per_s(2) - 4000.0).abs() < 1e-6);
+        assert!(crate::herald::CpuPer1000::default().ceiling_per_s(2).abs() < f64::EPSILON);
+    }
 
     #[test]
     fn dates() {
