@@ -128,7 +128,9 @@ pub struct WriterConfig {
     /// How long a writer waits for more records after the first one before it
     /// writes a batch that is not full. Nothing waits on this but the ack of
     /// the queue message (the HTTP request has been sent already), and every
-    /// statement saved is CPU that the two cores' other work gets instead.
+    /// statement saved is CPU that Postgres and the sender spend on other
+    /// deliveries instead. Longer is not better: a sender holds at most its
+    /// prefetch unacked, so a long linger caps its rate.
     pub linger: Duration,
 }
 
