@@ -327,6 +327,46 @@ fn template_content_type(source: &str) -> &'static str {
 mod tests {
     use super::*;
 
+    fn info() -> DeliveryInfo<'static> {
+        DeliveryInfo {
+            delivery_id: Uuid::nil(),
+            attempt: 1,
+            tenant: "shop",
+            event: "order.created",
+            fired_at_unix_ms: 0,
+        }
+    }
+
+    #[test]
+    fn raw_bodies_are_the_fired_data_compacted() {
+        let pretty = Payload::Json("{\n  \"z\": \"a b\",\n  \"a\": 1E2\n}\n".into());
+        assert_eq!(raw_body(&pretty), r#"{"z":"a b","a":1E2}"#);
+        let text = Payload::Text("  userid=42 \n".into());
+        assert_eq!(raw_body(&text), "  userid=42 \n", "text goes out exactly");
+    }
+
+    #[test]
+    fn envelopes_carry_the_data_as_fired() {
+        let pretty = Payload::Json("{ \"z\": [1, 2], \"a\": \"x \\\" y\" }".into());
+        assert_eq!(
+            envelope(&pretty, &info()),
+            concat!(
+                r#"{"event":"order.created","tenant":"shop","#,
+                r#""delivery_id":"00000000-0000-0000-0000-000000000000","#,
+                r#""fired_at":"1970-01-01T00:00:00.000Z","data":{"z":[1,2],"a":"x \" y"}}"#
+            )
+        );
+        let text = Payload::Text("say \"hi\"".into());
+        let body: serde_json::Value = serde_json::from_slice(&envelope(&text, &info())).unwrap();
+        assert_eq!(body["data"], "say \"hi\"");
+        let broken = Payload::Json("{".into());
+        let body: serde_json::Value = serde_json::from_slice(&envelope(&broken, &info())).unwrap();
+        assert!(
+            body["data"].is_null(),
+            "invalid data never breaks the envelope"
+        );
+    }
+
     #[test]
     fn template_content_types() {
         assert_eq!(template_content_type(r#" {"a": 1}"#), "application/json");
