@@ -25,6 +25,8 @@ use serde::Serialize;
 use tokio_postgres::NoTls;
 use uuid::Uuid;
 
+use herald_queue::QueueType;
+
 use crate::herald::Load;
 use crate::receiver::Receiver;
 use crate::stats::{Latency, LoopOutcome, closed_loop, open_loop, per_second};
@@ -56,7 +58,7 @@ impl Stage {
     }
 }
 
-/// AMQP confirmed publish of persistent `body`s to a fresh quorum queue over
+/// AMQP confirmed publish of persistent `body`s to a fresh queue of Herald's type over
 /// `channels` confirm-mode channels, each publish awaiting its own confirm:
 /// `concurrency` publishers in a closed loop, or publishes started at a fixed
 /// rate (open loop, to see the confirm latency without back-pressure). The
@@ -67,6 +69,7 @@ pub async fn publish(
     total: usize,
     load: Load,
     channels: usize,
+    queue_type: QueueType,
     body: Vec<u8>,
 ) -> anyhow::Result<Stage> {
     let connection = Connection::connect(amqp_url, ConnectionProperties::default()).await?;
@@ -81,7 +84,7 @@ pub async fn publish(
     let mut args = FieldTable::default();
     args.insert(
         "x-queue-type".into(),
-        AMQPValue::LongString(LongString::from("quorum")),
+        AMQPValue::LongString(LongString::from(queue_type.as_str())),
     );
     list[0]
         .queue_declare(
@@ -126,7 +129,8 @@ pub async fn publish(
             closed_loop(total, concurrency, op).await,
             format!("amqp_publish_c{concurrency}_ch{channels}"),
             format!(
-                "lapin confirmed publish, persistent, quorum queue, {concurrency} publishers on {channels} channels"
+                "lapin confirmed publish, persistent, {} queue, {concurrency} publishers on {channels} channels",
+                queue_type.as_str()
             ),
         ),
         // Not named `amqp_publish_*`: it measures latency at a set rate, so
@@ -135,7 +139,8 @@ pub async fn publish(
             open_loop(total, rate, op).await,
             format!("amqp_confirm_open{rate:.0}"),
             format!(
-                "lapin confirmed publish, persistent, quorum queue, open loop {rate:.0}/s on {channels} channels"
+                "lapin confirmed publish, persistent, {} queue, open loop {rate:.0}/s on {channels} channels",
+                queue_type.as_str()
             ),
         ),
     };
@@ -150,6 +155,7 @@ pub async fn consume(
     queue: &str,
     total: usize,
     prefetch: u16,
+    queue_type: QueueType,
 ) -> anyhow::Result<Stage> {
     let connection = Connection::connect(amqp_url, ConnectionProperties::default()).await?;
     let channel = connection.create_channel().await?;
@@ -193,7 +199,10 @@ pub async fn consume(
     let _ = connection.close(200, "done".into()).await;
     Ok(Stage {
         name: format!("amqp_consume_prefetch{prefetch}"),
-        what: format!("lapin consume + ack per message, quorum queue, prefetch {prefetch}"),
+        what: format!(
+            "lapin consume + ack per message, {} queue, prefetch {prefetch}",
+            queue_type.as_str()
+        ),
         count,
         per_second: per_second(count, elapsed),
         latency: None,

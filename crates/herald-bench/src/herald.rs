@@ -35,6 +35,7 @@ pub struct Env {
     pub amqp_url: String,
     pub prefix: String,
     pub schedule: String,
+    pub queue_type: herald_queue::QueueType,
 }
 
 /// A child process killed (and reaped) when dropped.
@@ -111,7 +112,7 @@ fn spawn(env: &Env, binary: &str, name: &str, vars: &[(&str, String)]) -> anyhow
         .env("HERALD_DATABASE_URL", &env.database_url)
         .env("HERALD_AMQP_URL", &env.amqp_url)
         .env("HERALD_QUEUE_PREFIX", &env.prefix)
-        .env("HERALD_QUEUE_TYPE", "quorum")
+        .env("HERALD_QUEUE_TYPE", env.queue_type.as_str())
         .env("HERALD_SCHEDULE", &env.schedule)
         .env("HERALD_SSRF_ALLOW", "127.0.0.0/8")
         .env("HERALD_CONFIG_REFRESH_MS", "1000")

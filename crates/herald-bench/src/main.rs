@@ -28,6 +28,11 @@ const PAYLOAD: &str = r#"{"order_id":1234567,"shop":"bench","customer":{"id":987
     about = "Benchmark Herald against this machine's raw limits"
 )]
 struct Cli {
+    /// Queue type of Herald and of the AMQP baselines. Herald's default is
+    /// quorum; classic is for single-node development brokers (see README),
+    /// measured here to show what the queue type costs.
+    #[arg(long, default_value = "quorum")]
+    queue_type: QueueType,
     /// Events of the main closed-loop case (1 webhook).
     #[arg(long, default_value_t = 20_000)]
     events: usize,
@@ -123,6 +128,7 @@ async fn main() -> anyhow::Result<()> {
         amqp_url: cli.amqp_url.clone(),
         prefix: format!("herald_bench_{run_id}"),
         schedule: "0s,1s,1s".into(),
+        queue_type: cli.queue_type,
     };
     println!(
         "database {db_name}, queue prefix {}, process logs in {}",
@@ -199,18 +205,52 @@ async fn run(cli: &Cli, env: &Env) -> anyhow::Result<Outcome> {
     let raw_queue = format!("{}.raw", env.prefix);
     let n = cli.baseline_count;
     let closed = Load::Closed { concurrency: c };
-    stages.push(baseline::publish(&env.amqp_url, &raw_queue, n, closed, 4, body.clone()).await?);
-    stages.push(baseline::consume(&env.amqp_url, &raw_queue, n, 256).await?);
-    stages.push(baseline::publish(&env.amqp_url, &raw_queue, n, closed, c, body.clone()).await?);
-    stages.push(baseline::consume(&env.amqp_url, &raw_queue, n, 256).await?);
+    stages.push(
+        baseline::publish(
+            &env.amqp_url,
+            &raw_queue,
+            n,
+            closed,
+            4,
+            env.queue_type,
+            body.clone(),
+        )
+        .await?,
+    );
+    stages.push(baseline::consume(&env.amqp_url, &raw_queue, n, 256, env.queue_type).await?);
+    stages.push(
+        baseline::publish(
+            &env.amqp_url,
+            &raw_queue,
+            n,
+            closed,
+            c,
+            env.queue_type,
+            body.clone(),
+        )
+        .await?,
+    );
+    stages.push(baseline::consume(&env.amqp_url, &raw_queue, n, 256, env.queue_type).await?);
     // Keep the consume figure of the first run only (same prefetch twice).
     stages.remove(3);
     // The broker's confirm latency at the open-loop case's rate, what the
     // open-loop Fire latency is bounded by.
     let open = Load::Open { rate: cli.rate };
     let open_count = (cli.rate * 5.0) as usize;
-    stages.push(baseline::publish(&env.amqp_url, &raw_queue, open_count, open, 4, body).await?);
-    stages.push(baseline::consume(&env.amqp_url, &raw_queue, open_count, 256).await?);
+    stages.push(
+        baseline::publish(
+            &env.amqp_url,
+            &raw_queue,
+            open_count,
+            open,
+            4,
+            env.queue_type,
+            body,
+        )
+        .await?,
+    );
+    stages
+        .push(baseline::consume(&env.amqp_url, &raw_queue, open_count, 256, env.queue_type).await?);
     stages.pop();
     stages.push(baseline::http(n, c, bytes::Bytes::from_static(PAYLOAD.as_bytes())).await?);
     stages.push(baseline::postgres_insert(&env.database_url, cli.baseline_rows, 500, 4).await?);
@@ -323,7 +363,7 @@ async fn delete_queues(env: &Env) -> anyhow::Result<()> {
         lapin::Connection::connect(&env.amqp_url, lapin::ConnectionProperties::default()).await?;
     let channel = connection.create_channel().await?;
     let schedule: Schedule = env.schedule.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
-    let topology = Topology::new(&env.prefix, QueueType::Quorum, schedule);
+    let topology = Topology::new(&env.prefix, env.queue_type, schedule);
     let _ = topology.delete(&channel).await;
     let channel = connection.create_channel().await?;
     let _ = channel
