@@ -303,6 +303,16 @@ impl TestEnv {
             .expect("test database reachable")
     }
 
+    /// Rows in `delivery_attempts`: every attempt of this test's deliveries.
+    pub async fn attempt_rows(&self) -> i64 {
+        self.db()
+            .await
+            .query_one("SELECT count(*) FROM delivery_attempts", &[])
+            .await
+            .expect("counting attempt rows")
+            .get(0)
+    }
+
     /// The delivery row, if written yet.
     pub async fn delivery(&self, id: &str) -> Option<DeliveryRow> {
         let id: uuid::Uuid = id.parse().expect("uuid");

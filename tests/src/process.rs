@@ -225,6 +225,13 @@ fn build_sender() -> anyhow::Result<PathBuf> {
     if let Some(path) = std::env::var_os("HERALD_TEST_SENDER_BIN") {
         return Ok(PathBuf::from(path));
     }
+    workspace_binary("herald-sender", "herald-sender")
+}
+
+/// Builds binary `bin` of workspace package `package` in the profile and
+/// target directory these tests were built with (a no-op when it is fresh)
+/// and returns its path.
+pub fn workspace_binary(package: &str, bin: &str) -> anyhow::Result<PathBuf> {
     // The test executable is target/<profile>/deps/<name>-<hash>.
     let exe = std::env::current_exe().context("locating the test executable")?;
     let profile_dir = exe
@@ -232,6 +239,9 @@ fn build_sender() -> anyhow::Result<PathBuf> {
         .and_then(Path::parent)
         .context("the test executable is not in target/<profile>/deps")?
         .to_path_buf();
+    let target_dir = profile_dir
+        .parent()
+        .context("the profile directory has no parent")?;
     let profile = profile_dir
         .file_name()
         .and_then(|n| n.to_str())
@@ -243,7 +253,9 @@ fn build_sender() -> anyhow::Result<PathBuf> {
     let mut command = Command::new(env!("CARGO"));
     command
         .current_dir(workspace)
-        .args(["build", "--quiet", "-p", "herald-sender"]);
+        .args(["build", "--quiet", "-p", package, "--bin", bin])
+        .arg("--target-dir")
+        .arg(target_dir);
     match profile.as_str() {
         "debug" => {}
         "release" => {
@@ -255,15 +267,18 @@ fn build_sender() -> anyhow::Result<PathBuf> {
     }
     let started = Instant::now();
     let status = command.status().context("running cargo build")?;
-    anyhow::ensure!(status.success(), "cargo build -p herald-sender: {status}");
-    let binary = profile_dir.join(format!("herald-sender{}", std::env::consts::EXE_SUFFIX));
+    anyhow::ensure!(
+        status.success(),
+        "cargo build -p {package} --bin {bin}: {status}"
+    );
+    let binary = profile_dir.join(format!("{bin}{}", std::env::consts::EXE_SUFFIX));
     anyhow::ensure!(
         binary.is_file(),
         "{} missing after the build",
         binary.display()
     );
     eprintln!(
-        "herald-sender built ({profile}) in {:.1?}: {}",
+        "{bin} built ({profile}) in {:.1?}: {}",
         started.elapsed(),
         binary.display()
     );

@@ -5,7 +5,7 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -963,37 +963,8 @@ fn herald_binary() -> PathBuf {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY
         .get_or_init(|| {
-            let exe = std::env::current_exe().unwrap();
-            let profile_dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
-            let profile = profile_dir
-                .file_name()
-                .unwrap()
-                .to_str()
-                .unwrap()
-                .to_owned();
-            let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-            let mut cargo = Command::new(env!("CARGO"));
-            cargo
-                .current_dir(workspace)
-                .args(["build", "--quiet", "-p", "herald-cli", "--bin", "herald"])
-                .arg("--target-dir")
-                .arg(profile_dir.parent().unwrap());
-            match profile.as_str() {
-                "debug" => {}
-                "release" => {
-                    cargo.arg("--release");
-                }
-                other => {
-                    cargo.args(["--profile", other]);
-                }
-            }
-            let out = cargo.output().expect("running cargo build");
-            assert!(
-                out.status.success(),
-                "cargo build -p herald-cli failed:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            profile_dir.join(format!("herald{}", std::env::consts::EXE_SUFFIX))
+            herald_tests::process::workspace_binary("herald-cli", "herald")
+                .expect("building the herald CLI")
         })
         .clone()
 }

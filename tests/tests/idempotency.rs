@@ -144,14 +144,7 @@ async fn repeat_answers_the_same_ids_and_publishes_nothing() {
     assert_eq!(row.get::<_, i32>(2), 2);
 
     deliver_and_check_once(&env, &[&first, &second], &ids).await;
-    let attempts: i64 = env
-        .db()
-        .await
-        .query_one("SELECT count(*) FROM delivery_attempts", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(attempts, 2);
+    assert_eq!(env.attempt_rows().await, 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -679,12 +679,5 @@ async fn two_senders_on_one_queue_deliver_each_delivery_once() {
     seen.sort_unstable();
     seen.dedup();
     assert_eq!(seen.len(), 300);
-    let attempts = env
-        .db()
-        .await
-        .query_one("SELECT count(*) FROM delivery_attempts", &[])
-        .await
-        .unwrap()
-        .get::<_, i64>(0);
-    assert_eq!(attempts, 300);
+    assert_eq!(env.attempt_rows().await, 300);
 }

@@ -168,14 +168,7 @@ async fn three_senders_share_10k_deliveries() {
 
     let retried = assert_all_succeeded(&ids, &recorded(&env, &ids).await);
     assert_eq!(retried, 0, "every delivery succeeded at its first attempt");
-    let attempt_rows: i64 = env
-        .db()
-        .await
-        .query_one("SELECT count(*) FROM delivery_attempts", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(attempt_rows, i64::try_from(EVENTS).unwrap());
+    assert_eq!(env.attempt_rows().await, i64::try_from(EVENTS).unwrap());
 
     let per_id = requests_per_delivery(&receiver);
     assert_eq!(per_id.len(), EVENTS, "receiver got every delivery");

@@ -201,57 +201,34 @@ async fn run(cli: &Cli, env: &Env) -> anyhow::Result<Outcome> {
     let body = herald_queue::encode(&message);
 
     println!("raw baselines…");
-    let mut stages = Vec::new();
     let raw_queue = format!("{}.raw", env.prefix);
     let n = cli.baseline_count;
+    // Every publish run leaves its messages in the queue; consuming them
+    // deletes it, so each run starts from an empty queue.
+    let publish_then_consume = async |count: usize, load: Load, channels: usize| {
+        let published = baseline::publish(
+            &env.amqp_url,
+            &raw_queue,
+            count,
+            load,
+            channels,
+            env.queue_type,
+            body.clone(),
+        )
+        .await?;
+        let consumed =
+            baseline::consume(&env.amqp_url, &raw_queue, count, 256, env.queue_type).await?;
+        anyhow::Ok((published, consumed))
+    };
     let closed = Load::Closed { concurrency: c };
-    stages.push(
-        baseline::publish(
-            &env.amqp_url,
-            &raw_queue,
-            n,
-            closed,
-            4,
-            env.queue_type,
-            body.clone(),
-        )
-        .await?,
-    );
-    stages.push(baseline::consume(&env.amqp_url, &raw_queue, n, 256, env.queue_type).await?);
-    stages.push(
-        baseline::publish(
-            &env.amqp_url,
-            &raw_queue,
-            n,
-            closed,
-            c,
-            env.queue_type,
-            body.clone(),
-        )
-        .await?,
-    );
-    stages.push(baseline::consume(&env.amqp_url, &raw_queue, n, 256, env.queue_type).await?);
-    // Keep the consume figure of the first run only (same prefetch twice).
-    stages.remove(3);
+    let (publish_ch4, consume) = publish_then_consume(n, closed, 4).await?;
+    // The consume figure of the first run only: the others repeat it.
+    let (publish_per_caller, _) = publish_then_consume(n, closed, c).await?;
     // The broker's confirm latency at the open-loop case's rate, what the
     // open-loop Fire latency is bounded by.
     let open = Load::Open { rate: cli.rate };
-    let open_count = (cli.rate * 5.0) as usize;
-    stages.push(
-        baseline::publish(
-            &env.amqp_url,
-            &raw_queue,
-            open_count,
-            open,
-            4,
-            env.queue_type,
-            body,
-        )
-        .await?,
-    );
-    stages
-        .push(baseline::consume(&env.amqp_url, &raw_queue, open_count, 256, env.queue_type).await?);
-    stages.pop();
+    let (confirm_open, _) = publish_then_consume((cli.rate * 5.0) as usize, open, 4).await?;
+    let mut stages = vec![publish_ch4, consume, publish_per_caller, confirm_open];
     stages.push(baseline::http(n, c, bytes::Bytes::from_static(PAYLOAD.as_bytes())).await?);
     stages.push(baseline::postgres_insert(&env.database_url, cli.baseline_rows, 500, 4).await?);
     stages.push(baseline::tonic_noop(n, c, PAYLOAD).await?);

@@ -16,13 +16,9 @@ use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 use serde_json::{Map, Value};
 
+/// Cases: proptest's default, which reads `PROPTEST_CASES` (256 unless set).
 fn config() -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(256);
     ProptestConfig {
-        cases,
         // Failing inputs are kept next to this file, in
         // properties.proptest-regressions, and replayed first.
         failure_persistence: Some(Box::new(FileFailurePersistence::WithSource(

@@ -11,13 +11,9 @@ use herald_proto::v1::{DeliveryMessage, delivery_message};
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 
+/// Cases: proptest's default, which reads `PROPTEST_CASES` (256 unless set).
 fn config() -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(256);
     ProptestConfig {
-        cases,
         // Failing inputs are kept next to this file, in
         // properties.proptest-regressions, and replayed first.
         failure_persistence: Some(Box::new(FileFailurePersistence::WithSource(

@@ -241,7 +241,8 @@ async fn run_writer(
                     None => return,
                 },
             };
-            let mut batch = take_more(&mut receiver, first, batching.max_batch);
+            let mut batch = vec![first];
+            take_queued(&mut receiver, &mut batch, batching.max_batch);
             let deadline = tokio::time::Instant::now() + batching.linger;
             while batch.len() < batching.max_batch && !batching.linger.is_zero() {
                 let next = tokio::select! {
@@ -251,7 +252,7 @@ async fn run_writer(
                 };
                 let Some(job) = next else { break };
                 batch.push(job);
-                batch = take_more_into(&mut receiver, batch, batching.max_batch);
+                take_queued(&mut receiver, &mut batch, batching.max_batch);
             }
             batch
         };
@@ -264,35 +265,25 @@ async fn run_writer(
         let batch = {
             let mut receiver = receiver.lock().await;
             receiver.close();
-            match receiver.try_recv() {
-                Ok(first) => take_more(&mut receiver, first, batching.max_batch),
-                Err(_) => return,
-            }
+            let Ok(first) = receiver.try_recv() else {
+                return;
+            };
+            let mut batch = vec![first];
+            take_queued(&mut receiver, &mut batch, batching.max_batch);
+            batch
         };
         write_and_answer(&pool, batch, &shutdown).await;
     }
 }
 
-/// Adds whatever is already queued to `first`, up to `max_batch` jobs.
-fn take_more(receiver: &mut mpsc::Receiver<Job>, first: Job, max_batch: usize) -> Vec<Job> {
-    let mut batch = Vec::with_capacity(max_batch.min(64));
-    batch.push(first);
-    take_more_into(receiver, batch, max_batch)
-}
-
 /// Adds whatever is already queued to `batch`, up to `max_batch` jobs.
-fn take_more_into(
-    receiver: &mut mpsc::Receiver<Job>,
-    mut batch: Vec<Job>,
-    max_batch: usize,
-) -> Vec<Job> {
+fn take_queued(receiver: &mut mpsc::Receiver<Job>, batch: &mut Vec<Job>, max_batch: usize) {
     while batch.len() < max_batch {
         match receiver.try_recv() {
             Ok(job) => batch.push(job),
             Err(_) => break,
         }
     }
-    batch
 }
 
 /// How an attempt to commit ended, after any retries.
