@@ -36,6 +36,21 @@ pub struct Env {
     pub prefix: String,
     pub schedule: String,
     pub queue_type: herald_queue::QueueType,
+    /// `HERALD_PUBLISH_CHANNELS` of ingest; `None` leaves ingest's default.
+    pub publish_channels: Option<u16>,
+}
+
+impl Env {
+    /// Herald's queue names and routes in this run.
+    pub fn topology(&self) -> anyhow::Result<herald_queue::Topology> {
+        let schedule: herald_core::Schedule =
+            self.schedule.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(herald_queue::Topology::new(
+            &self.prefix,
+            self.queue_type,
+            schedule,
+        ))
+    }
 }
 
 /// A child process killed (and reaped) when dropped.
@@ -142,19 +157,18 @@ pub struct Ingest {
 pub async fn start_ingest(env: &Env) -> anyhow::Result<Ingest> {
     let grpc = free_port()?;
     let metrics = free_port()?;
-    let mut proc = spawn(
-        env,
-        "herald-ingest",
-        "ingest",
-        &[
-            ("HERALD_LISTEN", grpc.to_string()),
-            ("HERALD_METRICS_LISTEN", metrics.to_string()),
-            ("HERALD_ALLOW_HTTP", "true".into()),
-            // A closed loopback benchmark: no API keys. With keys each call
-            // costs one SHA-256 of the token and a hash-table look-up more.
-            ("HERALD_AUTH", "disabled".into()),
-        ],
-    )?;
+    let mut vars = vec![
+        ("HERALD_LISTEN", grpc.to_string()),
+        ("HERALD_METRICS_LISTEN", metrics.to_string()),
+        ("HERALD_ALLOW_HTTP", "true".into()),
+        // A closed loopback benchmark: no API keys. With keys each call
+        // costs one SHA-256 of the token and a hash-table look-up more.
+        ("HERALD_AUTH", "disabled".into()),
+    ];
+    if let Some(channels) = env.publish_channels {
+        vars.push(("HERALD_PUBLISH_CHANNELS", channels.to_string()));
+    }
+    let mut proc = spawn(env, "herald-ingest", "ingest", &vars)?;
     let deadline = Instant::now() + Duration::from_secs(60);
     let channel = loop {
         if let Ok(Some(status)) = proc.child.try_wait() {
@@ -274,10 +288,20 @@ pub struct CaseSpec {
     pub webhooks: usize,
     pub events: usize,
     pub load: Load,
+    /// Senders running while Fire is driven (or, for a backlog, started
+    /// after it). None: the case measures Fire alone, as the raw publish
+    /// baseline measures publishing alone, and purges what it queued.
     pub senders: usize,
     /// Fire everything with no sender running, then start the senders and
     /// time the drain.
     pub backlog: bool,
+}
+
+impl CaseSpec {
+    /// Whether the case measures Fire alone (no sender, nothing delivered).
+    pub fn fire_only(&self) -> bool {
+        self.senders == 0
+    }
 }
 
 /// CPU seconds per 1,000 deliveries.
@@ -343,6 +367,43 @@ struct CpuSnapshot {
     rabbitmq: f64,
     postgres: f64,
     bench: f64,
+}
+
+impl CpuSnapshot {
+    /// CPU seconds per 1,000 deliveries spent from `self` to `after`.
+    fn per_1000_until(&self, after: &CpuSnapshot, deliveries: usize) -> CpuPer1000 {
+        let per_1000 = |delta: f64| {
+            if deliveries == 0 {
+                0.0
+            } else {
+                delta / deliveries as f64 * 1000.0
+            }
+        };
+        CpuPer1000 {
+            ingest: per_1000(after.ingest - self.ingest),
+            sender: per_1000(after.senders - self.senders),
+            rabbitmq: per_1000(after.rabbitmq - self.rabbitmq),
+            postgres: per_1000(after.postgres - self.postgres),
+            bench: per_1000(after.bench - self.bench),
+        }
+    }
+}
+
+/// Empties the work queue of a Fire-only case, so that later cases deliver
+/// only what they fired.
+async fn purge_work_queue(env: &Env) -> anyhow::Result<()> {
+    let connection =
+        lapin::Connection::connect(&env.amqp_url, lapin::ConnectionProperties::default()).await?;
+    let channel = connection.create_channel().await?;
+    channel
+        .queue_purge(
+            env.topology()?.work_queue().as_str().into(),
+            lapin::options::QueuePurgeOptions::default(),
+        )
+        .await
+        .context("purging the work queue")?;
+    let _ = connection.close(200, "purged".into()).await;
+    Ok(())
 }
 
 fn cpu_snapshot(ingest: u32, senders: &[u32]) -> CpuSnapshot {
@@ -437,6 +498,31 @@ pub async fn run_case(
     }
     let expected = fired.lock().expect("fired").len();
 
+    if spec.fire_only() {
+        let cpu_after = cpu_snapshot(ingest_pid, &[]);
+        purge_work_queue(env).await?;
+        return Ok(CaseResult {
+            deliveries: expected,
+            fire_ok: fire.ok(),
+            fire_errors: fire.errors,
+            fire_first_error: fire.first_error.clone(),
+            fire_calls_per_s: fire.rate(),
+            fire_latency: fire.summary(),
+            received: 0,
+            duplicates: 0,
+            deliveries_per_s: 0.0,
+            e2e_latency: None,
+            attempt_rows_per_s: 0.0,
+            attempt_rows: 0,
+            cpu_s_per_1000: cpu_before.per_1000_until(&cpu_after, expected),
+            sender_peak_rss_mib: 0.0,
+            ingest_peak_rss_mib: procfs::vm_mib(ingest_pid, "VmHWM").unwrap_or(0.0),
+            complete: fire.errors == 0,
+            wall_s: wall.elapsed().as_secs_f64(),
+            spec,
+        });
+    }
+
     if spec.backlog {
         cpu_before = cpu_snapshot(ingest_pid, &[]);
         let fire_cpu = cpu_before;
@@ -522,13 +608,6 @@ pub async fn run_case(
         Latency::of(&mut samples)
     });
     let rows_window = rows_done_at.map_or(Duration::ZERO, |t| t - window_start);
-    let per_1000 = |delta: f64| {
-        if expected == 0 {
-            0.0
-        } else {
-            delta / expected as f64 * 1000.0
-        }
-    };
     Ok(CaseResult {
         deliveries: expected,
         fire_ok: fire.ok(),
@@ -542,13 +621,7 @@ pub async fn run_case(
         e2e_latency,
         attempt_rows_per_s: per_second(usize::try_from(rows).unwrap_or(0), rows_window),
         attempt_rows: rows,
-        cpu_s_per_1000: CpuPer1000 {
-            ingest: per_1000(cpu_after.ingest - cpu_before.ingest),
-            sender: per_1000(cpu_after.senders - cpu_before.senders),
-            rabbitmq: per_1000(cpu_after.rabbitmq - cpu_before.rabbitmq),
-            postgres: per_1000(cpu_after.postgres - cpu_before.postgres),
-            bench: per_1000(cpu_after.bench - cpu_before.bench),
-        },
+        cpu_s_per_1000: cpu_before.per_1000_until(&cpu_after, expected),
         sender_peak_rss_mib,
         ingest_peak_rss_mib,
         complete,

@@ -13,9 +13,8 @@ use herald_bench::herald::{self, CaseSpec, Env, Load};
 use herald_bench::receiver::Receiver;
 use herald_bench::report::{self, Machine, Report};
 use herald_bench::{baseline, procfs};
-use herald_core::Schedule;
 use herald_proto::v1::DeliveryMessage;
-use herald_queue::{QueueType, Topology};
+use herald_queue::QueueType;
 use tokio_postgres::NoTls;
 use uuid::Uuid;
 
@@ -60,6 +59,15 @@ struct Cli {
     /// Rows of the Postgres baseline.
     #[arg(long, default_value_t = 200_000)]
     baseline_rows: usize,
+    /// AMQP channels ingest publishes on (`HERALD_PUBLISH_CHANNELS`);
+    /// default: ingest's own default.
+    #[arg(long)]
+    publish_channels: Option<u16>,
+    /// Run only the Herald cases whose name contains one of these
+    /// (comma-separated, e.g. `Fire only,backlog`); the raw baselines
+    /// always run.
+    #[arg(long, value_delimiter = ',')]
+    cases: Vec<String>,
     /// Do not build herald-ingest and herald-sender (use the binaries in --bin-dir).
     #[arg(long)]
     no_build: bool,
@@ -129,6 +137,7 @@ async fn main() -> anyhow::Result<()> {
         prefix: format!("herald_bench_{run_id}"),
         schedule: "0s,1s,1s".into(),
         queue_type: cli.queue_type,
+        publish_channels: cli.publish_channels,
     };
     println!(
         "database {db_name}, queue prefix {}, process logs in {}",
@@ -222,13 +231,22 @@ async fn run(cli: &Cli, env: &Env) -> anyhow::Result<Outcome> {
     };
     let closed = Load::Closed { concurrency: c };
     let (publish_ch4, consume) = publish_then_consume(n, closed, 4).await?;
-    // The consume figure of the first run only: the others repeat it.
+    // The consume figure of the first run only: the others repeat it. The
+    // publish bound is the best of the channel layouts, whichever ingest
+    // uses: one channel (the fastest here), four, one per caller.
+    let (publish_ch1, _) = publish_then_consume(n, closed, 1).await?;
     let (publish_per_caller, _) = publish_then_consume(n, closed, c).await?;
     // The broker's confirm latency at the open-loop case's rate, what the
     // open-loop Fire latency is bounded by.
     let open = Load::Open { rate: cli.rate };
     let (confirm_open, _) = publish_then_consume((cli.rate * 5.0) as usize, open, 4).await?;
-    let mut stages = vec![publish_ch4, consume, publish_per_caller, confirm_open];
+    let mut stages = vec![
+        publish_ch1,
+        publish_ch4,
+        consume,
+        publish_per_caller,
+        confirm_open,
+    ];
     stages.push(baseline::http(n, c, bytes::Bytes::from_static(PAYLOAD.as_bytes())).await?);
     stages.push(baseline::postgres_insert(&env.database_url, cli.baseline_rows, 500, 4).await?);
     stages.push(baseline::tonic_noop(n, c, PAYLOAD).await?);
@@ -247,6 +265,16 @@ async fn run(cli: &Cli, env: &Env) -> anyhow::Result<Outcome> {
 
     let closed = Load::Closed { concurrency: c };
     let mut specs = vec![
+        // Fire alone, as the raw publish baseline publishes alone: the
+        // figure the Fire target compares with it.
+        spec(
+            "Fire only, c=32, 20k",
+            "bench.one",
+            1,
+            cli.events,
+            closed,
+            0,
+        ),
         spec(
             "1 webhook, c=32, 20k",
             "bench.one",
@@ -298,6 +326,9 @@ async fn run(cli: &Cli, env: &Env) -> anyhow::Result<Outcome> {
         s.backlog = true;
         specs.push(s);
     }
+    if !cli.cases.is_empty() {
+        specs.retain(|s| cli.cases.iter().any(|c| s.name.contains(c.as_str())));
+    }
     let mut cases = Vec::new();
     for s in specs {
         println!("  {} ({} events)…", s.name, s.events);
@@ -339,9 +370,7 @@ async fn delete_queues(env: &Env) -> anyhow::Result<()> {
     let connection =
         lapin::Connection::connect(&env.amqp_url, lapin::ConnectionProperties::default()).await?;
     let channel = connection.create_channel().await?;
-    let schedule: Schedule = env.schedule.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
-    let topology = Topology::new(&env.prefix, env.queue_type, schedule);
-    let _ = topology.delete(&channel).await;
+    let _ = env.topology()?.delete(&channel).await;
     let channel = connection.create_channel().await?;
     let _ = channel
         .queue_delete(

@@ -55,6 +55,12 @@ struct Cli {
     #[arg(long, env = "HERALD_IDEMPOTENCY_WINDOW_HOURS", default_value_t = 24,
           value_parser = clap::value_parser!(u32).range(1..=720))]
     idempotency_window_hours: u32,
+    /// AMQP channels Fire publishes on (one connection). Concurrent calls
+    /// share them and each awaits its own confirm; see README "Performance"
+    /// for why the default is what it is.
+    #[arg(long, env = "HERALD_PUBLISH_CHANNELS", default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(1..=64))]
+    publish_channels: u16,
 }
 
 #[tokio::main]
@@ -74,6 +80,7 @@ async fn main() -> anyhow::Result<()> {
     config.config_refresh = cli.common.config_refresh();
     config.max_payload_bytes = usize::try_from(cli.max_payload_bytes)?;
     config.drain_timeout = cli.common.drain_timeout();
+    config.publish_channels = usize::from(cli.publish_channels);
     config.idempotency_window =
         std::time::Duration::from_secs(u64::from(cli.idempotency_window_hours) * 3600);
     config.targets = herald_ingest::TargetPolicy {
