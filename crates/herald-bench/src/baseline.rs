@@ -40,6 +40,24 @@ pub struct Stage {
     pub per_second: f64,
     pub latency: Option<Latency>,
     pub errors: usize,
+    /// CPU milliseconds per message, request or row of everything the
+    /// stage ran on (the bench's clients and servers, RabbitMQ, Postgres).
+    pub cpu_ms_per_op: f64,
+}
+
+impl Stage {
+    /// Runs a stage and records the CPU it cost per operation.
+    pub async fn measured(
+        stage: impl Future<Output = anyhow::Result<Stage>>,
+    ) -> anyhow::Result<Stage> {
+        let before = crate::procfs::stage_cpu_seconds();
+        let mut stage = stage.await?;
+        let spent = crate::procfs::stage_cpu_seconds() - before;
+        if stage.count > 0 {
+            stage.cpu_ms_per_op = spent * 1000.0 / stage.count as f64;
+        }
+        Ok(stage)
+    }
 }
 
 impl Stage {
@@ -54,6 +72,7 @@ impl Stage {
             per_second: outcome.rate(),
             latency: Some(outcome.summary()),
             errors: outcome.errors,
+            cpu_ms_per_op: 0.0,
         }
     }
 }
@@ -207,6 +226,7 @@ pub async fn consume(
         per_second: per_second(count, elapsed),
         latency: None,
         errors: total - count,
+        cpu_ms_per_op: 0.0,
     })
 }
 

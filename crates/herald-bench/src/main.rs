@@ -9,10 +9,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
 use clap::Parser;
+use herald_bench::baseline::{self, Stage};
 use herald_bench::herald::{self, CaseSpec, Env, Load};
+use herald_bench::procfs;
 use herald_bench::receiver::Receiver;
 use herald_bench::report::{self, Machine, Report};
-use herald_bench::{baseline, procfs};
 use herald_proto::v1::DeliveryMessage;
 use herald_queue::QueueType;
 use tokio_postgres::NoTls;
@@ -156,7 +157,13 @@ async fn main() -> anyhow::Result<()> {
     machine.load_average_end = procfs::load_average();
 
     let ratios = report::ratios(&baselines, &cases);
-    let targets = report::targets(&baselines, &cases, &ratios, ingest_idle_rss_mib);
+    let targets = report::targets(
+        &baselines,
+        &cases,
+        &ratios,
+        ingest_idle_rss_mib,
+        machine.cpus,
+    );
     let date = report::civil_date(SystemTime::now());
     let report = Report {
         date: date.clone(),
@@ -215,7 +222,7 @@ async fn run(cli: &Cli, env: &Env) -> anyhow::Result<Outcome> {
     // Every publish run leaves its messages in the queue; consuming them
     // deletes it, so each run starts from an empty queue.
     let publish_then_consume = async |count: usize, load: Load, channels: usize| {
-        let published = baseline::publish(
+        let published = Stage::measured(baseline::publish(
             &env.amqp_url,
             &raw_queue,
             count,
@@ -223,10 +230,16 @@ async fn run(cli: &Cli, env: &Env) -> anyhow::Result<Outcome> {
             channels,
             env.queue_type,
             body.clone(),
-        )
+        ))
         .await?;
-        let consumed =
-            baseline::consume(&env.amqp_url, &raw_queue, count, 256, env.queue_type).await?;
+        let consumed = Stage::measured(baseline::consume(
+            &env.amqp_url,
+            &raw_queue,
+            count,
+            256,
+            env.queue_type,
+        ))
+        .await?;
         anyhow::Ok((published, consumed))
     };
     let closed = Load::Closed { concurrency: c };
@@ -247,11 +260,29 @@ async fn run(cli: &Cli, env: &Env) -> anyhow::Result<Outcome> {
         publish_per_caller,
         confirm_open,
     ];
-    stages.push(baseline::http(n, c, bytes::Bytes::from_static(PAYLOAD.as_bytes())).await?);
-    stages.push(baseline::postgres_insert(&env.database_url, cli.baseline_rows, 500, 4).await?);
-    stages.push(baseline::tonic_noop(n, c, PAYLOAD).await?);
+    stages.push(
+        Stage::measured(baseline::http(
+            n,
+            c,
+            bytes::Bytes::from_static(PAYLOAD.as_bytes()),
+        ))
+        .await?,
+    );
+    stages.push(
+        Stage::measured(baseline::postgres_insert(
+            &env.database_url,
+            cli.baseline_rows,
+            500,
+            4,
+        ))
+        .await?,
+    );
+    stages.push(Stage::measured(baseline::tonic_noop(n, c, PAYLOAD)).await?);
     for s in &stages {
-        println!("  {:<28} {:>9.0}/s", s.name, s.per_second);
+        println!(
+            "  {:<28} {:>9.0}/s  {:.4} CPU ms each",
+            s.name, s.per_second, s.cpu_ms_per_op
+        );
     }
 
     println!("Herald…");

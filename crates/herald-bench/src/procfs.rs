@@ -74,6 +74,13 @@ pub fn group_cpu_seconds(name: &str) -> f64 {
         .sum()
 }
 
+/// CPU seconds used so far by everything a raw stage runs on: this process
+/// (clients, and the receiver and tonic server of those stages), RabbitMQ
+/// and Postgres.
+pub fn stage_cpu_seconds() -> f64 {
+    cpu_seconds(std::process::id()) + group_cpu_seconds("beam.smp") + group_cpu_seconds("postgres")
+}
+
 /// A `Vm*` line of /proc/<pid>/status in MiB (e.g. `VmHWM`, `VmRSS`).
 pub fn vm_mib(pid: u32, key: &str) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
