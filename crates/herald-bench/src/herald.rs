@@ -198,14 +198,13 @@ pub async fn start_ingest(env: &Env) -> anyhow::Result<Ingest> {
 }
 
 /// Starts a sender and waits until `/readyz` says it consumes.
-pub async fn start_sender(env: &Env, name: &str) -> anyhow::Result<Proc> {
+pub async fn start_sender(env: &Env, name: &str, prefetch: Option<u16>) -> anyhow::Result<Proc> {
     let http = free_port()?;
-    let mut proc = spawn(
-        env,
-        "herald-sender",
-        name,
-        &[("HERALD_HTTP_LISTEN", http.to_string())],
-    )?;
+    let mut vars = vec![("HERALD_HTTP_LISTEN", http.to_string())];
+    if let Some(prefetch) = prefetch {
+        vars.push(("HERALD_PREFETCH", prefetch.to_string()));
+    }
+    let mut proc = spawn(env, "herald-sender", name, &vars)?;
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
     let uri: hyper::Uri = format!("http://{http}/readyz").parse()?;
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -295,6 +294,9 @@ pub struct CaseSpec {
     /// Fire everything with no sender running, then start the senders and
     /// time the drain.
     pub backlog: bool,
+    /// `HERALD_PREFETCH` of the senders (deliveries in flight per sender);
+    /// `None` leaves the sender's default.
+    pub prefetch: Option<u16>,
 }
 
 impl CaseSpec {
@@ -438,6 +440,7 @@ pub async fn run_case(
     let _ = receiver.take();
     let rows_before = count_rows(db).await;
     let mut senders = Vec::new();
+    let prefetch = spec.prefetch;
     let start_senders = |n: usize| {
         let env = env.clone();
         let name = spec.name.clone();
@@ -447,7 +450,7 @@ pub async fn run_case(
                 .map(|i| {
                     let env = env.clone();
                     let name = format!("{name}-sender{i}");
-                    tokio::spawn(async move { start_sender(&env, &name).await })
+                    tokio::spawn(async move { start_sender(&env, &name, prefetch).await })
                 })
                 .collect();
             for s in starting {

@@ -357,6 +357,20 @@ async fn run(cli: &Cli, env: &Env) -> anyhow::Result<Outcome> {
         s.backlog = true;
         specs.push(s);
     }
+    // The memory target's case: the whole backlog in flight in one sender
+    // (prefetch = backlog), most of it waiting for the webhook's in-flight
+    // limit.
+    let mut all_in_flight = spec(
+        "backlog 10k, 1 sender, all in flight",
+        "bench.one",
+        1,
+        cli.backlog,
+        closed,
+        1,
+    );
+    all_in_flight.backlog = true;
+    all_in_flight.prefetch = Some(u16::try_from(cli.backlog).unwrap_or(u16::MAX));
+    specs.push(all_in_flight);
     if !cli.cases.is_empty() {
         specs.retain(|s| cli.cases.iter().any(|c| s.name.contains(c.as_str())));
     }
@@ -394,6 +408,7 @@ fn spec(
         load,
         senders,
         backlog: false,
+        prefetch: None,
     }
 }
 

@@ -74,6 +74,13 @@ impl Payload {
         }
     }
 
+    /// The data as fired, without a copy.
+    pub fn into_string(self) -> String {
+        match self {
+            Self::Text(s) | Self::Json(s) => s,
+        }
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Text(_) => "text",

@@ -81,6 +81,7 @@ pub(crate) async fn consume_until_shutdown(
             let stop = stop_acks.clone();
             async move { acks.run(stop).await }
         });
+        let schedule = Arc::new(topology.schedule().clone());
         shared.consuming.store(true, Ordering::Relaxed);
         tracing::info!(queue = %topology.work_queue(), prefetch = config.prefetch, "consuming");
         loop {
@@ -95,7 +96,7 @@ pub(crate) async fn consume_until_shutdown(
                 next = consumer.next() => match next {
                     Some(Ok(delivery)) => {
                         let shared = shared.clone();
-                        let schedule = topology.schedule().clone();
+                        let schedule = schedule.clone();
                         acks.received(delivery.delivery_tag);
                         tracker.spawn(process::handle(shared, schedule, acks.clone(), delivery));
                     }

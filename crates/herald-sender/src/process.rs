@@ -17,20 +17,27 @@ use crate::{DeliveryInfo, Shared};
 /// Handles one delivery message: cancel, or attempt and record; then ack.
 pub(crate) async fn handle(
     shared: Arc<Shared>,
-    schedule: Schedule,
+    schedule: Arc<Schedule>,
     acks: Arc<Acks>,
     delivery: Delivery,
 ) {
-    let tag = delivery.delivery_tag;
-    let message = match herald_queue::decode(&delivery.data) {
+    // Only the tag and the acker are kept: with a large prefetch thousands
+    // of deliveries wait for their webhook's in-flight limit, and each
+    // should hold no more than its decoded message while it waits.
+    let Delivery {
+        delivery_tag: tag,
+        data,
+        acker,
+        ..
+    } = delivery;
+    let decoded = herald_queue::decode(&data);
+    drop(data);
+    let message = match decoded {
         Ok(message) => message,
         Err(e) => {
             // Nothing can ever process it; requeueing would loop forever.
             tracing::error!(error = %e, "dropping an undecodable queue message");
-            let _ = delivery
-                .acker
-                .reject(BasicRejectOptions { requeue: false })
-                .await;
+            let _ = acker.reject(BasicRejectOptions { requeue: false }).await;
             acks.settled(tag);
             return;
         }
@@ -40,10 +47,7 @@ pub(crate) async fn handle(
         Uuid::from_slice(&message.webhook_id),
     ) else {
         tracing::error!("dropping a queue message without valid ids");
-        let _ = delivery
-            .acker
-            .reject(BasicRejectOptions { requeue: false })
-            .await;
+        let _ = acker.reject(BasicRejectOptions { requeue: false }).await;
         acks.settled(tag);
         return;
     };
@@ -51,26 +55,14 @@ pub(crate) async fn handle(
     let in_flight = metrics::gauge!("herald_deliveries_in_flight");
     in_flight.increment(1.0);
     async move {
-        // Boxed: the attempt's future (HTTP client, writer, publisher) is
-        // several kilobytes, and the task would otherwise copy it whole on
-        // spawn and on completion; profiles showed those copies at ~5 % of
-        // the sender's CPU.
-        let done = Box::pin(process(
-            &shared,
-            &schedule,
-            delivery_id,
-            webhook_id,
-            message,
-        ))
-        .await;
+        let done = deliver(&shared, &schedule, delivery_id, webhook_id, message).await;
         if done {
             // Acked with its neighbours by the flusher (see `acks`).
             acks.finished(tag);
         } else {
             // Back to the queue: another try (here or on another sender)
             // repeats the attempt with the same delivery id.
-            let result = delivery
-                .acker
+            let result = acker
                 .nack(BasicNackOptions {
                     requeue: true,
                     multiple: false,
@@ -103,32 +95,62 @@ fn status_class(outcome: &crate::AttemptOutcome) -> &'static str {
 }
 
 /// Returns whether the delivery may be acked (attempt stored, retry queued).
-async fn process(
+///
+/// A delivery often waits here for its webhook's in-flight limit: with a
+/// large prefetch, thousands do. The wait keeps only the message; the
+/// attempt's future (HTTP client, writer, publisher: several kilobytes) is
+/// allocated once the request may start. It is boxed also because the task
+/// would otherwise copy it whole on spawn and on completion (profiles showed
+/// those copies at ~5 % of the sender's CPU).
+async fn deliver(
     shared: &Shared,
     schedule: &Schedule,
     delivery_id: Uuid,
     webhook_id: Uuid,
     message: DeliveryMessage,
 ) -> bool {
-    let payload = match &message.data {
-        Some(delivery_message::Data::Json(json)) => Payload::Json(json.clone()),
-        Some(delivery_message::Data::Text(text)) => Payload::Text(text.clone()),
-        None => Payload::Text(String::new()),
+    let (webhook, exists) = {
+        let snapshot = shared.cache.snapshot();
+        let webhook = snapshot.webhook(webhook_id).cloned();
+        let exists = webhook.is_some();
+        (webhook.filter(|w| w.enabled), exists)
     };
-    let fired_at =
-        UNIX_EPOCH + Duration::from_millis(u64::try_from(message.fired_at_unix_ms).unwrap_or(0));
-    let snapshot = shared.cache.snapshot();
-    let webhook = snapshot.webhook(webhook_id).cloned();
-    let mut record = DeliveryRecord {
+    let Some(webhook) = webhook else {
+        let reason = if exists {
+            "the webhook was disabled before this attempt; nothing was sent"
+        } else {
+            "the webhook was deleted before this attempt; nothing was sent"
+        };
+        return Box::pin(cancel(shared, delivery_id, webhook_id, &message, reason)).await;
+    };
+    let Some(slot) = shared.limits.acquire(webhook_id).await else {
+        return Box::pin(park(shared, &message)).await;
+    };
+    Box::pin(attempt(
+        shared,
+        schedule,
+        delivery_id,
+        webhook,
+        slot,
+        message,
+    ))
+    .await
+}
+
+/// The delivery row as the message describes it, before this attempt.
+fn record(delivery_id: Uuid, webhook_id: Uuid, message: &DeliveryMessage) -> DeliveryRecord {
+    let payload = payload(message);
+    DeliveryRecord {
         id: delivery_id,
         tenant: message.tenant.clone(),
         event: message.event.clone(),
         webhook_id,
         target_url: message.url.clone(),
         method: message.method.clone(),
-        payload: Some(payload.as_str().to_owned()),
         payload_kind: payload.kind(),
-        fired_at,
+        payload: Some(payload.into_string()),
+        fired_at: UNIX_EPOCH
+            + Duration::from_millis(u64::try_from(message.fired_at_unix_ms).unwrap_or(0)),
         state: DeliveryState::Pending,
         attempts: message.attempt.saturating_sub(1),
         last_status_code: None,
@@ -137,37 +159,59 @@ async fn process(
         next_attempt_at: None,
         finished_at: None,
         resent_from: Uuid::from_slice(&message.resent_from).ok(),
-    };
+    }
+}
 
-    let Some(webhook) = webhook.filter(|w| w.enabled) else {
-        let reason = if snapshot.webhook(webhook_id).is_some() {
-            "the webhook was disabled before this attempt; nothing was sent"
-        } else {
-            "the webhook was deleted before this attempt; nothing was sent"
-        };
-        tracing::info!(reason, "delivery cancelled");
-        record.state = DeliveryState::Cancelled;
-        record.last_error = Some(reason.to_owned());
-        record.finished_at = Some(SystemTime::now());
-        return write(
-            shared,
-            WriteRequest {
-                delivery: record,
-                attempt: None,
-            },
-        )
-        .await;
-    };
+fn payload(message: &DeliveryMessage) -> Payload {
+    match &message.data {
+        Some(delivery_message::Data::Json(json)) => Payload::Json(json.clone()),
+        Some(delivery_message::Data::Text(text)) => Payload::Text(text.clone()),
+        None => Payload::Text(String::new()),
+    }
+}
 
+/// Records a delivery whose webhook was disabled or deleted: no request.
+async fn cancel(
+    shared: &Shared,
+    delivery_id: Uuid,
+    webhook_id: Uuid,
+    message: &DeliveryMessage,
+    reason: &'static str,
+) -> bool {
+    tracing::info!(reason, "delivery cancelled");
+    let mut record = record(delivery_id, webhook_id, message);
+    record.state = DeliveryState::Cancelled;
+    record.last_error = Some(reason.to_owned());
+    record.finished_at = Some(SystemTime::now());
+    write(
+        shared,
+        WriteRequest {
+            delivery: record,
+            attempt: None,
+        },
+    )
+    .await
+}
+
+/// Makes the attempt with its in-flight slot, records it and queues the
+/// retry, if any.
+async fn attempt(
+    shared: &Shared,
+    schedule: &Schedule,
+    delivery_id: Uuid,
+    webhook: Arc<herald_core::Webhook>,
+    slot: crate::limits::Slot,
+    message: DeliveryMessage,
+) -> bool {
+    let webhook_id = webhook.id;
+    let payload = payload(&message);
+    let mut record = record(delivery_id, webhook_id, &message);
     let info = DeliveryInfo {
         delivery_id,
         attempt: message.attempt,
         tenant: &message.tenant,
         event: &message.event,
         fired_at_unix_ms: message.fired_at_unix_ms,
-    };
-    let Some(slot) = shared.limits.acquire(webhook_id).await else {
-        return park(shared, &message).await;
     };
     let outcome = shared.http.send(&webhook, &payload, &info).await;
     drop(slot);
