@@ -33,8 +33,9 @@ struct Cli {
     /// PEM file of extra CA certificates to trust for HTTPS targets.
     #[arg(long, env = "HERALD_EXTRA_CA_FILE")]
     extra_ca_file: Option<PathBuf>,
-    /// Most attempt records per Postgres transaction.
-    #[arg(long, env = "HERALD_WRITE_BATCH", default_value_t = 512,
+    /// Most attempt records per Postgres transaction; best at about the
+    /// prefetch divided by the 4 writers (see README "Performance").
+    #[arg(long, env = "HERALD_WRITE_BATCH", default_value_t = 64,
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
     write_batch: u32,
     /// Milliseconds a writer waits for more attempt records before it writes
