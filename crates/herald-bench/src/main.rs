@@ -252,7 +252,10 @@ async fn run(cli: &Cli, env: &Env) -> anyhow::Result<Outcome> {
     // The broker's confirm latency at the open-loop case's rate, what the
     // open-loop Fire latency is bounded by.
     let open = Load::Open { rate: cli.rate };
-    let (confirm_open, _) = publish_then_consume((cli.rate * 5.0) as usize, open, 4).await?;
+    // On ingest's channel layout (one channel unless --publish-channels).
+    let ingest_channels = cli.publish_channels.map_or(1, usize::from);
+    let (confirm_open, _) =
+        publish_then_consume((cli.rate * 5.0) as usize, open, ingest_channels).await?;
     let mut stages = vec![
         publish_ch1,
         publish_ch4,
