@@ -22,6 +22,9 @@ use uuid::Uuid;
 /// A JSON body like an order event (about 300 bytes).
 const PAYLOAD: &str = r#"{"order_id":1234567,"shop":"bench","customer":{"id":98765,"email":"jane.doe@example.com"},"currency":"EUR","total":"149.90","items":[{"sku":"SKU-0001","qty":2,"price":"49.95"},{"sku":"SKU-0002","qty":1,"price":"50.00"}],"shipping":{"method":"dhl","country":"DE"},"created_at":"2026-11-23T12:00:00Z"}"#;
 
+/// Herald's schedule in the bench: the first attempt at once, retries soon.
+const SCHEDULE: &str = "0s,1s,1s";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "herald-bench",
@@ -126,6 +129,7 @@ async fn main() -> anyhow::Result<()> {
     let log_dir = std::env::temp_dir().join(format!("herald-bench-{run_id}"));
     std::fs::create_dir_all(&log_dir)?;
     let admin = pg(&cli.postgres_url).await?;
+    remove_abandoned_runs(&admin, &cli).await;
     admin
         .batch_execute(&format!("CREATE DATABASE {db_name}"))
         .await
@@ -136,7 +140,7 @@ async fn main() -> anyhow::Result<()> {
         database_url: herald_store::with_database(&cli.postgres_url, &db_name),
         amqp_url: cli.amqp_url.clone(),
         prefix: format!("herald_bench_{run_id}"),
-        schedule: "0s,1s,1s".into(),
+        schedule: SCHEDULE.into(),
         queue_type: cli.queue_type,
         publish_channels: cli.publish_channels,
     };
@@ -146,7 +150,12 @@ async fn main() -> anyhow::Result<()> {
         log_dir.display()
     );
     let mut machine = Machine::probe();
-    let result = run(&cli, &env).await;
+    // Interrupted, the run's processes are killed (dropping them does) and
+    // its database and queues are removed below like after a normal end.
+    let result = tokio::select! {
+        result = run(&cli, &env) => result,
+        signal = interrupted() => Err(anyhow::anyhow!("interrupted by {signal}")),
+    };
 
     // Clean up whatever happened.
     let _ = delete_queues(&env).await;
@@ -412,6 +421,74 @@ fn spec(
         senders,
         backlog: false,
         prefetch: None,
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM (`timeout` sends the latter).
+async fn interrupted() -> &'static str {
+    let mut terminate =
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(_) => return std::future::pending().await,
+        };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+        _ = terminate.recv() => "SIGTERM",
+    }
+}
+
+/// Removes what earlier runs left behind when they were killed before
+/// their clean-up (SIGKILL, a crash): their databases and, named after them,
+/// their queues and exchanges. A quorum queue left full of messages slows
+/// the broker for every later run. A database with a connection belongs to
+/// a run still going and is left alone.
+async fn remove_abandoned_runs(admin: &tokio_postgres::Client, cli: &Cli) {
+    let rows = match admin
+        .query(
+            r"SELECT d.datname FROM pg_database d
+              WHERE d.datname LIKE 'herald\_bench\_%'
+                AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.datname = d.datname)",
+            &[],
+        )
+        .await
+    {
+        Ok(rows) => rows,
+        Err(e) => {
+            eprintln!("could not look for abandoned bench runs: {e}");
+            return;
+        }
+    };
+    for row in rows {
+        let name: String = row.get(0);
+        // Only names this bench makes, so that the name is safe in SQL.
+        if !name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        {
+            continue;
+        }
+        let abandoned = Env {
+            bin_dir: PathBuf::new(),
+            log_dir: PathBuf::new(),
+            database_url: String::new(),
+            amqp_url: cli.amqp_url.clone(),
+            prefix: name.clone(),
+            schedule: SCHEDULE.into(),
+            queue_type: cli.queue_type,
+            publish_channels: None,
+        };
+        let queues = delete_queues(&abandoned).await;
+        let database = admin
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .await;
+        match (queues, database) {
+            (Ok(()), Ok(())) => {
+                println!("removed the database and queues of an abandoned run: {name}");
+            }
+            (queues, database) => eprintln!(
+                "could not remove all of the abandoned run {name}: queues {queues:?}, database {database:?}"
+            ),
+        }
     }
 }
 
