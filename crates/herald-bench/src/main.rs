@@ -67,10 +67,10 @@ struct Cli {
     /// default: ingest's own default.
     #[arg(long)]
     publish_channels: Option<u16>,
-    /// Run only the Herald cases whose name contains one of these
-    /// (comma-separated, e.g. `Fire only,backlog`); the raw baselines
-    /// always run.
-    #[arg(long, value_delimiter = ',')]
+    /// Run only the Herald cases whose name contains this; repeat it for
+    /// more (`--cases 'Fire only' --cases backlog`). Names hold commas, so
+    /// there is no list syntax. The raw baselines always run.
+    #[arg(long)]
     cases: Vec<String>,
     /// Do not build herald-ingest and herald-sender (use the binaries in --bin-dir).
     #[arg(long)]

@@ -43,6 +43,9 @@ pub struct Built {
 struct Compiled {
     updated_at: SystemTime,
     url: CompiledTemplate,
+    /// The parsed URL when it is no template: parsed once per webhook
+    /// version instead of once per attempt.
+    static_uri: Option<http::Uri>,
     headers: Vec<(HeaderName, CompiledTemplate)>,
     body: Option<CompiledTemplate>,
 }
@@ -101,9 +104,17 @@ impl RequestBuilder {
                 .map_err(|_| invalid(format!("custom header name {name:?} is invalid")))?;
             headers.push((name, compile("header", value)?));
         }
+        let url = compile("URL", &webhook.url)?;
+        // A URL that does not parse fails each attempt with its own error
+        // (below), as a rendered one does.
+        let static_uri = url
+            .is_static()
+            .then(|| webhook.url.parse::<http::Uri>().ok())
+            .flatten();
         let compiled = Arc::new(Compiled {
             updated_at: webhook.updated_at,
-            url: compile("URL", &webhook.url)?,
+            url,
+            static_uri,
             headers,
             body: webhook
                 .body_template
@@ -155,12 +166,16 @@ impl RequestBuilder {
             render(&compiled.url, &webhook.url, "URL").map_err(|e| fail(&webhook.url, e))?;
         // ASSE: GET/DELETE carry the data in the query string, unless the URL
         // template already placed it.
-        if in_query && !compiled.url.uses_data() {
+        let data_in_url = in_query && !compiled.url.uses_data();
+        if data_in_url {
             url = payload.append_to_url(&url);
         }
-        let uri: http::Uri = url
-            .parse()
-            .map_err(|e| fail(&url, invalid(format!("the URL is not valid: {e}"))))?;
+        let uri: http::Uri = match &compiled.static_uri {
+            Some(uri) if !data_in_url => uri.clone(),
+            _ => url
+                .parse()
+                .map_err(|e| fail(&url, invalid(format!("the URL is not valid: {e}"))))?,
+        };
         // IP literals never reach the guarded resolver; check them here.
         if let Some(host) = uri.host() {
             self.addresses.check_url_host(host).map_err(|refusal| {
@@ -196,8 +211,18 @@ impl RequestBuilder {
             }
         };
         let content_type = webhook.content_type.as_deref().or(default_content_type);
+        // Bodies made from the fired JSON (validated by ingest at Fire) or
+        // serialised here are JSON by construction; parsing them again on
+        // every attempt would only cost time.
+        let json_by_construction = !in_query
+            && match webhook.body_mode {
+                BodyMode::Json => true,
+                BodyMode::Raw => matches!(payload, Payload::Json(_)),
+                BodyMode::Template => false,
+            };
         // A body declared JSON must be JSON: better no request than a broken one.
         if let Some(ct) = content_type
+            && !json_by_construction
             && !body.is_empty()
             && ct.contains("json")
             && let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&body)
@@ -364,6 +389,103 @@ mod tests {
         assert!(
             body["data"].is_null(),
             "invalid data never breaks the envelope"
+        );
+    }
+
+    fn webhook(method: herald_core::webhook::Method, url: &str) -> Webhook {
+        let now = SystemTime::now();
+        Webhook {
+            id: Uuid::nil(),
+            tenant: String::new(),
+            event: "order.created".into(),
+            enabled: true,
+            method,
+            url: url.into(),
+            headers: std::collections::BTreeMap::new(),
+            body_template: None,
+            timeout_ms: 3000,
+            description: String::new(),
+            created_at: now,
+            updated_at: now,
+            body_mode: BodyMode::Raw,
+            content_type: None,
+            secret_headers: herald_core::webhook::SecretHeaders::default(),
+            signing: None,
+        }
+    }
+
+    fn builder() -> RequestBuilder {
+        RequestBuilder::new(
+            HeaderName::from_static("webhook-id"),
+            HeaderName::from_static("webhook-attempt"),
+            Arc::new(AddressPolicy::default()),
+        )
+    }
+
+    #[test]
+    fn static_urls_are_parsed_once_and_still_carry_get_data() {
+        use herald_core::webhook::Method;
+        let requests = builder();
+        let json = Payload::Json(r#"{"a": 1}"#.into());
+        let post = webhook(Method::Post, "https://hooks.example/in?x=1");
+        for _ in 0..2 {
+            let built = requests
+                .build(&post, &json, &info(), SystemTime::now())
+                .expect("built");
+            assert_eq!(built.url, "https://hooks.example/in?x=1");
+            assert_eq!(built.request.uri(), "https://hooks.example/in?x=1");
+        }
+        let compiled = requests.compiled(&post).expect("compiled");
+        assert_eq!(
+            compiled
+                .static_uri
+                .as_ref()
+                .map(ToString::to_string)
+                .as_deref(),
+            Some("https://hooks.example/in?x=1"),
+            "the parsed URL is kept with the compiled webhook"
+        );
+        let get = webhook(Method::Get, "https://hooks.example/in");
+        let built = requests
+            .build(
+                &get,
+                &Payload::Text("a b".into()),
+                &info(),
+                SystemTime::now(),
+            )
+            .expect("built");
+        assert_eq!(built.request.uri().path(), "/in");
+        assert!(
+            built.request.uri().query().is_some_and(|q| !q.is_empty()),
+            "GET data goes into the query: {}",
+            built.request.uri()
+        );
+        assert_eq!(built.url, built.request.uri().to_string());
+    }
+
+    #[test]
+    fn only_bodies_that_may_not_be_json_are_checked_against_a_json_content_type() {
+        use herald_core::webhook::Method;
+        let requests = builder();
+        let mut hook = webhook(Method::Post, "https://hooks.example/in");
+        hook.content_type = Some("application/json".into());
+        let text = Payload::Text("not json".into());
+        let Err((_, error)) = requests.build(&hook, &text, &info(), SystemTime::now()) else {
+            panic!("a text body declared JSON must be refused");
+        };
+        assert!(
+            error.message.contains("not valid JSON"),
+            "{}",
+            error.message
+        );
+        let json = Payload::Json(r#"{ "a": [1, 2] }"#.into());
+        let built = requests
+            .build(&hook, &json, &info(), SystemTime::now())
+            .expect("fired JSON is sent");
+        assert_eq!(
+            built.request.headers()[CONTENT_TYPE],
+            "application/json",
+            "the configured Content-Type"
         );
     }
 
