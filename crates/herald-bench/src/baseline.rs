@@ -31,6 +31,20 @@ use crate::herald::Load;
 use crate::receiver::Receiver;
 use crate::stats::{Latency, LoopOutcome, closed_loop, open_loop, per_second};
 
+/// Longest wait for one publish confirm, and for a connection to close.
+const OP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Closes `connection`, giving up after [`OP_TIMEOUT`]: the bench must stop
+/// by itself whatever the broker does.
+async fn close(connection: &Connection) {
+    if tokio::time::timeout(OP_TIMEOUT, connection.close(200, "done".into()))
+        .await
+        .is_err()
+    {
+        eprintln!("  the broker did not close a baseline connection within {OP_TIMEOUT:?}");
+    }
+}
+
 /// One raw stage's result.
 #[derive(Debug, Clone, Serialize)]
 pub struct Stage {
@@ -135,8 +149,12 @@ pub async fn publish(
                     &body,
                     BasicProperties::default().with_delivery_mode(2),
                 )
-                .await?
                 .await?;
+            // A confirm that never comes (seen once here: the broker had
+            // stored every message) must end as an error, not a hung run.
+            let confirm = tokio::time::timeout(OP_TIMEOUT, confirm)
+                .await
+                .map_err(|_| anyhow::anyhow!("no confirm within {OP_TIMEOUT:?}"))??;
             match confirm {
                 Confirmation::Ack(None) => Ok(()),
                 other => anyhow::bail!("not confirmed: {other:?}"),
@@ -163,7 +181,7 @@ pub async fn publish(
             ),
         ),
     };
-    let _ = connection.close(200, "done".into()).await;
+    close(&connection).await;
     Ok(Stage::from_loop(&name, what, outcome))
 }
 
@@ -215,7 +233,7 @@ pub async fn consume(
     let _ = channel
         .queue_delete(queue.into(), QueueDeleteOptions::default())
         .await;
-    let _ = connection.close(200, "done".into()).await;
+    close(&connection).await;
     Ok(Stage {
         name: format!("amqp_consume_prefetch{prefetch}"),
         what: format!(
