@@ -15,6 +15,7 @@ mod limits;
 mod process;
 mod request;
 pub mod resolver;
+mod stats;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -116,6 +117,7 @@ pub(crate) struct Shared {
     pub retries: Publisher,
     pub http: HttpSender,
     pub limits: limits::WebhookLimits,
+    pub stats: stats::Stats,
 }
 
 /// Runs a sender until `shutdown` is cancelled; then it stops consuming,
@@ -165,6 +167,7 @@ pub async fn run(
         retries: retries.clone(),
         http: sender,
         limits: limits::WebhookLimits::new(config.max_in_flight_per_webhook, config.park_after),
+        stats: stats::Stats::register(),
     });
 
     if let Some(listener) = http {

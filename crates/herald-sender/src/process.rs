@@ -12,6 +12,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::acks::Acks;
+use crate::stats::Outcome;
 use crate::{DeliveryInfo, Shared};
 
 /// Handles one delivery message: cancel, or attempt and record; then ack.
@@ -52,7 +53,7 @@ pub(crate) async fn handle(
         return;
     };
     let span = tracing::info_span!("delivery", %delivery_id, attempt = message.attempt);
-    let in_flight = metrics::gauge!("herald_deliveries_in_flight");
+    let in_flight = shared.stats.in_flight.clone();
     in_flight.increment(1.0);
     async move {
         let done = deliver(&shared, &schedule, delivery_id, webhook_id, message).await;
@@ -77,21 +78,6 @@ pub(crate) async fn handle(
     .instrument(span)
     .await;
     in_flight.decrement(1.0);
-}
-
-fn count_outcome(outcome: &'static str) {
-    metrics::counter!("herald_deliveries_total", "outcome" => outcome).increment(1);
-}
-
-fn status_class(outcome: &crate::AttemptOutcome) -> &'static str {
-    match (outcome.status_code, &outcome.error) {
-        (Some(200..=299), _) => "2xx",
-        (Some(300..=399), _) => "3xx",
-        (Some(400..=499), _) => "4xx",
-        (Some(_), _) => "5xx",
-        (None, Some(e)) if e.kind == herald_core::ErrorKind::Timeout => "timeout",
-        (None, _) => "error",
-    }
 }
 
 /// Returns whether the delivery may be acked (attempt stored, retry queued).
@@ -216,8 +202,7 @@ async fn attempt(
     let outcome = shared.http.send(&webhook, &payload, &info).await;
     drop(slot);
     let finished = outcome.started_at + outcome.duration;
-    metrics::histogram!("herald_attempt_duration_seconds", "status_class" => status_class(&outcome))
-        .record(outcome.duration.as_secs_f64());
+    shared.stats.attempt(&outcome);
     record.target_url.clone_from(&webhook.url);
     record.method = webhook.method.as_str().to_owned();
     record.attempts = message.attempt;
@@ -296,10 +281,10 @@ async fn attempt(
     let (stored, queued) = tokio::join!(stored, queued);
     let done = stored && queued;
     if done {
-        count_outcome(match (&retry, record_state) {
-            (Some(_), _) => "retried",
-            (None, DeliveryState::Succeeded) => "succeeded",
-            (None, _) => "failed",
+        shared.stats.count(match (&retry, record_state) {
+            (Some(_), _) => Outcome::Retried,
+            (None, DeliveryState::Succeeded) => Outcome::Succeeded,
+            (None, _) => Outcome::Failed,
         });
     }
     done
@@ -316,7 +301,7 @@ async fn park(shared: &Shared, message: &DeliveryMessage) -> bool {
     {
         Ok(_) => {
             tracing::debug!("webhook at its in-flight limit; delivery parked");
-            count_outcome("parked");
+            shared.stats.count(Outcome::Parked);
             true
         }
         Err(e) => {
