@@ -10,8 +10,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper::{Request, Response};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use uuid::Uuid;
 
@@ -46,7 +45,10 @@ impl Receiver {
                         let state = state.clone();
                         async move { Ok::<_, Infallible>(handle(&state, request).await) }
                     });
-                    let _ = auto::Builder::new(TokioExecutor::new())
+                    // HTTP/1.1 only, as the sender and the raw HTTP stage's
+                    // client speak it over plain TCP: the auto builder's
+                    // version sniffing per connection would only add cost.
+                    let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
                         .await;
                 });

@@ -169,14 +169,18 @@ async fn cancel(
     record.state = DeliveryState::Cancelled;
     record.last_error = Some(reason.to_owned());
     record.finished_at = Some(SystemTime::now());
-    write(
+    let stored = write(
         shared,
         WriteRequest {
             delivery: record,
             attempt: None,
         },
     )
-    .await
+    .await;
+    if stored {
+        shared.stats.count(Outcome::Cancelled);
+    }
+    stored
 }
 
 /// Makes the attempt with its in-flight slot, records it and queues the

@@ -17,6 +17,7 @@ pub(crate) enum Outcome {
     Succeeded,
     Retried,
     Failed,
+    Cancelled,
     Parked,
 }
 
@@ -70,6 +71,7 @@ pub(crate) struct Stats {
     succeeded: Counter,
     retried: Counter,
     failed: Counter,
+    cancelled: Counter,
     parked: Counter,
     durations: [Histogram; 6],
 }
@@ -84,6 +86,7 @@ impl Stats {
             succeeded: outcome("succeeded"),
             retried: outcome("retried"),
             failed: outcome("failed"),
+            cancelled: outcome("cancelled"),
             parked: outcome("parked"),
             durations: StatusClass::ALL.map(|class| {
                 metrics::histogram!("herald_attempt_duration_seconds", "status_class" => class.label())
@@ -96,6 +99,7 @@ impl Stats {
             Outcome::Succeeded => &self.succeeded,
             Outcome::Retried => &self.retried,
             Outcome::Failed => &self.failed,
+            Outcome::Cancelled => &self.cancelled,
             Outcome::Parked => &self.parked,
         }
         .increment(1);

@@ -236,7 +236,23 @@ pub async fn migrate(database_url: &str) -> Result<(), StoreError> {
     client
         .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK_KEY])
         .await?;
-    let report = embedded::migrations::runner().run_async(&mut client).await;
+    // A schema that a newer Herald already migrated further is fine: during
+    // a rolling upgrade the old services restart against it. Herald's
+    // migrations stay compatible with the release before (they add, never
+    // rename or drop what that release reads; README, "Upgrades"), so the
+    // migrations this binary does not know are reported, not refused.
+    let report = embedded::migrations::runner()
+        .set_abort_missing(false)
+        .run_async(&mut client)
+        .await;
+    let newest_applied = match &report {
+        Ok(_) => client
+            .query_one("SELECT max(version) FROM refinery_schema_history", &[])
+            .await
+            .ok()
+            .and_then(|row| row.get::<_, Option<i32>>(0)),
+        Err(_) => None,
+    };
     // Unlock explicitly even though closing the session would release the lock
     // too: it makes the waiting service proceed at once, and a failed unlock
     // is worth knowing about.
@@ -252,6 +268,21 @@ pub async fn migrate(database_url: &str) -> Result<(), StoreError> {
     }
     let report = report?;
     unlocked?;
+    let newest_known = embedded::migrations::runner()
+        .get_migrations()
+        .iter()
+        .map(refinery::Migration::version)
+        .max();
+    if let (Some(applied), Some(known)) = (newest_applied, newest_known)
+        && applied > known
+    {
+        warn!(
+            schema_version = applied,
+            binary_version = known,
+            "the database schema is newer than this binary (a newer Herald migrated it); \
+             running on it as a rolling upgrade does: upgrade this service too"
+        );
+    }
     for migration in report.applied_migrations() {
         info!(
             version = migration.version(),
@@ -317,5 +348,31 @@ mod tests {
             embedded,
             "each migration is applied exactly once"
         );
+    }
+
+    #[tokio::test]
+    async fn an_older_binary_starts_on_a_schema_a_newer_one_migrated() {
+        let db = TestDb::create().await;
+        migrate(db.url()).await.expect("migrate");
+        // What a newer release's migration leaves behind.
+        let client = db.connect().await;
+        client
+            .execute(
+                "INSERT INTO refinery_schema_history (version, name, applied_on, checksum) \
+                 VALUES (9999, 'from_a_newer_release', '2026-11-30T10:00:00Z', '1')",
+                &[],
+            )
+            .await
+            .unwrap();
+        migrate(db.url())
+            .await
+            .expect("a newer schema does not stop an older binary");
+        let applied: i64 = client
+            .query_one("SELECT count(*) FROM refinery_schema_history", &[])
+            .await
+            .unwrap()
+            .get(0);
+        let embedded = embedded::migrations::runner().get_migrations().len();
+        assert_eq!(usize::try_from(applied).unwrap(), embedded + 1);
     }
 }
