@@ -123,16 +123,25 @@ async fn deliver(
     .await
 }
 
-/// The delivery row as the message describes it, before this attempt.
-fn record(delivery_id: Uuid, webhook_id: Uuid, message: &DeliveryMessage) -> DeliveryRecord {
-    let payload = payload(message);
+/// The delivery row as the message describes it, before this attempt;
+/// `payload` is the message's (moved in: it is the largest field, and the
+/// attempt's request was already built from it), `target_url` and `method`
+/// those of this attempt.
+fn record(
+    delivery_id: Uuid,
+    webhook_id: Uuid,
+    message: &DeliveryMessage,
+    payload: Payload,
+    target_url: String,
+    method: String,
+) -> DeliveryRecord {
     DeliveryRecord {
         id: delivery_id,
         tenant: message.tenant.clone(),
         event: message.event.clone(),
         webhook_id,
-        target_url: message.url.clone(),
-        method: message.method.clone(),
+        target_url,
+        method,
         payload_kind: payload.kind(),
         payload: Some(payload.into_string()),
         fired_at: UNIX_EPOCH
@@ -165,7 +174,14 @@ async fn cancel(
     reason: &'static str,
 ) -> bool {
     tracing::info!(reason, "delivery cancelled");
-    let mut record = record(delivery_id, webhook_id, message);
+    let mut record = record(
+        delivery_id,
+        webhook_id,
+        message,
+        payload(message),
+        message.url.clone(),
+        message.method.clone(),
+    );
     record.state = DeliveryState::Cancelled;
     record.last_error = Some(reason.to_owned());
     record.finished_at = Some(SystemTime::now());
@@ -195,7 +211,6 @@ async fn attempt(
 ) -> bool {
     let webhook_id = webhook.id;
     let payload = payload(&message);
-    let mut record = record(delivery_id, webhook_id, &message);
     let info = DeliveryInfo {
         delivery_id,
         attempt: message.attempt,
@@ -203,12 +218,18 @@ async fn attempt(
         event: &message.event,
         fired_at_unix_ms: message.fired_at_unix_ms,
     };
-    let outcome = shared.http.send(&webhook, &payload, &info).await;
+    let mut outcome = shared.http.send(&webhook, &payload, &info).await;
     drop(slot);
     let finished = outcome.started_at + outcome.duration;
     shared.stats.attempt(&outcome);
-    record.target_url.clone_from(&webhook.url);
-    record.method = webhook.method.as_str().to_owned();
+    let mut record = record(
+        delivery_id,
+        webhook_id,
+        &message,
+        payload,
+        webhook.url.clone(),
+        webhook.method.as_str().to_owned(),
+    );
     record.attempts = message.attempt;
     record.last_status_code = outcome.status_code;
     record.last_error = outcome.error.as_ref().map(ToString::to_string);
@@ -218,11 +239,11 @@ async fn attempt(
         attempt: message.attempt,
         started_at: outcome.started_at,
         duration_ms: u32::try_from(outcome.duration.as_millis()).unwrap_or(u32::MAX),
-        url: outcome.url.clone(),
+        url: std::mem::take(&mut outcome.url),
         status_code: outcome.status_code,
         error_kind: outcome.error.as_ref().map(|e| e.kind.as_str()),
         error_message: outcome.error.as_ref().map(|e| e.message.clone()),
-        response_excerpt: outcome.response_excerpt.clone(),
+        response_excerpt: outcome.response_excerpt.take(),
     };
 
     let retry = match &outcome.error {
