@@ -218,7 +218,12 @@ async fn attempt(
         event: &message.event,
         fired_at_unix_ms: message.fired_at_unix_ms,
     };
-    let mut outcome = shared.http.send(&webhook, &payload, &info).await;
+    // The request's future (request, HTTP client, timeout) is the largest
+    // part of an attempt; boxed on its own, it is freed as soon as the
+    // answer is in, and a delivery then waiting for its write batch (with
+    // a prefetch of thousands, many do when Postgres lags) holds only
+    // what it records.
+    let mut outcome = Box::pin(shared.http.send(&webhook, &payload, &info)).await;
     drop(slot);
     let finished = outcome.started_at + outcome.duration;
     shared.stats.attempt(&outcome);
@@ -294,7 +299,7 @@ async fn attempt(
     let queued = async {
         match &retry {
             None => true,
-            Some((next, wait)) => match shared.retries.publish_after(next, *wait).await {
+            Some((next, wait)) => match Box::pin(shared.retries.publish_after(next, *wait)).await {
                 Ok(_) => true,
                 Err(e) => {
                     tracing::warn!(error = %e, "the retry could not be queued; the attempt will be repeated");
