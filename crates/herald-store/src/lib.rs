@@ -241,16 +241,15 @@ pub async fn migrate(database_url: &str) -> Result<(), StoreError> {
     // migrations stay compatible with the release before (they add, never
     // rename or drop what that release reads; README, "Upgrades"), so the
     // migrations this binary does not know are reported, not refused.
-    let report = embedded::migrations::runner()
-        .set_abort_missing(false)
-        .run_async(&mut client)
-        .await;
+    let runner = embedded::migrations::runner().set_abort_missing(false);
+    let report = runner.run_async(&mut client).await;
     let newest_applied = match &report {
-        Ok(_) => client
-            .query_one("SELECT max(version) FROM refinery_schema_history", &[])
+        Ok(_) => runner
+            .get_last_applied_migration_async(&mut client)
             .await
             .ok()
-            .and_then(|row| row.get::<_, Option<i32>>(0)),
+            .flatten()
+            .map(|migration| migration.version()),
         Err(_) => None,
     };
     // Unlock explicitly even though closing the session would release the lock
@@ -268,7 +267,7 @@ pub async fn migrate(database_url: &str) -> Result<(), StoreError> {
     }
     let report = report?;
     unlocked?;
-    let newest_known = embedded::migrations::runner()
+    let newest_known = runner
         .get_migrations()
         .iter()
         .map(refinery::Migration::version)
@@ -337,17 +336,26 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(row.get::<_, i64>(0), 3);
+        assert_eq!(
+            applied_migrations(&client).await,
+            embedded_migrations(),
+            "each migration is applied exactly once"
+        );
+    }
+
+    /// Rows of refinery's history table: migrations applied to the database.
+    async fn applied_migrations(client: &tokio_postgres::Client) -> usize {
         let applied: i64 = client
             .query_one("SELECT count(*) FROM refinery_schema_history", &[])
             .await
             .unwrap()
             .get(0);
-        let embedded = embedded::migrations::runner().get_migrations().len();
-        assert_eq!(
-            usize::try_from(applied).unwrap(),
-            embedded,
-            "each migration is applied exactly once"
-        );
+        usize::try_from(applied).unwrap()
+    }
+
+    /// Migrations this binary carries.
+    fn embedded_migrations() -> usize {
+        embedded::migrations::runner().get_migrations().len()
     }
 
     #[tokio::test]
@@ -367,12 +375,6 @@ mod tests {
         migrate(db.url())
             .await
             .expect("a newer schema does not stop an older binary");
-        let applied: i64 = client
-            .query_one("SELECT count(*) FROM refinery_schema_history", &[])
-            .await
-            .unwrap()
-            .get(0);
-        let embedded = embedded::migrations::runner().get_migrations().len();
-        assert_eq!(usize::try_from(applied).unwrap(), embedded + 1);
+        assert_eq!(applied_migrations(&client).await, embedded_migrations() + 1);
     }
 }
