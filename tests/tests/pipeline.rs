@@ -175,6 +175,12 @@ async fn all_attempts_fail_then_failed_with_three_rows_and_a_stable_id() {
             .all(|r| r.header("webhook-id") == Some(id.as_str())),
         "same id on every attempt"
     );
+    // A retry's message carries the payload of the first, with its kind.
+    assert!(
+        got.iter().all(|r| r.body.as_ref() == b"[1,2,3]"
+            && r.header("content-type") == Some("application/json")),
+        "the same JSON body on every attempt"
+    );
     // No fourth attempt comes later.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(receiver.requests().len(), 3);
