@@ -186,6 +186,29 @@ async fn all_attempts_fail_then_failed_with_three_rows_and_a_stable_id() {
     assert_eq!(receiver.requests().len(), 3);
 }
 
+/// Herald asks the broker for 32 KiB frames (herald-queue
+/// `DEFAULT_FRAME_MAX`); a payload ten times that crosses the queue in many
+/// body frames, both from ingest and in the sender's retry, and arrives whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payload_of_many_frames_arrives_whole_on_every_attempt() {
+    let env = TestEnv::start("0s,100ms").await.unwrap();
+    let receiver = Receiver::start(|_, n| Reply::status(if n == 0 { 503 } else { 200 })).await;
+    env.webhook("catalog.synced", "POST", &receiver.url("/catalog"))
+        .await;
+    let json = format!(r#"{{"items":"{}"}}"#, "x".repeat(320 * 1024));
+
+    let ids = env.fire_json("catalog.synced", &json).await;
+    let row = env.wait_final(&ids[0], FINAL).await;
+    assert_eq!(row.state, "succeeded");
+    assert_eq!(row.attempts, 2);
+    let got = receiver.for_delivery(&ids[0]);
+    assert_eq!(got.len(), 2);
+    assert!(
+        got.iter().all(|r| r.body.as_ref() == json.as_bytes()),
+        "the whole payload on both attempts"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timeout_counts_as_a_failed_attempt() {
     let env = TestEnv::start("0s,100ms").await.unwrap();

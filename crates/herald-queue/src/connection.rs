@@ -11,16 +11,37 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use lapin::options::ConfirmSelectOptions;
+use lapin::uri::AMQPUri;
 use lapin::{Channel, Connection, ConnectionProperties};
 
 use crate::{QueueConfig, QueueError, Topology};
 
+/// The largest AMQP frame Herald asks for, unless the URL names its own
+/// (`?frame_max=`). lapin keeps a receive and a send buffer of 32 frames for
+/// every connection, so RabbitMQ's default of 128 KiB costs 4 MiB each, and
+/// a burst of deliveries touches all of the receive buffer: with it, a
+/// sender's memory was about 7 MiB higher at rest and up to 25 MiB higher
+/// with 10,000 deliveries in flight. Herald's messages are a few hundred
+/// bytes; a large payload is only split over more frames.
+pub const DEFAULT_FRAME_MAX: u32 = 32 * 1024;
+
+/// The broker URL with Herald's frame size unless it names one.
+fn broker_uri(amqp_url: &str) -> Result<AMQPUri, QueueError> {
+    // One of the parser's messages quotes the URL, and with it the password.
+    let mut uri: AMQPUri = amqp_url
+        .parse()
+        .map_err(|e: String| QueueError::InvalidUrl(e.replace(amqp_url, "<the URL>")))?;
+    uri.query.frame_max.get_or_insert(DEFAULT_FRAME_MAX);
+    Ok(uri)
+}
+
 /// Opens one AMQP connection, bounded by the configured connect timeout.
 pub async fn connect(config: &QueueConfig, name: &str) -> Result<Connection, QueueError> {
+    let uri = broker_uri(&config.amqp_url)?;
     let properties = ConnectionProperties::default().with_connection_name(name.into());
     match tokio::time::timeout(
         config.connect_timeout,
-        Connection::connect(&config.amqp_url, properties),
+        Connection::connect_uri(uri, properties),
     )
     .await
     {
@@ -181,4 +202,31 @@ fn close_in_background(live: Arc<Live>) {
     tokio::spawn(async move {
         let _ = live.connection.close(320, "replaced".into()).await;
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_frame_size_is_herald_s_unless_the_url_names_one() {
+        let uri = broker_uri("amqp://guest:guest@127.0.0.1:5672/%2f").unwrap();
+        assert_eq!(uri.query.frame_max, Some(DEFAULT_FRAME_MAX));
+        assert_eq!(uri.authority.userinfo.password, "guest");
+        let uri = broker_uri("amqp://127.0.0.1/%2f?frame_max=131072&heartbeat=30").unwrap();
+        assert_eq!(uri.query.frame_max, Some(131_072));
+        assert_eq!(uri.query.heartbeat, Some(30));
+    }
+
+    #[test]
+    fn an_invalid_url_is_named_without_its_password() {
+        for url in [
+            "mailto:user:s3cret@example.com",
+            "amqp://user:s3cret@host/%2f?frame_max=x",
+        ] {
+            let err = broker_uri(url).unwrap_err();
+            assert!(matches!(err, QueueError::InvalidUrl(_)), "{err:?}");
+            assert!(!err.to_string().contains("s3cret"), "{err}");
+        }
+    }
 }

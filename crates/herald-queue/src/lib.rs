@@ -56,6 +56,10 @@ impl QueueConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
+    /// The reason names what is wrong but never repeats the URL, which may
+    /// hold a password.
+    #[error("the AMQP URL is not valid: {0}")]
+    InvalidUrl(String),
     #[error("the message broker is unreachable: {reason}")]
     Unavailable {
         reason: String,
