@@ -443,10 +443,10 @@ async fn fire_and_finish(env: &TestEnv, event: &str, count: usize) -> (Fired, Du
 async fn a_hanging_webhook_does_not_block_a_healthy_one() {
     let _serial = SERIAL.lock().await;
     const HEALTHY: usize = 1_500;
-    // More than the sender's prefetch (256): without the per-webhook limit,
-    // every prefetch slot would hold a hanging delivery for the whole
-    // timeout and the healthy deliveries behind them would wait that long.
-    const HANGING: usize = 300;
+    // More than the sender's prefetch: without the per-webhook limit, every
+    // prefetch slot would hold a hanging delivery for the whole timeout and
+    // the healthy deliveries behind them would wait that long.
+    const HANGING: usize = herald_queue::DEFAULT_PREFETCH as usize + 50;
     const TIMEOUT: Duration = Duration::from_secs(20);
     let mut env = TestEnv::new("0s").await.unwrap();
     env.start_ingest(env.queue.clone(), |_| {}).await.unwrap();
@@ -455,8 +455,9 @@ async fn a_hanging_webhook_does_not_block_a_healthy_one() {
     let hang = Pathological::start(Misbehaviour::Hang).await;
     let timeout_ms = u32::try_from(TIMEOUT.as_millis()).unwrap();
     let hanging_id = webhook_with_timeout(&env, "hanging", &hang.url("/hang"), timeout_ms).await;
-    // The production defaults: prefetch 256, 32 requests per webhook.
-    let sender = SenderProcess::start(&env, "sender", &[("HERALD_PREFETCH", "256")])
+    // The production defaults: prefetch 512, 32 requests per webhook.
+    let prefetch = herald_queue::DEFAULT_PREFETCH.to_string();
+    let sender = SenderProcess::start(&env, "sender", &[("HERALD_PREFETCH", &prefetch)])
         .await
         .unwrap();
 

@@ -245,7 +245,7 @@ async fn run(cli: &Cli, env: &Env) -> anyhow::Result<Outcome> {
             &env.amqp_url,
             &raw_queue,
             count,
-            256,
+            herald_queue::DEFAULT_PREFETCH,
             env.queue_type,
         ))
         .await?;

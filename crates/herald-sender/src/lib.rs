@@ -81,7 +81,7 @@ impl SenderConfig {
             database_url: database_url.into(),
             db_pool_size: 8,
             queue,
-            prefetch: 256,
+            prefetch: herald_queue::DEFAULT_PREFETCH,
             id_header: HeaderName::from_static("webhook-id"),
             attempt_header: HeaderName::from_static("webhook-attempt"),
             extra_ca_file: None,

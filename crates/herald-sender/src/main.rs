@@ -21,7 +21,7 @@ struct Cli {
     #[command(flatten)]
     common: CommonOptions,
     /// Deliveries in flight at once (AMQP prefetch).
-    #[arg(long, env = "HERALD_PREFETCH", default_value_t = 256,
+    #[arg(long, env = "HERALD_PREFETCH", default_value_t = herald_queue::DEFAULT_PREFETCH,
           value_parser = clap::value_parser!(u16).range(1..))]
     prefetch: u16,
     /// Request header carrying the delivery id (same on every attempt).

@@ -121,7 +121,7 @@ pub struct WriteRequest {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WriterConfig {
     /// Most requests per transaction. Small enough that a sender's
-    /// deliveries in flight (its prefetch, 256 by default) fill the batches
+    /// deliveries in flight (its prefetch, 512 by default) fill the batches
     /// of all its writers: a batch that never fills always waits the whole
     /// linger, and the prefetch then caps the sender's rate (one sender
     /// drained a backlog about a third faster at 64 than at 512, with the
