@@ -81,6 +81,15 @@ impl Payload {
         }
     }
 
+    /// A payload as a delivery row stores it: its text and its
+    /// [`kind`](Self::kind) (`"json"`, else text).
+    pub fn from_stored(kind: &str, text: String) -> Self {
+        match kind {
+            "json" => Self::Json(text),
+            _ => Self::Text(text),
+        }
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Text(_) => "text",
@@ -198,6 +207,20 @@ pub fn compact_json(doc: &str) -> Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stored_payload_comes_back_as_it_was() {
+        for payload in [
+            Payload::Json("{\"a\":1}".into()),
+            Payload::Text("hi".into()),
+        ] {
+            let kind = payload.kind();
+            assert_eq!(
+                Payload::from_stored(kind, payload.clone().into_string()),
+                payload
+            );
+        }
+    }
 
     #[test]
     fn limits_and_json_validation() {

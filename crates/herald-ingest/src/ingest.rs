@@ -203,7 +203,7 @@ impl IngestService {
         let enabled = enabled?;
 
         let fired_at_unix_ms = unix_ms(SystemTime::now());
-        let data = message_data(&payload);
+        let data = herald_queue::message_data(payload);
         let messages: Vec<DeliveryMessage> = enabled
             .iter()
             .map(|w| message(&req, w, Uuid::now_v7(), fired_at_unix_ms, &data))
@@ -253,7 +253,7 @@ impl IngestService {
             request_hash: fire_request_hash(&req.event, payload),
             deliveries,
         };
-        let data = &message_data(payload);
+        let data = &herald_queue::message_data(payload.clone());
         // Publishes what the key recorded: this call's deliveries, or those
         // of an earlier call that did not finish. They are rebuilt from the
         // current configuration; a webhook deleted (or moved to another
@@ -299,13 +299,6 @@ impl IngestService {
             "fired with an idempotency key"
         );
         Ok(FireResponse { delivery_ids })
-    }
-}
-
-fn message_data(payload: &Payload) -> delivery_message::Data {
-    match payload {
-        Payload::Text(t) => delivery_message::Data::Text(t.clone()),
-        Payload::Json(j) => delivery_message::Data::Json(j.clone()),
     }
 }
 

@@ -13,7 +13,7 @@ use herald_core::{DeliveryState, Payload, Webhook};
 use herald_proto::v1::{
     DeliveryMessage, FireResponse, GetWebhookSummaryRequest, ListDeliveriesRequest,
     ListDeliveriesResponse, ReplayFailedRequest, ResendDeliveryRequest, ResendResponse,
-    SendTestEventRequest, WebhookSummary, delivery_message, send_test_event_request,
+    SendTestEventRequest, WebhookSummary, send_test_event_request,
 };
 use herald_queue::QueueError;
 use herald_store::{
@@ -111,11 +111,10 @@ fn resend_message(original: &DeliveryView, webhook: &Webhook) -> Result<Delivery
             original.id
         )));
     };
-    let data = if original.payload_kind == "json" {
-        delivery_message::Data::Json(payload.clone())
-    } else {
-        delivery_message::Data::Text(payload.clone())
-    };
+    let data = herald_queue::message_data(Payload::from_stored(
+        &original.payload_kind,
+        payload.clone(),
+    ));
     Ok(DeliveryMessage {
         delivery_id: Uuid::now_v7().as_bytes().to_vec(),
         tenant: original.tenant.clone(),
@@ -374,10 +373,7 @@ impl AdminService {
         }
         .validated(self.max_payload_bytes)
         .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let data = match payload {
-            Payload::Text(t) => delivery_message::Data::Text(t),
-            Payload::Json(j) => delivery_message::Data::Json(j),
-        };
+        let data = herald_queue::message_data(payload);
         let id = Uuid::now_v7();
         let message = DeliveryMessage {
             delivery_id: id.as_bytes().to_vec(),

@@ -17,8 +17,8 @@ pub use topology::{DEFER_DELAY, QueueType, Topology};
 
 use std::time::Duration;
 
-use herald_core::Schedule;
-use herald_proto::v1::DeliveryMessage;
+use herald_core::{Payload, Schedule};
+use herald_proto::v1::{DeliveryMessage, delivery_message};
 use prost::Message as _;
 
 /// Deliveries a sender takes from the broker before it acks (AMQP prefetch)
@@ -102,7 +102,41 @@ pub fn encode(message: &DeliveryMessage) -> Vec<u8> {
     message.encode_to_vec()
 }
 
+/// The data field of a delivery message carrying `payload`.
+pub fn message_data(payload: Payload) -> delivery_message::Data {
+    match payload {
+        Payload::Text(text) => delivery_message::Data::Text(text),
+        Payload::Json(json) => delivery_message::Data::Json(json),
+    }
+}
+
+/// The payload a delivery message's data field carries (none is empty text).
+pub fn message_payload(data: Option<delivery_message::Data>) -> Payload {
+    match data {
+        Some(delivery_message::Data::Json(json)) => Payload::Json(json),
+        Some(delivery_message::Data::Text(text)) => Payload::Text(text),
+        None => Payload::Text(String::new()),
+    }
+}
+
 /// Decodes a delivery taken from the queue.
 pub fn decode(bytes: &[u8]) -> Result<DeliveryMessage, QueueError> {
     Ok(DeliveryMessage::decode(bytes)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_payload_crosses_the_message_unchanged() {
+        for payload in [
+            Payload::Json("{\"a\":1}".into()),
+            Payload::Text("hi".into()),
+        ] {
+            let data = message_data(payload.clone());
+            assert_eq!(message_payload(Some(data)), payload);
+        }
+        assert_eq!(message_payload(None), Payload::Text(String::new()));
+    }
 }

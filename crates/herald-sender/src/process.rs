@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::future::Either;
 use herald_core::{DeliveryState, Payload, RetryDecision, Schedule};
-use herald_proto::v1::{DeliveryMessage, delivery_message};
+use herald_proto::v1::DeliveryMessage;
 use herald_store::{AttemptRecord, DeliveryRecord, WriteRequest};
 use lapin::message::Delivery;
 use lapin::options::{BasicNackOptions, BasicRejectOptions};
@@ -53,12 +53,10 @@ pub(crate) fn handle(
     };
     Either::Right(async move {
         let span = tracing::info_span!("delivery", %delivery_id, attempt = message.attempt);
-        let in_flight = shared.stats.in_flight.clone();
-        in_flight.increment(1.0);
+        shared.stats.in_flight.increment(1.0);
         let done = deliver(&shared, &schedule, delivery_id, webhook_id, &mut message)
             .instrument(span.clone())
             .await;
-        drop(message);
         if done {
             // Acked with its neighbours by the flusher (see `acks`).
             acks.finished(tag);
@@ -77,7 +75,7 @@ pub(crate) fn handle(
                 );
             }
         }
-        in_flight.decrement(1.0);
+        shared.stats.in_flight.decrement(1.0);
     })
 }
 
@@ -171,33 +169,6 @@ fn record(
     }
 }
 
-fn payload(message: &DeliveryMessage) -> Payload {
-    match &message.data {
-        Some(delivery_message::Data::Json(json)) => Payload::Json(json.clone()),
-        Some(delivery_message::Data::Text(text)) => Payload::Text(text.clone()),
-        None => Payload::Text(String::new()),
-    }
-}
-
-/// The message's payload, moved out of it (the message keeps `None`).
-fn take_payload(message: &mut DeliveryMessage) -> Payload {
-    match message.data.take() {
-        Some(delivery_message::Data::Json(json)) => Payload::Json(json),
-        Some(delivery_message::Data::Text(text)) => Payload::Text(text),
-        None => Payload::Text(String::new()),
-    }
-}
-
-/// The payload a record took from its message, as the message carried it
-/// (for the message of a retry).
-fn message_data(record: &DeliveryRecord) -> Option<delivery_message::Data> {
-    let payload = record.payload.clone()?;
-    Some(match record.payload_kind {
-        "json" => delivery_message::Data::Json(payload),
-        _ => delivery_message::Data::Text(payload),
-    })
-}
-
 /// Records a delivery whose webhook was disabled or deleted: no request.
 async fn cancel(
     shared: &Shared,
@@ -211,7 +182,7 @@ async fn cancel(
         delivery_id,
         webhook_id,
         message,
-        payload(message),
+        herald_queue::message_payload(message.data.clone()),
         message.url.clone(),
         message.method.clone(),
     );
@@ -245,7 +216,7 @@ async fn attempt(
     let webhook_id = webhook.id;
     // Moved out rather than copied: the request is built from it, and the
     // record then takes it. Only a retry needs a copy (below).
-    let payload = take_payload(message);
+    let payload = herald_queue::message_payload(message.data.take());
     let info = DeliveryInfo {
         delivery_id,
         attempt: message.attempt,
@@ -309,7 +280,13 @@ async fn attempt(
                 Some((
                     DeliveryMessage {
                         attempt: next,
-                        data: message_data(&record),
+                        // The record took the payload; the retry copies it back.
+                        data: record.payload.clone().map(|text| {
+                            herald_queue::message_data(Payload::from_stored(
+                                record.payload_kind,
+                                text,
+                            ))
+                        }),
                         ..std::mem::take(message)
                     },
                     asked,
