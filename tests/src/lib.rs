@@ -408,6 +408,90 @@ impl TestEnv {
     }
 }
 
+/// A message taken from the dead-letter queue.
+#[derive(Debug)]
+pub struct DeadLetter {
+    pub body: Vec<u8>,
+    /// The `x-herald-dead-reason` header.
+    pub reason: Option<String>,
+    pub message_id: Option<String>,
+}
+
+impl TestEnv {
+    /// Takes (and acks) every message now in the dead-letter queue.
+    pub async fn take_dead_letters(&self) -> Vec<DeadLetter> {
+        let connection = herald_queue::connect(&self.queue, "test-dead-letters")
+            .await
+            .expect("broker");
+        let channel = connection.create_channel().await.expect("channel");
+        let queue = self.queue.topology().dead_queue();
+        let mut letters = Vec::new();
+        while let Some(message) = channel
+            .basic_get(
+                queue.as_str().into(),
+                lapin::options::BasicGetOptions { no_ack: true },
+            )
+            .await
+            .expect("basic.get on the dead-letter queue")
+        {
+            let properties = &message.delivery.properties;
+            let reason = properties
+                .headers()
+                .as_ref()
+                .and_then(|h| {
+                    h.inner()
+                        .get(&lapin::types::ShortString::from(
+                            herald_queue::DEAD_REASON_HEADER,
+                        ))
+                        .cloned()
+                })
+                .and_then(|value| match value {
+                    lapin::types::AMQPValue::LongString(s) => Some(s.to_string()),
+                    _ => None,
+                });
+            letters.push(DeadLetter {
+                body: message.delivery.data.clone(),
+                reason,
+                message_id: properties.message_id().as_ref().map(|id| id.to_string()),
+            });
+        }
+        let _ = connection.close(200, "done".into()).await;
+        letters
+    }
+
+    /// Waits until the dead-letter queue holds `n` messages, then takes them.
+    pub async fn wait_dead_letters(&self, n: u32, timeout: Duration) -> Vec<DeadLetter> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let connection = herald_queue::connect(&self.queue, "test-dead-letters")
+                .await
+                .expect("broker");
+            let channel = connection.create_channel().await.expect("channel");
+            let count = channel
+                .queue_declare(
+                    self.queue.topology().dead_queue().as_str().into(),
+                    lapin::options::QueueDeclareOptions {
+                        passive: true,
+                        ..Default::default()
+                    },
+                    lapin::types::FieldTable::default(),
+                )
+                .await
+                .expect("the dead-letter queue exists")
+                .message_count();
+            let _ = connection.close(200, "done".into()).await;
+            if count >= n {
+                return self.take_dead_letters().await;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{count} of {n} dead letters after {timeout:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
 impl Drop for TestEnv {
     /// Stops the services, then drops the database and the queues. Runs on
     /// its own thread and runtime so it also works while a test panics.

@@ -4,7 +4,10 @@
 
 use std::time::Duration;
 
-use herald_proto::v1::{FireRequest, SetWebhookEnabledRequest, UpdateWebhookRequest, fire_request};
+use herald_proto::v1::{
+    DeliveryMessage, FireRequest, SetWebhookEnabledRequest, UpdateWebhookRequest, delivery_message,
+    fire_request,
+};
 use herald_tests::{Receiver, Reply, TestEnv, eventually};
 
 const FINAL: Duration = Duration::from_secs(30);
@@ -709,4 +712,155 @@ async fn two_senders_on_one_queue_deliver_each_delivery_once() {
     seen.dedup();
     assert_eq!(seen.len(), 300);
     assert_eq!(env.attempt_rows().await, 300);
+}
+
+/// Publishes raw bytes where ingest publishes a first attempt (the work
+/// exchange), as a broken or foreign client could.
+async fn publish_raw(env: &TestEnv, body: &[u8]) {
+    let connection = herald_queue::connect(&env.queue, "test-raw-publish")
+        .await
+        .expect("broker");
+    let channel = connection.create_channel().await.expect("channel");
+    channel
+        .confirm_select(lapin::options::ConfirmSelectOptions::default())
+        .await
+        .expect("confirm mode");
+    let route = env.queue.topology().route_after(Duration::ZERO);
+    let confirm = channel
+        .basic_publish(
+            route.exchange.as_str().into(),
+            route.routing_key.as_str().into(),
+            lapin::options::BasicPublishOptions::default(),
+            body,
+            lapin::BasicProperties::default().with_delivery_mode(2),
+        )
+        .await
+        .expect("published")
+        .await
+        .expect("confirmed");
+    assert!(confirm.is_ack());
+    let _ = connection.close(200, "done".into()).await;
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_no_sender_can_process_go_to_the_dead_letter_queue() {
+    let env = TestEnv::start("0s,100ms").await.unwrap();
+    let receiver = Receiver::ok().await;
+    let hook = env
+        .webhook("order.created", "POST", &receiver.url("/hooks"))
+        .await;
+    let webhook_id = uuid::Uuid::parse_str(&hook.id).unwrap();
+
+    // Not protobuf at all: wire type 7 does not exist.
+    let garbage = [0x0f_u8; 8];
+    // A delivery message, but with an event name Fire would have refused
+    // (and one the dashboards' index could not take if it were long).
+    let delivery_id = uuid::Uuid::now_v7();
+    let invalid = DeliveryMessage {
+        delivery_id: delivery_id.as_bytes().to_vec(),
+        tenant: String::new(),
+        event: "order created".into(),
+        webhook_id: webhook_id.as_bytes().to_vec(),
+        attempt: 1,
+        fired_at_unix_ms: now_ms(),
+        data: Some(delivery_message::Data::Json(r#"{"a":1}"#.into())),
+        url: receiver.url("/hooks"),
+        method: "POST".into(),
+        resent_from: Vec::new(),
+    };
+    publish_raw(&env, &garbage).await;
+    publish_raw(&env, &herald_queue::encode(&invalid)).await;
+
+    let letters = env.wait_dead_letters(2, FINAL).await;
+    assert_eq!(letters.len(), 2, "{letters:?}");
+    let garbage_letter = letters
+        .iter()
+        .find(|l| l.message_id.is_none())
+        .expect("the undecodable message is kept");
+    assert_eq!(garbage_letter.body, garbage, "kept byte for byte");
+    let reason = garbage_letter.reason.as_deref().unwrap_or_default();
+    assert!(reason.contains("not a delivery message"), "{reason}");
+
+    let invalid_letter = letters
+        .iter()
+        .find(|l| l.message_id.as_deref() == Some(delivery_id.to_string().as_str()))
+        .expect("the invalid message is kept under its delivery id");
+    assert_eq!(
+        herald_queue::decode(&invalid_letter.body).unwrap(),
+        invalid,
+        "kept whole"
+    );
+    let reason = invalid_letter.reason.as_deref().unwrap_or_default();
+    assert!(reason.contains("event"), "{reason}");
+
+    // Moved aside, not sent, not recorded, not redelivered.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(receiver.requests().is_empty());
+    assert_eq!(env.attempt_rows().await, 0);
+    assert_eq!(env.queued_messages().await, 0);
+    assert!(env.take_dead_letters().await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_postgres_refuses_is_sent_once_per_attempt_then_moved_to_the_dead_letter_queue() {
+    let env = TestEnv::start("0s,100ms,100ms").await.unwrap();
+    // A rule this test's database adds: Postgres now refuses, as data, the
+    // record of any delivery of these events (as it would refuse a value a
+    // future constraint or an index limit does not allow).
+    env.db()
+        .await
+        .batch_execute(
+            "ALTER TABLE deliveries ADD CONSTRAINT refuse_poison CHECK (event NOT LIKE 'poison.%')",
+        )
+        .await
+        .unwrap();
+    let ok = Receiver::ok().await;
+    let failing = Receiver::start(|_, _| Reply::status(500)).await;
+    env.webhook("poison.ok", "POST", &ok.url("/ok")).await;
+    env.webhook("poison.fail", "POST", &failing.url("/fail"))
+        .await;
+    let ok_id = env.fire_json("poison.ok", r#"{"n": 1}"#).await.remove(0);
+    let fail_id = env.fire_json("poison.fail", r#"{"n": 2}"#).await.remove(0);
+
+    let letters = env.wait_dead_letters(2, FINAL).await;
+    assert_eq!(letters.len(), 2, "{letters:?}");
+    for (id, attempt, json) in [(&ok_id, 1, r#"{"n": 1}"#), (&fail_id, 3, r#"{"n": 2}"#)] {
+        let letter = letters
+            .iter()
+            .find(|l| l.message_id.as_deref() == Some(id.as_str()))
+            .unwrap_or_else(|| panic!("delivery {id} is in the dead-letter queue: {letters:?}"));
+        let reason = letter.reason.as_deref().unwrap_or_default();
+        assert!(
+            reason.contains("refuse_poison") && reason.contains("23514"),
+            "the reason is what Postgres said: {reason}"
+        );
+        let message = herald_queue::decode(&letter.body).unwrap();
+        assert_eq!(
+            message.attempt, attempt,
+            "the message of the last attempt is kept"
+        );
+        assert_eq!(
+            message.data,
+            Some(delivery_message::Data::Json(json.into())),
+            "with its data, so that it can be sent again"
+        );
+    }
+
+    // Each attempt was sent once, not again and again.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(ok.requests().len(), 1);
+    assert_eq!(
+        failing.requests().len(),
+        3,
+        "one request per scheduled attempt"
+    );
+    assert!(env.delivery(&ok_id).await.is_none(), "nothing was recorded");
+    assert_eq!(env.queued_messages().await, 0);
 }

@@ -11,7 +11,7 @@ mod publisher;
 mod topology;
 
 pub use connection::{ConnectionManager, connect};
-pub use publisher::Publisher;
+pub use publisher::{DEAD_REASON_HEADER, Publisher};
 pub use topology::Route;
 pub use topology::{DEFER_DELAY, QueueType, Topology};
 

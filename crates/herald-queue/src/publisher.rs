@@ -11,6 +11,7 @@ use std::time::Duration;
 use futures_util::future::try_join_all;
 use herald_proto::v1::DeliveryMessage;
 use lapin::options::BasicPublishOptions;
+use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Confirmation};
 use uuid::Uuid;
 
@@ -19,6 +20,22 @@ use crate::{ConnectionManager, QueueConfig, QueueError, Topology};
 
 /// AMQP delivery mode "persistent": the broker writes the message to disk.
 const PERSISTENT: u8 = 2;
+
+/// Header of a message in the dead-letter queue that says why no sender
+/// could finish it.
+pub const DEAD_REASON_HEADER: &str = "x-herald-dead-reason";
+
+/// Properties of every message Herald publishes: persistent, protobuf, and
+/// the delivery id as message id (for operators looking at a queue).
+fn properties(delivery_id: Option<Uuid>) -> BasicProperties {
+    let properties = BasicProperties::default()
+        .with_delivery_mode(PERSISTENT)
+        .with_content_type("application/x-protobuf".into());
+    match delivery_id {
+        Some(id) => properties.with_message_id(id.to_string().into()),
+        None => properties,
+    }
+}
 
 /// Confirmed, self-reconnecting publisher of deliveries.
 #[derive(Clone)]
@@ -83,15 +100,40 @@ impl Publisher {
         Ok(())
     }
 
+    /// Publishes a message that no sender can ever finish to the dead-letter
+    /// queue ([`Topology::dead_queue`]) and waits for the broker's confirm.
+    /// `body` is the message as it was queued, or as far as it was readable;
+    /// `reason` (for the operator) goes in the [`DEAD_REASON_HEADER`] header.
+    pub async fn publish_dead(
+        &self,
+        body: &[u8],
+        delivery_id: Option<Uuid>,
+        reason: &str,
+    ) -> Result<(), QueueError> {
+        let mut headers = FieldTable::default();
+        headers.insert(
+            DEAD_REASON_HEADER.into(),
+            AMQPValue::LongString(LongString::from(reason)),
+        );
+        let properties = properties(delivery_id).with_headers(headers);
+        self.publish_bytes(&self.topology().dead_route(), body, properties)
+            .await
+    }
+
     async fn publish_to(&self, route: &Route, message: &DeliveryMessage) -> Result<(), QueueError> {
-        let (live, channel) = self.manager.channel().await?;
-        let mut properties = BasicProperties::default()
-            .with_delivery_mode(PERSISTENT)
-            .with_content_type("application/x-protobuf".into());
-        if let Ok(id) = Uuid::from_slice(&message.delivery_id) {
-            properties = properties.with_message_id(id.to_string().into());
-        }
+        let delivery_id = Uuid::from_slice(&message.delivery_id).ok();
         let body = crate::encode(message);
+        self.publish_bytes(route, &body, properties(delivery_id))
+            .await
+    }
+
+    async fn publish_bytes(
+        &self,
+        route: &Route,
+        body: &[u8],
+        properties: BasicProperties,
+    ) -> Result<(), QueueError> {
+        let (live, channel) = self.manager.channel().await?;
         let pending = channel
             .basic_publish(
                 route.exchange.as_str().into(),
@@ -102,7 +144,7 @@ impl Publisher {
                     mandatory: true,
                     immediate: false,
                 },
-                &body,
+                body,
                 properties,
             )
             .await;

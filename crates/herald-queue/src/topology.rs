@@ -10,6 +10,10 @@
 //!   already has its maximum of requests in flight (a slow or hanging
 //!   target), so that it does not hold a prefetch slot that a healthy
 //!   webhook's delivery could use. Parking is not an attempt.
+//! - `p.dead` (queue): messages no sender can ever finish — one that does not
+//!   decode as a delivery, or one whose record Postgres refuses as data —
+//!   kept for an operator instead of being dropped or redelivered forever.
+//!   Nothing consumes it.
 //!
 //! Publishers reach a delay queue through the default exchange (routing key
 //! = queue name), so no extra exchange or binding is needed. Queue names
@@ -106,6 +110,20 @@ impl Topology {
 
     pub fn work_queue(&self) -> String {
         format!("{}.work", self.prefix)
+    }
+
+    /// The dead-letter queue: see the module documentation.
+    pub fn dead_queue(&self) -> String {
+        format!("{}.dead", self.prefix)
+    }
+
+    /// Where to publish a message for the dead-letter queue: the default
+    /// exchange routes by queue name, so it needs no exchange of its own.
+    pub fn dead_route(&self) -> Route {
+        Route {
+            exchange: String::new(),
+            routing_key: self.dead_queue(),
+        }
     }
 
     pub fn delay_queue(&self, delay: Duration) -> String {
@@ -267,12 +285,24 @@ impl Topology {
                 .await
                 .map_err(QueueError::amqp("declaring a delay queue"))?;
         }
+        // Only the queue type: no TTL (a dead message waits for an operator,
+        // however long that takes) and no length limit (a limit would drop
+        // or refuse exactly the messages an operator needs to see; a
+        // RabbitMQ policy can still bound it without redeclaring).
+        channel
+            .queue_declare(
+                self.dead_queue().into(),
+                durable_queue,
+                self.base_arguments(),
+            )
+            .await
+            .map_err(QueueError::amqp("declaring the dead-letter queue"))?;
         Ok(())
     }
 
     /// Deletes everything `declare` made (tests use it to leave nothing behind).
     pub async fn delete(&self, channel: &Channel) -> Result<(), QueueError> {
-        let mut queues = vec![self.work_queue()];
+        let mut queues = vec![self.work_queue(), self.dead_queue()];
         queues.extend(self.delays().into_iter().map(|d| self.delay_queue(d)));
         for queue in queues {
             channel
@@ -308,6 +338,15 @@ mod tests {
             "0s,250ms,240s,240s".parse().unwrap(),
         );
         assert_eq!(t.work_queue(), "shop1.work");
+        assert_eq!(t.dead_queue(), "shop1.dead");
+        assert_eq!(
+            t.dead_route(),
+            Route {
+                exchange: String::new(),
+                routing_key: "shop1.dead".into()
+            },
+            "the default exchange routes to the dead-letter queue by its name"
+        );
         assert_eq!(
             t.delay_queue(Duration::from_secs(240)),
             "shop1.delay.240000ms"

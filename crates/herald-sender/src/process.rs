@@ -4,11 +4,13 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::future::Either;
+use herald_core::webhook::{validate_event, validate_tenant};
 use herald_core::{DeliveryState, Payload, RetryDecision, Schedule};
 use herald_proto::v1::DeliveryMessage;
-use herald_store::{AttemptRecord, DeliveryRecord, WriteRequest};
+use herald_store::{AttemptRecord, DeliveryRecord, StoreError, WriteError, WriteRequest};
+use lapin::Acker;
 use lapin::message::Delivery;
-use lapin::options::{BasicNackOptions, BasicRejectOptions};
+use lapin::options::BasicNackOptions;
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -25,7 +27,8 @@ use crate::{DeliveryInfo, Shared};
 /// `Delivery`, over 400 bytes) for its entire life beside what it moved out
 /// of them; here the message is decoded before the task exists, and the
 /// future holds only the decoded message, the tag and the acker. The rarely
-/// taken nack and reject futures are boxed so that they add no size either.
+/// taken paths (a nack, a message for the dead-letter queue) are boxed so
+/// that they add no size either.
 pub(crate) fn handle(
     shared: Arc<Shared>,
     schedule: Arc<Schedule>,
@@ -38,17 +41,29 @@ pub(crate) fn handle(
         acker,
         ..
     } = delivery;
-    let decoded = decode(&data);
-    drop(data);
-    let (delivery_id, webhook_id, mut message) = match decoded {
-        Ok(decoded) => decoded,
-        Err(reason) => {
-            return Either::Left(async move {
-                // Nothing can ever process it; requeueing would loop forever.
-                tracing::error!(reason, "dropping an undecodable queue message");
-                let _ = Box::pin(acker.reject(BasicRejectOptions { requeue: false })).await;
-                acks.settled(tag);
-            });
+    let (delivery_id, webhook_id, mut message) = match decode(&data) {
+        Ok(decoded) => {
+            drop(data);
+            decoded
+        }
+        Err(undeliverable) => {
+            return Either::Left(Box::pin(async move {
+                // Nothing can ever process it: requeueing would loop forever,
+                // and dropping it would lose what an operator needs to see.
+                tracing::error!(
+                    reason = %undeliverable.reason,
+                    delivery_id = ?undeliverable.delivery_id,
+                    "a queue message no sender can process goes to the dead-letter queue"
+                );
+                let moved = bury(
+                    &shared,
+                    &data,
+                    undeliverable.delivery_id,
+                    &undeliverable.reason,
+                )
+                .await;
+                settle(&acks, tag, acker, moved).await;
+            }));
         }
     };
     Either::Right(async move {
@@ -57,38 +72,113 @@ pub(crate) fn handle(
         let done = deliver(&shared, &schedule, delivery_id, webhook_id, &mut message)
             .instrument(span.clone())
             .await;
-        if done {
-            // Acked with its neighbours by the flusher (see `acks`).
-            acks.finished(tag);
-        } else {
-            // Back to the queue: another try (here or on another sender)
-            // repeats the attempt with the same delivery id.
-            let result = Box::pin(acker.nack(BasicNackOptions {
-                requeue: true,
-                multiple: false,
-            }))
-            .await;
-            acks.settled(tag);
-            if let Err(e) = result {
-                span.in_scope(
-                    || tracing::warn!(error = %e, "nack failed; the broker will redeliver"),
-                );
-            }
-        }
+        settle(&acks, tag, acker, done).instrument(span).await;
         shared.stats.in_flight.decrement(1.0);
     })
 }
 
-/// The message and its two ids, or why it cannot be processed.
-fn decode(data: &[u8]) -> Result<(Uuid, Uuid, DeliveryMessage), String> {
-    let message = herald_queue::decode(data).map_err(|e| e.to_string())?;
-    match (
+/// Acks a delivery that is done (with its neighbours, by the flusher: see
+/// `acks`), or sends it back to the queue: another try, here or on another
+/// sender, repeats the attempt with the same delivery id. The nack future is
+/// boxed: it is rarely taken, and the task would otherwise carry its size.
+async fn settle(acks: &Acks, tag: u64, acker: Acker, done: bool) {
+    if done {
+        acks.finished(tag);
+        return;
+    }
+    let result = Box::pin(acker.nack(BasicNackOptions {
+        requeue: true,
+        multiple: false,
+    }))
+    .await;
+    acks.settled(tag);
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "nack failed; the broker will redeliver");
+    }
+}
+
+/// A queue message that no sender can ever process, and why.
+#[derive(Debug)]
+struct Undeliverable {
+    delivery_id: Option<Uuid>,
+    reason: String,
+}
+
+/// Latest `fired_at` a message may carry: 9999-12-31T23:59:59.999Z, the end
+/// of what Postgres and the dashboards read as a timestamp.
+const MAX_FIRED_AT_MS: i64 = 253_402_300_799_999;
+
+/// The message and its two ids, or why it cannot be processed. Beyond
+/// decoding, the fields that go into indexed or typed columns are checked
+/// as Fire checks them, so that a message not made by ingest (published by
+/// hand, or by a broken client) is moved aside here instead of being sent
+/// and then refused by Postgres.
+fn decode(data: &[u8]) -> Result<(Uuid, Uuid, DeliveryMessage), Undeliverable> {
+    let message = herald_queue::decode(data).map_err(|e| Undeliverable {
+        delivery_id: None,
+        reason: format!("not a delivery message: {e}"),
+    })?;
+    let (Ok(delivery_id), Ok(webhook_id)) = (
         Uuid::from_slice(&message.delivery_id),
         Uuid::from_slice(&message.webhook_id),
-    ) {
-        (Ok(delivery_id), Ok(webhook_id)) => Ok((delivery_id, webhook_id, message)),
-        _ => Err("the message has no valid delivery or webhook id".to_owned()),
+    ) else {
+        return Err(Undeliverable {
+            delivery_id: None,
+            reason: "the message has no valid delivery or webhook id".to_owned(),
+        });
+    };
+    let invalid = |reason: String| Undeliverable {
+        delivery_id: Some(delivery_id),
+        reason,
+    };
+    validate_tenant(&message.tenant).map_err(|e| invalid(e.to_string()))?;
+    validate_event(&message.event).map_err(|e| invalid(e.to_string()))?;
+    if message.attempt == 0 {
+        return Err(invalid("attempt: must be 1 or more".to_owned()));
     }
+    if !(0..=MAX_FIRED_AT_MS).contains(&message.fired_at_unix_ms) {
+        return Err(invalid(format!(
+            "fired_at_unix_ms: {} is not a time between 1970 and 9999",
+            message.fired_at_unix_ms
+        )));
+    }
+    Ok((delivery_id, webhook_id, message))
+}
+
+/// Moves a message no sender can finish to the dead-letter queue; true once
+/// the broker confirmed it there (the original may then be acked).
+async fn bury(shared: &Shared, body: &[u8], delivery_id: Option<Uuid>, reason: &str) -> bool {
+    match shared.retries.publish_dead(body, delivery_id, reason).await {
+        Ok(()) => {
+            shared.stats.count(Outcome::Dead);
+            true
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "the message could not be moved to the dead-letter queue; it goes back to the queue");
+            false
+        }
+    }
+}
+
+/// After Postgres refused a delivery's record for good: moves the message
+/// (with the payload the record took back in it) to the dead-letter queue,
+/// so that the target is not sent the same attempt again and again.
+async fn bury_refused(
+    shared: &Shared,
+    delivery_id: Uuid,
+    message: &mut DeliveryMessage,
+    refused: Refused,
+) -> bool {
+    let Refused { reason, request } = refused;
+    if message.data.is_none() {
+        let delivery = request.delivery;
+        message.data = delivery.payload.map(|text| {
+            herald_queue::message_data(Payload::from_stored(delivery.payload_kind, text))
+        });
+    }
+    tracing::error!(%reason, "Postgres refused the delivery record; the message goes to the dead-letter queue");
+    let body = herald_queue::encode(message);
+    bury(shared, &body, Some(delivery_id), &reason).await
 }
 
 /// Returns whether the delivery may be acked (attempt stored, retry queued).
@@ -174,7 +264,7 @@ async fn cancel(
     shared: &Shared,
     delivery_id: Uuid,
     webhook_id: Uuid,
-    message: &DeliveryMessage,
+    message: &mut DeliveryMessage,
     reason: &'static str,
 ) -> bool {
     tracing::info!(reason, "delivery cancelled");
@@ -189,7 +279,7 @@ async fn cancel(
     record.state = DeliveryState::Cancelled;
     record.last_error = Some(reason.to_owned());
     record.finished_at = Some(SystemTime::now());
-    let stored = write(
+    let written = write(
         shared,
         WriteRequest {
             delivery: record,
@@ -197,10 +287,16 @@ async fn cancel(
         },
     )
     .await;
-    if stored {
-        shared.stats.count(Outcome::Cancelled);
+    match written {
+        Written::Stored => {
+            shared.stats.count(Outcome::Cancelled);
+            true
+        }
+        Written::Later => false,
+        Written::Refused(refused) => {
+            Box::pin(bury_refused(shared, delivery_id, message, refused)).await
+        }
     }
-    stored
 }
 
 /// Makes the attempt with its in-flight slot, records it and queues the
@@ -321,7 +417,24 @@ async fn attempt(
             },
         }
     };
-    let (stored, queued) = tokio::join!(stored, queued);
+    let (written, queued) = tokio::join!(stored, queued);
+    let stored = match written {
+        Written::Stored => true,
+        Written::Later => false,
+        Written::Refused(refused) => {
+            return match &retry {
+                // The retry carries the delivery on (its attempts are made
+                // on schedule); once no retry is left, the last attempt's
+                // message goes to the dead-letter queue.
+                Some(_) if queued => {
+                    tracing::error!(reason = %refused.reason, "Postgres refused the record of this attempt; the retry carries the delivery on");
+                    true
+                }
+                Some(_) => false,
+                None => Box::pin(bury_refused(shared, delivery_id, message, refused)).await,
+            };
+        }
+    };
     let done = stored && queued;
     if done {
         shared.stats.count(match (&retry, record_state) {
@@ -354,18 +467,116 @@ async fn park(shared: &Shared, message: &DeliveryMessage) -> bool {
     }
 }
 
-async fn write(shared: &Shared, request: WriteRequest) -> bool {
+/// How writing a delivery's record ended.
+enum Written {
+    Stored,
+    /// Not stored for now (the writer is shutting down): the delivery goes
+    /// back to the queue and its attempt is made again.
+    Later,
+    /// Postgres refused the record for good.
+    Refused(Refused),
+}
+
+/// A record Postgres refused, and why, for the dead-letter queue.
+struct Refused {
+    reason: String,
+    request: Box<WriteRequest>,
+}
+
+async fn write(shared: &Shared, request: WriteRequest) -> Written {
     match shared.writer.write(request).await {
-        Ok(()) => true,
+        Ok(()) => Written::Stored,
+        Err(WriteError::Refused { source, request }) => Written::Refused(Refused {
+            reason: refusal_reason(&source),
+            request,
+        }),
         Err(e) => {
             tracing::warn!(error = %e, "the attempt could not be stored; the delivery goes back to the queue");
-            false
+            Written::Later
         }
     }
 }
 
+/// What Postgres said, for the operator reading the dead-letter queue.
+fn refusal_reason(error: &StoreError) -> String {
+    let detail = match error {
+        StoreError::Db(e) => match e.as_db_error() {
+            Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
+            None => e.to_string(),
+        },
+        other => other.to_string(),
+    };
+    format!("Postgres refused the delivery record: {detail}")
+}
+
 #[cfg(test)]
 mod tests {
+    use herald_proto::v1::{DeliveryMessage, delivery_message};
+    use uuid::Uuid;
+
+    fn message() -> DeliveryMessage {
+        DeliveryMessage {
+            delivery_id: Uuid::now_v7().as_bytes().to_vec(),
+            tenant: "shop-1".into(),
+            event: "order.created".into(),
+            webhook_id: Uuid::now_v7().as_bytes().to_vec(),
+            attempt: 1,
+            fired_at_unix_ms: 1_764_500_000_000,
+            data: Some(delivery_message::Data::Json("{}".into())),
+            url: "https://example.com/hook".into(),
+            method: "POST".into(),
+            resent_from: Vec::new(),
+        }
+    }
+
+    /// The reason a message is moved aside, or `None` if it is accepted.
+    fn refusal(message: &DeliveryMessage) -> Option<String> {
+        super::decode(&herald_queue::encode(message))
+            .err()
+            .map(|u| {
+                assert_eq!(
+                    u.delivery_id.map(|id| id.as_bytes().to_vec()),
+                    Some(message.delivery_id.clone()),
+                    "a decodable message is moved aside under its delivery id"
+                );
+                u.reason
+            })
+    }
+
+    #[test]
+    fn messages_fire_would_have_refused_are_not_processed() {
+        assert_eq!(refusal(&message()), None);
+        let long_event = DeliveryMessage {
+            event: "e".repeat(3_000),
+            ..message()
+        };
+        assert!(refusal(&long_event).unwrap().contains("event"));
+        let spaced_tenant = DeliveryMessage {
+            tenant: "shop 1".into(),
+            ..message()
+        };
+        assert!(refusal(&spaced_tenant).unwrap().contains("tenant"));
+        let attempt_zero = DeliveryMessage {
+            attempt: 0,
+            ..message()
+        };
+        assert!(refusal(&attempt_zero).unwrap().contains("attempt"));
+        for fired_at_unix_ms in [-1, super::MAX_FIRED_AT_MS + 1, i64::MAX] {
+            let odd_time = DeliveryMessage {
+                fired_at_unix_ms,
+                ..message()
+            };
+            assert!(refusal(&odd_time).unwrap().contains("fired_at"));
+        }
+        let undecodable = super::decode(&[0x0f; 8]).unwrap_err();
+        assert_eq!(undecodable.delivery_id, None);
+        let no_ids = super::decode(&herald_queue::encode(&DeliveryMessage {
+            webhook_id: vec![1, 2, 3],
+            ..message()
+        }))
+        .unwrap_err();
+        assert_eq!(no_ids.delivery_id, None);
+    }
     /// The size of the future an `Fn(A, B, C, D) -> F` returns, without
     /// calling it.
     fn future_size<A, B, C, D, F>(_: impl Fn(A, B, C, D) -> F) -> usize {

@@ -19,6 +19,8 @@ pub(crate) enum Outcome {
     Failed,
     Cancelled,
     Parked,
+    /// Moved to the dead-letter queue: undecodable, or its record refused.
+    Dead,
 }
 
 /// The HTTP result class of an attempt (`status_class` label).
@@ -73,6 +75,7 @@ pub(crate) struct Stats {
     failed: Counter,
     cancelled: Counter,
     parked: Counter,
+    dead: Counter,
     durations: [Histogram; 6],
 }
 
@@ -88,6 +91,7 @@ impl Stats {
             failed: outcome("failed"),
             cancelled: outcome("cancelled"),
             parked: outcome("parked"),
+            dead: outcome("dead"),
             durations: StatusClass::ALL.map(|class| {
                 metrics::histogram!("herald_attempt_duration_seconds", "status_class" => class.label())
             }),
@@ -101,6 +105,7 @@ impl Stats {
             Outcome::Failed => &self.failed,
             Outcome::Cancelled => &self.cancelled,
             Outcome::Parked => &self.parked,
+            Outcome::Dead => &self.dead,
         }
         .increment(1);
     }

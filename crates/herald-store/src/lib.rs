@@ -57,7 +57,9 @@ pub use log::{
 pub use retention::{RetentionPolicy, RetentionReport};
 pub use secrets::{SecretBox, SecretBoxError};
 pub use store::{AttemptView, DeliveryView, Store};
-pub use writer::{AttemptRecord, AttemptWriter, DeliveryRecord, WriteRequest, WriterConfig};
+pub use writer::{
+    AttemptRecord, AttemptWriter, DeliveryRecord, WriteError, WriteRequest, WriterConfig,
+};
 
 /// Key of the session-level advisory lock that serialises migrations. It is a
 /// fixed, arbitrary number ("herald" in ASCII) so that every Herald service

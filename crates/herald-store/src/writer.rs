@@ -155,7 +155,26 @@ impl Default for WriterConfig {
     }
 }
 
-type Reply = oneshot::Sender<Result<(), StoreError>>;
+/// Why [`AttemptWriter::write`] did not store a record.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// Postgres refused this record as data (a constraint, a value out of
+    /// range, an oversized index entry): writing it again would fail the
+    /// same way. The record comes back, so that the caller can keep what it
+    /// holds (for example by moving the message aside) instead of losing it.
+    #[error("Postgres refused the delivery record")]
+    Refused {
+        #[source]
+        source: StoreError,
+        request: Box<WriteRequest>,
+    },
+    /// The record was not written for now (the writer shut down first);
+    /// another try may store it.
+    #[error(transparent)]
+    NotWritten(#[from] StoreError),
+}
+
+type Reply = oneshot::Sender<Result<(), WriteError>>;
 type Job = (WriteRequest, Reply);
 
 /// Queues delivery outcomes for batched writing. Cheap to clone.
@@ -206,10 +225,11 @@ impl AttemptWriter {
     /// Queues the record and resolves once the transaction holding it has
     /// committed. Acknowledge the queue message only after `Ok`.
     ///
-    /// Returns `Err` if the writer shuts down before the commit, or if
-    /// Postgres refuses this record for good (e.g. a value a constraint
-    /// rejects); other records of the batch are still written then.
-    pub async fn write(&self, req: WriteRequest) -> Result<(), StoreError> {
+    /// Returns [`WriteError::NotWritten`] if the writer shuts down before
+    /// the commit, and [`WriteError::Refused`] (with the record) if Postgres
+    /// refuses this record for good; the other records of its batch are
+    /// still written then.
+    pub async fn write(&self, req: WriteRequest) -> Result<(), WriteError> {
         let (reply, committed) = oneshot::channel();
         self.jobs
             .send((req, reply))
@@ -308,12 +328,17 @@ async fn write_and_answer(pool: &Pool, batch: Vec<Job>, shutdown: &CancellationT
     let (requests, replies): (Vec<WriteRequest>, Vec<Reply>) = batch.into_iter().unzip();
     match commit_with_retry(pool, &Rows::new(&requests), shutdown).await {
         Outcome::Committed => answer_all(replies, || Ok(())),
-        Outcome::GaveUp => answer_all(replies, || Err(StoreError::WriterShutDown)),
+        Outcome::GaveUp => answer_all(replies, || Err(StoreError::WriterShutDown.into())),
         Outcome::Refused(err) if requests.len() == 1 => {
-            refused(&requests[0], &err);
-            if let Some(reply) = replies.into_iter().next() {
+            if let (Some(request), Some(reply)) =
+                (requests.into_iter().next(), replies.into_iter().next())
+            {
+                refused(&request, &err);
                 // See `answer_all`: a caller that stopped waiting is fine.
-                let _ = reply.send(Err(err));
+                let _ = reply.send(Err(WriteError::Refused {
+                    source: err,
+                    request: Box::new(request),
+                }));
             }
         }
         Outcome::Refused(err) => {
@@ -333,10 +358,13 @@ async fn write_and_answer(pool: &Pool, batch: Vec<Job>, shutdown: &CancellationT
                 .await
                 {
                     Outcome::Committed => Ok(()),
-                    Outcome::GaveUp => Err(StoreError::WriterShutDown),
+                    Outcome::GaveUp => Err(StoreError::WriterShutDown.into()),
                     Outcome::Refused(err) => {
                         refused(&request, &err);
-                        Err(err)
+                        Err(WriteError::Refused {
+                            source: err,
+                            request: Box::new(request),
+                        })
                     }
                 };
                 // The caller may have stopped waiting (e.g. its task was
@@ -356,7 +384,7 @@ fn refused(request: &WriteRequest, err: &StoreError) {
     );
 }
 
-fn answer_all(replies: Vec<Reply>, result: impl Fn() -> Result<(), StoreError>) {
+fn answer_all(replies: Vec<Reply>, result: impl Fn() -> Result<(), WriteError>) {
     for reply in replies {
         // See above: a caller that stopped waiting is not an error.
         let _ = reply.send(result());
@@ -856,7 +884,7 @@ mod tests {
             writer
                 .write(request(Uuid::now_v7(), 1, DeliveryState::Pending))
                 .await,
-            Err(StoreError::WriterShutDown)
+            Err(WriteError::NotWritten(StoreError::WriterShutDown))
         ));
     }
 
@@ -972,11 +1000,17 @@ mod tests {
         bad_req.delivery.payload_kind = "xml";
         let (good_result, bad_result) = tokio::join!(
             writer.write(request(good, 1, DeliveryState::Pending)),
-            writer.write(bad_req),
+            writer.write(bad_req.clone()),
         );
         good_result.expect("the good record is written");
         let err = bad_result.expect_err("the bad record is refused");
-        assert!(matches!(err, StoreError::Db(_)), "{err:?}");
+        match err {
+            WriteError::Refused { source, request } => {
+                assert!(matches!(source, StoreError::Db(_)), "{source:?}");
+                assert_eq!(*request, bad_req, "the refused record comes back whole");
+            }
+            other => panic!("a refusal, not {other:?}"),
+        }
         let store = Store::new(db.pool());
         assert!(store.get_delivery(good).await.is_ok());
         assert!(store.get_delivery(bad).await.unwrap_err().is_not_found());
@@ -1031,7 +1065,10 @@ mod tests {
             .expect("answered on shutdown")
             .unwrap();
         assert!(
-            matches!(result, Err(StoreError::WriterShutDown)),
+            matches!(
+                result,
+                Err(WriteError::NotWritten(StoreError::WriterShutDown))
+            ),
             "{result:?}"
         );
         tokio::time::timeout(Duration::from_secs(5), tasks)
