@@ -42,15 +42,20 @@ fn properties(delivery_id: Option<Uuid>) -> BasicProperties {
 pub struct Publisher {
     manager: Arc<ConnectionManager>,
     confirm_timeout: Duration,
+    /// Registered once: a lookup by name on every publish showed in
+    /// profiles of ingest.
+    confirm_seconds: metrics::Histogram,
 }
 
 impl Publisher {
     /// Creates the publisher; it connects on first use (or `ensure_connected`).
+    /// Its metric is registered with the recorder installed now (if any).
     pub fn new(config: QueueConfig, name: impl Into<String>, channels: usize) -> Self {
         let confirm_timeout = config.confirm_timeout;
         Self {
             manager: Arc::new(ConnectionManager::new(config, name, channels)),
             confirm_timeout,
+            confirm_seconds: metrics::histogram!("herald_publish_confirm_seconds"),
         }
     }
 
@@ -160,8 +165,7 @@ impl Publisher {
         };
         let started = std::time::Instant::now();
         let confirmed = tokio::time::timeout(self.confirm_timeout, pending).await;
-        metrics::histogram!("herald_publish_confirm_seconds")
-            .record(started.elapsed().as_secs_f64());
+        self.confirm_seconds.record(started.elapsed().as_secs_f64());
         match confirmed {
             Err(_) => {
                 self.manager.invalidate(&live);
