@@ -77,6 +77,20 @@ pub struct Report {
     pub duration_s: f64,
 }
 
+/// Name prefix of the raw publish measured again right before and after the
+/// Fire-only case (`..before_fire_only`, `..after_fire_only`). It does not
+/// start with `amqp_publish`, so it is not a candidate for the publish bound
+/// of the other figures.
+pub const ADJACENT_PUBLISH: &str = "adjacent_publish_";
+
+/// The mean rate of the raw publish measured right before and after the
+/// Fire-only case, with the two rates.
+fn adjacent_publish(stages: &[Stage]) -> Option<(f64, f64, f64)> {
+    let before = stage(stages, &format!("{ADJACENT_PUBLISH}before"))?.per_second;
+    let after = stage(stages, &format!("{ADJACENT_PUBLISH}after"))?.per_second;
+    Some(((before + after) / 2.0, before, after))
+}
+
 fn stage<'a>(stages: &'a [Stage], prefix: &str) -> Option<&'a Stage> {
     stages.iter().find(|s| s.name.starts_with(prefix))
 }
@@ -198,16 +212,29 @@ pub fn targets(
                 s.ratio * 100.0
             )
         });
+        // Measured in the same minute as Fire, the adjacent raw publish is
+        // the fairer bound when both exist; the start-of-run one is shown.
+        let (adjacent, met) = match adjacent_publish(stages) {
+            Some((mean, before, after)) if mean > 0.0 => (
+                format!(
+                    "; {:.0}% of the same raw publish measured right before and after it \
+                     (mean {mean:.0}/s: {before:.0} before, {after:.0} after)",
+                    r.value / mean * 100.0
+                ),
+                r.value / mean >= 0.6,
+            ),
+            _ => (String::new(), r.ratio >= 0.6),
+        };
         out.push(Target {
             target: "Fire at c=32 >= 60% of raw confirmed publish at c=32".into(),
             measured: format!(
-                "Fire alone {:.0}/s = {:.0}% of {} {:.0}/s{shared}",
+                "Fire alone {:.0}/s = {:.0}% of {} {:.0}/s (start of the run){adjacent}{shared}",
                 r.value,
                 r.ratio * 100.0,
                 r.bound,
                 r.bound_value
             ),
-            met: Some(r.ratio >= 0.6),
+            met: Some(met),
         });
     }
     for (name, goal) in [
@@ -454,6 +481,7 @@ mod tests {
             stage("amqp_publish_c32_ch4", 20_000.0, 0.06),
             stage("amqp_publish_c32_ch1", 26_000.0, 0.04),
             stage("amqp_publish_c32_ch32", 18_000.0, 0.08),
+            stage("adjacent_publish_before_fire_only", 40_000.0, 0.04),
             stage("amqp_confirm_open1000", 1_000.0, 0.4),
             stage("amqp_consume_prefetch256", 60_000.0, 0.03),
             stage("http_c32", 120_000.0, 0.015),
@@ -461,6 +489,17 @@ mod tests {
         let (publish, slowest) = super::bounds(&stages);
         assert_eq!(publish.expect("publish").name, "amqp_publish_c32_ch1");
         assert_eq!(slowest.expect("slowest").name, "amqp_consume_prefetch256");
+    }
+
+    #[test]
+    fn the_adjacent_publish_is_the_mean_of_before_and_after() {
+        let mut stages = vec![stage("adjacent_publish_before_fire_only", 20_000.0, 0.04)];
+        assert_eq!(super::adjacent_publish(&stages), None, "needs both");
+        stages.push(stage("adjacent_publish_after_fire_only", 30_000.0, 0.04));
+        assert_eq!(
+            super::adjacent_publish(&stages),
+            Some((25_000.0, 20_000.0, 30_000.0))
+        );
     }
 
     #[test]
