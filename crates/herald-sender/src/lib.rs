@@ -6,6 +6,9 @@
 //! Guarantee: a delivery message is acked only after its attempt row is
 //! committed and its retry (if any) confirmed by the broker. A crash anywhere
 //! in between repeats the attempt (same delivery id) and never loses it.
+//! A message no sender can ever finish (undecodable, invalid, or with a
+//! record Postgres refuses as data) is acked only once the broker confirmed
+//! it in the dead-letter queue.
 //! This crate must not accept Fire calls or change webhook configuration.
 
 mod acks;
