@@ -459,27 +459,33 @@ impl TestEnv {
         letters
     }
 
+    /// Messages now in the dead-letter queue.
+    pub async fn dead_letter_count(&self) -> u32 {
+        let connection = herald_queue::connect(&self.queue, "test-dead-letters")
+            .await
+            .expect("broker");
+        let channel = connection.create_channel().await.expect("channel");
+        let count = channel
+            .queue_declare(
+                self.queue.topology().dead_queue().as_str().into(),
+                lapin::options::QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                lapin::types::FieldTable::default(),
+            )
+            .await
+            .expect("the dead-letter queue exists")
+            .message_count();
+        let _ = connection.close(200, "done".into()).await;
+        count
+    }
+
     /// Waits until the dead-letter queue holds `n` messages, then takes them.
     pub async fn wait_dead_letters(&self, n: u32, timeout: Duration) -> Vec<DeadLetter> {
         let deadline = Instant::now() + timeout;
         loop {
-            let connection = herald_queue::connect(&self.queue, "test-dead-letters")
-                .await
-                .expect("broker");
-            let channel = connection.create_channel().await.expect("channel");
-            let count = channel
-                .queue_declare(
-                    self.queue.topology().dead_queue().as_str().into(),
-                    lapin::options::QueueDeclareOptions {
-                        passive: true,
-                        ..Default::default()
-                    },
-                    lapin::types::FieldTable::default(),
-                )
-                .await
-                .expect("the dead-letter queue exists")
-                .message_count();
-            let _ = connection.close(200, "done".into()).await;
+            let count = self.dead_letter_count().await;
             if count >= n {
                 return self.take_dead_letters().await;
             }

@@ -864,3 +864,63 @@ async fn a_record_postgres_refuses_is_sent_once_per_attempt_then_moved_to_the_de
     assert!(env.delivery(&ok_id).await.is_none(), "nothing was recorded");
     assert_eq!(env.queued_messages().await, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_are_listed_and_sent_again_once_the_cause_is_fixed() {
+    let env = TestEnv::start("0s,100ms").await.unwrap();
+    let db = env.db().await;
+    db.batch_execute(
+        "ALTER TABLE deliveries ADD CONSTRAINT refuse_poison CHECK (event NOT LIKE 'poison.%')",
+    )
+    .await
+    .unwrap();
+    let receiver = Receiver::ok().await;
+    env.webhook("poison.ok", "POST", &receiver.url("/ok")).await;
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        ids.extend(env.fire_json("poison.ok", &format!(r#"{{"n":{n}}}"#)).await);
+    }
+    eventually(FINAL, "three dead letters", || async {
+        env.dead_letter_count().await == 3
+    })
+    .await;
+
+    let (url, prefix) = (&env.queue.amqp_url, &env.queue.prefix);
+    let listed = herald_cli::dead::list(url, prefix, 100).await.unwrap();
+    assert_eq!(listed.len(), 3, "{listed:?}");
+    for letter in &listed {
+        assert!(
+            ids.contains(letter.delivery_id.as_ref().unwrap()),
+            "{letter:?}"
+        );
+        assert_eq!((letter.event.as_str(), letter.attempt), ("poison.ok", 1));
+        assert!(letter.reason.contains("refuse_poison"), "{letter:?}");
+    }
+    assert_eq!(
+        herald_cli::dead::list(url, prefix, 2).await.unwrap().len(),
+        2,
+        "--limit"
+    );
+    assert_eq!(env.dead_letter_count().await, 3, "listing keeps them all");
+
+    // The cause is fixed; the operator sends them again.
+    db.batch_execute("ALTER TABLE deliveries DROP CONSTRAINT refuse_poison")
+        .await
+        .unwrap();
+    assert_eq!(
+        herald_cli::dead::requeue(url, prefix, 100).await.unwrap(),
+        3
+    );
+    for id in &ids {
+        let row = env.wait_final(id, FINAL).await;
+        assert_eq!(row.state, "succeeded", "{id}");
+        assert_eq!(env.attempts(id).await.len(), 1);
+    }
+    assert_eq!(env.dead_letter_count().await, 0);
+    assert_eq!(
+        receiver.requests().len(),
+        6,
+        "each sent once before it was moved aside and once after"
+    );
+    assert_eq!(env.queued_messages().await, 0);
+}

@@ -15,6 +15,7 @@
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+pub mod dead;
 pub mod keys;
 pub mod log;
 pub mod output;
@@ -129,6 +130,9 @@ pub enum Command {
     Keys(keys::KeysCommand),
     /// Run a demo HTTP receiver that prints every request it gets.
     Receive(ReceiveArgs),
+    /// List the messages no sender could finish (the dead-letter queue, read
+    /// on RabbitMQ), or move them back to be sent again (--requeue).
+    DeadLetters(dead::DeadLettersArgs),
     #[command(flatten)]
     Log(log::LogCommand),
 }
@@ -401,6 +405,7 @@ impl Command {
                 WebhooksCommand::RotateSecret(a) => a.output,
             },
             Self::Fire(_) | Self::Receive(_) => OutputArgs::default(),
+            Self::DeadLetters(a) => a.output,
             Self::Log(command) => command.output(),
             Self::Keys(command) => command.output(),
         }
@@ -610,7 +615,7 @@ fn api<T>(result: Result<tonic::Response<T>, tonic::Status>) -> anyhow::Result<T
         .map_err(|s| status_error(&s))
 }
 
-fn print_json(value: &serde_json::Value) {
+pub(crate) fn print_json(value: &serde_json::Value) {
     // Serializing a Value cannot fail.
     println!(
         "{}",
@@ -627,6 +632,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     };
     match cli.command {
         Command::Receive(args) => receive(args).await,
+        Command::DeadLetters(args) => dead::run(json, args).await,
         Command::Events { tenant, .. } => {
             let mut c = connect(&conn).await?;
             let answer = api(c.ingest.list_events(ListEventsRequest { tenant }).await)?;
@@ -1257,6 +1263,31 @@ mod tests {
         assert_eq!(a.fail_first, 0);
         assert!(parse(&["receive", "--status", "99"]).is_err());
         assert!(parse(&["receive", "--status", "600"]).is_err());
+    }
+
+    #[test]
+    fn dead_letters_list_by_default_and_requeue_on_request() {
+        let Command::DeadLetters(a) = parse(&["dead-letters"]).unwrap().command else {
+            panic!()
+        };
+        assert!(!a.requeue);
+        assert_eq!((a.prefix.as_str(), a.limit), ("herald", 100));
+        let Command::DeadLetters(a) = parse(&[
+            "dead-letters",
+            "--requeue",
+            "--limit",
+            "5",
+            "--prefix",
+            "shop",
+            "--json",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!()
+        };
+        assert!(a.requeue && a.output.json);
+        assert_eq!((a.prefix.as_str(), a.limit), ("shop", 5));
     }
 
     #[test]

@@ -1,0 +1,257 @@
+//! `herald dead-letters`: the messages no sender could finish, read from and
+//! moved out of the dead-letter queue `<prefix>.dead` straight on RabbitMQ
+//! (the gRPC API does not reach the broker's queues).
+//!
+//! Listing takes the messages without acking them and closes the channel, so
+//! the broker keeps every one. Requeueing publishes each to the work exchange
+//! (where ingest publishes a first attempt), waits for the broker's confirm
+//! and only then acks it in the dead-letter queue: a message is never in
+//! neither queue.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use herald_queue::{DEAD_REASON_HEADER, QueueConfig};
+use lapin::options::{BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions};
+use lapin::types::{AMQPValue, ShortString};
+use lapin::{BasicProperties, Channel, Confirmation};
+use uuid::Uuid;
+
+#[derive(Debug, Args)]
+pub struct DeadLettersArgs {
+    /// RabbitMQ connection URL of the installation (as its services use).
+    #[arg(
+        long,
+        env = "HERALD_AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
+        hide_env_values = true
+    )]
+    pub amqp_url: String,
+    /// Queue name prefix of the installation (HERALD_QUEUE_PREFIX).
+    #[arg(long, env = "HERALD_QUEUE_PREFIX", default_value = "herald")]
+    pub prefix: String,
+    /// Move them back to the work queue, to be sent again (after fixing
+    /// what made them fail), instead of listing them.
+    #[arg(long)]
+    pub requeue: bool,
+    /// At most this many messages.
+    #[arg(long, default_value_t = 100)]
+    pub limit: usize,
+    #[command(flatten)]
+    pub output: crate::OutputArgs,
+}
+
+/// One message of the dead-letter queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// From the message, or its AMQP `message_id` when it does not decode.
+    pub delivery_id: Option<String>,
+    /// Empty when the message does not decode as a delivery.
+    pub tenant: String,
+    pub event: String,
+    pub attempt: u32,
+    /// Why it was moved aside (the `x-herald-dead-reason` header).
+    pub reason: String,
+    pub bytes: usize,
+}
+
+fn queue_config(amqp_url: &str, prefix: &str) -> QueueConfig {
+    let mut config = QueueConfig::new(amqp_url, prefix);
+    config.connect_timeout = Duration::from_secs(10);
+    config
+}
+
+/// Lists up to `limit` messages of the dead-letter queue; they all stay.
+pub async fn list(amqp_url: &str, prefix: &str, limit: usize) -> anyhow::Result<Vec<DeadLetter>> {
+    let config = queue_config(amqp_url, prefix);
+    let connection = herald_queue::connect(&config, "herald-cli")
+        .await
+        .context("connecting to RabbitMQ")?;
+    let channel = connection.create_channel().await?;
+    let queue = config.topology().dead_queue();
+    let mut letters = Vec::new();
+    while letters.len() < limit {
+        // Not acked: closing the channel gives them all back.
+        let Some(message) = get(&channel, &queue).await? else {
+            break;
+        };
+        letters.push(describe(&message.delivery));
+    }
+    let _ = connection.close(200, "listed".into()).await;
+    Ok(letters)
+}
+
+/// Moves up to `limit` messages from the dead-letter queue to the work
+/// exchange; returns how many were moved.
+pub async fn requeue(amqp_url: &str, prefix: &str, limit: usize) -> anyhow::Result<usize> {
+    let config = queue_config(amqp_url, prefix);
+    let connection = herald_queue::connect(&config, "herald-cli")
+        .await
+        .context("connecting to RabbitMQ")?;
+    let channel = connection.create_channel().await?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    let topology = config.topology();
+    let queue = topology.dead_queue();
+    let work = topology.route_after(Duration::ZERO);
+    let mut moved = 0;
+    while moved < limit {
+        let Some(message) = get(&channel, &queue).await? else {
+            break;
+        };
+        let delivery = &message.delivery;
+        // The same body and id; without the reason, which no longer holds.
+        let mut properties = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_content_type("application/x-protobuf".into());
+        if let Some(id) = delivery.properties.message_id() {
+            properties = properties.with_message_id(id.clone());
+        }
+        let confirm = channel
+            .basic_publish(
+                work.exchange.as_str().into(),
+                work.routing_key.as_str().into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    immediate: false,
+                },
+                &delivery.data,
+                properties,
+            )
+            .await?
+            .await
+            .context("waiting for the broker's confirm")?;
+        match confirm {
+            Confirmation::Ack(None) => {}
+            other => anyhow::bail!(
+                "the broker did not take the message back into {} ({other:?}); it stays in {queue}",
+                work.exchange
+            ),
+        }
+        delivery
+            .ack(BasicAckOptions::default())
+            .await
+            .context("acking the moved message in the dead-letter queue")?;
+        moved += 1;
+    }
+    let _ = connection.close(200, "requeued".into()).await;
+    Ok(moved)
+}
+
+async fn get(
+    channel: &Channel,
+    queue: &str,
+) -> anyhow::Result<Option<lapin::message::BasicGetMessage>> {
+    channel
+        .basic_get(queue.into(), BasicGetOptions { no_ack: false })
+        .await
+        .with_context(|| {
+            format!(
+                "reading the dead-letter queue {queue} (check --prefix; a sender of this \
+                 version declares the queue when it starts)"
+            )
+        })
+}
+
+fn describe(delivery: &lapin::message::Delivery) -> DeadLetter {
+    let reason = delivery
+        .properties
+        .headers()
+        .as_ref()
+        .and_then(|h| {
+            h.inner()
+                .get(&ShortString::from(DEAD_REASON_HEADER))
+                .cloned()
+        })
+        .map(|value| match value {
+            AMQPValue::LongString(s) => s.to_string(),
+            other => format!("{other:?}"),
+        })
+        .unwrap_or_default();
+    let message_id = delivery
+        .properties
+        .message_id()
+        .as_ref()
+        .map(|id| id.to_string());
+    match herald_queue::decode(&delivery.data) {
+        Ok(message) => DeadLetter {
+            delivery_id: Uuid::from_slice(&message.delivery_id)
+                .ok()
+                .map(|id| id.to_string())
+                .or(message_id),
+            tenant: message.tenant,
+            event: message.event,
+            attempt: message.attempt,
+            reason,
+            bytes: delivery.data.len(),
+        },
+        Err(_) => DeadLetter {
+            delivery_id: message_id,
+            tenant: String::new(),
+            event: String::new(),
+            attempt: 0,
+            reason,
+            bytes: delivery.data.len(),
+        },
+    }
+}
+
+/// The letters as a table for people.
+pub fn table(letters: &[DeadLetter]) -> String {
+    let mut out = String::from(
+        "DELIVERY                              EVENT                 ATTEMPT  REASON\n",
+    );
+    for l in letters {
+        out.push_str(&format!(
+            "{:<37} {:<21} {:<8} {}\n",
+            l.delivery_id.as_deref().unwrap_or("-"),
+            if l.event.is_empty() { "-" } else { &l.event },
+            l.attempt,
+            l.reason
+        ));
+    }
+    out
+}
+
+/// The letters as JSON for scripts.
+pub fn json(letters: &[DeadLetter]) -> serde_json::Value {
+    serde_json::Value::Array(
+        letters
+            .iter()
+            .map(|l| {
+                serde_json::json!({
+                    "delivery_id": l.delivery_id,
+                    "tenant": l.tenant,
+                    "event": l.event,
+                    "attempt": l.attempt,
+                    "reason": l.reason,
+                    "bytes": l.bytes,
+                })
+            })
+            .collect(),
+    )
+}
+
+/// `herald dead-letters`.
+pub async fn run(json_output: bool, args: DeadLettersArgs) -> anyhow::Result<()> {
+    if args.requeue {
+        let moved = requeue(&args.amqp_url, &args.prefix, args.limit).await?;
+        if json_output {
+            crate::print_json(&serde_json::json!({ "requeued": moved }));
+        } else {
+            println!("{moved} message(s) moved back to {}.work", args.prefix);
+        }
+        return Ok(());
+    }
+    let letters = list(&args.amqp_url, &args.prefix, args.limit).await?;
+    if json_output {
+        crate::print_json(&json(&letters));
+    } else if letters.is_empty() {
+        eprintln!("the dead-letter queue {}.dead is empty", args.prefix);
+    } else {
+        print!("{}", table(&letters));
+    }
+    Ok(())
+}
