@@ -35,8 +35,7 @@ pub fn postgres_admin_url() -> String {
 }
 
 pub fn amqp_url() -> String {
-    std::env::var("HERALD_TEST_AMQP_URL")
-        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+    std::env::var("HERALD_TEST_AMQP_URL").unwrap_or_else(|_| herald_queue::DEFAULT_AMQP_URL.into())
 }
 
 /// Installs the TLS provider and a quiet log subscriber, once per process.
@@ -381,13 +380,24 @@ impl TestEnv {
 
     /// Messages waiting in the work queue and every delay queue.
     pub async fn queued_messages(&self) -> u32 {
+        let topology = self.queue.topology();
+        let mut names = vec![topology.work_queue()];
+        names.extend(topology.delay_queues());
+        self.message_count(&names).await
+    }
+
+    /// Messages now in the dead-letter queue.
+    pub async fn dead_letter_count(&self) -> u32 {
+        self.message_count(&[self.queue.topology().dead_queue()])
+            .await
+    }
+
+    /// Messages ready in the named queues together (each must exist).
+    async fn message_count(&self, names: &[String]) -> u32 {
         let connection = herald_queue::connect(&self.queue, "test-inspect")
             .await
             .expect("broker");
         let channel = connection.create_channel().await.expect("channel");
-        let topology = self.queue.topology();
-        let mut names = vec![topology.work_queue()];
-        names.extend(topology.delay_queues());
         let mut total = 0;
         for name in names {
             let queue = channel
@@ -400,7 +410,7 @@ impl TestEnv {
                     lapin::types::FieldTable::default(),
                 )
                 .await
-                .expect("queue exists");
+                .unwrap_or_else(|e| panic!("queue {name} exists: {e}"));
             total += queue.message_count();
         }
         let _ = connection.close(200, "done".into()).await;
@@ -435,20 +445,7 @@ impl TestEnv {
             .expect("basic.get on the dead-letter queue")
         {
             let properties = &message.delivery.properties;
-            let reason = properties
-                .headers()
-                .as_ref()
-                .and_then(|h| {
-                    h.inner()
-                        .get(&lapin::types::ShortString::from(
-                            herald_queue::DEAD_REASON_HEADER,
-                        ))
-                        .cloned()
-                })
-                .and_then(|value| match value {
-                    lapin::types::AMQPValue::LongString(s) => Some(s.to_string()),
-                    _ => None,
-                });
+            let reason = herald_queue::dead_reason(properties);
             letters.push(DeadLetter {
                 body: message.delivery.data.clone(),
                 reason,
@@ -457,28 +454,6 @@ impl TestEnv {
         }
         let _ = connection.close(200, "done".into()).await;
         letters
-    }
-
-    /// Messages now in the dead-letter queue.
-    pub async fn dead_letter_count(&self) -> u32 {
-        let connection = herald_queue::connect(&self.queue, "test-dead-letters")
-            .await
-            .expect("broker");
-        let channel = connection.create_channel().await.expect("channel");
-        let count = channel
-            .queue_declare(
-                self.queue.topology().dead_queue().as_str().into(),
-                lapin::options::QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                lapin::types::FieldTable::default(),
-            )
-            .await
-            .expect("the dead-letter queue exists")
-            .message_count();
-        let _ = connection.close(200, "done".into()).await;
-        count
     }
 
     /// Waits until the dead-letter queue holds `n` messages, then takes them.

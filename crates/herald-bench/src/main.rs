@@ -88,7 +88,7 @@ struct Cli {
     #[arg(
         long,
         env = "HERALD_BENCH_AMQP_URL",
-        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
+        default_value = herald_queue::DEFAULT_AMQP_URL
     )]
     amqp_url: String,
     /// Where the JSON goes; default: crates/herald-bench/results.

@@ -12,10 +12,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use herald_queue::{DEAD_REASON_HEADER, QueueConfig};
+use herald_queue::QueueConfig;
 use lapin::options::{BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions};
-use lapin::types::{AMQPValue, ShortString};
-use lapin::{BasicProperties, Channel, Confirmation};
+use lapin::{Channel, Confirmation};
 use uuid::Uuid;
 
 #[derive(Debug, Args)]
@@ -24,12 +23,12 @@ pub struct DeadLettersArgs {
     #[arg(
         long,
         env = "HERALD_AMQP_URL",
-        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
+        default_value = herald_queue::DEFAULT_AMQP_URL,
         hide_env_values = true
     )]
     pub amqp_url: String,
     /// Queue name prefix of the installation (HERALD_QUEUE_PREFIX).
-    #[arg(long, env = "HERALD_QUEUE_PREFIX", default_value = "herald")]
+    #[arg(long, env = "HERALD_QUEUE_PREFIX", default_value = herald_queue::DEFAULT_QUEUE_PREFIX)]
     pub prefix: String,
     /// Move them back to the work queue, to be sent again (after fixing
     /// what made them fail), instead of listing them.
@@ -103,12 +102,12 @@ pub async fn requeue(amqp_url: &str, prefix: &str, limit: usize) -> anyhow::Resu
         };
         let delivery = &message.delivery;
         // The same body and id; without the reason, which no longer holds.
-        let mut properties = BasicProperties::default()
-            .with_delivery_mode(2)
-            .with_content_type("application/x-protobuf".into());
-        if let Some(id) = delivery.properties.message_id() {
-            properties = properties.with_message_id(id.clone());
-        }
+        let delivery_id = delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .and_then(|id| Uuid::parse_str(id.as_str()).ok());
+        let properties = herald_queue::message_properties(delivery_id);
         let confirm = channel
             .basic_publish(
                 work.exchange.as_str().into(),
@@ -156,20 +155,7 @@ async fn get(
 }
 
 fn describe(delivery: &lapin::message::Delivery) -> DeadLetter {
-    let reason = delivery
-        .properties
-        .headers()
-        .as_ref()
-        .and_then(|h| {
-            h.inner()
-                .get(&ShortString::from(DEAD_REASON_HEADER))
-                .cloned()
-        })
-        .map(|value| match value {
-            AMQPValue::LongString(s) => s.to_string(),
-            other => format!("{other:?}"),
-        })
-        .unwrap_or_default();
+    let reason = herald_queue::dead_reason(&delivery.properties).unwrap_or_default();
     let message_id = delivery
         .properties
         .message_id()

@@ -11,7 +11,7 @@ mod publisher;
 mod topology;
 
 pub use connection::{ConnectionManager, connect};
-pub use publisher::{DEAD_REASON_HEADER, Publisher};
+pub use publisher::{DEAD_REASON_HEADER, Publisher, dead_reason, message_properties};
 pub use topology::Route;
 pub use topology::{DEFER_DELAY, QueueType, Topology};
 
@@ -20,6 +20,13 @@ use std::time::Duration;
 use herald_core::{Payload, Schedule};
 use herald_proto::v1::{DeliveryMessage, delivery_message};
 use prost::Message as _;
+
+/// The broker services and tools use unless told otherwise: the local
+/// RabbitMQ with its default account.
+pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+/// The queue name prefix (`HERALD_QUEUE_PREFIX`) unless told otherwise.
+pub const DEFAULT_QUEUE_PREFIX: &str = "herald";
 
 /// Deliveries a sender takes from the broker before it acks (AMQP prefetch)
 /// unless configured otherwise. At 256 the pipeline ran short of work: a

@@ -11,7 +11,7 @@ use std::time::Duration;
 use futures_util::future::try_join_all;
 use herald_proto::v1::DeliveryMessage;
 use lapin::options::BasicPublishOptions;
-use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Confirmation};
 use uuid::Uuid;
 
@@ -25,9 +25,22 @@ const PERSISTENT: u8 = 2;
 /// could finish it.
 pub const DEAD_REASON_HEADER: &str = "x-herald-dead-reason";
 
+/// Why a message in the dead-letter queue is there: its
+/// [`DEAD_REASON_HEADER`], as [`Publisher::publish_dead`] wrote it.
+pub fn dead_reason(properties: &BasicProperties) -> Option<String> {
+    let headers = properties.headers().as_ref()?;
+    match headers
+        .inner()
+        .get(&ShortString::from(DEAD_REASON_HEADER))?
+    {
+        AMQPValue::LongString(reason) => Some(reason.to_string()),
+        _ => None,
+    }
+}
+
 /// Properties of every message Herald publishes: persistent, protobuf, and
 /// the delivery id as message id (for operators looking at a queue).
-fn properties(delivery_id: Option<Uuid>) -> BasicProperties {
+pub fn message_properties(delivery_id: Option<Uuid>) -> BasicProperties {
     let properties = BasicProperties::default()
         .with_delivery_mode(PERSISTENT)
         .with_content_type("application/x-protobuf".into());
@@ -120,7 +133,7 @@ impl Publisher {
             DEAD_REASON_HEADER.into(),
             AMQPValue::LongString(LongString::from(reason)),
         );
-        let properties = properties(delivery_id).with_headers(headers);
+        let properties = message_properties(delivery_id).with_headers(headers);
         self.publish_bytes(&self.topology().dead_route(), body, properties)
             .await
     }
@@ -128,7 +141,7 @@ impl Publisher {
     async fn publish_to(&self, route: &Route, message: &DeliveryMessage) -> Result<(), QueueError> {
         let delivery_id = Uuid::from_slice(&message.delivery_id).ok();
         let body = crate::encode(message);
-        self.publish_bytes(route, &body, properties(delivery_id))
+        self.publish_bytes(route, &body, message_properties(delivery_id))
             .await
     }
 

@@ -11,8 +11,7 @@ use lapin::options::{BasicAckOptions, BasicConsumeOptions};
 use lapin::types::FieldTable;
 
 fn amqp_url() -> String {
-    std::env::var("HERALD_TEST_AMQP_URL")
-        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+    std::env::var("HERALD_TEST_AMQP_URL").unwrap_or_else(|_| herald_queue::DEFAULT_AMQP_URL.into())
 }
 
 fn message(attempt: u32) -> DeliveryMessage {

@@ -31,13 +31,13 @@ pub struct CommonOptions {
     #[arg(
         long,
         env = "HERALD_AMQP_URL",
-        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
+        default_value = herald_queue::DEFAULT_AMQP_URL,
         hide_env_values = true
     )]
     pub amqp_url: String,
 
     /// Prefix of every RabbitMQ exchange and queue name.
-    #[arg(long, env = "HERALD_QUEUE_PREFIX", default_value = "herald")]
+    #[arg(long, env = "HERALD_QUEUE_PREFIX", default_value = herald_queue::DEFAULT_QUEUE_PREFIX)]
     pub queue_prefix: String,
 
     /// RabbitMQ queue type: quorum (production) or classic.
