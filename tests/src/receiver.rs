@@ -229,3 +229,93 @@ impl Receiver {
         }
     }
 }
+
+/// A receiver that keeps each request head exactly as it arrived on the
+/// wire (header names in the sender's spelling), answering 200 and closing
+/// the connection. Only for HTTP/1.1 requests with a `content-length` body.
+#[derive(Clone)]
+pub struct HeadRecorder {
+    pub addr: SocketAddr,
+    heads: Arc<Mutex<Vec<String>>>,
+    arrived: Arc<Notify>,
+}
+
+impl HeadRecorder {
+    pub async fn start() -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind head recorder");
+        let recorder = Self {
+            addr: listener.local_addr().expect("recorder address"),
+            heads: Arc::default(),
+            arrived: Arc::new(Notify::new()),
+        };
+        let (heads, arrived) = (recorder.heads.clone(), recorder.arrived.clone());
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let (heads, arrived) = (heads.clone(), arrived.clone());
+                tokio::spawn(async move {
+                    let mut raw = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    let end = loop {
+                        if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break end + 4;
+                        }
+                        match stream.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => raw.extend_from_slice(&buf[..n]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&raw[..end]).into_owned();
+                    let length: usize = head
+                        .lines()
+                        .find_map(|l| {
+                            let (name, value) = l.split_once(':')?;
+                            name.eq_ignore_ascii_case("content-length")
+                                .then(|| value.trim().parse().ok())?
+                        })
+                        .unwrap_or(0);
+                    while raw.len() < end + length {
+                        match stream.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => raw.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let _ = stream
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                        )
+                        .await;
+                    heads.lock().unwrap().push(head);
+                    arrived.notify_waiters();
+                });
+            }
+        });
+        recorder
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Waits until `n` heads arrived (or panics after `timeout`).
+    pub async fn wait_for(&self, n: usize, timeout: Duration) -> Vec<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let notified = self.arrived.notified();
+            {
+                let heads = self.heads.lock().unwrap();
+                if heads.len() >= n {
+                    return heads.clone();
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "{n} request heads did not arrive within {timeout:?}"
+            );
+            let _ = tokio::time::timeout(left, notified).await;
+        }
+    }
+}

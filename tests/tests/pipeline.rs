@@ -321,7 +321,7 @@ async fn id_header_name_is_configurable_and_stable_across_retries() {
     let mut env = TestEnv::new("0s,100ms,100ms").await.unwrap();
     env.start_ingest(env.queue.clone(), |_| {}).await.unwrap();
     env.start_sender(|c| {
-        c.id_header = http_header("PS-WEBHOOK_EVENT-ID");
+        c.id_header = "PS-WEBHOOK_EVENT-ID".parse().unwrap();
     })
     .await
     .unwrap();
@@ -352,8 +352,117 @@ async fn id_header_name_is_configurable_and_stable_across_retries() {
     }
 }
 
-fn http_header(name: &str) -> hyper::header::HeaderName {
-    hyper::header::HeaderName::from_bytes(name.as_bytes()).unwrap()
+/// One fleet serves a PARTS SOFT receiver and a Standard Webhooks receiver
+/// at once: the delivery-id header is a webhook setting, and HTTP/1.1
+/// requests carry every configured name exactly as the user wrote it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_webhook_names_its_id_header_and_it_goes_out_as_written() {
+    let mut env = TestEnv::new("0s").await.unwrap();
+    env.start_ingest(env.queue.clone(), |_| {}).await.unwrap();
+    env.start_sender(|_| {}).await.unwrap();
+    let parts = herald_tests::receiver::HeadRecorder::start().await;
+    let standard = herald_tests::receiver::HeadRecorder::start().await;
+    let mut admin = env.admin().await;
+    let created = admin
+        .create_webhook(herald_proto::v1::CreateWebhookRequest {
+            event: "order.paid".into(),
+            method: "POST".into(),
+            url: parts.url("/ps"),
+            id_header: "PS-WEBHOOK_EVENT-ID".into(),
+            headers: [("X-Shop-Token".to_owned(), "t".to_owned())].into(),
+            disable_signing: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(created.id_header, "PS-WEBHOOK_EVENT-ID", "shown as written");
+    let fetched = admin
+        .get_webhook(herald_proto::v1::GetWebhookRequest {
+            id: created.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(fetched.id_header, "PS-WEBHOOK_EVENT-ID");
+    admin
+        .create_webhook(herald_proto::v1::CreateWebhookRequest {
+            event: "order.paid".into(),
+            method: "POST".into(),
+            url: standard.url("/std"),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+
+    let ids = env.fire_json("order.paid", r#"{"n":1}"#).await;
+    assert_eq!(ids.len(), 2);
+    let head = &parts.wait_for(1, FINAL).await[0];
+    assert!(head.starts_with("POST /ps HTTP/1.1\r\n"), "{head}");
+    let id_line = head
+        .lines()
+        .find(|l| l.starts_with("PS-WEBHOOK_EVENT-ID: "))
+        .unwrap_or_else(|| panic!("no PS-WEBHOOK_EVENT-ID line as written in {head:?}"));
+    assert!(
+        ids.iter().any(|id| id_line.ends_with(id.as_str())),
+        "{id_line}"
+    );
+    assert!(head.contains("\r\nX-Shop-Token: t\r\n"), "{head}");
+    assert!(
+        !head.to_ascii_lowercase().contains("\r\nwebhook-id:"),
+        "{head}"
+    );
+    let head = &standard.wait_for(1, FINAL).await[0];
+    assert!(
+        head.contains("\r\nwebhook-id: "),
+        "the default, signed: {head}"
+    );
+    assert!(head.contains("\r\nwebhook-signature: "), "{head}");
+
+    // Updating it changes the next delivery; "" goes back to the default.
+    admin
+        .update_webhook(herald_proto::v1::UpdateWebhookRequest {
+            id: created.id.clone(),
+            id_header: Some(String::new()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let updated = admin
+        .get_webhook(herald_proto::v1::GetWebhookRequest { id: created.id })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(updated.id_header, "");
+    let refused = admin
+        .update_webhook(herald_proto::v1::UpdateWebhookRequest {
+            id: updated.id.clone(),
+            id_header: Some("x-shop-token".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    assert!(
+        refused.message().contains("id_header"),
+        "{}",
+        refused.message()
+    );
+    // Senders pick the change up from their live configuration within
+    // moments: fire until a request shows it (each waits for its own head).
+    let mut fired = 1;
+    herald_tests::eventually(FINAL, "the default id header after the update", || {
+        fired += 1;
+        let (env, parts) = (&env, &parts);
+        let n = fired;
+        async move {
+            env.fire_json("order.paid", r#"{"n":2}"#).await;
+            let heads = parts.wait_for(n, FINAL).await;
+            let last = &heads[n - 1];
+            last.contains("\r\nwebhook-id: ") && !last.contains("PS-WEBHOOK_EVENT-ID")
+        }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

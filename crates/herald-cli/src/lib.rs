@@ -285,6 +285,10 @@ pub struct CreateArgs {
     /// Send unsigned requests (no webhook-signature header).
     #[arg(long)]
     pub no_signing: bool,
+    /// Header that carries the delivery id, sent in the case written here
+    /// (e.g. PS-WEBHOOK_EVENT-ID); default: the senders' HERALD_ID_HEADER.
+    #[arg(long, value_name = "NAME")]
+    pub id_header: Option<String>,
     /// Request timeout in milliseconds (default 3000).
     #[arg(long)]
     pub timeout_ms: Option<u32>,
@@ -332,6 +336,10 @@ pub struct UpdateArgs {
     /// New Content-Type; an empty string goes back to the body mode's.
     #[arg(long, value_name = "CT")]
     pub content_type: Option<String>,
+    /// New delivery-id header name; an empty string goes back to the
+    /// senders' default (HERALD_ID_HEADER).
+    #[arg(long, value_name = "NAME")]
+    pub id_header: Option<String>,
     /// New request timeout in milliseconds.
     #[arg(long)]
     pub timeout_ms: Option<u32>,
@@ -820,6 +828,7 @@ pub fn create_request(args: CreateArgs) -> anyhow::Result<CreateWebhookRequest> 
         secret_headers: headers_map(&args.secret_headers)?,
         signing_secret: args.signing_secret.unwrap_or_default(),
         disable_signing: args.no_signing,
+        id_header: args.id_header.unwrap_or_default(),
     })
 }
 
@@ -861,6 +870,7 @@ pub fn update_request(args: UpdateArgs) -> anyhow::Result<UpdateWebhookRequest> 
         body_mode: args.body_mode,
         content_type: args.content_type,
         secret_headers,
+        id_header: args.id_header,
     };
     let unchanged = UpdateWebhookRequest {
         id: request.id.clone(),

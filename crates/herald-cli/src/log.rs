@@ -76,7 +76,7 @@ pub struct DeliveriesArgs {
     /// Only this webhook (id).
     #[arg(long, value_name = "WEBHOOK_ID")]
     pub webhook: Option<String>,
-    /// Only this state: pending, succeeded, failed or cancelled.
+    /// Only this state: scheduled, pending, succeeded, failed or cancelled.
     #[arg(long)]
     pub state: Option<String>,
     #[command(flatten)]
@@ -278,6 +278,7 @@ pub fn summary_json(s: &WebhookSummary) -> Value {
         "succeeded": s.succeeded,
         "failed": s.failed,
         "pending": s.pending,
+        "scheduled": s.scheduled,
         "cancelled": s.cancelled,
         "success_rate": s.success_rate,
         "p50_attempt_ms": s.p50_attempt_ms,
@@ -297,6 +298,7 @@ pub fn summary_text(s: &WebhookSummary) -> String {
         ("fired", s.fired.to_string()),
         ("succeeded", s.succeeded.to_string()),
         ("failed", s.failed.to_string()),
+        ("scheduled", s.scheduled.to_string()),
         ("pending", s.pending.to_string()),
         ("cancelled", s.cancelled.to_string()),
         ("success rate", rate),

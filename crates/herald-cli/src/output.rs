@@ -43,6 +43,7 @@ pub fn webhook_json(w: &Webhook) -> Value {
         "secret_header_names": sorted_names(&w.secret_header_names),
         "signing_enabled": w.signing_enabled,
         "signing_secret": w.signing_secret,
+        "id_header": w.id_header,
         "timeout_ms": w.timeout_ms,
         "description": w.description,
         "created_at_unix_ms": w.created_at_unix_ms,
@@ -62,6 +63,10 @@ pub fn signing_secret_json(s: &SigningSecret) -> Value {
         "secret": s.secret,
         "previous_secret": s.previous_secret,
         "previous_expires_at_unix_ms": s.previous_expires_at_unix_ms,
+        "previous_secrets": s.previous_secrets.iter().map(|p| json!({
+            "secret": p.secret,
+            "expires_at_unix_ms": p.expires_at_unix_ms,
+        })).collect::<Vec<_>>(),
     })
 }
 
@@ -324,6 +329,14 @@ pub fn webhook_details(w: &Webhook) -> String {
         ("content type", content_type),
         ("body template", or_dash(&one_line(&w.body_template, 200))),
         (
+            "id header",
+            if w.id_header.is_empty() {
+                "(senders' default, HERALD_ID_HEADER)".to_owned()
+            } else {
+                w.id_header.clone()
+            },
+        ),
+        (
             "signing",
             if w.signing_enabled {
                 "yes (Standard Webhooks)"
@@ -353,13 +366,26 @@ pub fn signing_secret_details(s: &SigningSecret) -> String {
         ("webhook", s.webhook_id.clone()),
         ("secret", s.secret.clone()),
     ];
-    if !s.previous_secret.is_empty() {
-        pairs.push(("previous secret", s.previous_secret.clone()));
+    // Every earlier secret still in its overlap signs too (one signature
+    // each); older servers fill only previous_secret.
+    let previous: Vec<(String, Option<i64>)> = if s.previous_secrets.is_empty() {
+        (!s.previous_secret.is_empty())
+            .then(|| (s.previous_secret.clone(), s.previous_expires_at_unix_ms))
+            .into_iter()
+            .collect()
+    } else {
+        s.previous_secrets
+            .iter()
+            .map(|p| (p.secret.clone(), Some(p.expires_at_unix_ms)))
+            .collect()
+    };
+    for (secret, until) in previous {
+        pairs.push(("previous secret", secret));
         pairs.push((
             "previous until",
-            s.previous_expires_at_unix_ms.map_or_else(
+            until.map_or_else(
                 || "-".to_owned(),
-                |ms| format!("{} (requests carry both signatures)", format_unix_ms(ms)),
+                |ms| format!("{} (requests carry its signature too)", format_unix_ms(ms)),
             ),
         ));
     }
@@ -633,6 +659,7 @@ mod tests {
             secret: "whsec_new".into(),
             previous_secret: String::new(),
             previous_expires_at_unix_ms: None,
+            previous_secrets: Vec::new(),
         };
         let text = signing_secret_details(&alone);
         assert_eq!(text, "webhook  w1\nsecret   whsec_new\n");
@@ -654,6 +681,30 @@ mod tests {
         let v = signing_secret_json(&rotating);
         assert_eq!(v["previous_secret"], "whsec_old");
         assert_eq!(v["previous_expires_at_unix_ms"], 1_700_000_000_000_i64);
+
+        // Two rotations inside one overlap: both earlier secrets are shown,
+        // each with its own end.
+        let twice = SigningSecret {
+            previous_secrets: vec![
+                herald_proto::v1::PreviousSigningSecret {
+                    secret: "whsec_old".into(),
+                    expires_at_unix_ms: 1_700_000_000_000,
+                },
+                herald_proto::v1::PreviousSigningSecret {
+                    secret: "whsec_older".into(),
+                    expires_at_unix_ms: 1_600_000_000_000,
+                },
+            ],
+            ..rotating
+        };
+        let text = signing_secret_details(&twice);
+        assert!(text.contains("previous secret  whsec_older"), "{text}");
+        assert!(
+            text.contains("previous until   2020-09-13T12:26:40.000Z"),
+            "{text}"
+        );
+        let v = signing_secret_json(&twice);
+        assert_eq!(v["previous_secrets"][1]["secret"], "whsec_older");
     }
 
     #[test]

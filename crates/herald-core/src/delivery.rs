@@ -5,7 +5,9 @@ use std::fmt;
 /// The `deliveries.state` column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DeliveryState {
-    /// Waiting for its next attempt.
+    /// Fired and queued; no attempt has been made yet (written by ingest).
+    Scheduled,
+    /// Attempted at least once and waiting for its next attempt.
     Pending,
     /// A 2xx answer was received.
     Succeeded,
@@ -18,6 +20,7 @@ pub enum DeliveryState {
 impl DeliveryState {
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::Scheduled => "scheduled",
             Self::Pending => "pending",
             Self::Succeeded => "succeeded",
             Self::Failed => "failed",
@@ -27,6 +30,7 @@ impl DeliveryState {
 
     pub fn parse(s: &str) -> Option<Self> {
         Some(match s {
+            "scheduled" => Self::Scheduled,
             "pending" => Self::Pending,
             "succeeded" => Self::Succeeded,
             "failed" => Self::Failed,
@@ -36,7 +40,7 @@ impl DeliveryState {
     }
 
     pub fn is_final(self) -> bool {
-        !matches!(self, Self::Pending)
+        !matches!(self, Self::Scheduled | Self::Pending)
     }
 }
 

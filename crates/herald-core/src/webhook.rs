@@ -31,6 +31,10 @@ pub const MAX_HEADER_VALUE_LEN: usize = 4_096;
 pub const MAX_TEMPLATE_LEN: usize = 64 * 1024;
 /// Longest description.
 pub const MAX_DESCRIPTION_LEN: usize = 1_000;
+/// Most earlier signing secrets kept after rotations, each until its own
+/// overlap ends. A Standard Webhooks signature header carries one signature
+/// per secret, so this bounds the header and the HMACs of every request.
+pub const MAX_PREVIOUS_SECRETS: usize = 5;
 
 /// The HTTP methods a webhook may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -101,6 +105,9 @@ pub struct Webhook {
     pub secret_headers: SecretHeaders,
     /// Standard Webhooks signing; `None` = unsigned requests.
     pub signing: Option<Signing>,
+    /// The header that carries the delivery id, as the user wrote it (its
+    /// case is kept on HTTP/1.1); `None` = the sender's default.
+    pub id_header: Option<String>,
 }
 
 impl Webhook {
@@ -109,18 +116,14 @@ impl Webhook {
     }
 
     /// The secrets that sign a request sent at `now`: the current one, and
-    /// the previous one while its overlap lasts.
+    /// every earlier one while its own overlap lasts.
     pub fn signing_secrets(&self, now: SystemTime) -> Vec<&SigningSecret> {
         let Some(signing) = &self.signing else {
             return Vec::new();
         };
-        let mut secrets = vec![&signing.secret];
-        if let (Some(previous), Some(until)) = (&signing.previous, signing.previous_expires_at)
-            && now < until
-        {
-            secrets.push(previous);
-        }
-        secrets
+        std::iter::once(&signing.secret)
+            .chain(signing.previous_at(now).map(|p| &p.secret))
+            .collect()
     }
 }
 
@@ -169,10 +172,45 @@ impl fmt::Debug for SecretHeaders {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Signing {
     pub secret: SigningSecret,
-    /// The secret before the last rotation, still signing until
-    /// `previous_expires_at`.
-    pub previous: Option<SigningSecret>,
-    pub previous_expires_at: Option<SystemTime>,
+    /// Secrets replaced by rotations, newest first, each still signing until
+    /// its own `expires_at` (at most [`MAX_PREVIOUS_SECRETS`]).
+    pub previous: Vec<PreviousSecret>,
+}
+
+/// A signing secret replaced by a rotation, and until when it still signs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreviousSecret {
+    pub secret: SigningSecret,
+    pub expires_at: SystemTime,
+}
+
+impl Signing {
+    /// The earlier secrets whose overlap has not ended at `now`, newest first.
+    pub fn previous_at(&self, now: SystemTime) -> impl Iterator<Item = &PreviousSecret> {
+        self.previous.iter().filter(move |p| now < p.expires_at)
+    }
+
+    /// The secrets after rotating to `next` at `now`: the current secret
+    /// signs on until `now + overlap`, every earlier one until its own end,
+    /// expired ones are dropped, and of the rest only the newest
+    /// [`MAX_PREVIOUS_SECRETS`] are kept.
+    ///
+    /// Each earlier secret keeps its own end, so a second rotation inside the
+    /// first one's overlap does not cut short a receiver still verifying with
+    /// the oldest secret.
+    pub fn rotated(&self, next: SigningSecret, now: SystemTime, overlap: Duration) -> Self {
+        let mut previous = Vec::with_capacity(MAX_PREVIOUS_SECRETS);
+        previous.push(PreviousSecret {
+            secret: self.secret.clone(),
+            expires_at: now + overlap,
+        });
+        previous.extend(self.previous_at(now).cloned());
+        previous.truncate(MAX_PREVIOUS_SECRETS);
+        Self {
+            secret: next,
+            previous,
+        }
+    }
 }
 
 /// A webhook to create, validated.
@@ -191,6 +229,7 @@ pub struct NewWebhook {
     pub content_type: Option<String>,
     pub secret_headers: SecretHeaders,
     pub signing: Option<SigningSecret>,
+    pub id_header: Option<String>,
 }
 
 /// Changes to a webhook; `None` keeps the current value. Validated.
@@ -209,6 +248,8 @@ pub struct WebhookPatch {
     /// `Some(None)` removes the override.
     pub content_type: Option<Option<String>>,
     pub secret_headers: Option<SecretHeaders>,
+    /// `Some(None)` goes back to the sender's default.
+    pub id_header: Option<Option<String>>,
 }
 
 impl WebhookPatch {
@@ -247,6 +288,9 @@ impl WebhookPatch {
         }
         if let Some(v) = &self.secret_headers {
             w.secret_headers = v.clone();
+        }
+        if let Some(v) = &self.id_header {
+            w.id_header.clone_from(v);
         }
         w
     }
@@ -383,6 +427,37 @@ pub fn validate_url(raw: &str) -> Result<(), ValidationError> {
     Ok(())
 }
 
+/// Header names a webhook cannot configure: HTTP/1.1 framing and routing,
+/// which the client sets.
+fn is_framing_header(name: &http::HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "host" | "content-length" | "transfer-encoding" | "connection" | "upgrade" | "te"
+    )
+}
+
+/// Checks the name of the header that carries the delivery id.
+pub fn validate_id_header(name: &str) -> Result<(), ValidationError> {
+    let parsed = http::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+        ValidationError::new(
+            "id_header",
+            format!(
+                "{name:?} is not a valid header name (letters, digits and !#$%&'*+-.^_`|~ only), \
+                 e.g. \"PS-WEBHOOK_EVENT-ID\" or \"webhook-id\""
+            ),
+        )
+    })?;
+    if is_framing_header(&parsed) || parsed == http::header::CONTENT_TYPE {
+        return Err(ValidationError::new(
+            "id_header",
+            format!(
+                "{name:?} is set by Herald and cannot carry the delivery id; choose another name"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Checks custom headers: valid names and values, not ones Herald sets.
 pub fn validate_headers(headers: &BTreeMap<String, String>) -> Result<(), ValidationError> {
     if headers.len() > MAX_HEADERS {
@@ -398,10 +473,7 @@ pub fn validate_headers(headers: &BTreeMap<String, String>) -> Result<(), Valida
         let parsed = http::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
             ValidationError::new("headers", format!("{name:?} is not a valid header name"))
         })?;
-        if matches!(
-            parsed.as_str(),
-            "host" | "content-length" | "transfer-encoding" | "connection" | "upgrade" | "te"
-        ) {
+        if is_framing_header(&parsed) {
             return Err(ValidationError::new(
                 "headers",
                 format!("{name:?} is set by Herald and cannot be configured"),
@@ -486,6 +558,8 @@ pub struct NewWebhookInput {
     pub secret_headers: SecretHeaders,
     pub signing_secret: String,
     pub disable_signing: bool,
+    /// Empty = the sender's default.
+    pub id_header: String,
 }
 
 fn parse_body_mode(mode: &str) -> Result<BodyMode, ValidationError> {
@@ -561,6 +635,7 @@ impl NewWebhookInput {
             content_type: (!self.content_type.is_empty()).then_some(self.content_type),
             secret_headers: self.secret_headers,
             signing,
+            id_header: (!self.id_header.is_empty()).then_some(self.id_header),
         };
         validate_target(
             &Target {
@@ -570,6 +645,7 @@ impl NewWebhookInput {
                 body_template: new.body_template.as_deref(),
                 body_mode: new.body_mode,
                 content_type: new.content_type.as_deref(),
+                id_header: new.id_header.as_deref(),
             },
             rules,
         )?;
@@ -585,6 +661,7 @@ pub struct Target<'a> {
     pub body_template: Option<&'a str>,
     pub body_mode: BodyMode,
     pub content_type: Option<&'a str>,
+    pub id_header: Option<&'a str>,
 }
 
 impl Webhook {
@@ -596,6 +673,7 @@ impl Webhook {
             body_template: self.body_template.as_deref(),
             body_mode: self.body_mode,
             content_type: self.content_type.as_deref(),
+            id_header: self.id_header.as_deref(),
         }
     }
 }
@@ -623,6 +701,23 @@ pub fn validate_target(target: &Target<'_>, rules: &SaveRules<'_>) -> Result<(),
             "secret_headers",
             format!("{name:?} is both a header and a secret header; keep one"),
         ));
+    }
+    if let Some(id_header) = target.id_header {
+        validate_id_header(id_header)?;
+        if let Some(name) = target
+            .headers
+            .keys()
+            .chain(target.secret_headers.0.keys())
+            .find(|n| n.eq_ignore_ascii_case(id_header))
+        {
+            return Err(ValidationError::new(
+                "id_header",
+                format!(
+                    "{id_header:?} is also configured as the header {name:?}; the delivery id \
+                     would replace its value. Remove that header or choose another id_header"
+                ),
+            ));
+        }
     }
     if let Some(content_type) = target.content_type
         && (http::HeaderValue::from_str(content_type).is_err() || content_type.trim().is_empty())
@@ -713,6 +808,8 @@ pub struct WebhookPatchInput {
     pub body_mode: Option<String>,
     pub content_type: Option<String>,
     pub secret_headers: Option<SecretHeaders>,
+    /// `Some("")` goes back to the sender's default.
+    pub id_header: Option<String>,
 }
 
 impl WebhookPatchInput {
@@ -751,6 +848,7 @@ impl WebhookPatchInput {
             body_mode,
             content_type: self.content_type.map(|c| (!c.is_empty()).then_some(c)),
             secret_headers: self.secret_headers,
+            id_header: self.id_header.map(|h| (!h.is_empty()).then_some(h)),
         })
     }
 }
@@ -1077,6 +1175,7 @@ mod tests {
             content_type: None,
             secret_headers: SecretHeaders::default(),
             signing: None,
+            id_header: None,
         };
         let patch = WebhookPatchInput {
             enabled: Some(false),
@@ -1089,5 +1188,113 @@ mod tests {
         assert!(!changed.enabled);
         assert_eq!(changed.body_template, None);
         assert_eq!(changed.url, w.url);
+    }
+
+    #[test]
+    fn id_header_is_kept_as_written_and_checked() {
+        let w = check(NewWebhookInput {
+            id_header: "PS-WEBHOOK_EVENT-ID".into(),
+            ..input()
+        })
+        .unwrap();
+        assert_eq!(w.id_header.as_deref(), Some("PS-WEBHOOK_EVENT-ID"));
+        assert_eq!(check(input()).unwrap().id_header, None, "empty = default");
+        for (name, says) in [
+            ("bad name", "not a valid header name"),
+            ("Content-Length", "set by Herald"),
+            ("content-type", "set by Herald"),
+            ("Host", "set by Herald"),
+        ] {
+            let err = check(NewWebhookInput {
+                id_header: name.into(),
+                ..input()
+            })
+            .unwrap_err();
+            assert_eq!(err.field, "id_header", "{name}");
+            assert!(err.message.contains(says), "{name}: {err}");
+        }
+        let err = check(NewWebhookInput {
+            id_header: "X-Event-Id".into(),
+            headers: BTreeMap::from([("x-event-id".into(), "1".into())]),
+            ..input()
+        })
+        .unwrap_err();
+        assert_eq!(err.field, "id_header");
+        assert!(err.message.contains("also configured"), "{err}");
+        let patch = WebhookPatchInput {
+            id_header: Some(String::new()),
+            ..Default::default()
+        }
+        .validate()
+        .unwrap();
+        assert_eq!(patch.id_header, Some(None), "\"\" goes back to the default");
+    }
+
+    fn secret(n: u8) -> SigningSecret {
+        SigningSecret::parse(&format!(
+            "whsec_{}",
+            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [n; 24])
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn each_earlier_secret_signs_until_its_own_overlap_ends() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let day = Duration::from_secs(86_400);
+        let hour = Duration::from_secs(3_600);
+        let s = Signing {
+            secret: secret(1),
+            previous: Vec::new(),
+        };
+        // Rotation 1 at t0 (overlap a day), rotation 2 an hour later.
+        let s = s.rotated(secret(2), t0, day);
+        let s = s.rotated(secret(3), t0 + hour, day);
+        let at = |t: SystemTime| -> Vec<&SigningSecret> {
+            std::iter::once(&s.secret)
+                .chain(s.previous_at(t).map(|p| &p.secret))
+                .collect()
+        };
+        // Table: time -> secrets that sign.
+        let one = secret(1);
+        let two = secret(2);
+        let three = secret(3);
+        let cases: [(SystemTime, Vec<&SigningSecret>); 4] = [
+            (t0 + hour, vec![&three, &two, &one]),
+            (t0 + day - Duration::from_secs(1), vec![&three, &two, &one]),
+            (t0 + day, vec![&three, &two]),
+            (t0 + day + hour, vec![&three]),
+        ];
+        for (t, want) in cases {
+            assert_eq!(at(t), want, "at {t:?}");
+        }
+    }
+
+    #[test]
+    fn at_most_five_earlier_secrets_are_kept_newest_first() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let mut s = Signing {
+            secret: secret(0),
+            previous: Vec::new(),
+        };
+        for n in 1..=7u8 {
+            s = s.rotated(
+                secret(n),
+                t0 + Duration::from_secs(u64::from(n)),
+                Duration::from_secs(3_600),
+            );
+        }
+        assert_eq!(s.secret, secret(7));
+        let kept: Vec<_> = s.previous.iter().map(|p| p.secret.clone()).collect();
+        assert_eq!(
+            kept,
+            vec![secret(6), secret(5), secret(4), secret(3), secret(2)]
+        );
+        assert_eq!(kept.len(), MAX_PREVIOUS_SECRETS);
+        // An expired secret is dropped at the next rotation.
+        let later = t0 + Duration::from_secs(10_000);
+        let s = s.rotated(secret(8), later, Duration::from_secs(60));
+        assert_eq!(s.previous.len(), 1);
+        assert_eq!(s.previous[0].secret, secret(7));
     }
 }

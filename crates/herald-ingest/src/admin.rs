@@ -187,6 +187,7 @@ impl Admin for AdminService {
             secret_headers: SecretHeaders(req.secret_headers.into_iter().collect()),
             signing_secret: req.signing_secret,
             disable_signing: req.disable_signing,
+            id_header: req.id_header,
         }
         .validate(&self.rules())
         .map_err(|e| Status::invalid_argument(e.to_string()))?;
@@ -228,6 +229,7 @@ impl Admin for AdminService {
             secret_headers: req
                 .secret_headers
                 .map(|h| SecretHeaders(h.values.into_iter().collect())),
+            id_header: req.id_header,
         }
         .validate()
         .map_err(|e| Status::invalid_argument(e.to_string()))?;

@@ -30,21 +30,27 @@ pub(crate) fn webhook_to_proto(w: &Webhook) -> v1::Webhook {
         secret_header_names: w.secret_headers.0.keys().cloned().collect(),
         signing_enabled: w.signing.is_some(),
         signing_secret: String::new(),
+        id_header: w.id_header.clone().unwrap_or_default(),
     }
 }
 
 pub(crate) fn signing_to_proto(id: uuid::Uuid, signing: &Signing) -> v1::SigningSecret {
-    let overlapping = signing
-        .previous_expires_at
-        .filter(|until| *until > std::time::SystemTime::now());
+    let previous: Vec<v1::PreviousSigningSecret> = signing
+        .previous_at(std::time::SystemTime::now())
+        .map(|p| v1::PreviousSigningSecret {
+            secret: p.secret.expose().to_owned(),
+            expires_at_unix_ms: unix_ms(p.expires_at),
+        })
+        .collect();
     v1::SigningSecret {
         webhook_id: id.to_string(),
         secret: signing.secret.expose().to_owned(),
-        previous_secret: match (&signing.previous, overlapping) {
-            (Some(previous), Some(_)) => previous.expose().to_owned(),
-            _ => String::new(),
-        },
-        previous_expires_at_unix_ms: overlapping.map(unix_ms),
+        previous_secret: previous
+            .first()
+            .map(|p| p.secret.clone())
+            .unwrap_or_default(),
+        previous_expires_at_unix_ms: previous.first().map(|p| p.expires_at_unix_ms),
+        previous_secrets: previous,
     }
 }
 

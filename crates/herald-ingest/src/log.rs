@@ -179,7 +179,7 @@ impl AdminService {
             .map(|s| {
                 DeliveryState::parse(s).ok_or_else(|| {
                     Status::invalid_argument(format!(
-                        "state: {s:?} is not one of pending, succeeded, failed, cancelled"
+                        "state: {s:?} is not one of scheduled, pending, succeeded, failed, cancelled"
                     ))
                 })
             })
@@ -234,6 +234,7 @@ impl AdminService {
             failed: summary.failed,
             pending: summary.pending,
             cancelled: summary.cancelled,
+            scheduled: summary.scheduled,
             success_rate: summary.success_rate,
             p50_attempt_ms: summary.p50_attempt_ms.unwrap_or(0),
             p95_attempt_ms: summary.p95_attempt_ms.unwrap_or(0),

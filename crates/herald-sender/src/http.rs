@@ -10,7 +10,6 @@ use bytes::Bytes;
 use herald_core::retry_after::parse_retry_after;
 use herald_core::ssrf::AddressPolicy;
 use herald_core::{AttemptError, ErrorKind, Payload, Webhook};
-use http::header::HeaderName;
 use http_body_util::{BodyExt, Full};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
@@ -19,6 +18,7 @@ use hyper_util::rt::TokioExecutor;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 
+use crate::header_case::WrittenHeaderName;
 use crate::request::{Built, DeliveryInfo, RequestBuilder};
 use crate::resolver::{GuardedResolver, guarded_connector, is_refusal};
 
@@ -105,8 +105,8 @@ pub struct HttpSender {
 impl HttpSender {
     pub fn new(
         tls: rustls::ClientConfig,
-        id_header: HeaderName,
-        attempt_header: HeaderName,
+        id_header: WrittenHeaderName,
+        attempt_header: WrittenHeaderName,
         addresses: AddressPolicy,
     ) -> Self {
         let addresses = Arc::new(addresses);

@@ -13,6 +13,7 @@
 
 mod acks;
 mod consume;
+pub mod header_case;
 mod http;
 mod limits;
 mod process;
@@ -26,7 +27,6 @@ use std::time::Duration;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use ::http::HeaderName;
 use herald_core::ssrf::AddressPolicy;
 use herald_queue::{Publisher, QueueConfig};
 use herald_service::http::Reply;
@@ -35,8 +35,14 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+pub use crate::header_case::WrittenHeaderName;
 pub use crate::http::{AttemptOutcome, EXCERPT_BYTES, HttpSender, TlsSetupError, tls_config};
 pub use crate::request::DeliveryInfo;
+
+/// The delivery-id header of webhooks that name none (Standard Webhooks').
+pub const DEFAULT_ID_HEADER: &str = "webhook-id";
+/// The attempt-number header.
+pub const DEFAULT_ATTEMPT_HEADER: &str = "webhook-attempt";
 
 /// Everything the sender needs to run.
 #[derive(Debug, Clone)]
@@ -47,10 +53,11 @@ pub struct SenderConfig {
     /// Deliveries taken from the broker at once (AMQP prefetch); each is
     /// processed concurrently, so this also bounds the work in flight.
     pub prefetch: u16,
-    /// Header carrying the delivery id, the same on every attempt.
-    pub id_header: HeaderName,
+    /// Header carrying the delivery id, the same on every attempt, for
+    /// webhooks that do not name their own (sent as written over HTTP/1.1).
+    pub id_header: WrittenHeaderName,
     /// Header carrying the 1-based attempt number.
-    pub attempt_header: HeaderName,
+    pub attempt_header: WrittenHeaderName,
     /// Extra PEM CA bundle trusted besides the platform's roots.
     pub extra_ca_file: Option<PathBuf>,
     pub config_refresh: Duration,
@@ -85,8 +92,8 @@ impl SenderConfig {
             db_pool_size: 8,
             queue,
             prefetch: herald_queue::DEFAULT_PREFETCH,
-            id_header: HeaderName::from_static("webhook-id"),
-            attempt_header: HeaderName::from_static("webhook-attempt"),
+            id_header: DEFAULT_ID_HEADER.parse().expect("a valid header name"),
+            attempt_header: DEFAULT_ATTEMPT_HEADER.parse().expect("a valid header name"),
             extra_ca_file: None,
             config_refresh: Duration::from_secs(5),
             writer: WriterConfig::default(),

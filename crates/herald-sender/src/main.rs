@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use herald_sender::SenderConfig;
+use herald_sender::{SenderConfig, WrittenHeaderName};
 use herald_service::{Command, CommonOptions};
 use herald_store::{RetentionPolicy, WriterConfig};
 
@@ -25,11 +25,12 @@ struct Cli {
           value_parser = clap::value_parser!(u16).range(1..))]
     prefetch: u16,
     /// Request header carrying the delivery id (same on every attempt).
-    #[arg(long, env = "HERALD_ID_HEADER", default_value = "Webhook-Id")]
-    id_header: http::HeaderName,
-    /// Request header carrying the attempt number.
-    #[arg(long, env = "HERALD_ATTEMPT_HEADER", default_value = "Webhook-Attempt")]
-    attempt_header: http::HeaderName,
+    /// Webhooks may name their own (id_header). Sent as written over HTTP/1.1.
+    #[arg(long, env = "HERALD_ID_HEADER", default_value = herald_sender::DEFAULT_ID_HEADER)]
+    id_header: WrittenHeaderName,
+    /// Request header carrying the attempt number (sent as written).
+    #[arg(long, env = "HERALD_ATTEMPT_HEADER", default_value = herald_sender::DEFAULT_ATTEMPT_HEADER)]
+    attempt_header: WrittenHeaderName,
     /// PEM file of extra CA certificates to trust for HTTPS targets.
     #[arg(long, env = "HERALD_EXTRA_CA_FILE")]
     extra_ca_file: Option<PathBuf>,

@@ -21,6 +21,8 @@ use http_body_util::Full;
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
+use crate::header_case::{WrittenHeaderName, case_extensions};
+
 const HERALD_USER_AGENT: &str = concat!("Herald/", env!("CARGO_PKG_VERSION"));
 
 /// What a delivery carries besides its data, for templates and envelopes.
@@ -48,12 +50,17 @@ struct Compiled {
     static_uri: Option<http::Uri>,
     headers: Vec<(HeaderName, CompiledTemplate)>,
     body: Option<CompiledTemplate>,
+    /// The header carrying the delivery id: the webhook's, else the sender's.
+    id_header: HeaderName,
+    /// Makes hyper write the configured names as written (HTTP/1.1);
+    /// `None` when they are all lower case.
+    header_case: Option<http::Extensions>,
 }
 
 /// Builds requests; caches compiled templates per webhook version.
 pub struct RequestBuilder {
-    id_header: HeaderName,
-    attempt_header: HeaderName,
+    id_header: WrittenHeaderName,
+    attempt_header: WrittenHeaderName,
     addresses: Arc<AddressPolicy>,
     engine: TemplateEngine,
     compiled: Mutex<HashMap<Uuid, Arc<Compiled>>>,
@@ -68,8 +75,8 @@ fn invalid(message: String) -> AttemptError {
 
 impl RequestBuilder {
     pub fn new(
-        id_header: HeaderName,
-        attempt_header: HeaderName,
+        id_header: WrittenHeaderName,
+        attempt_header: WrittenHeaderName,
         addresses: Arc<AddressPolicy>,
     ) -> Self {
         Self {
@@ -104,6 +111,21 @@ impl RequestBuilder {
                 .map_err(|_| invalid(format!("custom header name {name:?} is invalid")))?;
             headers.push((name, compile("header", value)?));
         }
+        let (id_header, written_id) = match &webhook.id_header {
+            Some(name) => (
+                HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+                    invalid(format!("id_header {name:?} is not a valid header name"))
+                })?,
+                name.as_str(),
+            ),
+            None => (self.id_header.name().clone(), self.id_header.as_written()),
+        };
+        let header_case = case_extensions(
+            [written_id, self.attempt_header.as_written()]
+                .into_iter()
+                .chain(webhook.headers.keys().map(String::as_str))
+                .chain(webhook.secret_headers.0.keys().map(String::as_str)),
+        );
         let url = compile("URL", &webhook.url)?;
         // A URL that does not parse fails each attempt with its own error
         // (below), as a rendered one does.
@@ -121,6 +143,8 @@ impl RequestBuilder {
                 .as_deref()
                 .map(|b| compile("body", b))
                 .transpose()?,
+            id_header,
+            header_case,
         });
         // Bounded by the number of webhooks; entries of deleted webhooks are
         // few and small, so no eviction is needed.
@@ -267,8 +291,11 @@ impl RequestBuilder {
             headers.insert(name.clone(), value);
         }
         let id_value = header_value(&delivery_id, "the delivery id").map_err(|e| fail(&url, e))?;
-        headers.insert(self.id_header.clone(), id_value.clone());
-        headers.insert(self.attempt_header.clone(), HeaderValue::from(info.attempt));
+        headers.insert(compiled.id_header.clone(), id_value.clone());
+        headers.insert(
+            self.attempt_header.name().clone(),
+            HeaderValue::from(info.attempt),
+        );
         let secrets = webhook.signing_secrets(now);
         if !secrets.is_empty() {
             let timestamp = now
@@ -282,6 +309,9 @@ impl RequestBuilder {
                 "webhook-signature",
                 header_value(&signature, "the signature").map_err(|e| fail(&url, e))?,
             );
+        }
+        if let Some(case) = &compiled.header_case {
+            *request.extensions_mut() = case.clone();
         }
         Ok(Built { url, request })
     }
@@ -411,15 +441,51 @@ mod tests {
             content_type: None,
             secret_headers: herald_core::webhook::SecretHeaders::default(),
             signing: None,
+            id_header: None,
         }
     }
 
     fn builder() -> RequestBuilder {
         RequestBuilder::new(
-            HeaderName::from_static("webhook-id"),
-            HeaderName::from_static("webhook-attempt"),
+            "webhook-id".parse().unwrap(),
+            "webhook-attempt".parse().unwrap(),
             Arc::new(AddressPolicy::default()),
         )
+    }
+
+    #[test]
+    fn the_id_header_is_the_webhooks_own_or_the_senders_default() {
+        use herald_core::webhook::Method;
+        let requests = builder();
+        let json = Payload::Json("{}".into());
+        let mut parts = webhook(Method::Post, "https://hooks.example/in");
+        parts.id = Uuid::from_u128(1);
+        parts.id_header = Some("PS-WEBHOOK_EVENT-ID".into());
+        let built = requests
+            .build(&parts, &json, &info(), SystemTime::now())
+            .unwrap();
+        let id = info().delivery_id.to_string();
+        let headers = built.request.headers();
+        assert_eq!(headers["ps-webhook_event-id"], id.as_str());
+        assert!(
+            headers.get("webhook-id").is_none(),
+            "unsigned: only its own"
+        );
+        assert!(
+            !built.request.extensions().is_empty(),
+            "capitals are sent as written"
+        );
+
+        let standard = webhook(Method::Post, "https://hooks.example/in");
+        let built = requests
+            .build(&standard, &json, &info(), SystemTime::now())
+            .unwrap();
+        assert_eq!(built.request.headers()["webhook-id"], id.as_str());
+        assert_eq!(built.request.headers()["webhook-attempt"], "1");
+        assert!(
+            built.request.extensions().is_empty(),
+            "lower-case names need nothing"
+        );
     }
 
     #[test]

@@ -238,6 +238,7 @@ mod tests {
             content_type: None,
             secret_headers: herald_core::webhook::SecretHeaders::default(),
             signing: None,
+            id_header: None,
         }
     }
 
@@ -298,6 +299,7 @@ mod tests {
             content_type: None,
             secret_headers: herald_core::webhook::SecretHeaders::default(),
             signing: None,
+            id_header: None,
         }
     }
 

@@ -100,6 +100,8 @@ pub struct WebhookSummaryView {
     pub succeeded: u64,
     pub failed: u64,
     pub pending: u64,
+    /// Fired, not attempted yet.
+    pub scheduled: u64,
     pub cancelled: u64,
     /// `succeeded / (succeeded + failed)`; 0 when none has finished.
     pub success_rate: f64,
@@ -294,7 +296,8 @@ impl Store {
                  count(*) FILTER (WHERE state = 'succeeded'), \
                  count(*) FILTER (WHERE state = 'failed'), \
                  count(*) FILTER (WHERE state = 'pending'), \
-                 count(*) FILTER (WHERE state = 'cancelled') \
+                 count(*) FILTER (WHERE state = 'cancelled'), \
+                 count(*) FILTER (WHERE state = 'scheduled') \
              FROM deliveries{}",
             w.sql
         );
@@ -325,6 +328,7 @@ impl Store {
             failed,
             pending: count(counts.try_get(3)?),
             cancelled: count(counts.try_get(4)?),
+            scheduled: count(counts.try_get(5)?),
             success_rate,
             p50_attempt_ms: millis(durations.try_get(0)?),
             p95_attempt_ms: millis(durations.try_get(1)?),

@@ -28,14 +28,16 @@ const RETENTION_LOCK_KEY: i64 = 0x6865_7261_6c64_2d72;
 const BATCH_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Deletes one batch of deliveries older than the cutoff ($1) with their
-/// attempts. Final deliveries go; a pending one only when nothing has been
-/// due for it since before the cutoff either (an abandoned delivery).
+/// attempts. Final deliveries go; a scheduled or pending one only when
+/// nothing has been due for it since before the cutoff either (an abandoned
+/// delivery).
 const DELETE_DELIVERIES: &str = "\
 WITH gone AS (
     DELETE FROM deliveries WHERE ctid = ANY(ARRAY(
         SELECT ctid FROM deliveries
         WHERE fired_at < $1
-          AND (state <> 'pending' OR coalesce(next_attempt_at, last_attempt_at, fired_at) < $1)
+          AND (state NOT IN ('scheduled', 'pending')
+               OR coalesce(next_attempt_at, last_attempt_at, fired_at) < $1)
         LIMIT $2))
     RETURNING id
 ), attempts AS (

@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use deadpool_postgres::Pool;
 use herald_core::signing::SigningSecret;
-use herald_core::webhook::{BodyMode, SecretHeaders, Signing};
+use herald_core::webhook::{BodyMode, PreviousSecret, SecretHeaders, Signing};
 use herald_core::{DeliveryState, Method, NewWebhook, ValidationError, Webhook, WebhookPatch};
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
@@ -16,7 +16,8 @@ use crate::{SecretBox, StoreError};
 /// Column list of `webhooks`, in the order [`webhook_from_row`] reads it.
 const WEBHOOK_COLUMNS: &str = "id, tenant, event, enabled, method, url, headers, body_template, \
      timeout_ms, description, created_at, updated_at, body_mode, content_type, secret_headers, \
-     signing_secret, previous_signing_secret, previous_secret_expires_at";
+     signing_secret, previous_signing_secret, previous_secret_expires_at, older_signing_secrets, \
+     id_header";
 
 /// Column list of `deliveries`, as [`delivery_from_row`] reads it.
 pub(crate) const DELIVERY_COLUMNS: &str = "id, tenant, event, webhook_id, target_url, method, \
@@ -87,8 +88,8 @@ impl Store {
         let sql = format!(
             "INSERT INTO webhooks (id, tenant, event, enabled, method, url, headers, \
                  body_template, timeout_ms, description, body_mode, content_type, secret_headers, \
-                 signing_secret) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+                 signing_secret, id_header) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
              RETURNING {WEBHOOK_COLUMNS}"
         );
         let row = client
@@ -109,6 +110,7 @@ impl Store {
                     &new.content_type,
                     &secret_headers,
                     &signing_secret,
+                    &new.id_header,
                 ],
             )
             .await?;
@@ -146,7 +148,7 @@ impl Store {
         let sql = format!(
             "UPDATE webhooks SET event = $2, enabled = $3, method = $4, url = $5, headers = $6, \
                  body_template = $7, timeout_ms = $8, description = $9, body_mode = $10, \
-                 content_type = $11, secret_headers = $12, updated_at = now() \
+                 content_type = $11, secret_headers = $12, id_header = $13, updated_at = now() \
              WHERE id = $1 \
              RETURNING {WEBHOOK_COLUMNS}"
         );
@@ -166,6 +168,7 @@ impl Store {
                     &changed.body_mode.as_str(),
                     &changed.content_type,
                     &secret_headers,
+                    &changed.id_header,
                 ],
             )
             .await?;
@@ -175,30 +178,71 @@ impl Store {
     }
 
     /// Makes `secret` the signing secret; the current one keeps signing for
-    /// `overlap` (receivers switch over without rejecting requests).
+    /// `overlap` and every earlier one until its own overlap ends (see
+    /// [`Signing::rotated`]), so receivers switch over without rejecting
+    /// requests. A webhook without signing starts signing with `secret`.
+    ///
+    /// The row is locked while the new list is computed, so two concurrent
+    /// rotations both keep the secret each of them replaced.
     pub async fn rotate_signing_secret(
         &self,
         id: Uuid,
         secret: &SigningSecret,
         overlap: Duration,
     ) -> Result<Webhook, StoreError> {
-        let client = self.pool.get().await?;
-        let sealed = self.seal(id, secret.expose())?;
-        let expires = SystemTime::now() + overlap;
-        let sql = format!(
-            "UPDATE webhooks SET previous_signing_secret = signing_secret, \
-                 previous_secret_expires_at = CASE WHEN signing_secret IS NULL THEN NULL ELSE $3::timestamptz END, \
-                 signing_secret = $2, updated_at = now() \
-             WHERE id = $1 RETURNING {WEBHOOK_COLUMNS}"
-        );
-        let row = client
-            .query_opt(&sql, &[&id, &sealed, &expires])
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let current = tx
+            .query_opt(
+                &format!("SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE id = $1 FOR UPDATE"),
+                &[&id],
+            )
             .await?
             .ok_or(StoreError::NotFound {
                 what: "webhook",
                 id,
             })?;
-        self.read_webhook(&row)
+        let now = SystemTime::now();
+        let signing = match self.read_webhook(&current)?.signing {
+            Some(signing) => signing.rotated(secret.clone(), now, overlap),
+            None => Signing {
+                secret: secret.clone(),
+                previous: Vec::new(),
+            },
+        };
+        let sealed = self.seal(id, signing.secret.expose())?;
+        let (newest, older) = match signing.previous.split_first() {
+            Some((newest, older)) => (Some(newest), older),
+            None => (None, &[][..]),
+        };
+        let newest_sealed = newest
+            .map(|p| self.seal(id, p.secret.expose()))
+            .transpose()?;
+        let older_sealed = if older.is_empty() {
+            None
+        } else {
+            Some(self.seal(id, &older_secrets_to_json(older).to_string())?)
+        };
+        let sql = format!(
+            "UPDATE webhooks SET signing_secret = $2, previous_signing_secret = $3, \
+                 previous_secret_expires_at = $4, older_signing_secrets = $5, updated_at = now() \
+             WHERE id = $1 RETURNING {WEBHOOK_COLUMNS}"
+        );
+        let row = tx
+            .query_one(
+                &sql,
+                &[
+                    &id,
+                    &sealed,
+                    &newest_sealed,
+                    &newest.map(|p| p.expires_at),
+                    &older_sealed,
+                ],
+            )
+            .await?;
+        let rotated = self.read_webhook(&row)?;
+        tx.commit().await?;
+        Ok(rotated)
     }
 
     pub async fn get_webhook(&self, id: Uuid) -> Result<Webhook, StoreError> {
@@ -342,6 +386,28 @@ pub(crate) fn u32_to_i32(value: u32) -> i32 {
     i32::try_from(value).unwrap_or(i32::MAX)
 }
 
+/// The JSON kept (sealed) in `older_signing_secrets`.
+fn older_secrets_to_json(older: &[PreviousSecret]) -> serde_json::Value {
+    serde_json::Value::Array(
+        older
+            .iter()
+            .map(|p| {
+                serde_json::json!({
+                    "secret": p.secret.expose(),
+                    "expires_at_unix_us": unix_us(p.expires_at),
+                })
+            })
+            .collect(),
+    )
+}
+
+/// Microseconds, the precision of `timestamptz`, so that every earlier
+/// secret's end reads back exactly as the newest one's does.
+fn unix_us(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
 fn headers_to_json(headers: &BTreeMap<String, String>) -> serde_json::Value {
     serde_json::Value::Object(
         headers
@@ -398,19 +464,46 @@ pub(crate) fn webhook_from_row(row: &Row, secrets: &SecretBox) -> Result<Webhook
     };
     let signing = match open(row.try_get("signing_secret")?)? {
         None => None,
-        Some(current) => Some(Signing {
-            secret: parse_secret(current)?,
-            previous: open(row.try_get("previous_signing_secret")?)?
-                .map(parse_secret)
-                .transpose()?,
-            previous_expires_at: row.try_get("previous_secret_expires_at")?,
-        }),
+        Some(current) => {
+            let mut previous = Vec::new();
+            // A previous secret without an end (never written so) cannot sign.
+            if let (Some(secret), Some(expires_at)) = (
+                open(row.try_get("previous_signing_secret")?)?,
+                row.try_get::<_, Option<SystemTime>>("previous_secret_expires_at")?,
+            ) {
+                previous.push(PreviousSecret {
+                    secret: parse_secret(secret)?,
+                    expires_at,
+                });
+            }
+            if let Some(json) = open(row.try_get("older_signing_secrets")?)? {
+                #[derive(serde::Deserialize)]
+                struct Older {
+                    secret: String,
+                    expires_at_unix_us: u64,
+                }
+                let older: Vec<Older> = serde_json::from_str(&json)
+                    .map_err(|e| corrupt(format!("older signing secrets are unreadable: {e}")))?;
+                for o in older {
+                    previous.push(PreviousSecret {
+                        secret: parse_secret(o.secret)?,
+                        expires_at: SystemTime::UNIX_EPOCH
+                            + Duration::from_micros(o.expires_at_unix_us),
+                    });
+                }
+            }
+            Some(Signing {
+                secret: parse_secret(current)?,
+                previous,
+            })
+        }
     };
     Ok(Webhook {
         body_mode,
         content_type: row.try_get("content_type")?,
         secret_headers,
         signing,
+        id_header: row.try_get("id_header")?,
         id,
         tenant: row.try_get("tenant")?,
         event: row.try_get("event")?,
@@ -514,6 +607,7 @@ mod tests {
                 [("Authorization".to_string(), "Bearer s3cret".to_string())].into(),
             ),
             signing: Some(SigningSecret::generate().unwrap()),
+            id_header: Some("PS-WEBHOOK_EVENT-ID".into()),
         }
     }
 
@@ -530,6 +624,7 @@ mod tests {
         assert_eq!(created.tenant, "shop1");
         assert_eq!(created.headers["X-Shop"], "a\"b");
         assert_eq!(created.timeout_ms, 2500);
+        assert_eq!(created.id_header.as_deref(), Some("PS-WEBHOOK_EVENT-ID"));
         assert_eq!(created.created_at, created.updated_at);
         assert_eq!(store.get_webhook(created.id).await.unwrap(), created);
 
@@ -643,7 +738,8 @@ mod tests {
             .unwrap();
         let signing = rotated.signing.clone().unwrap();
         assert_eq!(signing.secret, next);
-        assert_eq!(signing.previous, Some(first.secret.clone()));
+        assert_eq!(signing.previous.len(), 1);
+        assert_eq!(signing.previous[0].secret, first.secret);
         let now = SystemTime::now();
         assert_eq!(
             rotated.signing_secrets(now).len(),
@@ -656,6 +752,41 @@ mod tests {
                 .len(),
             1
         );
+
+        // A second rotation inside the first overlap (a shorter one) keeps
+        // the first secret until its own end; the list survives a re-read
+        // and is sealed at rest too.
+        let third = SigningSecret::generate().unwrap();
+        let again = store
+            .rotate_signing_secret(created.id, &third, Duration::from_secs(60))
+            .await
+            .unwrap();
+        let reread = store.get_webhook(created.id).await.unwrap();
+        assert_eq!(reread.signing, again.signing);
+        let signing = reread.signing.clone().unwrap();
+        assert_eq!(signing.secret, third);
+        let earlier: Vec<_> = signing.previous.iter().map(|p| &p.secret).collect();
+        assert_eq!(earlier, vec![&next, &first.secret]);
+        assert_eq!(
+            signing.previous[1].expires_at,
+            rotated.signing.unwrap().previous[0].expires_at
+        );
+        let now = SystemTime::now();
+        assert_eq!(reread.signing_secrets(now).len(), 3);
+        assert_eq!(
+            reread.signing_secrets(now + Duration::from_secs(120)).len(),
+            2,
+            "the second secret's overlap ended, the first one's did not"
+        );
+        let older: String = client
+            .query_one(
+                "SELECT older_signing_secrets FROM webhooks WHERE id = $1",
+                &[&created.id],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert!(older.starts_with("enc:v1:") && !older.contains(&first.secret.expose()[6..]));
 
         // A failed check leaves the webhook unchanged.
         let patch = WebhookPatch {
