@@ -341,7 +341,7 @@ impl TestEnv {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(row) = self.delivery(id).await
-                && row.state != "pending"
+                && !matches!(row.state.as_str(), "scheduled" | "pending")
             {
                 return row;
             }

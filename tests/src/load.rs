@@ -116,7 +116,7 @@ pub async fn wait_all_final(env: &TestEnv, ids: &[Uuid], timeout: Duration) {
         let done: Option<i64> = match env.try_db().await {
             Some(db) => db
                 .query_one(
-                    "SELECT count(*) FROM deliveries WHERE id = ANY($1) AND state <> 'pending'",
+                    "SELECT count(*) FROM deliveries WHERE id = ANY($1) AND state NOT IN ('scheduled', 'pending')",
                     &[&ids],
                 )
                 .await

@@ -906,7 +906,7 @@ fn cases(f: &Fixtures) -> Vec<Case> {
                 id: UNKNOWN_ID.into(),
             }),
             NotFound,
-            "does not exist",
+            "is not in the log. Its id says it was fired at 2024-11-03T06:43:49.888Z",
         ),
         case(
             "list deliveries: cursor not from ListDeliveries",
@@ -942,7 +942,7 @@ fn cases(f: &Fixtures) -> Vec<Case> {
                 ..Default::default()
             }),
             InvalidArgument,
-            "is not one of pending, succeeded, failed, cancelled",
+            "is not one of scheduled, pending, succeeded, failed, cancelled",
         ),
         case(
             "list deliveries: webhook_id is not a UUID",
@@ -998,7 +998,7 @@ fn cases(f: &Fixtures) -> Vec<Case> {
                 request_id: "bad-input-resend-1".into(),
             }),
             NotFound,
-            "does not exist",
+            "is not in the log",
         ),
         case(
             "resend: no request_id",

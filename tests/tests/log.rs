@@ -649,3 +649,100 @@ async fn test_send_skips_the_first_delay() {
         .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
 }
+
+/// A delivery Fire has just returned is in the log at once, as `scheduled`
+/// with its first attempt's time, long before that attempt (the schedule's
+/// first delay is a minute here); an id the log does not know gets a message
+/// that says what can be the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fired_delivery_is_in_the_log_as_scheduled_at_once() {
+    let env = TestEnv::start("60s").await.unwrap();
+    let receiver = Receiver::ok().await;
+    let hook = env
+        .webhook("order.created", "POST", &receiver.url("/h"))
+        .await;
+    let fired = SystemTime::now();
+    let ids = env.fire_json("order.created", r#"{"n":1}"#).await;
+    let answered = Instant::now();
+    let mut admin = env.admin().await;
+    let deadline = answered + Duration::from_secs(5);
+    let found = loop {
+        match admin
+            .get_delivery(GetDeliveryRequest { id: ids[0].clone() })
+            .await
+        {
+            Ok(d) => break d.into_inner(),
+            Err(status) => assert_eq!(status.code(), Code::NotFound, "{status:?}"),
+        }
+        assert!(Instant::now() < deadline, "not in the log within 5 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    eprintln!("in the log {:?} after Fire answered", answered.elapsed());
+    let d = found;
+    assert_eq!(d.state, "scheduled");
+    assert_eq!(d.attempts, 0);
+    assert!(d.attempt_history.is_empty());
+    assert_eq!(d.webhook_id, hook.id);
+    assert_eq!(d.target_url, receiver.url("/h"));
+    let fired_ms = i64::try_from(fired.duration_since(UNIX_EPOCH).unwrap().as_millis()).unwrap();
+    let next = d.next_attempt_at_unix_ms.expect("the first attempt's time");
+    assert!(
+        (fired_ms + 59_000..fired_ms + 65_000).contains(&next),
+        "next attempt {next} is not about 60 s after {fired_ms}"
+    );
+    let listed = admin
+        .list_deliveries(ListDeliveriesRequest {
+            state: Some("scheduled".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        listed.deliveries.iter().map(|d| &d.id).collect::<Vec<_>>(),
+        vec![&ids[0]]
+    );
+    assert!(receiver.requests().is_empty(), "no attempt yet");
+
+    let unknown = Uuid::now_v7().to_string();
+    let status = admin
+        .get_delivery(GetDeliveryRequest {
+            id: unknown.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+    for says in [
+        "is not in the log",
+        "fired at",
+        "within about a second",
+        "HERALD_RETENTION_DAYS",
+    ] {
+        assert!(
+            status.message().contains(says),
+            "{says}: {}",
+            status.message()
+        );
+    }
+    let status = admin
+        .get_delivery(GetDeliveryRequest {
+            id: Uuid::new_v4().to_string(),
+        })
+        .await
+        .unwrap_err();
+    assert!(status.message().contains("UUIDv7"), "{}", status.message());
+}
+
+/// The first attempt takes the row over: a scheduled delivery ends as the
+/// sender recorded it, with its whole history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_attempt_takes_over_the_scheduled_row() {
+    let env = TestEnv::start("300ms,50ms").await.unwrap();
+    let receiver = Receiver::start(|_, n| Reply::status(if n == 0 { 500 } else { 200 })).await;
+    env.webhook("order.created", "POST", &receiver.url("/h"))
+        .await;
+    let ids = env.fire_json("order.created", "{}").await;
+    let row = env.wait_final(&ids[0], Duration::from_secs(20)).await;
+    assert_eq!(row.state, "succeeded");
+    assert_eq!(env.attempts(&ids[0]).await.len(), 2);
+}

@@ -28,7 +28,7 @@ use herald_proto::v1::{
     WebhookSummary,
 };
 use herald_queue::Publisher;
-use herald_store::{ApiKeyCache, ConfigCache, Store, StoreError};
+use herald_store::{ApiKeyCache, ConfigCache, ScheduledLog, Store, StoreError};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
@@ -53,6 +53,8 @@ pub struct AdminService {
     /// Queues resends and test sends.
     pub(crate) publisher: Publisher,
     pub(crate) max_payload_bytes: usize,
+    /// Where resends and test sends go to appear in the log as `scheduled`.
+    pub(crate) log: ScheduledLog,
     policy: TargetPolicy,
     templates: TemplateEngine,
     /// Reloaded after a key is created or revoked, so that this process
@@ -66,11 +68,13 @@ impl AdminService {
         cache: ConfigCache,
         publisher: Publisher,
         policy: TargetPolicy,
+        log: ScheduledLog,
     ) -> Self {
         Self {
             store,
             cache,
             publisher,
+            log,
             max_payload_bytes: herald_core::payload::DEFAULT_MAX_PAYLOAD_BYTES,
             policy,
             templates: TemplateEngine::new(),
@@ -88,6 +92,15 @@ impl AdminService {
     pub fn with_max_payload_bytes(mut self, max_payload_bytes: usize) -> Self {
         self.max_payload_bytes = max_payload_bytes;
         self
+    }
+
+    /// When the first attempt of a delivery queued now is due.
+    pub(crate) fn first_attempt_in(&self) -> std::time::Duration {
+        self.publisher
+            .topology()
+            .schedule()
+            .delay_before(1)
+            .unwrap_or_default()
     }
 
     fn rules(&self) -> SaveRules<'_> {
@@ -145,7 +158,34 @@ pub(crate) fn parse_id(field: &str, id: &str) -> Result<Uuid, Status> {
 /// The answer for an id that does not exist, and for one the caller may not
 /// see: the same, so that other tenants' ids cannot be confirmed.
 pub(crate) fn not_found(what: &str, id: Uuid) -> Status {
+    if what == "delivery" {
+        return delivery_not_found(id);
+    }
     Status::not_found(format!("{what} {id} does not exist"))
+}
+
+/// A delivery the log does not know, with what can be the reason: ids are
+/// UUIDv7, so the id itself tells when it was fired.
+fn delivery_not_found(id: Uuid) -> Status {
+    let Some(fired_at) = id.get_timestamp().filter(|_| id.get_version_num() == 7) else {
+        return Status::not_found(format!(
+            "delivery {id} is not in the log: Herald's delivery ids are the UUIDv7 values Fire \
+             returns, and this one is not (version {}); check the id",
+            id.get_version_num()
+        ));
+    };
+    let (secs, nanos) = fired_at.to_unix();
+    let fired_ms = i64::try_from(secs)
+        .unwrap_or(i64::MAX)
+        .saturating_mul(1000)
+        .saturating_add(i64::from(nanos / 1_000_000));
+    Status::not_found(format!(
+        "delivery {id} is not in the log. Its id says it was fired at {}: a delivery appears in \
+         the log within about a second of Fire's answer (if Postgres was unreachable then, at \
+         its first attempt); older ones may have been removed by retention \
+         (HERALD_RETENTION_DAYS), and an id from another Herald deployment is not in this one's log",
+        herald_core::template::rfc3339_millis(fired_ms)
+    ))
 }
 
 pub(crate) fn store_status(e: StoreError) -> Status {

@@ -19,7 +19,7 @@ use herald_proto::v1::{
 use herald_queue::{Publisher, QueueError};
 use herald_store::{
     ConfigCache, ConfigSnapshot, FireDelivery, FireKeyError, FireKeys, FireOutcome, KeyedFire,
-    StoredFire,
+    ScheduledLog, StoredFire,
 };
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
@@ -36,6 +36,8 @@ pub struct IngestService {
     max_payload_bytes: usize,
     /// Idempotency keys of Fire calls, in Postgres.
     keys: FireKeys,
+    /// Where confirmed deliveries go to appear in the log as `scheduled`.
+    log: ScheduledLog,
 }
 
 impl IngestService {
@@ -44,6 +46,7 @@ impl IngestService {
         publisher: Publisher,
         max_payload_bytes: usize,
         keys: FireKeys,
+        log: ScheduledLog,
     ) -> Self {
         Self {
             fire_calls: std::array::from_fn(|i| {
@@ -54,7 +57,17 @@ impl IngestService {
             publisher,
             max_payload_bytes,
             keys,
+            log,
         }
+    }
+
+    /// When the first attempt of a delivery fired now is due.
+    fn first_attempt_in(&self) -> std::time::Duration {
+        self.publisher
+            .topology()
+            .schedule()
+            .delay_before(1)
+            .unwrap_or_default()
     }
 }
 
@@ -230,6 +243,7 @@ impl IngestService {
             .map(|id| id.to_string())
             .collect();
         tracing::debug!(event = %req.event, tenant = %req.tenant, deliveries = ?delivery_ids, "fired");
+        crate::scheduled::record(&self.log, messages, self.first_attempt_in());
         Ok(FireResponse { delivery_ids })
     }
 
@@ -282,7 +296,11 @@ impl IngestService {
                     Some(message(req, webhook, d.delivery_id, fired_at_unix_ms, data))
                 })
                 .collect();
-            self.publisher.publish_all(&messages).await
+            self.publisher.publish_all(&messages).await?;
+            // The deliveries of an earlier call may be logged already; the
+            // log keeps the first row of each.
+            crate::scheduled::record(&self.log, messages, self.first_attempt_in());
+            Ok(())
         };
         let outcome = self.keys.fire(&request, publish).await;
         let label = match &outcome {

@@ -15,6 +15,7 @@ mod convert;
 mod ingest;
 mod keys;
 mod log;
+mod scheduled;
 
 use std::time::Duration;
 
@@ -144,13 +145,22 @@ pub async fn run(
         tracing::warn!(error = %e, "broker not reachable at start-up; Fire will retry on each call");
     }
 
+    // Stopped only after the server: calls still draining log their
+    // deliveries too.
+    let log_stop = CancellationToken::new();
+    let (log, log_done) = herald_store::ScheduledLog::start(
+        store.pool().clone(),
+        herald_store::ScheduledLogConfig::default(),
+        log_stop.clone(),
+    );
     let ingest = IngestService::new(
         cache.clone(),
         publisher.clone(),
         config.max_payload_bytes,
         herald_store::FireKeys::new(store.pool().clone(), config.idempotency_window),
+        log.clone(),
     );
-    let admin = AdminService::new(store, cache, publisher.clone(), config.targets.clone())
+    let admin = AdminService::new(store, cache, publisher.clone(), config.targets.clone(), log)
         .with_max_payload_bytes(config.max_payload_bytes)
         .with_api_keys(keys);
     // Leave room for the rest of the request around the payload itself.
@@ -228,6 +238,8 @@ pub async fn run(
         () = deadline => tracing::warn!(?drain_timeout, "drain timeout: calls still in flight are dropped"),
     }
     publisher.manager().close().await;
+    log_stop.cancel();
+    let _ = log_done.await;
     tracing::info!("ingest stopped");
     Ok(())
 }

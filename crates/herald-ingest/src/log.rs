@@ -271,6 +271,7 @@ impl AdminService {
             .map_err(resend_status)?;
         match outcome {
             ResendRecord::Sent(ids) => {
+                crate::scheduled::record(&self.log, [message], self.first_attempt_in());
                 tracing::info!(delivery_id = %id, new_delivery_id = ?ids, "delivery resent");
                 Ok(ids_response(&ids))
             }
@@ -342,6 +343,7 @@ impl AdminService {
             .map_err(resend_status)?;
         match outcome {
             ResendRecord::Sent(ids) => {
+                crate::scheduled::record(&self.log, messages, self.first_attempt_in());
                 tracing::info!(%webhook_id, deliveries = ids.len(), "failed deliveries replayed");
                 Ok(ids_response(&ids))
             }
@@ -395,6 +397,7 @@ impl AdminService {
                 "the test delivery could not be queued: {e}; retry the call"
             ))
         })?;
+        crate::scheduled::record(&self.log, [message], Duration::ZERO);
         tracing::info!(%webhook_id, delivery_id = %id, "test event sent");
         Ok(FireResponse {
             delivery_ids: vec![id.to_string()],

@@ -30,6 +30,7 @@ mod cache;
 pub mod idempotency;
 mod log;
 pub mod retention;
+mod scheduled;
 mod secrets;
 mod store;
 mod watch;
@@ -55,6 +56,7 @@ pub use log::{
     ResendError, ResendKind, ResendRecord, WebhookSummaryView,
 };
 pub use retention::{RetentionPolicy, RetentionReport};
+pub use scheduled::{ScheduledLog, ScheduledLogConfig, ScheduledRecord};
 pub use secrets::{SecretBox, SecretBoxError};
 pub use store::{AttemptView, DeliveryView, Store};
 pub use writer::{

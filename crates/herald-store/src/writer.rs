@@ -613,7 +613,7 @@ impl Rows {
 
 /// Postgres `text` cannot hold NUL characters, and one in a response excerpt
 /// or a payload would fail the whole batch, so they are dropped.
-fn strip_nul(s: &str) -> String {
+pub(crate) fn strip_nul(s: &str) -> String {
     if s.contains('\0') {
         s.replace('\0', "")
     } else {

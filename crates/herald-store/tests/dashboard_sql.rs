@@ -56,6 +56,7 @@ const VIEWS: &[(&str, &[&str])] = &[
             "attempts",
             "p50_ms",
             "p95_ms",
+            "scheduled",
         ],
     ),
     (
