@@ -261,7 +261,8 @@ fn test_event(webhook_id: &str, data: send_test_event_request::Data) -> Rpc {
 
 /// The webhooks the cases refer to, created before the snapshot.
 struct Fixtures {
-    /// Enabled, signed, event `order.created`.
+    /// Enabled, signed, event `order.created`; GET (created without a
+    /// method or a body).
     active: String,
     /// Disabled, the only webhook of event `order.paused`.
     paused: String,
@@ -704,6 +705,25 @@ fn cases(f: &Fixtures) -> Vec<Case> {
             "body_template: is required when body_mode is template",
         ),
         case(
+            "create: GET with a body template",
+            create(|r| {
+                r.method = "GET".into();
+                r.body_template = r#"{"id": {{ data.id }}}"#.into();
+            }),
+            InvalidArgument,
+            "body_template: a GET request carries no body (its data goes in the query string); \
+             use method POST, PUT or PATCH to send the template, or remove body_template",
+        ),
+        case(
+            "create: DELETE with body mode json",
+            create(|r| {
+                r.method = "DELETE".into();
+                r.body_mode = "json".into();
+            }),
+            InvalidArgument,
+            "body_mode: a DELETE request carries no body",
+        ),
+        case(
             "create: invalid Content-Type",
             create(|r| r.content_type = "application/json\r\n".into()),
             InvalidArgument,
@@ -771,9 +791,21 @@ fn cases(f: &Fixtures) -> Vec<Case> {
         ),
         case(
             "update: unparsable body template",
-            update(active, |r| r.body_template = Some("{% for %}".into())),
+            // POST: the fixture is a GET webhook, which takes no template.
+            update(active, |r| {
+                r.method = Some("POST".into());
+                r.body_template = Some("{% for %}".into());
+            }),
             InvalidArgument,
             "body_template: template does not parse",
+        ),
+        case(
+            "update: body template on a GET webhook",
+            update(active, |r| {
+                r.body_template = Some(r#"{"id": {{ data.id }}}"#.into())
+            }),
+            InvalidArgument,
+            "body_template: a GET request carries no body",
         ),
         case(
             "update: timeout of 0 ms",

@@ -564,6 +564,7 @@ impl NewWebhookInput {
         };
         validate_target(
             &Target {
+                method: new.method,
                 url: &new.url,
                 headers: &new.headers,
                 secret_headers: &new.secret_headers,
@@ -579,6 +580,7 @@ impl NewWebhookInput {
 
 /// The parts of a webhook that decide what request is sent.
 pub struct Target<'a> {
+    pub method: Method,
     pub url: &'a str,
     pub headers: &'a BTreeMap<String, String>,
     pub secret_headers: &'a SecretHeaders,
@@ -590,6 +592,7 @@ pub struct Target<'a> {
 impl Webhook {
     pub fn target(&self) -> Target<'_> {
         Target {
+            method: self.method,
             url: &self.url,
             headers: &self.headers,
             secret_headers: &self.secret_headers,
@@ -601,7 +604,8 @@ impl Webhook {
 }
 
 /// Checks everything that shapes the request, as a whole: templates parse,
-/// the URL is an allowed target, headers are valid.
+/// the URL is an allowed target, headers are valid, and a body is only
+/// configured for a method that sends one.
 pub fn validate_target(target: &Target<'_>, rules: &SaveRules<'_>) -> Result<(), ValidationError> {
     validate_headers(target.headers)?;
     validate_headers(&target.secret_headers.0)
@@ -641,7 +645,38 @@ pub fn validate_target(target: &Target<'_>, rules: &SaveRules<'_>) -> Result<(),
             "is required when body_mode is template",
         ));
     }
+    check_body_fits_method(target)?;
     check_target_templates(target, rules)
+}
+
+/// GET and DELETE requests go out without a body (their data goes in the
+/// query string), so a body template or a body mode that makes a body would
+/// be silently ignored on every attempt; refuse it when it is saved instead.
+fn check_body_fits_method(target: &Target<'_>) -> Result<(), ValidationError> {
+    if !target.method.data_in_query() {
+        return Ok(());
+    }
+    let method = target.method;
+    let no_body = format!("a {method} request carries no body (its data goes in the query string)");
+    if target.body_mode == BodyMode::Json {
+        return Err(ValidationError::new(
+            "body_mode",
+            format!(
+                "{no_body}; use method POST, PUT or PATCH to send the JSON envelope, or use \
+                 body_mode raw"
+            ),
+        ));
+    }
+    if target.body_template.is_some() {
+        return Err(ValidationError::new(
+            "body_template",
+            format!(
+                "{no_body}; use method POST, PUT or PATCH to send the template, or remove \
+                 body_template"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Compiles every template of the target (so a broken one is refused at
@@ -883,6 +918,155 @@ mod tests {
         })
         .unwrap_err();
         assert_eq!(err.field, "secret_headers");
+    }
+
+    #[test]
+    fn get_and_delete_refuse_a_body_when_created() {
+        let templated = NewWebhookInput {
+            body_template: r#"{"id": {{ data.id }}}"#.into(),
+            ..input()
+        };
+        let err = check(NewWebhookInput {
+            method: "GET".into(),
+            ..templated.clone()
+        })
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "body_template: a GET request carries no body (its data goes in the query string); \
+             use method POST, PUT or PATCH to send the template, or remove body_template"
+        );
+        let err = check(NewWebhookInput {
+            method: "delete".into(),
+            body_mode: "template".into(),
+            ..templated.clone()
+        })
+        .unwrap_err();
+        assert_eq!(err.field, "body_template");
+        assert!(
+            err.message.starts_with("a DELETE request carries no body"),
+            "{err}"
+        );
+        // A template kept beside body mode raw would be ignored just the same.
+        let err = check(NewWebhookInput {
+            method: "GET".into(),
+            body_mode: "raw".into(),
+            ..templated.clone()
+        })
+        .unwrap_err();
+        assert_eq!(err.field, "body_template");
+        let err = check(NewWebhookInput {
+            method: "GET".into(),
+            body_mode: "json".into(),
+            ..input()
+        })
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "body_mode: a GET request carries no body (its data goes in the query string); use \
+             method POST, PUT or PATCH to send the JSON envelope, or use body_mode raw"
+        );
+        // Without a method a template still means POST, and the methods
+        // that send a body take one.
+        assert_eq!(check(templated.clone()).unwrap().method, Method::Post);
+        for method in ["POST", "PUT", "PATCH"] {
+            assert!(
+                check(NewWebhookInput {
+                    method: method.into(),
+                    ..templated.clone()
+                })
+                .is_ok(),
+                "{method}"
+            );
+        }
+        // GET and DELETE without a body are what they are for.
+        for method in ["GET", "DELETE"] {
+            let w = check(NewWebhookInput {
+                method: method.into(),
+                body_mode: "raw".into(),
+                ..input()
+            })
+            .unwrap();
+            assert!(w.method.data_in_query(), "{method}");
+        }
+    }
+
+    #[test]
+    fn get_and_delete_refuse_a_body_when_updated() {
+        let now = SystemTime::now();
+        let post = Webhook {
+            id: Uuid::nil(),
+            tenant: String::new(),
+            event: "e".into(),
+            enabled: true,
+            method: Method::Post,
+            url: "https://a.example/".into(),
+            headers: BTreeMap::new(),
+            body_template: Some(r#"{"id": {{ data.id }}}"#.into()),
+            timeout_ms: 3000,
+            description: String::new(),
+            created_at: now,
+            updated_at: now,
+            body_mode: BodyMode::Template,
+            content_type: None,
+            secret_headers: SecretHeaders::default(),
+            signing: None,
+        };
+        let updated = |webhook: &Webhook, patch: WebhookPatchInput| {
+            let changed = patch.validate().unwrap().apply(webhook);
+            with_rules(false, |rules| validate_target(&changed.target(), rules))
+        };
+        assert!(updated(&post, WebhookPatchInput::default()).is_ok());
+        // The method changes, the template stays: refused.
+        let err = updated(
+            &post,
+            WebhookPatchInput {
+                method: Some("GET".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+        assert_eq!(err.field, "body_template");
+        assert!(err.message.contains("remove body_template"), "{err}");
+        // Both change together: accepted.
+        assert!(
+            updated(
+                &post,
+                WebhookPatchInput {
+                    method: Some("GET".into()),
+                    body_template: Some(String::new()),
+                    body_mode: Some("raw".into()),
+                    ..Default::default()
+                },
+            )
+            .is_ok()
+        );
+        // A template given to a GET webhook: refused.
+        let get = Webhook {
+            method: Method::Get,
+            body_template: None,
+            body_mode: BodyMode::Raw,
+            ..post.clone()
+        };
+        assert!(updated(&get, WebhookPatchInput::default()).is_ok());
+        let err = updated(
+            &get,
+            WebhookPatchInput {
+                body_template: Some("{{ data.id }}".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+        assert_eq!(err.field, "body_template");
+        let err = updated(
+            &get,
+            WebhookPatchInput {
+                body_mode: Some("json".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+        assert_eq!(err.field, "body_mode");
     }
 
     #[test]
