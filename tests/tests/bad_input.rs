@@ -569,7 +569,8 @@ fn cases(f: &Fixtures) -> Vec<Case> {
             "create: unparsable body template",
             create(|r| r.body_template = "{\"id\": {{ data.id }\n".into()),
             InvalidArgument,
-            "body_template: template does not parse: template syntax error at line 1",
+            "body_template: template does not parse: template syntax error at line 1, column 8: \
+             \"{{\" is not closed; end the variable with \"}}\"",
         ),
         case(
             "create: unknown filter in the body template",

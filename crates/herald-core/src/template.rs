@@ -1206,15 +1206,92 @@ fn markup_reads_data(markup: &str) -> bool {
 
 fn syntax_error(err: &liquid_core::Error, pre: &Preprocessed) -> TemplateError {
     let text = err.to_string();
-    let (line, column) = match find_position(&text) {
-        Some((line, col)) => (Some(line), Some(original_column(&pre.shifts, line, col))),
-        None => (None, None),
+    let Some((line, col)) = find_position(&text) else {
+        return TemplateError::Syntax {
+            line: None,
+            column: None,
+            message: one_line(&text),
+        };
     };
+    // pest reports where it gave up, which for a forgotten `}}` is somewhere
+    // inside the markup ("expected Literal"); the fix is at the opening
+    // delimiter, so name that one.
+    if let Some(open) = unclosed_markup(&pre.text, line, col) {
+        let (open_text, close_text, what) = if open.is_tag {
+            ("{%", "%}", "tag")
+        } else {
+            ("{{", "}}", "variable")
+        };
+        return TemplateError::Syntax {
+            line: Some(open.line),
+            column: Some(original_column(&pre.shifts, open.line, open.col)),
+            message: format!("\"{open_text}\" is not closed; end the {what} with \"{close_text}\""),
+        };
+    }
     TemplateError::Syntax {
-        line,
-        column,
+        line: Some(line),
+        column: Some(original_column(&pre.shifts, line, col)),
         message: one_line(&text),
     }
+}
+
+/// An opening `{{` or `{%`, at a 1-based line and character column of the
+/// preprocessed text.
+#[derive(Debug, PartialEq, Eq)]
+struct Opening {
+    line: usize,
+    col: usize,
+    is_tag: bool,
+}
+
+/// The markup Liquid failed in, when that markup is never closed: the last
+/// `{{` or `{%` before the error position (`line`, `col`) of `text`, if no
+/// matching `}}` / `%}` follows it before the next opening delimiter or the
+/// end. Only the markup the error is in counts, so an error in closed
+/// markup after a `{{` inside a string literal keeps Liquid's message.
+fn unclosed_markup(text: &str, line: usize, col: usize) -> Option<Opening> {
+    let mut last: Option<(usize, Opening)> = None;
+    let (mut at_line, mut at_col) = (1, 1);
+    let mut chars = text.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        if (at_line, at_col) >= (line, col) {
+            break;
+        }
+        if c == '{'
+            && let Some(&(_, next @ ('{' | '%'))) = chars.peek()
+        {
+            last = Some((
+                i,
+                Opening {
+                    line: at_line,
+                    col: at_col,
+                    is_tag: next == '%',
+                },
+            ));
+            // The second character of the delimiter cannot start another.
+            chars.next();
+            at_col += 2;
+            continue;
+        }
+        if c == '\n' {
+            at_line += 1;
+            at_col = 1;
+        } else {
+            at_col += 1;
+        }
+    }
+    let (at, opening) = last?;
+    let inside = &text[at + 2..];
+    let close = if opening.is_tag { "%}" } else { "}}" };
+    let next_open = [inside.find("{{"), inside.find("{%")]
+        .into_iter()
+        .flatten()
+        .min();
+    let unclosed = match inside.find(close) {
+        None => true,
+        Some(closed_at) => next_open.is_some_and(|next| next < closed_at),
+    };
+    unclosed.then_some(opening)
 }
 
 /// Liquid's error text on one line: the reason and its context, without the
@@ -1646,24 +1723,20 @@ mod tests {
 
     #[test]
     fn syntax_errors_say_where() {
+        // An unclosed variable is reported where it opens.
         let err = engine().compile("{{ data.x ").unwrap_err();
-        let msg = err.to_string();
-        assert!(
-            matches!(
-                err,
-                TemplateError::Syntax {
-                    line: Some(1),
-                    column: Some(_),
-                    ..
-                }
-            ),
-            "{err:?}"
+        assert_eq!(
+            err,
+            TemplateError::Syntax {
+                line: Some(1),
+                column: Some(1),
+                message: r#""{{" is not closed; end the variable with "}}""#.into(),
+            }
         );
-        assert!(msg.contains("line 1"), "{msg}");
         let err = engine().compile("{% if %}").unwrap_err();
         assert!(matches!(err, TemplateError::Syntax { .. }), "{err:?}");
         let err = engine().compile("ok\n{{ data.x ").unwrap_err();
-        assert!(err.to_string().contains("line 2"), "{err}");
+        assert!(err.to_string().contains("line 2, column 1"), "{err}");
         // Some Liquid errors carry no position, only what is wrong.
         let err = engine().compile("{{ data.x | nosuchfilter }}").unwrap_err();
         assert!(
@@ -1735,7 +1808,7 @@ mod tests {
         for (src, message) in [
             (
                 "{{ data.x ",
-                "template syntax error at line 1, column 4: expected Literal",
+                r#"template syntax error at line 1, column 1: "{{" is not closed; end the variable with "}}""#,
             ),
             (
                 "{% if %}",
@@ -1755,6 +1828,70 @@ mod tests {
             ),
         ] {
             assert_eq!(engine().compile(src).unwrap_err().to_string(), message);
+        }
+    }
+
+    #[test]
+    fn unclosed_markup_is_named_where_it_opens() {
+        let unclosed_variable = r#""{{" is not closed; end the variable with "}}""#;
+        let unclosed_tag = r#""{%" is not closed; end the tag with "%}""#;
+        for (src, line, column, message) in [
+            ("{{ data.x ", 1, 1, unclosed_variable),
+            ("{{- data.x -}", 1, 1, unclosed_variable),
+            // The README's example.
+            (r#"{"id": {{ data.id }"#, 1, 8, unclosed_variable),
+            // Closed by the other kind of delimiter.
+            ("{{ data.x %}", 1, 1, unclosed_variable),
+            ("{% if data.x }}y{% endif %}", 1, 1, unclosed_tag),
+            ("{% if data.x ", 1, 1, unclosed_tag),
+            ("  {%- if data.x ", 1, 3, unclosed_tag),
+            // The next markup starts before this one ends.
+            ("{{ data.a {{ data.b }}", 1, 1, unclosed_variable),
+            ("{% if data.a {% endif %}", 1, 1, unclosed_tag),
+            // After closed markup, on a later line, past multi-byte text.
+            ("{{ data.a }}{{", 1, 13, unclosed_variable),
+            (
+                "first {{ data.a }}\nsecond\n  ünï {{ data.b | upcase ",
+                3,
+                7,
+                unclosed_variable,
+            ),
+            ("ok\n\n{% if data.a %}x{% endif ", 3, 17, unclosed_tag),
+            // Columns in the source as written, past Ellity variables.
+            ("#a.b# #c# {{ data.x ", 1, 11, unclosed_variable),
+        ] {
+            let err = engine().compile(src).unwrap_err();
+            assert_eq!(
+                err,
+                TemplateError::Syntax {
+                    line: Some(line),
+                    column: Some(column),
+                    message: message.into(),
+                },
+                "{src:?}"
+            );
+        }
+        // Errors in closed markup keep Liquid's message, also when a
+        // string literal holds a delimiter.
+        for src in [
+            "{{ data.a | }}",
+            "{{}}",
+            r#"{{ "{{" }} {{ | }}"#,
+            "{{ | }} {{ x",
+        ] {
+            let err = engine().compile(src).unwrap_err();
+            let TemplateError::Syntax { message, .. } = &err else {
+                panic!("{src:?}: {err:?}");
+            };
+            assert!(!message.contains("is not closed"), "{src:?}: {err}");
+        }
+        // Closed markup compiles.
+        for src in [
+            "{{ data.a }}{% if data.b %}{{ data.b }}{% endif %}",
+            "{{- data.a -}}\n{%- if data.b -%}x{%- endif -%}",
+            r#"{{ "{{" }}{{ "%}" }}"#,
+        ] {
+            assert!(engine().compile(src).is_ok(), "{src:?}");
         }
     }
 
