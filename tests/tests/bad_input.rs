@@ -566,6 +566,13 @@ fn cases(f: &Fixtures) -> Vec<Case> {
             "url: template does not parse",
         ),
         case(
+            "create: URL whose host comes from the data",
+            create(|r| r.url = "https://{{ data.host }}/orders".into()),
+            InvalidArgument,
+            "url: the host renders empty (\"https:///orders\") when the URL is checked with no \
+             event data; write the host out in the URL",
+        ),
+        case(
             "create: unparsable body template",
             create(|r| r.body_template = "{\"id\": {{ data.id }\n".into()),
             InvalidArgument,

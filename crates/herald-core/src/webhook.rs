@@ -324,6 +324,36 @@ pub fn validate_method(method: &str) -> Result<Method, ValidationError> {
     })
 }
 
+/// Whether `url` has an authority (`scheme://…`) whose host is empty, as
+/// `https:///x`, `https://:8443/x` and `https://?q=1` have: what a URL
+/// template renders to when its host comes from data the event lacks.
+/// Neither parser says so: the `url` crate reads `https:///x` as the host
+/// `x`, and `http` refuses it as a badly formed URI (or accepts
+/// `https://:8443/x` with an empty host).
+pub fn url_host_is_empty(url: &str) -> bool {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return false;
+    };
+    let is_scheme = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    if !is_scheme {
+        return false;
+    }
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host_and_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    // An IPv6 literal is never empty, and its colons are not a port's.
+    if host_and_port.starts_with('[') {
+        return false;
+    }
+    host_and_port
+        .split(':')
+        .next()
+        .unwrap_or_default()
+        .is_empty()
+}
+
 /// Checks a target URL: absolute, http or https, with a host.
 pub fn validate_url(raw: &str) -> Result<(), ValidationError> {
     if raw.is_empty() {
@@ -339,6 +369,12 @@ pub fn validate_url(raw: &str) -> Result<(), ValidationError> {
                 "is {} bytes long; at most {MAX_URL_LEN} are allowed",
                 raw.len()
             ),
+        ));
+    }
+    if url_host_is_empty(raw) {
+        return Err(ValidationError::new(
+            "url",
+            format!("{raw:?} has no host; write it after the \"//\""),
         ));
     }
     let parsed = url::Url::parse(raw)
@@ -715,6 +751,18 @@ fn check_target_templates(
     let rendered = url
         .render(&empty)
         .map_err(|e| ValidationError::new("url", format!("template does not render: {e}")))?;
+    // The URL is validated as it renders without an event, so a host taken
+    // from the data is empty here; say that, rather than what the URL
+    // parsers make of `https:///x`.
+    if !url.is_static() && url_host_is_empty(&rendered) {
+        return Err(ValidationError::new(
+            "url",
+            format!(
+                "the host renders empty ({rendered:?}) when the URL is checked with no event \
+                 data; write the host out in the URL and let the data fill only the path and query"
+            ),
+        ));
+    }
     validate_url(&rendered)?;
     let parsed = url::Url::parse(&rendered).map_err(|e| {
         ValidationError::new("url", format!("{rendered:?} is not a valid URL: {e}"))
@@ -1067,6 +1115,77 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.field, "body_mode");
+    }
+
+    #[test]
+    fn empty_hosts_are_found() {
+        for (url, empty) in [
+            ("https:///x", true),
+            ("https:///x?a=1", true),
+            ("https://", true),
+            ("https://?q=1", true),
+            ("https://#top", true),
+            ("https://:8443/x", true),
+            ("http://:80", true),
+            ("https://user@/x", true),
+            ("https://x.example/", false),
+            ("https://x.example:8443/a//b", false),
+            ("https://[::1]:8443/x", false),
+            ("https://a@x.example/", false),
+            // Not a URL with an authority: other checks refuse these.
+            ("not a url", false),
+            ("https:/x", false),
+            ("/x?next=https:///y", false),
+            ("", false),
+        ] {
+            assert_eq!(url_host_is_empty(url), empty, "{url:?}");
+        }
+    }
+
+    #[test]
+    fn a_host_that_renders_empty_is_named() {
+        let err = check(NewWebhookInput {
+            url: "https://{{ data.host }}/x".into(),
+            ..input()
+        })
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "url: the host renders empty (\"https:///x\") when the URL is checked with no event \
+             data; write the host out in the URL and let the data fill only the path and query"
+        );
+        for url in [
+            "https://#shop.host#/hooks",
+            "https://{{ data.host }}:8443/x",
+            "https://{{ event.tenant }}?q=1",
+        ] {
+            let err = check(NewWebhookInput {
+                url: url.into(),
+                ..input()
+            })
+            .unwrap_err();
+            assert_eq!(err.field, "url", "{url}");
+            assert!(err.message.starts_with("the host renders empty"), "{err}");
+        }
+        // A host from the data with a fallback renders without an event,
+        // and its value is checked on each attempt.
+        assert!(
+            check(NewWebhookInput {
+                url: r#"https://{{ data.host | default: "hooks.example" }}/x"#.into(),
+                ..input()
+            })
+            .is_ok()
+        );
+        // A URL written without a host says just that.
+        let err = check(NewWebhookInput {
+            url: "https:///x".into(),
+            ..input()
+        })
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "url: \"https:///x\" has no host; write it after the \"//\""
+        );
     }
 
     #[test]
