@@ -261,7 +261,8 @@ fn test_event(webhook_id: &str, data: send_test_event_request::Data) -> Rpc {
 
 /// The webhooks the cases refer to, created before the snapshot.
 struct Fixtures {
-    /// Enabled, signed, event `order.created`.
+    /// Enabled, signed, event `order.created`; GET (created without a
+    /// method or a body).
     active: String,
     /// Disabled, the only webhook of event `order.paused`.
     paused: String,
@@ -565,10 +566,18 @@ fn cases(f: &Fixtures) -> Vec<Case> {
             "url: template does not parse",
         ),
         case(
+            "create: URL whose host comes from the data",
+            create(|r| r.url = "https://{{ data.host }}/orders".into()),
+            InvalidArgument,
+            "url: the host renders empty (\"https:///orders\") when the URL is checked with no \
+             event data; write the host out in the URL",
+        ),
+        case(
             "create: unparsable body template",
             create(|r| r.body_template = "{\"id\": {{ data.id }\n".into()),
             InvalidArgument,
-            "body_template: template does not parse: template syntax error at line 1",
+            "body_template: template does not parse: template syntax error at line 1, column 8: \
+             \"{{\" is not closed; end the variable with \"}}\"",
         ),
         case(
             "create: unknown filter in the body template",
@@ -704,6 +713,25 @@ fn cases(f: &Fixtures) -> Vec<Case> {
             "body_template: is required when body_mode is template",
         ),
         case(
+            "create: GET with a body template",
+            create(|r| {
+                r.method = "GET".into();
+                r.body_template = r#"{"id": {{ data.id }}}"#.into();
+            }),
+            InvalidArgument,
+            "body_template: a GET request carries no body (its data goes in the query string); \
+             use method POST, PUT or PATCH to send the template, or remove body_template",
+        ),
+        case(
+            "create: DELETE with body mode json",
+            create(|r| {
+                r.method = "DELETE".into();
+                r.body_mode = "json".into();
+            }),
+            InvalidArgument,
+            "body_mode: a DELETE request carries no body",
+        ),
+        case(
             "create: invalid Content-Type",
             create(|r| r.content_type = "application/json\r\n".into()),
             InvalidArgument,
@@ -771,9 +799,21 @@ fn cases(f: &Fixtures) -> Vec<Case> {
         ),
         case(
             "update: unparsable body template",
-            update(active, |r| r.body_template = Some("{% for %}".into())),
+            // POST: the fixture is a GET webhook, which takes no template.
+            update(active, |r| {
+                r.method = Some("POST".into());
+                r.body_template = Some("{% for %}".into());
+            }),
             InvalidArgument,
             "body_template: template does not parse",
+        ),
+        case(
+            "update: body template on a GET webhook",
+            update(active, |r| {
+                r.body_template = Some(r#"{"id": {{ data.id }}}"#.into())
+            }),
+            InvalidArgument,
+            "body_template: a GET request carries no body",
         ),
         case(
             "update: timeout of 0 ms",

@@ -161,7 +161,7 @@ async fn parts_soft_callback_lead_form_body() {
     assert_eq!(r.uri, "/crm/lead");
     assert_eq!(
         std::str::from_utf8(&r.body).unwrap(),
-        "phone=%2B7%20900%20123-45-67&name=%D0%98%D0%B2%D0%B0%D0%BD%20%D0%9F%D0%B5%D1%82%D1%80%D0%BE%D0%B2"
+        "phone=%2B7+900+123-45-67&name=%D0%98%D0%B2%D0%B0%D0%BD+%D0%9F%D0%B5%D1%82%D1%80%D0%BE%D0%B2"
     );
     assert_eq!(
         r.header("content-type"),

@@ -259,7 +259,9 @@ pub struct CreateArgs {
     #[arg(long, env = "HERALD_TENANT", default_value = "")]
     pub tenant: String,
     /// GET, POST, PUT, PATCH or DELETE. Default (decided by the server): POST
-    /// with a body template or --body-mode json, else GET.
+    /// with a body template or --body-mode json, else GET. GET and DELETE
+    /// send no body, so the server refuses them with a body template or
+    /// --body-mode json.
     #[arg(long)]
     pub method: Option<String>,
     /// Custom header 'Name: value' (value may be a template); repeat for more.

@@ -5,8 +5,11 @@
 //!
 //! - Liquid (`{{ data.customer.email | url_encode }}`, `{% if … %}`), with
 //!   Liquid's standard filters plus `json_escape` (escapes a value for use
-//!   inside a JSON string literal, without the quotes) and `json` (renders a
-//!   value as a JSON document).
+//!   inside a JSON string literal, without the quotes), `json` (renders a
+//!   value as a JSON document) and Shopify's `url_escape` and
+//!   `url_param_escape`. `url_encode` is Herald's own and writes what
+//!   Shopify Liquid and python-liquid write, byte for byte (a space as `+`),
+//!   not what liquid-rust's does.
 //! - Ellity's `#customer.email#`, which means exactly
 //!   `{{ data.customer.email }}`. Only `#`, an identifier path
 //!   (`[A-Za-z_][A-Za-z0-9_]*` followed by any number of `.[A-Za-z0-9_]+`) and
@@ -48,6 +51,7 @@ use liquid_core::{
     Runtime,
 };
 use liquid_lib::stdlib;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
 use crate::Payload;
 
@@ -372,7 +376,8 @@ impl Runtime for LenientFrame<'_> {
 }
 
 /// Liquid's standard library (as `liquid::ParserBuilder::with_stdlib`
-/// registers it) plus `json_escape` and `json`.
+/// registers it, but with Herald's `url_encode`) plus `url_escape`,
+/// `url_param_escape`, `json_escape` and `json`.
 fn language() -> Language {
     fn tag(lang: &mut Language, tag: impl ParseTag + 'static) {
         let name = tag.reflection().tag().to_owned();
@@ -452,7 +457,9 @@ fn language() -> Language {
     filter(l, stdlib::Uniq);
     filter(l, stdlib::Upcase);
     filter(l, stdlib::UrlDecode);
-    filter(l, stdlib::UrlEncode);
+    filter(l, UrlEncode);
+    filter(l, UrlEscape);
+    filter(l, UrlParamEscape);
     filter(l, stdlib::Where);
     filter(l, JsonEscape);
     filter(l, Json);
@@ -792,6 +799,135 @@ impl Filter for JsonFilter {
     }
 }
 
+/// What `url_encode` escapes: everything but ASCII letters, digits and
+/// `_ . - ~`, as Shopify Liquid (Ruby's `CGI.escape`) and python-liquid
+/// (`urllib.parse.quote_plus`) do. The space is left out here only because
+/// it becomes `+` afterwards.
+const URL_ENCODE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'-')
+    .remove(b'~')
+    .remove(b' ');
+
+/// What Shopify's `url_escape` escapes (Ruby's
+/// `URI::DEFAULT_PARSER.escape`): everything but ASCII letters, digits and
+/// RFC 2396's unreserved and reserved characters (with RFC 2732's brackets),
+/// `- _ . ! ~ * ' ( ) ; / ? : @ & = + $ , [ ]`.
+const URL_ESCAPE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'!')
+    .remove(b'~')
+    .remove(b'*')
+    .remove(b'\'')
+    .remove(b'(')
+    .remove(b')')
+    .remove(b';')
+    .remove(b'/')
+    .remove(b'?')
+    .remove(b':')
+    .remove(b'@')
+    .remove(b'&')
+    .remove(b'=')
+    .remove(b'+')
+    .remove(b'$')
+    .remove(b',')
+    .remove(b'[')
+    .remove(b']');
+
+/// What Shopify's `url_param_escape` escapes: as `url_escape`, and `&` too,
+/// so that a value cannot end its query parameter.
+const URL_PARAM_ESCAPE: &AsciiSet = &URL_ESCAPE.add(b'&');
+
+/// `url_encode`: a value for a query parameter or a form body, byte for
+/// byte as the Liquid reference implementations write it (a space is `+`).
+/// liquid-rust's own filter writes a space as `%20` and keeps other
+/// characters the reference escapes, so templates written for Shopify or
+/// python-liquid would send something else.
+fn url_encode(s: &str) -> String {
+    // `+` is in the escaped set, so every `+` left after encoding was a space.
+    utf8_percent_encode(s, URL_ENCODE)
+        .to_string()
+        .replace(' ', "+")
+}
+
+/// `url_escape`: Shopify's filter for a whole URL or path; keeps the
+/// characters that give a URL its structure (`/ ? & = :` …) and escapes the
+/// rest (a space is `%20`).
+fn url_escape(s: &str) -> String {
+    utf8_percent_encode(s, URL_ESCAPE).to_string()
+}
+
+/// `url_param_escape`: `url_escape`, with `&` escaped as well.
+fn url_param_escape(s: &str) -> String {
+    utf8_percent_encode(s, URL_PARAM_ESCAPE).to_string()
+}
+
+/// Applies one of the URL filters to a value; `nil` (a value the data
+/// lacks) renders empty, as it does with `json_escape`.
+fn url_filter(input: &dyn ValueView, encode: fn(&str) -> String) -> Value {
+    if input.is_nil() {
+        return Value::scalar("");
+    }
+    Value::scalar(encode(input.to_kstr().as_str()))
+}
+
+#[derive(Clone, ParseFilter, FilterReflection)]
+#[filter(
+    name = "url_encode",
+    description = "Encodes a value for a query parameter or form body (a space as +), as Shopify Liquid does.",
+    parsed(UrlEncodeFilter)
+)]
+struct UrlEncode;
+
+#[derive(Debug, Default, Display_filter)]
+#[name = "url_encode"]
+struct UrlEncodeFilter;
+
+impl Filter for UrlEncodeFilter {
+    fn evaluate(&self, input: &dyn ValueView, _runtime: &dyn Runtime) -> LiquidResult<Value> {
+        Ok(url_filter(input, url_encode))
+    }
+}
+
+#[derive(Clone, ParseFilter, FilterReflection)]
+#[filter(
+    name = "url_escape",
+    description = "Escapes the characters a URL cannot hold, keeping its structure (/ ? & = : ...).",
+    parsed(UrlEscapeFilter)
+)]
+struct UrlEscape;
+
+#[derive(Debug, Default, Display_filter)]
+#[name = "url_escape"]
+struct UrlEscapeFilter;
+
+impl Filter for UrlEscapeFilter {
+    fn evaluate(&self, input: &dyn ValueView, _runtime: &dyn Runtime) -> LiquidResult<Value> {
+        Ok(url_filter(input, url_escape))
+    }
+}
+
+#[derive(Clone, ParseFilter, FilterReflection)]
+#[filter(
+    name = "url_param_escape",
+    description = "Escapes like url_escape, and & too.",
+    parsed(UrlParamEscapeFilter)
+)]
+struct UrlParamEscape;
+
+#[derive(Debug, Default, Display_filter)]
+#[name = "url_param_escape"]
+struct UrlParamEscapeFilter;
+
+impl Filter for UrlParamEscapeFilter {
+    fn evaluate(&self, input: &dyn ValueView, _runtime: &dyn Runtime) -> LiquidResult<Value> {
+        Ok(url_filter(input, url_param_escape))
+    }
+}
+
 /// Writes `s` escaped as the inside of a JSON string literal.
 fn escape_json_into(out: &mut String, s: &str) {
     for c in s.chars() {
@@ -1070,15 +1206,92 @@ fn markup_reads_data(markup: &str) -> bool {
 
 fn syntax_error(err: &liquid_core::Error, pre: &Preprocessed) -> TemplateError {
     let text = err.to_string();
-    let (line, column) = match find_position(&text) {
-        Some((line, col)) => (Some(line), Some(original_column(&pre.shifts, line, col))),
-        None => (None, None),
+    let Some((line, col)) = find_position(&text) else {
+        return TemplateError::Syntax {
+            line: None,
+            column: None,
+            message: one_line(&text),
+        };
     };
+    // pest reports where it gave up, which for a forgotten `}}` is somewhere
+    // inside the markup ("expected Literal"); the fix is at the opening
+    // delimiter, so name that one.
+    if let Some(open) = unclosed_markup(&pre.text, line, col) {
+        let (open_text, close_text, what) = if open.is_tag {
+            ("{%", "%}", "tag")
+        } else {
+            ("{{", "}}", "variable")
+        };
+        return TemplateError::Syntax {
+            line: Some(open.line),
+            column: Some(original_column(&pre.shifts, open.line, open.col)),
+            message: format!("\"{open_text}\" is not closed; end the {what} with \"{close_text}\""),
+        };
+    }
     TemplateError::Syntax {
-        line,
-        column,
+        line: Some(line),
+        column: Some(original_column(&pre.shifts, line, col)),
         message: one_line(&text),
     }
+}
+
+/// An opening `{{` or `{%`, at a 1-based line and character column of the
+/// preprocessed text.
+#[derive(Debug, PartialEq, Eq)]
+struct Opening {
+    line: usize,
+    col: usize,
+    is_tag: bool,
+}
+
+/// The markup Liquid failed in, when that markup is never closed: the last
+/// `{{` or `{%` before the error position (`line`, `col`) of `text`, if no
+/// matching `}}` / `%}` follows it before the next opening delimiter or the
+/// end. Only the markup the error is in counts, so an error in closed
+/// markup after a `{{` inside a string literal keeps Liquid's message.
+fn unclosed_markup(text: &str, line: usize, col: usize) -> Option<Opening> {
+    let mut last: Option<(usize, Opening)> = None;
+    let (mut at_line, mut at_col) = (1, 1);
+    let mut chars = text.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        if (at_line, at_col) >= (line, col) {
+            break;
+        }
+        if c == '{'
+            && let Some(&(_, next @ ('{' | '%'))) = chars.peek()
+        {
+            last = Some((
+                i,
+                Opening {
+                    line: at_line,
+                    col: at_col,
+                    is_tag: next == '%',
+                },
+            ));
+            // The second character of the delimiter cannot start another.
+            chars.next();
+            at_col += 2;
+            continue;
+        }
+        if c == '\n' {
+            at_line += 1;
+            at_col = 1;
+        } else {
+            at_col += 1;
+        }
+    }
+    let (at, opening) = last?;
+    let inside = &text[at + 2..];
+    let close = if opening.is_tag { "%}" } else { "}}" };
+    let next_open = [inside.find("{{"), inside.find("{%")]
+        .into_iter()
+        .flatten()
+        .min();
+    let unclosed = match inside.find(close) {
+        None => true,
+        Some(closed_at) => next_open.is_some_and(|next| next < closed_at),
+    };
+    unclosed.then_some(opening)
 }
 
 /// Liquid's error text on one line: the reason and its context, without the
@@ -1249,10 +1462,133 @@ mod tests {
     fn parts_soft_lead_body_url_encode() {
         let src = "phone={{ item.phone | url_encode }}&name={{ item.name | url_encode }}";
         let ctx = json_ctx(r#"{"phone":"+7 900 123-45-67","name":"Иван Петров"}"#);
-        // Liquid's url_encode (liquid-lib 0.26) encodes a space as %20.
+        // As python-liquid 2.3.6 renders it: a space is `+`, a `+` is `%2B`.
         assert_eq!(
             render(src, &ctx),
-            "phone=%2B7%20900%20123-45-67&name=%D0%98%D0%B2%D0%B0%D0%BD%20%D0%9F%D0%B5%D1%82%D1%80%D0%BE%D0%B2"
+            "phone=%2B7+900+123-45-67&name=%D0%98%D0%B2%D0%B0%D0%BD+%D0%9F%D0%B5%D1%82%D1%80%D0%BE%D0%B2"
+        );
+    }
+
+    /// Inputs of the URL filter tables, with what each filter writes.
+    /// `url_encode`'s column is python-liquid 2.3.6's output (the Liquid
+    /// reference, the same as Ruby's `CGI.escape`); the other two follow
+    /// the character sets Shopify documents for `url_escape` and
+    /// `url_param_escape` (Ruby's `URI::DEFAULT_PARSER.escape`).
+    const URL_FILTER_CASES: &[(&str, &str, &str, &str)] = &[
+        // (input, url_encode, url_escape, url_param_escape)
+        (
+            "Tetsuro Takara",
+            "Tetsuro+Takara",
+            "Tetsuro%20Takara",
+            "Tetsuro%20Takara",
+        ),
+        (
+            "john@liquid.com",
+            "john%40liquid.com",
+            "john@liquid.com",
+            "john@liquid.com",
+        ),
+        ("a+b", "a%2Bb", "a+b", "a+b"),
+        ("a&b=c", "a%26b%3Dc", "a&b=c", "a%26b=c"),
+        (
+            "Привет мир",
+            "%D0%9F%D1%80%D0%B8%D0%B2%D0%B5%D1%82+%D0%BC%D0%B8%D1%80",
+            "%D0%9F%D1%80%D0%B8%D0%B2%D0%B5%D1%82%20%D0%BC%D0%B8%D1%80",
+            "%D0%9F%D1%80%D0%B8%D0%B2%D0%B5%D1%82%20%D0%BC%D0%B8%D1%80",
+        ),
+        (
+            "🎉 party",
+            "%F0%9F%8E%89+party",
+            "%F0%9F%8E%89%20party",
+            "%F0%9F%8E%89%20party",
+        ),
+        ("/path/to?x", "%2Fpath%2Fto%3Fx", "/path/to?x", "/path/to?x"),
+        ("q?x#frag", "q%3Fx%23frag", "q?x%23frag", "q?x%23frag"),
+        ("100% sure", "100%25+sure", "100%25%20sure", "100%25%20sure"),
+        ("~_.-*", "~_.-%2A", "~_.-*", "~_.-*"),
+        ("tab\there", "tab%09here", "tab%09here", "tab%09here"),
+        (
+            "it's (ok)!",
+            "it%27s+%28ok%29%21",
+            "it's%20(ok)!",
+            "it's%20(ok)!",
+        ),
+        // Shopify's documentation examples of url_escape and
+        // url_param_escape.
+        (
+            "<p>Health & Love potions</p>",
+            "%3Cp%3EHealth+%26+Love+potions%3C%2Fp%3E",
+            "%3Cp%3EHealth%20&%20Love%20potions%3C/p%3E",
+            "%3Cp%3EHealth%20%26%20Love%20potions%3C/p%3E",
+        ),
+        ("", "", "", ""),
+    ];
+
+    #[test]
+    fn url_filters_match_the_liquid_reference_byte_for_byte() {
+        for &(input, encoded, escaped, param_escaped) in URL_FILTER_CASES {
+            let ctx = json_ctx(&serde_json::json!({ "s": input }).to_string());
+            for (filter, expected) in [
+                ("url_encode", encoded),
+                ("url_escape", escaped),
+                ("url_param_escape", param_escaped),
+            ] {
+                assert_eq!(
+                    render(&format!("{{{{ data.s | {filter} }}}}"), &ctx),
+                    expected,
+                    "{input:?} | {filter}"
+                );
+            }
+            // Text data goes through the same filters.
+            let text = TemplateContext::new(&Payload::Text(input.into()), event());
+            assert_eq!(render("{{ data | url_encode }}", &text), encoded);
+        }
+        // A literal in the template, as Shopify's documentation writes it.
+        let ctx = json_ctx("{}");
+        assert_eq!(
+            render("{{ '<p>Health & Love potions</p>' | url_escape }}", &ctx),
+            "%3Cp%3EHealth%20&%20Love%20potions%3C/p%3E"
+        );
+        assert_eq!(
+            render(
+                "{{ '<p>Health & Love potions</p>' | url_param_escape }}",
+                &ctx
+            ),
+            "%3Cp%3EHealth%20%26%20Love%20potions%3C/p%3E"
+        );
+        // Numbers are encoded as they render; nil renders empty.
+        let ctx = json_ctx(r#"{"n": 12.50, "i": -3}"#);
+        assert_eq!(
+            render(
+                "{{ data.n | url_encode }}|{{ data.i | url_escape }}|{{ data.missing | url_encode }}|{{ data.missing | url_escape }}|{{ data.missing | url_param_escape }}|{{ nil | url_encode }}",
+                &ctx
+            ),
+            "12.5|-3||||"
+        );
+    }
+
+    #[test]
+    fn url_decode_undoes_url_encode() {
+        for &(input, encoded, escaped, param_escaped) in URL_FILTER_CASES {
+            let ctx = json_ctx(
+                &serde_json::json!({ "e": encoded, "u": escaped, "p": param_escaped, "s": input })
+                    .to_string(),
+            );
+            assert_eq!(render("{{ data.e | url_decode }}", &ctx), input);
+            assert_eq!(
+                render("{{ data.s | url_encode | url_decode }}", &ctx),
+                input
+            );
+            // url_decode reads `+` as a space, so the escapes that keep a
+            // `+` as it is only round-trip when the value has none.
+            if !input.contains('+') {
+                assert_eq!(render("{{ data.u | url_decode }}", &ctx), input);
+                assert_eq!(render("{{ data.p | url_decode }}", &ctx), input);
+            }
+        }
+        assert_eq!(
+            render("{{ 'a+b%2Bc' | url_decode }}", &json_ctx("{}")),
+            "a b+c"
         );
     }
 
@@ -1387,24 +1723,20 @@ mod tests {
 
     #[test]
     fn syntax_errors_say_where() {
+        // An unclosed variable is reported where it opens.
         let err = engine().compile("{{ data.x ").unwrap_err();
-        let msg = err.to_string();
-        assert!(
-            matches!(
-                err,
-                TemplateError::Syntax {
-                    line: Some(1),
-                    column: Some(_),
-                    ..
-                }
-            ),
-            "{err:?}"
+        assert_eq!(
+            err,
+            TemplateError::Syntax {
+                line: Some(1),
+                column: Some(1),
+                message: r#""{{" is not closed; end the variable with "}}""#.into(),
+            }
         );
-        assert!(msg.contains("line 1"), "{msg}");
         let err = engine().compile("{% if %}").unwrap_err();
         assert!(matches!(err, TemplateError::Syntax { .. }), "{err:?}");
         let err = engine().compile("ok\n{{ data.x ").unwrap_err();
-        assert!(err.to_string().contains("line 2"), "{err}");
+        assert!(err.to_string().contains("line 2, column 1"), "{err}");
         // Some Liquid errors carry no position, only what is wrong.
         let err = engine().compile("{{ data.x | nosuchfilter }}").unwrap_err();
         assert!(
@@ -1476,7 +1808,7 @@ mod tests {
         for (src, message) in [
             (
                 "{{ data.x ",
-                "template syntax error at line 1, column 4: expected Literal",
+                r#"template syntax error at line 1, column 1: "{{" is not closed; end the variable with "}}""#,
             ),
             (
                 "{% if %}",
@@ -1496,6 +1828,70 @@ mod tests {
             ),
         ] {
             assert_eq!(engine().compile(src).unwrap_err().to_string(), message);
+        }
+    }
+
+    #[test]
+    fn unclosed_markup_is_named_where_it_opens() {
+        let unclosed_variable = r#""{{" is not closed; end the variable with "}}""#;
+        let unclosed_tag = r#""{%" is not closed; end the tag with "%}""#;
+        for (src, line, column, message) in [
+            ("{{ data.x ", 1, 1, unclosed_variable),
+            ("{{- data.x -}", 1, 1, unclosed_variable),
+            // The README's example.
+            (r#"{"id": {{ data.id }"#, 1, 8, unclosed_variable),
+            // Closed by the other kind of delimiter.
+            ("{{ data.x %}", 1, 1, unclosed_variable),
+            ("{% if data.x }}y{% endif %}", 1, 1, unclosed_tag),
+            ("{% if data.x ", 1, 1, unclosed_tag),
+            ("  {%- if data.x ", 1, 3, unclosed_tag),
+            // The next markup starts before this one ends.
+            ("{{ data.a {{ data.b }}", 1, 1, unclosed_variable),
+            ("{% if data.a {% endif %}", 1, 1, unclosed_tag),
+            // After closed markup, on a later line, past multi-byte text.
+            ("{{ data.a }}{{", 1, 13, unclosed_variable),
+            (
+                "first {{ data.a }}\nsecond\n  ünï {{ data.b | upcase ",
+                3,
+                7,
+                unclosed_variable,
+            ),
+            ("ok\n\n{% if data.a %}x{% endif ", 3, 17, unclosed_tag),
+            // Columns in the source as written, past Ellity variables.
+            ("#a.b# #c# {{ data.x ", 1, 11, unclosed_variable),
+        ] {
+            let err = engine().compile(src).unwrap_err();
+            assert_eq!(
+                err,
+                TemplateError::Syntax {
+                    line: Some(line),
+                    column: Some(column),
+                    message: message.into(),
+                },
+                "{src:?}"
+            );
+        }
+        // Errors in closed markup keep Liquid's message, also when a
+        // string literal holds a delimiter.
+        for src in [
+            "{{ data.a | }}",
+            "{{}}",
+            r#"{{ "{{" }} {{ | }}"#,
+            "{{ | }} {{ x",
+        ] {
+            let err = engine().compile(src).unwrap_err();
+            let TemplateError::Syntax { message, .. } = &err else {
+                panic!("{src:?}: {err:?}");
+            };
+            assert!(!message.contains("is not closed"), "{src:?}: {err}");
+        }
+        // Closed markup compiles.
+        for src in [
+            "{{ data.a }}{% if data.b %}{{ data.b }}{% endif %}",
+            "{{- data.a -}}\n{%- if data.b -%}x{%- endif -%}",
+            r#"{{ "{{" }}{{ "%}" }}"#,
+        ] {
+            assert!(engine().compile(src).is_ok(), "{src:?}");
         }
     }
 

@@ -368,6 +368,36 @@ pub fn validate_method(method: &str) -> Result<Method, ValidationError> {
     })
 }
 
+/// Whether `url` has an authority (`scheme://…`) whose host is empty, as
+/// `https:///x`, `https://:8443/x` and `https://?q=1` have: what a URL
+/// template renders to when its host comes from data the event lacks.
+/// Neither parser says so: the `url` crate reads `https:///x` as the host
+/// `x`, and `http` refuses it as a badly formed URI (or accepts
+/// `https://:8443/x` with an empty host).
+pub fn url_host_is_empty(url: &str) -> bool {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return false;
+    };
+    let is_scheme = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    if !is_scheme {
+        return false;
+    }
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host_and_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    // An IPv6 literal is never empty, and its colons are not a port's.
+    if host_and_port.starts_with('[') {
+        return false;
+    }
+    host_and_port
+        .split(':')
+        .next()
+        .unwrap_or_default()
+        .is_empty()
+}
+
 /// Checks a target URL: absolute, http or https, with a host.
 pub fn validate_url(raw: &str) -> Result<(), ValidationError> {
     if raw.is_empty() {
@@ -383,6 +413,12 @@ pub fn validate_url(raw: &str) -> Result<(), ValidationError> {
                 "is {} bytes long; at most {MAX_URL_LEN} are allowed",
                 raw.len()
             ),
+        ));
+    }
+    if url_host_is_empty(raw) {
+        return Err(ValidationError::new(
+            "url",
+            format!("{raw:?} has no host; write it after the \"//\""),
         ));
     }
     let parsed = url::Url::parse(raw)
@@ -639,6 +675,7 @@ impl NewWebhookInput {
         };
         validate_target(
             &Target {
+                method: new.method,
                 url: &new.url,
                 headers: &new.headers,
                 secret_headers: &new.secret_headers,
@@ -655,6 +692,7 @@ impl NewWebhookInput {
 
 /// The parts of a webhook that decide what request is sent.
 pub struct Target<'a> {
+    pub method: Method,
     pub url: &'a str,
     pub headers: &'a BTreeMap<String, String>,
     pub secret_headers: &'a SecretHeaders,
@@ -667,6 +705,7 @@ pub struct Target<'a> {
 impl Webhook {
     pub fn target(&self) -> Target<'_> {
         Target {
+            method: self.method,
             url: &self.url,
             headers: &self.headers,
             secret_headers: &self.secret_headers,
@@ -679,7 +718,8 @@ impl Webhook {
 }
 
 /// Checks everything that shapes the request, as a whole: templates parse,
-/// the URL is an allowed target, headers are valid.
+/// the URL is an allowed target, headers are valid, and a body is only
+/// configured for a method that sends one.
 pub fn validate_target(target: &Target<'_>, rules: &SaveRules<'_>) -> Result<(), ValidationError> {
     validate_headers(target.headers)?;
     validate_headers(&target.secret_headers.0)
@@ -736,7 +776,38 @@ pub fn validate_target(target: &Target<'_>, rules: &SaveRules<'_>) -> Result<(),
             "is required when body_mode is template",
         ));
     }
+    check_body_fits_method(target)?;
     check_target_templates(target, rules)
+}
+
+/// GET and DELETE requests go out without a body (their data goes in the
+/// query string), so a body template or a body mode that makes a body would
+/// be silently ignored on every attempt; refuse it when it is saved instead.
+fn check_body_fits_method(target: &Target<'_>) -> Result<(), ValidationError> {
+    if !target.method.data_in_query() {
+        return Ok(());
+    }
+    let method = target.method;
+    let no_body = format!("a {method} request carries no body (its data goes in the query string)");
+    if target.body_mode == BodyMode::Json {
+        return Err(ValidationError::new(
+            "body_mode",
+            format!(
+                "{no_body}; use method POST, PUT or PATCH to send the JSON envelope, or use \
+                 body_mode raw"
+            ),
+        ));
+    }
+    if target.body_template.is_some() {
+        return Err(ValidationError::new(
+            "body_template",
+            format!(
+                "{no_body}; use method POST, PUT or PATCH to send the template, or remove \
+                 body_template"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Compiles every template of the target (so a broken one is refused at
@@ -775,6 +846,18 @@ fn check_target_templates(
     let rendered = url
         .render(&empty)
         .map_err(|e| ValidationError::new("url", format!("template does not render: {e}")))?;
+    // The URL is validated as it renders without an event, so a host taken
+    // from the data is empty here; say that, rather than what the URL
+    // parsers make of `https:///x`.
+    if !url.is_static() && url_host_is_empty(&rendered) {
+        return Err(ValidationError::new(
+            "url",
+            format!(
+                "the host renders empty ({rendered:?}) when the URL is checked with no event \
+                 data; write the host out in the URL and let the data fill only the path and query"
+            ),
+        ));
+    }
     validate_url(&rendered)?;
     let parsed = url::Url::parse(&rendered).map_err(|e| {
         ValidationError::new("url", format!("{rendered:?} is not a valid URL: {e}"))
@@ -981,6 +1064,226 @@ mod tests {
         })
         .unwrap_err();
         assert_eq!(err.field, "secret_headers");
+    }
+
+    #[test]
+    fn get_and_delete_refuse_a_body_when_created() {
+        let templated = NewWebhookInput {
+            body_template: r#"{"id": {{ data.id }}}"#.into(),
+            ..input()
+        };
+        let err = check(NewWebhookInput {
+            method: "GET".into(),
+            ..templated.clone()
+        })
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "body_template: a GET request carries no body (its data goes in the query string); \
+             use method POST, PUT or PATCH to send the template, or remove body_template"
+        );
+        let err = check(NewWebhookInput {
+            method: "delete".into(),
+            body_mode: "template".into(),
+            ..templated.clone()
+        })
+        .unwrap_err();
+        assert_eq!(err.field, "body_template");
+        assert!(
+            err.message.starts_with("a DELETE request carries no body"),
+            "{err}"
+        );
+        // A template kept beside body mode raw would be ignored just the same.
+        let err = check(NewWebhookInput {
+            method: "GET".into(),
+            body_mode: "raw".into(),
+            ..templated.clone()
+        })
+        .unwrap_err();
+        assert_eq!(err.field, "body_template");
+        let err = check(NewWebhookInput {
+            method: "GET".into(),
+            body_mode: "json".into(),
+            ..input()
+        })
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "body_mode: a GET request carries no body (its data goes in the query string); use \
+             method POST, PUT or PATCH to send the JSON envelope, or use body_mode raw"
+        );
+        // Without a method a template still means POST, and the methods
+        // that send a body take one.
+        assert_eq!(check(templated.clone()).unwrap().method, Method::Post);
+        for method in ["POST", "PUT", "PATCH"] {
+            assert!(
+                check(NewWebhookInput {
+                    method: method.into(),
+                    ..templated.clone()
+                })
+                .is_ok(),
+                "{method}"
+            );
+        }
+        // GET and DELETE without a body are what they are for.
+        for method in ["GET", "DELETE"] {
+            let w = check(NewWebhookInput {
+                method: method.into(),
+                body_mode: "raw".into(),
+                ..input()
+            })
+            .unwrap();
+            assert!(w.method.data_in_query(), "{method}");
+        }
+    }
+
+    #[test]
+    fn get_and_delete_refuse_a_body_when_updated() {
+        let now = SystemTime::now();
+        let post = Webhook {
+            id: Uuid::nil(),
+            tenant: String::new(),
+            event: "e".into(),
+            enabled: true,
+            method: Method::Post,
+            url: "https://a.example/".into(),
+            headers: BTreeMap::new(),
+            body_template: Some(r#"{"id": {{ data.id }}}"#.into()),
+            timeout_ms: 3000,
+            description: String::new(),
+            created_at: now,
+            updated_at: now,
+            body_mode: BodyMode::Template,
+            content_type: None,
+            secret_headers: SecretHeaders::default(),
+            signing: None,
+        };
+        let updated = |webhook: &Webhook, patch: WebhookPatchInput| {
+            let changed = patch.validate().unwrap().apply(webhook);
+            with_rules(false, |rules| validate_target(&changed.target(), rules))
+        };
+        assert!(updated(&post, WebhookPatchInput::default()).is_ok());
+        // The method changes, the template stays: refused.
+        let err = updated(
+            &post,
+            WebhookPatchInput {
+                method: Some("GET".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+        assert_eq!(err.field, "body_template");
+        assert!(err.message.contains("remove body_template"), "{err}");
+        // Both change together: accepted.
+        assert!(
+            updated(
+                &post,
+                WebhookPatchInput {
+                    method: Some("GET".into()),
+                    body_template: Some(String::new()),
+                    body_mode: Some("raw".into()),
+                    ..Default::default()
+                },
+            )
+            .is_ok()
+        );
+        // A template given to a GET webhook: refused.
+        let get = Webhook {
+            method: Method::Get,
+            body_template: None,
+            body_mode: BodyMode::Raw,
+            ..post.clone()
+        };
+        assert!(updated(&get, WebhookPatchInput::default()).is_ok());
+        let err = updated(
+            &get,
+            WebhookPatchInput {
+                body_template: Some("{{ data.id }}".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+        assert_eq!(err.field, "body_template");
+        let err = updated(
+            &get,
+            WebhookPatchInput {
+                body_mode: Some("json".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+        assert_eq!(err.field, "body_mode");
+    }
+
+    #[test]
+    fn empty_hosts_are_found() {
+        for (url, empty) in [
+            ("https:///x", true),
+            ("https:///x?a=1", true),
+            ("https://", true),
+            ("https://?q=1", true),
+            ("https://#top", true),
+            ("https://:8443/x", true),
+            ("http://:80", true),
+            ("https://user@/x", true),
+            ("https://x.example/", false),
+            ("https://x.example:8443/a//b", false),
+            ("https://[::1]:8443/x", false),
+            ("https://a@x.example/", false),
+            // Not a URL with an authority: other checks refuse these.
+            ("not a url", false),
+            ("https:/x", false),
+            ("/x?next=https:///y", false),
+            ("", false),
+        ] {
+            assert_eq!(url_host_is_empty(url), empty, "{url:?}");
+        }
+    }
+
+    #[test]
+    fn a_host_that_renders_empty_is_named() {
+        let err = check(NewWebhookInput {
+            url: "https://{{ data.host }}/x".into(),
+            ..input()
+        })
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "url: the host renders empty (\"https:///x\") when the URL is checked with no event \
+             data; write the host out in the URL and let the data fill only the path and query"
+        );
+        for url in [
+            "https://#shop.host#/hooks",
+            "https://{{ data.host }}:8443/x",
+            "https://{{ event.tenant }}?q=1",
+        ] {
+            let err = check(NewWebhookInput {
+                url: url.into(),
+                ..input()
+            })
+            .unwrap_err();
+            assert_eq!(err.field, "url", "{url}");
+            assert!(err.message.starts_with("the host renders empty"), "{err}");
+        }
+        // A host from the data with a fallback renders without an event,
+        // and its value is checked on each attempt.
+        assert!(
+            check(NewWebhookInput {
+                url: r#"https://{{ data.host | default: "hooks.example" }}/x"#.into(),
+                ..input()
+            })
+            .is_ok()
+        );
+        // A URL written without a host says just that.
+        let err = check(NewWebhookInput {
+            url: "https:///x".into(),
+            ..input()
+        })
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "url: \"https:///x\" has no host; write it after the \"//\""
+        );
     }
 
     #[test]

@@ -145,6 +145,8 @@ fn fragment(with_clock: bool) -> impl Strategy<Value = String> {
         " | json_escape",
         " | url_encode",
         " | url_decode",
+        " | url_escape",
+        " | url_param_escape",
         " | json",
         " | upcase",
         " | default: \"x\"",
@@ -278,6 +280,8 @@ fn well_formed(copies: bool) -> impl Strategy<Value = String> {
         " | json_escape",
         " | url_encode",
         " | url_decode",
+        " | url_escape",
+        " | url_param_escape",
         " | json",
         " | upcase",
         " | size",
@@ -435,6 +439,45 @@ fn get_url(template_source: &str, payload: &Payload) -> Option<String> {
 // ---------------------------------------------------------------------------
 // Template rendering.
 
+/// `{{ data.s | <filter> }}` with `s` as the data's `s`.
+fn render_filter(filter: &str, s: &str) -> String {
+    let doc = serde_json::json!({ "s": s }).to_string();
+    TemplateEngine::new()
+        .compile(&format!("{{{{ data.s | {filter} }}}}"))
+        .unwrap()
+        .render(&context(&Payload::Json(doc)))
+        .unwrap()
+}
+
+/// Fails unless `out` is ASCII letters, digits, the bytes of `kept` and
+/// well-formed `%XX` escapes.
+fn assert_only_escapes_and(out: &str, kept: &[u8]) -> Result<(), TestCaseError> {
+    let bytes = out.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b == b'%' {
+            prop_assert!(
+                bytes.len() > i + 2
+                    && bytes[i + 1].is_ascii_hexdigit()
+                    && bytes[i + 2].is_ascii_hexdigit(),
+                "stray % in {:?}",
+                out
+            );
+            i += 3;
+        } else {
+            prop_assert!(
+                b.is_ascii_alphanumeric() || kept.contains(&b),
+                "{:?} in {:?}",
+                b as char,
+                out
+            );
+            i += 1;
+        }
+    }
+    Ok(())
+}
+
 fn assert_deterministic(source: &str, payload: &Payload) -> Result<(), TestCaseError> {
     let engine = TemplateEngine::new();
     if let Ok(first) = engine.compile(source) {
@@ -518,38 +561,33 @@ proptest! {
         prop_assert_eq!(serde_json::from_str::<String>(&text).unwrap(), s);
     }
 
-    /// `url_encode` leaves only unreserved characters and `%XX` escapes,
-    /// and decoding gives the value back.
+    /// `url_encode` leaves only unreserved characters, `+` (a space, as in
+    /// a form body) and `%XX` escapes, and decoding it as a form value gives
+    /// the value back.
     #[test]
     fn url_encode_leaves_only_url_safe_characters(s in any::<String>()) {
-        let doc = serde_json::json!({ "s": s }).to_string();
-        let out = TemplateEngine::new()
-            .compile("{{ data.s | url_encode }}")
-            .unwrap()
-            .render(&context(&Payload::Json(doc)))
-            .unwrap();
-        let bytes = out.as_bytes();
-        let mut i = 0;
-        while i < bytes.len() {
-            let b = bytes[i];
-            if b == b'%' {
-                prop_assert!(
-                    bytes.len() > i + 2
-                        && bytes[i + 1].is_ascii_hexdigit()
-                        && bytes[i + 2].is_ascii_hexdigit(),
-                    "stray % in {:?}", out
-                );
-                i += 3;
-            } else {
-                prop_assert!(
-                    b.is_ascii_alphanumeric() || b"-._~".contains(&b),
-                    "{:?} in {:?}", b as char, out
-                );
-                i += 1;
-            }
-        }
-        let decoded = percent_encoding::percent_decode_str(&out).decode_utf8().unwrap();
+        let out = render_filter("url_encode", &s);
+        assert_only_escapes_and(&out, b"-._~+")?;
+        prop_assert_eq!(out.matches('+').count(), s.matches(' ').count());
+        let spaced = out.replace('+', " ");
+        let decoded = percent_encoding::percent_decode_str(&spaced).decode_utf8().unwrap();
         prop_assert_eq!(decoded.as_ref(), s.as_str());
+    }
+
+    /// `url_escape` and `url_param_escape` leave only the characters
+    /// Shopify documents as kept (`url_param_escape` without `&`) and
+    /// `%XX` escapes, and percent-decoding gives the value back.
+    #[test]
+    fn url_escapes_leave_only_their_characters(s in any::<String>()) {
+        for (filter, kept) in [
+            ("url_escape", &b"-_.!~*'();/?:@&=+$,[]"[..]),
+            ("url_param_escape", &b"-_.!~*'();/?:@=+$,[]"[..]),
+        ] {
+            let out = render_filter(filter, &s);
+            assert_only_escapes_and(&out, kept)?;
+            let decoded = percent_encoding::percent_decode_str(&out).decode_utf8().unwrap();
+            prop_assert_eq!(decoded.as_ref(), s.as_str(), "{}", filter);
+        }
     }
 
     /// `#a.b#` in literal text is replaced by the value at that path, the

@@ -14,7 +14,7 @@ use herald_core::payload::compact_json;
 use herald_core::signing::signature_header;
 use herald_core::ssrf::AddressPolicy;
 use herald_core::template::{CompiledTemplate, EventInfo, TemplateContext, TemplateEngine};
-use herald_core::webhook::BodyMode;
+use herald_core::webhook::{BodyMode, url_host_is_empty};
 use herald_core::{AttemptError, ErrorKind, Payload, Webhook};
 use http::header::{CONTENT_TYPE, HeaderName, HeaderValue, USER_AGENT};
 use http_body_util::Full;
@@ -196,6 +196,19 @@ impl RequestBuilder {
         }
         let uri: http::Uri = match &compiled.static_uri {
             Some(uri) if !data_in_url => uri.clone(),
+            // `http` calls `https:///x` a badly formed URI and takes
+            // `https://:8443/x` with an empty host; either way the cause is
+            // a host the template rendered empty for this data.
+            _ if url_host_is_empty(&url) => {
+                return Err(fail(
+                    &url,
+                    invalid(
+                        "the rendered URL has an empty host; write the host out in the \
+                         webhook's URL instead of taking it from the data"
+                            .into(),
+                    ),
+                ));
+            }
             _ => url
                 .parse()
                 .map_err(|e| fail(&url, invalid(format!("the URL is not valid: {e}"))))?,
@@ -527,6 +540,49 @@ mod tests {
             built.request.uri()
         );
         assert_eq!(built.url, built.request.uri().to_string());
+    }
+
+    #[test]
+    fn a_url_that_renders_an_empty_host_fails_and_says_so() {
+        use herald_core::webhook::Method;
+        let requests = builder();
+        let json = |doc: &str| Payload::Json(doc.into());
+        for (method, url) in [
+            (Method::Post, "https://{{ data.host }}/in"),
+            (Method::Post, "https://{{ data.host }}:8443/in"),
+            // The data appended to the query does not hide it.
+            (
+                Method::Get,
+                "https://{{ event.tenant | remove: 'shop' }}/in",
+            ),
+        ] {
+            let hook = webhook(method, url);
+            let Err((sent_to, error)) =
+                requests.build(&hook, &json(r#"{"a": 1}"#), &info(), SystemTime::now())
+            else {
+                panic!("{url}: an empty host must fail the attempt");
+            };
+            assert_eq!(error.kind, ErrorKind::InvalidRequest, "{url}");
+            assert!(
+                error
+                    .message
+                    .starts_with("the rendered URL has an empty host"),
+                "{url}: {}",
+                error.message
+            );
+            assert!(sent_to.starts_with("https://"), "{sent_to}");
+        }
+        // With the host in the data, the same template builds.
+        let hook = webhook(Method::Post, "https://{{ data.host }}/in");
+        let built = requests
+            .build(
+                &hook,
+                &json(r#"{"host": "hooks.example"}"#),
+                &info(),
+                SystemTime::now(),
+            )
+            .expect("built");
+        assert_eq!(built.url, "https://hooks.example/in");
     }
 
     #[test]
