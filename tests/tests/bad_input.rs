@@ -243,7 +243,7 @@ fn headers(n: usize) -> std::collections::HashMap<String, String> {
         .collect()
 }
 
-fn replay(webhook_id: &str, from: i64, to: i64, request_id: &str) -> Rpc {
+fn replay(webhook_id: &str, from: Option<i64>, to: Option<i64>, request_id: &str) -> Rpc {
     Rpc::Replay(ReplayFailedRequest {
         webhook_id: webhook_id.into(),
         from_unix_ms: from,
@@ -1020,37 +1020,62 @@ fn cases(f: &Fixtures) -> Vec<Case> {
         ),
         case(
             "replay: from after to",
-            replay(active, 2_000, 1_000, "bad-input-replay-1"),
+            replay(active, Some(2_000), Some(1_000), "bad-input-replay-1"),
             InvalidArgument,
             "the range is [from, to)",
         ),
         case(
+            "replay: from equal to to (an empty range)",
+            replay(active, Some(1_000), Some(1_000), "bad-input-replay-6"),
+            InvalidArgument,
+            "from_unix_ms: 1000 is not before to_unix_ms 1000",
+        ),
+        case(
+            "replay: neither from nor to",
+            replay(active, None, None, "bad-input-replay-7"),
+            InvalidArgument,
+            "from_unix_ms and to_unix_ms: are not set; give the range of fired times to replay \
+             as Unix milliseconds, from_unix_ms before to_unix_ms",
+        ),
+        case(
+            "replay: no from",
+            replay(active, None, Some(1_000), "bad-input-replay-8"),
+            InvalidArgument,
+            "from_unix_ms: is not set; give the range",
+        ),
+        case(
+            "replay: no to",
+            replay(active, Some(0), None, "bad-input-replay-9"),
+            InvalidArgument,
+            "to_unix_ms: is not set; give the range",
+        ),
+        case(
             "replay: negative from",
-            replay(active, -5, 1_000, "bad-input-replay-2"),
+            replay(active, Some(-5), Some(1_000), "bad-input-replay-2"),
             InvalidArgument,
             "from_unix_ms: -5 is not a time",
         ),
         case(
             "replay: huge negative to",
-            replay(active, 0, i64::MIN, "bad-input-replay-3"),
+            replay(active, Some(0), Some(i64::MIN), "bad-input-replay-3"),
             InvalidArgument,
             "to_unix_ms: -9223372036854775808 is not a time",
         ),
         case(
             "replay: no request_id",
-            replay(active, 0, 1_000, ""),
+            replay(active, Some(0), Some(1_000), ""),
             InvalidArgument,
             "request_id: required",
         ),
         case(
             "replay: unknown webhook",
-            replay(UNKNOWN_ID, 0, i64::MAX, "bad-input-replay-4"),
+            replay(UNKNOWN_ID, Some(0), Some(i64::MAX), "bad-input-replay-4"),
             NotFound,
             "does not exist",
         ),
         case(
             "replay: disabled webhook",
-            replay(paused, 0, i64::MAX, "bad-input-replay-5"),
+            replay(paused, Some(0), Some(i64::MAX), "bad-input-replay-5"),
             FailedPrecondition,
             "enable it first",
         ),
