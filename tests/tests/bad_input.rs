@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut};
-use herald_ingest::{AuthMode, BootstrapKey};
+use herald_ingest::{AuthMode, BootstrapKey, max_request_bytes};
 use herald_proto::v1::CreateApiKeyRequest;
 use herald_proto::v1::{
     CreateWebhookRequest, DeleteWebhookRequest, FireRequest, GetDeliveryRequest,
@@ -337,14 +337,17 @@ fn cases(f: &Fixtures) -> Vec<Case> {
             InvalidArgument,
             "tenant: must not contain whitespace or control characters",
         ),
+        // Herald's own check answers every request up to the decoding cap
+        // (4 × MAX_PAYLOAD + 64 KiB = 128 KiB here), with the data's size.
         case(
-            "fire: text over the payload limit",
+            "fire: text just over the payload limit",
             fire(
                 "order.created",
                 fire_request::Data::Text("x".repeat(MAX_PAYLOAD + 1)),
             ),
             InvalidArgument,
-            "send less data or raise HERALD_MAX_PAYLOAD_BYTES",
+            "data is 16385 bytes; the limit is 16384 bytes: send less data or raise \
+             HERALD_MAX_PAYLOAD_BYTES",
         ),
         case(
             "fire: JSON over the payload limit",
@@ -353,18 +356,33 @@ fn cases(f: &Fixtures) -> Vec<Case> {
                 json(&format!("\"{}\"", "x".repeat(MAX_PAYLOAD))),
             ),
             InvalidArgument,
-            "send less data or raise HERALD_MAX_PAYLOAD_BYTES",
+            "data is 16386 bytes; the limit is 16384 bytes: send less data or raise \
+             HERALD_MAX_PAYLOAD_BYTES",
         ),
-        // Past the gRPC message limit (payload limit + 64 KiB) tonic refuses
-        // the message before Herald sees it, with OUT_OF_RANGE and both sizes.
+        // Over the decoding limit of before (payload limit + 64 KiB), which
+        // answered in tonic's words.
         case(
-            "fire: message over the gRPC message size limit",
+            "fire: text over the former gRPC message limit",
             fire(
                 "order.created",
                 fire_request::Data::Text("x".repeat(MAX_PAYLOAD + 100 * 1024)),
             ),
+            InvalidArgument,
+            "data is 118784 bytes; the limit is 16384 bytes: send less data or raise \
+             HERALD_MAX_PAYLOAD_BYTES",
+        ),
+        // Over the cap tonic refuses the message before Herald decodes it
+        // (OUT_OF_RANGE); ingest rewords the refusal.
+        case(
+            "fire: message over the decoding cap",
+            fire(
+                "order.created",
+                fire_request::Data::Text("x".repeat(max_request_bytes(MAX_PAYLOAD) + 1)),
+            ),
             OutOfRange,
-            "the limit is",
+            "more than the 131072 bytes ingest reads of one call (four times \
+             HERALD_MAX_PAYLOAD_BYTES plus 64 KiB); data may be at most 16384 bytes: send less \
+             data or raise HERALD_MAX_PAYLOAD_BYTES",
         ),
         case(
             "fire: invalid JSON",
@@ -1108,6 +1126,15 @@ fn cases(f: &Fixtures) -> Vec<Case> {
             ),
             InvalidArgument,
             "raise HERALD_MAX_PAYLOAD_BYTES",
+        ),
+        case(
+            "test event: message over the decoding cap",
+            test_event(
+                active,
+                send_test_event_request::Data::Text("x".repeat(max_request_bytes(MAX_PAYLOAD) + 1)),
+            ),
+            OutOfRange,
+            "data may be at most 16384 bytes: send less data or raise HERALD_MAX_PAYLOAD_BYTES",
         ),
         case(
             "test event: webhook_id is not a UUID",
