@@ -8,29 +8,33 @@ use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
-/// Sends a token as `authorization: Bearer` (or `x-api-key`), or none.
+/// Sends a token as `authorization: Bearer` (or `x-api-key`, or any other
+/// headers), or none.
 #[derive(Clone)]
-pub struct Token(Option<(&'static str, MetadataValue<Ascii>)>);
+pub struct Token(Vec<(&'static str, MetadataValue<Ascii>)>);
 
 impl Token {
     pub fn bearer(token: &str) -> Token {
-        Token(Some((
-            "authorization",
-            format!("Bearer {token}").parse().expect("ASCII token"),
-        )))
+        Token::header("authorization", &format!("Bearer {token}"))
     }
 
     pub fn x_api_key(token: &str) -> Token {
-        Token(Some(("x-api-key", token.parse().expect("ASCII token"))))
+        Token::header("x-api-key", token)
     }
 
     /// Any header value, e.g. a credential of the wrong kind.
     pub fn header(name: &'static str, value: &str) -> Token {
-        Token(Some((name, value.parse().expect("ASCII value"))))
+        Token::none().and(name, value)
+    }
+
+    /// This token with one more header.
+    pub fn and(mut self, name: &'static str, value: &str) -> Token {
+        self.0.push((name, value.parse().expect("ASCII value")));
+        self
     }
 
     pub fn none() -> Token {
-        Token(None)
+        Token(Vec::new())
     }
 }
 
@@ -39,7 +43,7 @@ impl Interceptor for Token {
         &mut self,
         mut request: tonic::Request<()>,
     ) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some((name, value)) = &self.0 {
+        for (name, value) in &self.0 {
             request.metadata_mut().insert(*name, value.clone());
         }
         Ok(request)

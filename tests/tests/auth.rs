@@ -220,6 +220,111 @@ async fn calls_without_a_valid_key_are_refused_and_logged_without_the_token() {
     drop(env);
 }
 
+/// The three accepted forms work for a Herald key and for the bootstrap
+/// key; every other form is refused with what was wrong and the forms that
+/// work, and a proxy's Basic credentials do not hide an `x-api-key`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_accepted_key_form_works_and_a_wrong_one_is_told_what_is_wrong() {
+    let (env, addr) = authed_env().await;
+    let (_, key) = create_key(addr, ADMIN_KEY, &["fire", "read"], None).await;
+    for (name, token) in [
+        ("Bearer key", Token::bearer(&key)),
+        ("bare key", Token::header("authorization", &key)),
+        ("x-api-key", Token::x_api_key(&key)),
+        (
+            "bare bootstrap key",
+            Token::header("authorization", ADMIN_KEY),
+        ),
+        (
+            "Basic for a proxy and x-api-key",
+            Token::header("authorization", "Basic cHJveHk6cGFzcw==").and("x-api-key", &key),
+        ),
+    ] {
+        ingest(addr, token)
+            .await
+            .list_events(ListEventsRequest::default())
+            .await
+            .unwrap_or_else(|status| panic!("{name}: refused: {status:?}"));
+    }
+
+    let foreign = format!("not-a-herald-key-{}", uuid::Uuid::new_v4().simple());
+    let unknown = format!("hrk_{}", "Z".repeat(43));
+    for (name, token, problem) in [
+        (
+            "Basic",
+            Token::header("authorization", &format!("Basic {ADMIN_KEY}")),
+            "the authorization header uses scheme Basic, which Herald does not accept; ",
+        ),
+        (
+            "bare foreign secret",
+            Token::header("authorization", &foreign),
+            "the authorization header holds a value without a scheme that is neither a Herald \
+             API key (hrk_…) nor the bootstrap admin key; ",
+        ),
+        (
+            "Bearer without a key",
+            Token::header("authorization", "Bearer"),
+            "the authorization header says Bearer but carries no key; ",
+        ),
+        (
+            "bare unknown Herald key",
+            Token::header("authorization", &unknown),
+            "unknown or revoked API key; ",
+        ),
+        ("nothing", Token::none(), "no API key; "),
+    ] {
+        let status = ingest(addr, token)
+            .await
+            .list_events(ListEventsRequest::default())
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated, "{name}: {status:?}");
+        let message = status.message();
+        assert!(message.starts_with(problem), "{name}: {message}");
+        for form in [
+            "`authorization: Bearer <key>`",
+            "`authorization: <key>`",
+            "`x-api-key: <key>`",
+        ] {
+            assert!(message.contains(form), "{name}: {message} lacks {form}");
+        }
+        assert!(!message.contains(ADMIN_KEY) && !message.contains(&foreign));
+    }
+
+    // The scope a refusal names: admin needs no "(or admin)" after it.
+    let mut keyed_admin = admin(addr, Token::bearer(&key)).await;
+    let denied = keyed_admin
+        .create_webhook(CreateWebhookRequest {
+            event: "order.created".into(),
+            url: "http://127.0.0.1:9/hook".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    assert_eq!(
+        denied.message(),
+        "/herald.v1.Admin/CreateWebhook needs an API key with scope \"admin\"; this key has \
+         [fire,read]"
+    );
+    let (_, fire_only) = create_key(addr, ADMIN_KEY, &["fire"], None).await;
+    let denied = ingest(addr, Token::header("authorization", &fire_only))
+        .await
+        .list_events(ListEventsRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        denied.message(),
+        "/herald.v1.Ingest/ListEvents needs an API key with scope \"read\" (or admin); this key \
+         has [fire]"
+    );
+
+    let logs = captured();
+    assert!(!logs.contains(&foreign), "a foreign secret was logged");
+    assert!(!logs.contains(&key), "a token was logged");
+    drop(env);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scopes_decide_what_a_key_may_call() {
     let (env, addr) = authed_env().await;

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut};
-use herald_ingest::{AuthMode, BootstrapKey};
+use herald_ingest::{AuthMode, BootstrapKey, max_request_bytes};
 use herald_proto::v1::CreateApiKeyRequest;
 use herald_proto::v1::{
     CreateWebhookRequest, DeleteWebhookRequest, FireRequest, GetDeliveryRequest,
@@ -243,7 +243,7 @@ fn headers(n: usize) -> std::collections::HashMap<String, String> {
         .collect()
 }
 
-fn replay(webhook_id: &str, from: i64, to: i64, request_id: &str) -> Rpc {
+fn replay(webhook_id: &str, from: Option<i64>, to: Option<i64>, request_id: &str) -> Rpc {
     Rpc::Replay(ReplayFailedRequest {
         webhook_id: webhook_id.into(),
         from_unix_ms: from,
@@ -338,14 +338,17 @@ fn cases(f: &Fixtures) -> Vec<Case> {
             InvalidArgument,
             "tenant: must not contain whitespace or control characters",
         ),
+        // Herald's own check answers every request up to the decoding cap
+        // (4 × MAX_PAYLOAD + 64 KiB = 128 KiB here), with the data's size.
         case(
-            "fire: text over the payload limit",
+            "fire: text just over the payload limit",
             fire(
                 "order.created",
                 fire_request::Data::Text("x".repeat(MAX_PAYLOAD + 1)),
             ),
             InvalidArgument,
-            "send less data or raise HERALD_MAX_PAYLOAD_BYTES",
+            "data is 16385 bytes; the limit is 16384 bytes: send less data or raise \
+             HERALD_MAX_PAYLOAD_BYTES",
         ),
         case(
             "fire: JSON over the payload limit",
@@ -354,18 +357,33 @@ fn cases(f: &Fixtures) -> Vec<Case> {
                 json(&format!("\"{}\"", "x".repeat(MAX_PAYLOAD))),
             ),
             InvalidArgument,
-            "send less data or raise HERALD_MAX_PAYLOAD_BYTES",
+            "data is 16386 bytes; the limit is 16384 bytes: send less data or raise \
+             HERALD_MAX_PAYLOAD_BYTES",
         ),
-        // Past the gRPC message limit (payload limit + 64 KiB) tonic refuses
-        // the message before Herald sees it, with OUT_OF_RANGE and both sizes.
+        // Over the decoding limit of before (payload limit + 64 KiB), which
+        // answered in tonic's words.
         case(
-            "fire: message over the gRPC message size limit",
+            "fire: text over the former gRPC message limit",
             fire(
                 "order.created",
                 fire_request::Data::Text("x".repeat(MAX_PAYLOAD + 100 * 1024)),
             ),
+            InvalidArgument,
+            "data is 118784 bytes; the limit is 16384 bytes: send less data or raise \
+             HERALD_MAX_PAYLOAD_BYTES",
+        ),
+        // Over the cap tonic refuses the message before Herald decodes it
+        // (OUT_OF_RANGE); ingest rewords the refusal.
+        case(
+            "fire: message over the decoding cap",
+            fire(
+                "order.created",
+                fire_request::Data::Text("x".repeat(max_request_bytes(MAX_PAYLOAD) + 1)),
+            ),
             OutOfRange,
-            "the limit is",
+            "more than the 131072 bytes ingest reads of one call (four times \
+             HERALD_MAX_PAYLOAD_BYTES plus 64 KiB); data may be at most 16384 bytes: send less \
+             data or raise HERALD_MAX_PAYLOAD_BYTES",
         ),
         case(
             "fire: invalid JSON",
@@ -1060,37 +1078,62 @@ fn cases(f: &Fixtures) -> Vec<Case> {
         ),
         case(
             "replay: from after to",
-            replay(active, 2_000, 1_000, "bad-input-replay-1"),
+            replay(active, Some(2_000), Some(1_000), "bad-input-replay-1"),
             InvalidArgument,
             "the range is [from, to)",
         ),
         case(
+            "replay: from equal to to (an empty range)",
+            replay(active, Some(1_000), Some(1_000), "bad-input-replay-6"),
+            InvalidArgument,
+            "from_unix_ms: 1000 is not before to_unix_ms 1000",
+        ),
+        case(
+            "replay: neither from nor to",
+            replay(active, None, None, "bad-input-replay-7"),
+            InvalidArgument,
+            "from_unix_ms and to_unix_ms: are not set; give the range of fired times to replay \
+             as Unix milliseconds, from_unix_ms before to_unix_ms",
+        ),
+        case(
+            "replay: no from",
+            replay(active, None, Some(1_000), "bad-input-replay-8"),
+            InvalidArgument,
+            "from_unix_ms: is not set; give the range",
+        ),
+        case(
+            "replay: no to",
+            replay(active, Some(0), None, "bad-input-replay-9"),
+            InvalidArgument,
+            "to_unix_ms: is not set; give the range",
+        ),
+        case(
             "replay: negative from",
-            replay(active, -5, 1_000, "bad-input-replay-2"),
+            replay(active, Some(-5), Some(1_000), "bad-input-replay-2"),
             InvalidArgument,
             "from_unix_ms: -5 is not a time",
         ),
         case(
             "replay: huge negative to",
-            replay(active, 0, i64::MIN, "bad-input-replay-3"),
+            replay(active, Some(0), Some(i64::MIN), "bad-input-replay-3"),
             InvalidArgument,
             "to_unix_ms: -9223372036854775808 is not a time",
         ),
         case(
             "replay: no request_id",
-            replay(active, 0, 1_000, ""),
+            replay(active, Some(0), Some(1_000), ""),
             InvalidArgument,
             "request_id: required",
         ),
         case(
             "replay: unknown webhook",
-            replay(UNKNOWN_ID, 0, i64::MAX, "bad-input-replay-4"),
+            replay(UNKNOWN_ID, Some(0), Some(i64::MAX), "bad-input-replay-4"),
             NotFound,
             "does not exist",
         ),
         case(
             "replay: disabled webhook",
-            replay(paused, 0, i64::MAX, "bad-input-replay-5"),
+            replay(paused, Some(0), Some(i64::MAX), "bad-input-replay-5"),
             FailedPrecondition,
             "enable it first",
         ),
@@ -1123,6 +1166,15 @@ fn cases(f: &Fixtures) -> Vec<Case> {
             ),
             InvalidArgument,
             "raise HERALD_MAX_PAYLOAD_BYTES",
+        ),
+        case(
+            "test event: message over the decoding cap",
+            test_event(
+                active,
+                send_test_event_request::Data::Text("x".repeat(max_request_bytes(MAX_PAYLOAD) + 1)),
+            ),
+            OutOfRange,
+            "data may be at most 16384 bytes: send less data or raise HERALD_MAX_PAYLOAD_BYTES",
         ),
         case(
             "test event: webhook_id is not a UUID",

@@ -428,8 +428,8 @@ async fn resend_creates_a_linked_delivery_once_per_request_id() {
     let status = admin
         .replay_failed(ReplayFailedRequest {
             webhook_id: shown.webhook_id.clone(),
-            from_unix_ms: 0,
-            to_unix_ms: now_ms(),
+            from_unix_ms: Some(0),
+            to_unix_ms: Some(now_ms()),
             request_id: request.request_id.clone(),
         })
         .await
@@ -511,8 +511,8 @@ async fn replay_resends_the_failed_deliveries_of_a_range() {
 
     let request = ReplayFailedRequest {
         webhook_id: hook.id.clone(),
-        from_unix_ms: from,
-        to_unix_ms: to,
+        from_unix_ms: Some(from),
+        to_unix_ms: Some(to),
         request_id: Uuid::new_v4().to_string(),
     };
     let replayed = env
@@ -549,14 +549,15 @@ async fn replay_resends_the_failed_deliveries_of_a_range() {
     assert_eq!(env.queued_messages().await, 0);
     let _ = other;
 
-    // An empty range replays nothing; a missing request id is refused.
+    // A range without failed deliveries replays nothing; a missing request
+    // id is refused.
     let none = env
         .admin()
         .await
         .replay_failed(ReplayFailedRequest {
             webhook_id: hook.id.clone(),
-            from_unix_ms: 0,
-            to_unix_ms: from,
+            from_unix_ms: Some(0),
+            to_unix_ms: Some(from),
             request_id: Uuid::new_v4().to_string(),
         })
         .await
@@ -568,8 +569,8 @@ async fn replay_resends_the_failed_deliveries_of_a_range() {
         .await
         .replay_failed(ReplayFailedRequest {
             webhook_id: hook.id.clone(),
-            from_unix_ms: 0,
-            to_unix_ms: to,
+            from_unix_ms: Some(0),
+            to_unix_ms: Some(to),
             request_id: String::new(),
         })
         .await

@@ -450,6 +450,65 @@ async fn ssrf_guard_refuses_internal_targets_at_save_and_at_send() {
     assert!(receiver.requests().is_empty());
 }
 
+/// hyper writes no Content-Length for an empty HTTP/1.1 body, and some
+/// servers answer a POST without one with 411 Length Required: a POST or PUT
+/// with no data (raw empty text, or a template that renders nothing) says
+/// `Content-Length: 0`, while a GET, which has no body, says nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_bodies_say_content_length_0_over_http1() {
+    let env = TestEnv::start("0s").await.unwrap();
+    let receiver = Receiver::ok().await;
+    for (method, path, body_template) in [
+        ("POST", "/raw", ""),
+        ("PUT", "/put", ""),
+        ("POST", "/template", "{{ data }}"),
+        ("GET", "/get", ""),
+    ] {
+        create(
+            &env,
+            CreateWebhookRequest {
+                event: "stock.cleared".into(),
+                method: method.into(),
+                url: receiver.url(path),
+                body_template: body_template.into(),
+                ..Default::default()
+            },
+        )
+        .await;
+    }
+    let ids = env
+        .fire("stock.cleared", fire_request::Data::Text(String::new()))
+        .await;
+    assert_eq!(ids.len(), 4);
+    for id in &ids {
+        let row = env.wait_final(id, FINAL).await;
+        assert_eq!(row.state, "succeeded", "{row:?}");
+    }
+    let mut requests = receiver.requests();
+    requests.sort_by(|a, b| a.uri.cmp(&b.uri));
+    let seen: Vec<(&str, &str, Option<&str>)> = requests
+        .iter()
+        .map(|r| {
+            assert_eq!(r.version, "HTTP/1.1", "{r:?}");
+            assert!(r.body.is_empty(), "{r:?}");
+            (
+                r.method.as_str(),
+                r.uri.as_str(),
+                r.header("content-length"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("GET", "/get", None),
+            ("PUT", "/put", Some("0")),
+            ("POST", "/raw", Some("0")),
+            ("POST", "/template", Some("0")),
+        ]
+    );
+}
+
 /// A CA and a server certificate for `localhost`, made by rcgen.
 fn test_pki() -> (String, Arc<rustls::ServerConfig>, Arc<rustls::ServerConfig>) {
     use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};

@@ -400,8 +400,8 @@ pub async fn run(server: &Connection, json: bool, command: LogCommand) -> anyhow
                 .admin
                 .replay_failed(ReplayFailedRequest {
                     webhook_id: args.webhook_id,
-                    from_unix_ms,
-                    to_unix_ms,
+                    from_unix_ms: Some(from_unix_ms),
+                    to_unix_ms: Some(to_unix_ms),
                     request_id: request_id.clone(),
                 })
                 .await)?;

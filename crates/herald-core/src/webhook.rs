@@ -1157,6 +1157,7 @@ mod tests {
             content_type: None,
             secret_headers: SecretHeaders::default(),
             signing: None,
+            id_header: None,
         };
         let updated = |webhook: &Webhook, patch: WebhookPatchInput| {
             let changed = patch.validate().unwrap().apply(webhook);

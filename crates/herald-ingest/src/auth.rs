@@ -1,13 +1,21 @@
 //! Authentication and authorization of the gRPC API.
 //!
 //! [`Authenticate`] wraps every gRPC service of ingest. It takes the API key
-//! from `authorization: Bearer <token>` (or `x-api-key: <token>`), finds it
-//! by the SHA-256 of the token in the in-memory [`ApiKeyCache`] (or matches
-//! it against the bootstrap admin key from configuration), checks the scope
-//! the called method needs ([`required_scope`]) and hands the caller's
-//! [`Principal`] to the handlers in the request extensions. Handlers then
-//! check the tenant a call acts on: a key limited to a tenant cannot see or
-//! change another tenant's webhooks, deliveries or keys.
+//! from `authorization: Bearer <token>`, `authorization: <token>` (no
+//! scheme) or `x-api-key: <token>`, finds it by the SHA-256 of the token in
+//! the in-memory [`ApiKeyCache`] (or matches it against the bootstrap admin
+//! key from configuration), checks the scope the called method needs
+//! ([`required_scope`]) and hands the caller's [`Principal`] to the handlers
+//! in the request extensions. Handlers then check the tenant a call acts on:
+//! a key limited to a tenant cannot see or change another tenant's webhooks,
+//! deliveries or keys.
+//!
+//! A bare `authorization: <token>` counts as a key because clients that
+//! cannot add a scheme send it that way; it is looked up like any other
+//! token, so it works for Herald's `hrk_` keys and for the bootstrap admin
+//! key, whatever that looks like (it has no whitespace, so it can never be
+//! mistaken for `<scheme> <credentials>`). A call whose credentials cannot
+//! be used is told exactly what was wrong and which forms are accepted.
 //!
 //! Health checks and server reflection stay open, so that probes and
 //! `grpcurl list` work without a key. Refusals are logged with the key's id
@@ -18,7 +26,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures_util::future::{Either, Ready, ready};
-use herald_core::api_key::{Scope, Scopes, TokenHash, display_prefix, validate_bootstrap_key};
+use herald_core::api_key::{
+    Scope, Scopes, TOKEN_PREFIX, TokenHash, display_prefix, validate_bootstrap_key,
+};
 use herald_core::webhook::ValidationError;
 use herald_store::{ApiKey, ApiKeyCache};
 use tonic::server::NamedService;
@@ -263,10 +273,147 @@ pub(crate) struct Authenticator {
 /// Why a call was refused, for the log line and the status.
 #[derive(Debug)]
 enum Refusal {
-    /// No key, or one Herald does not know (or that was revoked).
-    Unauthenticated { shown: String, reason: &'static str },
+    /// No usable key, or one Herald does not know (or that was revoked).
+    /// `shown` is the display prefix of a token in Herald's format.
+    Unauthenticated { shown: String, problem: KeyProblem },
     /// A known key without the scope the method needs.
     Scope(Arc<Principal>, Scope),
+}
+
+/// The key of a call as its headers present it.
+#[derive(Debug, PartialEq, Eq)]
+enum Presented<'a> {
+    /// `authorization: Bearer <token>` or `x-api-key: <token>`.
+    Key(&'a str),
+    /// `authorization: <token>` without a scheme.
+    Bare(&'a str),
+    /// No usable key, and why.
+    Missing(KeyProblem),
+}
+
+/// What was wrong with the key of a refused call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum KeyProblem {
+    /// Neither `authorization` nor `x-api-key`.
+    NoKey,
+    /// A header whose value is not visible ASCII text.
+    NotText(&'static str),
+    /// A header with an empty value.
+    Empty(&'static str),
+    /// `authorization: <scheme> <credentials>` with a scheme other than
+    /// Bearer; holds the scheme as sent when it looks like one.
+    Scheme(Option<String>),
+    /// `authorization: Bearer` with nothing after it.
+    BearerWithoutKey,
+    /// A bare `authorization` value that is neither a Herald API key nor
+    /// the bootstrap admin key.
+    BareNotAKey,
+    /// A token Herald does not know, or a revoked key.
+    Unknown,
+}
+
+/// Longest authentication scheme named back to the caller. Real schemes
+/// are short words (Basic, Digest, Negotiate, AWS4-HMAC-SHA256); anything
+/// longer in that place is more likely a secret than a scheme.
+const MAX_SHOWN_SCHEME_LEN: usize = 20;
+
+impl KeyProblem {
+    /// A fixed label for the log line. The scheme is not logged: what a
+    /// caller put in its place may be a secret.
+    fn label(&self) -> &'static str {
+        match self {
+            KeyProblem::NoKey => "no API key",
+            KeyProblem::NotText(_) => "key header is not visible ASCII",
+            KeyProblem::Empty(_) => "key header is empty",
+            KeyProblem::Scheme(_) => "authorization scheme is not Bearer",
+            KeyProblem::BearerWithoutKey => "Bearer without a key",
+            KeyProblem::BareNotAKey => "bare authorization value is not a key",
+            KeyProblem::Unknown => "unknown or revoked API key",
+        }
+    }
+
+    /// `scheme` as it may be named back to the caller.
+    fn scheme(scheme: &str) -> KeyProblem {
+        let shown = (scheme.len() <= MAX_SHOWN_SCHEME_LEN
+            && scheme
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b)))
+        .then(|| scheme.to_owned());
+        KeyProblem::Scheme(shown)
+    }
+}
+
+impl std::fmt::Display for KeyProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeyProblem::NoKey => f.write_str("no API key"),
+            KeyProblem::NotText(header) => {
+                write!(f, "the {header} header is not visible ASCII text")
+            }
+            KeyProblem::Empty(header) => write!(f, "the {header} header is empty"),
+            KeyProblem::Scheme(Some(scheme)) => write!(
+                f,
+                "the authorization header uses scheme {scheme}, which Herald does not accept"
+            ),
+            KeyProblem::Scheme(None) => f.write_str(
+                "the authorization header uses a scheme Herald does not accept (not Bearer)",
+            ),
+            KeyProblem::BearerWithoutKey => {
+                f.write_str("the authorization header says Bearer but carries no key")
+            }
+            KeyProblem::BareNotAKey => write!(
+                f,
+                "the authorization header holds a value without a scheme that is neither a \
+                 Herald API key ({TOKEN_PREFIX}…) nor the bootstrap admin key"
+            ),
+            KeyProblem::Unknown => f.write_str("unknown or revoked API key"),
+        }
+    }
+}
+
+/// Who a presented key belongs to.
+#[derive(Debug)]
+enum Caller {
+    Bootstrap,
+    Key(Arc<ApiKey>),
+}
+
+/// Finds the owner of the key `presented` holds: the bootstrap admin key,
+/// or the key `lookup` finds by the token's hash.
+fn identify(
+    presented: Presented<'_>,
+    bootstrap: Option<&BootstrapKey>,
+    lookup: impl FnOnce(&TokenHash) -> Option<Arc<ApiKey>>,
+) -> Result<Caller, Refusal> {
+    let (token, bare) = match presented {
+        Presented::Key(token) => (token, false),
+        Presented::Bare(token) => (token, true),
+        Presented::Missing(problem) => {
+            return Err(Refusal::Unauthenticated {
+                shown: String::new(),
+                problem,
+            });
+        }
+    };
+    let hash = TokenHash::of(token);
+    if let Some(bootstrap) = bootstrap
+        && bootstrap.0.ct_eq(&hash)
+    {
+        return Ok(Caller::Bootstrap);
+    }
+    match lookup(&hash) {
+        Some(key) => Ok(Caller::Key(key)),
+        None => Err(Refusal::Unauthenticated {
+            shown: display_prefix(token),
+            // Every key in the database starts with the prefix; a bare value
+            // without it was most likely meant as something else.
+            problem: if bare && !token.starts_with(TOKEN_PREFIX) {
+                KeyProblem::BareNotAKey
+            } else {
+                KeyProblem::Unknown
+            },
+        }),
+    }
 }
 
 impl Authenticator {
@@ -284,24 +431,11 @@ impl Authenticator {
         if self.mode == AuthMode::Disabled {
             return Ok(self.disabled.clone());
         }
-        let Some(token) = token(headers) else {
-            return Err(Refusal::Unauthenticated {
-                shown: String::new(),
-                reason: "no API key",
-            });
-        };
-        let hash = TokenHash::of(token);
-        if let Some(bootstrap) = &self.bootstrap
-            && bootstrap.0.ct_eq(&hash)
-        {
-            return Ok(self.bootstrap_principal.clone());
-        }
-        match self.keys.lookup(&hash) {
-            Some(key) => Ok(Arc::new(Principal::Key(key))),
-            None => Err(Refusal::Unauthenticated {
-                shown: display_prefix(token),
-                reason: "unknown or revoked API key",
-            }),
+        match identify(presented(headers), self.bootstrap.as_ref(), |hash| {
+            self.keys.lookup(hash)
+        })? {
+            Caller::Bootstrap => Ok(self.bootstrap_principal.clone()),
+            Caller::Key(key) => Ok(Arc::new(Principal::Key(key))),
         }
     }
 
@@ -322,21 +456,49 @@ impl Authenticator {
     }
 }
 
-/// The token of a call: `authorization: Bearer <token>` or `x-api-key`.
-fn token(headers: &http::HeaderMap) -> Option<&str> {
-    if let Some(value) = headers.get(http::header::AUTHORIZATION) {
-        let value = value.to_str().ok()?.trim();
-        let (scheme, token) = value.split_once(' ')?;
-        return scheme
-            .eq_ignore_ascii_case("bearer")
-            .then(|| token.trim())
-            .filter(|t| !t.is_empty());
+/// The key of a call: from `authorization` (`Bearer <token>`, or a bare
+/// `<token>`) or else from `x-api-key`. An `authorization` header that holds
+/// no key (another scheme, e.g. Basic for a proxy in front of ingest) does
+/// not hide an `x-api-key`; when neither header holds a key, the problem
+/// of `authorization` is the one reported, as the header the caller most
+/// likely meant to use.
+fn presented(headers: &http::HeaderMap) -> Presented<'_> {
+    let authorization = headers
+        .get(http::header::AUTHORIZATION)
+        .map(from_authorization);
+    if let Some(found @ (Presented::Key(_) | Presented::Bare(_))) = authorization {
+        return found;
     }
-    headers
+    let x_api_key = headers
         .get("x-api-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
+        .map(|value| match value.to_str().map(str::trim) {
+            Err(_) => Presented::Missing(KeyProblem::NotText("x-api-key")),
+            Ok("") => Presented::Missing(KeyProblem::Empty("x-api-key")),
+            Ok(token) => Presented::Key(token),
+        });
+    match (authorization, x_api_key) {
+        (_, Some(found @ Presented::Key(_))) => found,
+        (Some(problem), _) | (None, Some(problem)) => problem,
+        (None, None) => Presented::Missing(KeyProblem::NoKey),
+    }
+}
+
+fn from_authorization(value: &http::HeaderValue) -> Presented<'_> {
+    let Ok(value) = value.to_str().map(str::trim) else {
+        return Presented::Missing(KeyProblem::NotText("authorization"));
+    };
+    match value.split_once([' ', '\t']) {
+        _ if value.is_empty() => Presented::Missing(KeyProblem::Empty("authorization")),
+        None if value.eq_ignore_ascii_case("bearer") => {
+            Presented::Missing(KeyProblem::BearerWithoutKey)
+        }
+        None => Presented::Bare(value),
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => match token.trim() {
+            "" => Presented::Missing(KeyProblem::BearerWithoutKey),
+            token => Presented::Key(token),
+        },
+        Some((scheme, _)) => Presented::Missing(KeyProblem::scheme(scheme)),
+    }
 }
 
 /// Wraps the gRPC services: authenticates and authorizes every call before
@@ -396,11 +558,18 @@ where
 /// Logs a refused call (without its token) and says what to do about it.
 fn refuse(method: &str, peer: Option<SocketAddr>, refusal: Refusal) -> Status {
     match refusal {
-        Refusal::Unauthenticated { shown, reason } => {
-            tracing::warn!(method, ?peer, key_prefix = %shown, reason, "call refused: not authenticated");
+        Refusal::Unauthenticated { shown, problem } => {
+            tracing::warn!(
+                method,
+                ?peer,
+                key_prefix = %shown,
+                reason = problem.label(),
+                "call refused: not authenticated"
+            );
             Status::unauthenticated(format!(
-                "{reason}; pass `authorization: Bearer <key>` (herald --token / HERALD_TOKEN); \
-                 keys are created with `herald keys create` or come from HERALD_ADMIN_KEY"
+                "{problem}; send the key as `authorization: Bearer <key>`, `authorization: <key>` \
+                 or `x-api-key: <key>` (herald --token / HERALD_TOKEN); keys are created with \
+                 `herald keys create` or come from HERALD_ADMIN_KEY"
             ))
         }
         Refusal::Scope(principal, scope) => {
@@ -412,8 +581,15 @@ fn refuse(method: &str, peer: Option<SocketAddr>, refusal: Refusal) -> Status {
                 needed = %scope,
                 "call refused: API key lacks the scope"
             );
+            // Admin grants every scope, so say so except where admin is
+            // the scope needed anyway.
+            let or_admin = if scope == Scope::Admin {
+                ""
+            } else {
+                " (or admin)"
+            };
             Status::permission_denied(format!(
-                "{method} needs an API key with scope \"{scope}\" (or admin); this key has [{}]",
+                "{method} needs an API key with scope \"{scope}\"{or_admin}; this key has [{}]",
                 principal.scopes()
             ))
         }
@@ -479,19 +655,172 @@ mod tests {
     }
 
     #[test]
-    fn tokens_come_from_bearer_or_x_api_key() {
+    fn keys_come_from_bearer_a_bare_authorization_or_x_api_key() {
+        use KeyProblem::*;
+        use Presented::{Bare, Key, Missing};
+        let cases: &[(&[(&'static str, &str)], Presented<'static>)] = &[
+            (&[("authorization", "Bearer abc")], Key("abc")),
+            (&[("authorization", "bearer  abc ")], Key("abc")),
+            (&[("authorization", "Bearer\tabc")], Key("abc")),
+            (&[("authorization", "hrk_abc")], Bare("hrk_abc")),
+            (
+                &[("authorization", " some-admin-key ")],
+                Bare("some-admin-key"),
+            ),
+            (&[("x-api-key", "abc")], Key("abc")),
+            (&[], Missing(NoKey)),
+            (
+                &[("authorization", "Basic dXNlcjpwYXNz")],
+                Missing(Scheme(Some("Basic".into()))),
+            ),
+            (
+                &[("authorization", "ThisIsFarTooLongForAScheme xyz")],
+                Missing(Scheme(None)),
+            ),
+            (&[("authorization", "Bearer ")], Missing(BearerWithoutKey)),
+            (&[("authorization", "BEARER")], Missing(BearerWithoutKey)),
+            (&[("authorization", "")], Missing(Empty("authorization"))),
+            (&[("x-api-key", " ")], Missing(Empty("x-api-key"))),
+            // Another scheme (a proxy's Basic) does not hide x-api-key...
+            (
+                &[
+                    ("authorization", "Basic dXNlcjpwYXNz"),
+                    ("x-api-key", "abc"),
+                ],
+                Key("abc"),
+            ),
+            // ... but a key in authorization wins over x-api-key,
+            (
+                &[("authorization", "Bearer abc"), ("x-api-key", "def")],
+                Key("abc"),
+            ),
+            // and when neither holds a key, authorization's problem is told.
+            (
+                &[("authorization", "Basic x"), ("x-api-key", "")],
+                Missing(Scheme(Some("Basic".into()))),
+            ),
+        ];
+        for (pairs, expected) in cases {
+            let map = headers(pairs);
+            assert_eq!(&presented(&map), expected, "{pairs:?}");
+        }
+        let mut not_text = http::HeaderMap::new();
+        not_text.insert(
+            http::header::AUTHORIZATION,
+            http::HeaderValue::from_bytes(b"Bearer caf\xc3\xa9").unwrap(),
+        );
+        assert_eq!(presented(&not_text), Missing(NotText("authorization")));
+    }
+
+    fn key(token: &str, scopes: &[&str]) -> Arc<ApiKey> {
+        Arc::new(ApiKey {
+            id: Uuid::nil(),
+            name: "k".into(),
+            token_prefix: display_prefix(token),
+            scopes: Scopes::parse(scopes).unwrap(),
+            tenant: None,
+            created_at: std::time::SystemTime::UNIX_EPOCH,
+            revoked_at: None,
+        })
+    }
+
+    /// The problem of a refused key, or `None` when it was accepted.
+    fn problem_of(
+        presented: Presented<'_>,
+        bootstrap: &BootstrapKey,
+        known: &str,
+    ) -> Option<KeyProblem> {
+        let known = (TokenHash::of(known), key(known, &["fire"]));
+        let lookup = |hash: &TokenHash| (*hash == known.0).then(|| known.1.clone());
+        match identify(presented, Some(bootstrap), lookup) {
+            Ok(_) => None,
+            Err(Refusal::Unauthenticated { problem, .. }) => Some(problem),
+            Err(other) => panic!("not an authentication refusal: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn bare_keys_count_for_herald_keys_and_the_bootstrap_key_only() {
+        let admin_key = "0123456789abcdef-admin";
+        let bootstrap = BootstrapKey::new(admin_key).unwrap();
+        let known = format!("{TOKEN_PREFIX}{}", "K".repeat(43));
+        let unknown = format!("{TOKEN_PREFIX}{}", "U".repeat(43));
+        for presented in [
+            Presented::Bare(&known),
+            Presented::Key(&known),
+            Presented::Bare(admin_key),
+            Presented::Key(admin_key),
+        ] {
+            let shown = format!("{presented:?}");
+            assert_eq!(problem_of(presented, &bootstrap, &known), None, "{shown}");
+        }
         assert_eq!(
-            token(&headers(&[("authorization", "Bearer abc")])),
-            Some("abc")
+            problem_of(Presented::Bare(&unknown), &bootstrap, &known),
+            Some(KeyProblem::Unknown)
         );
         assert_eq!(
-            token(&headers(&[("authorization", "bearer  abc ")])),
-            Some("abc")
+            problem_of(Presented::Key("a-password"), &bootstrap, &known),
+            Some(KeyProblem::Unknown)
         );
-        assert_eq!(token(&headers(&[("authorization", "Basic abc")])), None);
-        assert_eq!(token(&headers(&[("authorization", "Bearer ")])), None);
-        assert_eq!(token(&headers(&[("x-api-key", "abc")])), Some("abc"));
-        assert_eq!(token(&headers(&[])), None);
+        assert_eq!(
+            problem_of(Presented::Bare("a-password"), &bootstrap, &known),
+            Some(KeyProblem::BareNotAKey)
+        );
+        let Err(Refusal::Unauthenticated { shown, .. }) =
+            identify(Presented::Bare(&unknown), None, |_| None)
+        else {
+            panic!("an unknown key must be refused");
+        };
+        assert_eq!(shown, display_prefix(&unknown), "Herald's format is shown");
+    }
+
+    #[test]
+    fn refusals_say_what_was_wrong_and_which_forms_work() {
+        let unauthenticated = |problem| {
+            let status = refuse(
+                "/herald.v1.Ingest/Fire",
+                None,
+                Refusal::Unauthenticated {
+                    shown: String::new(),
+                    problem,
+                },
+            );
+            assert_eq!(status.code(), tonic::Code::Unauthenticated);
+            status.message().to_owned()
+        };
+        let basic = unauthenticated(KeyProblem::scheme("Basic"));
+        assert!(
+            basic.starts_with(
+                "the authorization header uses scheme Basic, which Herald does not accept; "
+            ),
+            "{basic}"
+        );
+        for form in [
+            "`authorization: Bearer <key>`",
+            "`authorization: <key>`",
+            "`x-api-key: <key>`",
+        ] {
+            assert!(basic.contains(form), "{basic} lacks {form}");
+        }
+        assert!(unauthenticated(KeyProblem::NoKey).starts_with("no API key; "));
+        assert!(
+            unauthenticated(KeyProblem::BareNotAKey).contains("neither a Herald API key (hrk_…)")
+        );
+
+        let denied = |scopes: &[&str], needed| {
+            let principal = Arc::new(Principal::Key(key("hrk_x", scopes)));
+            let status = refuse("/m", None, Refusal::Scope(principal, needed));
+            assert_eq!(status.code(), tonic::Code::PermissionDenied);
+            status.message().to_owned()
+        };
+        assert_eq!(
+            denied(&["fire"], Scope::Admin),
+            "/m needs an API key with scope \"admin\"; this key has [fire]"
+        );
+        assert_eq!(
+            denied(&["fire"], Scope::Read),
+            "/m needs an API key with scope \"read\" (or admin); this key has [fire]"
+        );
     }
 
     #[test]

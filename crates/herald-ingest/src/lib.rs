@@ -15,6 +15,7 @@ mod convert;
 mod ingest;
 mod keys;
 mod log;
+mod request_size;
 mod scheduled;
 
 use std::time::Duration;
@@ -31,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 pub use admin::{AdminService, TargetPolicy};
 pub use auth::{AuthMode, BootstrapKey, GrpcTls, Principal};
 pub use ingest::IngestService;
+pub use request_size::max_request_bytes;
 
 /// Everything the ingest service needs to run.
 #[derive(Debug, Clone)]
@@ -163,8 +165,10 @@ pub async fn run(
     let admin = AdminService::new(store, cache, publisher.clone(), config.targets.clone(), log)
         .with_max_payload_bytes(config.max_payload_bytes)
         .with_api_keys(keys);
-    // Leave room for the rest of the request around the payload itself.
-    let max_message = config.max_payload_bytes + 64 * 1024;
+    // A hard cap well above the payload limit, so that Herald's own check
+    // (with the data's size and HERALD_MAX_PAYLOAD_BYTES) answers every
+    // request up to it; see `request_size`.
+    let max_message = max_request_bytes(config.max_payload_bytes);
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<IngestServer<IngestService>>().await;
@@ -206,7 +210,14 @@ pub async fn run(
         .add_service(IngestServer::new(ingest).max_decoding_message_size(max_message))
         .add_service(AdminServer::new(admin).max_decoding_message_size(max_message))
         .prepare();
-    let mut builder = tonic::transport::Server::builder();
+    let max_payload_bytes = config.max_payload_bytes;
+    let mut builder = tonic::transport::Server::builder().layer(
+        // tonic refuses a request over the cap in its own words; say it in
+        // Herald's, naming the setting that raises the cap.
+        tower::util::MapResponseLayer::new(move |response| {
+            request_size::reword_too_large(response, max_message, max_payload_bytes)
+        }),
+    );
     if let Some(tls) = &config.tls {
         // tonic applies the TLS acceptor to a caller's incoming stream too,
         // so TCP_NODELAY below and TLS combine.

@@ -60,6 +60,47 @@ fn range(
     Ok((from, to))
 }
 
+/// What a ReplayFailed caller must give as its range.
+const REPLAY_RANGE: &str = "give the range of fired times to replay as Unix milliseconds, \
+    from_unix_ms before to_unix_ms (the range is [from, to))";
+
+/// The range of a ReplayFailed call. Both bounds are required: a replay of
+/// "everything" would be an accident, and an unset bound used to mean 0,
+/// which answered OK with no deliveries. An empty range (from = to) is
+/// refused for the same reason.
+fn replay_range(from: Option<i64>, to: Option<i64>) -> Result<(SystemTime, SystemTime), Status> {
+    // A client generated from a herald.proto older than the optional fields
+    // cannot send 0, so an unset from may be a from of 0 meant literally.
+    const OLD_CLIENTS: &str =
+        "a client built from an older herald.proto cannot send 0: give 1 for the start of 1970";
+    let (from_ms, to_ms) = match (from, to) {
+        (Some(from), Some(to)) => (from, to),
+        (None, None) => {
+            return Err(Status::invalid_argument(format!(
+                "from_unix_ms and to_unix_ms: are not set; {REPLAY_RANGE}; {OLD_CLIENTS}"
+            )));
+        }
+        (None, Some(_)) => {
+            return Err(Status::invalid_argument(format!(
+                "from_unix_ms: is not set; {REPLAY_RANGE}; {OLD_CLIENTS}"
+            )));
+        }
+        (Some(_), None) => {
+            return Err(Status::invalid_argument(format!(
+                "to_unix_ms: is not set; {REPLAY_RANGE}"
+            )));
+        }
+    };
+    let from = time("from_unix_ms", from_ms)?;
+    let to = time("to_unix_ms", to_ms)?;
+    if from >= to {
+        return Err(Status::invalid_argument(format!(
+            "from_unix_ms: {from_ms} is not before to_unix_ms {to_ms}; {REPLAY_RANGE}"
+        )));
+    }
+    Ok((from, to))
+}
+
 fn check_request_id(request_id: &str) -> Result<(), Status> {
     if request_id.is_empty() {
         return Err(Status::invalid_argument(
@@ -287,10 +328,7 @@ impl AdminService {
     ) -> Result<ResendResponse, Status> {
         let webhook_id = parse_id("webhook_id", &req.webhook_id)?;
         check_request_id(&req.request_id)?;
-        let (from, to) = range(Some(req.from_unix_ms), Some(req.to_unix_ms))?;
-        let (Some(from), Some(to)) = (from, to) else {
-            return Err(Status::internal("range lost its bounds"));
-        };
+        let (from, to) = replay_range(req.from_unix_ms, req.to_unix_ms)?;
         if let Some((kind, ids)) = self
             .store
             .recorded_resend(&req.request_id)
@@ -402,5 +440,29 @@ impl AdminService {
         Ok(FireResponse {
             delivery_ids: vec![id.to_string()],
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_replay_range_needs_both_bounds_in_order() {
+        let refused = |from, to| {
+            let status = replay_range(from, to).unwrap_err();
+            assert_eq!(status.code(), tonic::Code::InvalidArgument);
+            status.message().to_owned()
+        };
+        assert!(refused(None, None).starts_with("from_unix_ms and to_unix_ms: are not set"));
+        assert!(refused(None, Some(5)).starts_with("from_unix_ms: is not set"));
+        assert!(refused(Some(5), None).starts_with("to_unix_ms: is not set"));
+        assert!(refused(Some(5), Some(5)).contains("5 is not before to_unix_ms 5"));
+        assert!(refused(Some(6), Some(5)).contains("the range is [from, to)"));
+        assert!(refused(Some(-1), Some(5)).contains("-1 is not a time"));
+        assert!(refused(None, None).contains("Unix milliseconds"));
+        let (from, to) = replay_range(Some(0), Some(1)).unwrap();
+        assert_eq!(from, UNIX_EPOCH);
+        assert_eq!(to, UNIX_EPOCH + Duration::from_millis(1));
     }
 }

@@ -26,7 +26,9 @@ struct Cli {
     #[arg(long, env = "HERALD_ALLOW_HTTP", default_value_t = false,
           action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
     allow_http: bool,
-    /// Largest `data` a Fire call may carry, in bytes.
+    /// Largest `data` a Fire call may carry, in bytes. Ingest reads requests
+    /// of up to 4 × this + 64 KiB and answers larger data with its size; a
+    /// request over that cap is refused unread.
     #[arg(long, env = "HERALD_MAX_PAYLOAD_BYTES", default_value_t = 1_048_576,
           value_parser = clap::value_parser!(u64).range(1..=64 * 1024 * 1024))]
     max_payload_bytes: u64,

@@ -16,7 +16,7 @@ use herald_core::ssrf::AddressPolicy;
 use herald_core::template::{CompiledTemplate, EventInfo, TemplateContext, TemplateEngine};
 use herald_core::webhook::{BodyMode, url_host_is_empty};
 use herald_core::{AttemptError, ErrorKind, Payload, Webhook};
-use http::header::{CONTENT_TYPE, HeaderName, HeaderValue, USER_AGENT};
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderName, HeaderValue, USER_AGENT};
 use http_body_util::Full;
 use serde_json::value::RawValue;
 use uuid::Uuid;
@@ -285,6 +285,14 @@ impl RequestBuilder {
                 .map_err(|_| invalid(format!("{what} is not a valid header value")))
         };
         headers.insert(USER_AGENT, HeaderValue::from_static(HERALD_USER_AGENT));
+        // hyper writes no Content-Length for an empty HTTP/1.1 body, and some
+        // servers answer a POST, PUT or PATCH without one with 411 Length
+        // Required. hyper keeps a Content-Length set here when the body is
+        // empty (and HTTP/2 sends the same one itself), so say it outright.
+        // GET and DELETE carry no body and stay without it.
+        if !in_query && body.is_empty() {
+            headers.insert(CONTENT_LENGTH, HeaderValue::from_static("0"));
+        }
         if let Some(ct) = content_type.filter(|_| !in_query) {
             headers.insert(
                 CONTENT_TYPE,
@@ -609,6 +617,64 @@ mod tests {
             "application/json",
             "the configured Content-Type"
         );
+    }
+
+    #[test]
+    fn empty_bodies_of_methods_with_a_body_say_content_length_0() {
+        use herald_core::webhook::Method;
+        let requests = builder();
+        let empty = Payload::Text(String::new());
+        for method in [Method::Post, Method::Put, Method::Patch] {
+            let hook = webhook(method, "https://hooks.example/in");
+            let built = requests
+                .build(&hook, &empty, &info(), SystemTime::now())
+                .expect("built");
+            assert_eq!(
+                built
+                    .request
+                    .headers()
+                    .get(CONTENT_LENGTH)
+                    .map(|v| v.to_str().unwrap()),
+                Some("0"),
+                "{method}"
+            );
+        }
+        // A template that renders nothing is an empty body too.
+        let mut templated = webhook(Method::Post, "https://hooks.example/in");
+        templated.body_mode = BodyMode::Template;
+        templated.body_template = Some("{{ data.missing }}".into());
+        let built = requests
+            .build(
+                &templated,
+                &Payload::Json("{}".into()),
+                &info(),
+                SystemTime::now(),
+            )
+            .expect("built");
+        assert_eq!(built.request.headers()[CONTENT_LENGTH], "0");
+        // A body of its own gets its length from hyper, and GET and DELETE
+        // carry no body at all.
+        let post = webhook(Method::Post, "https://hooks.example/in");
+        let built = requests
+            .build(
+                &post,
+                &Payload::Text("x".into()),
+                &info(),
+                SystemTime::now(),
+            )
+            .expect("built");
+        assert_eq!(built.request.headers().get(CONTENT_LENGTH), None);
+        for method in [Method::Get, Method::Delete] {
+            let hook = webhook(method, "https://hooks.example/in");
+            let built = requests
+                .build(&hook, &empty, &info(), SystemTime::now())
+                .expect("built");
+            assert_eq!(
+                built.request.headers().get(CONTENT_LENGTH),
+                None,
+                "{method}"
+            );
+        }
     }
 
     #[test]
