@@ -734,10 +734,11 @@ async fn a_fired_delivery_is_in_the_log_as_scheduled_at_once() {
     assert!(status.message().contains("UUIDv7"), "{}", status.message());
 }
 
-/// The first attempt takes the row over: a scheduled delivery ends as the
-/// sender recorded it, with its whole history.
+/// The sender's row replaces the scheduled one: the delivery ends as the
+/// sender recorded it, with its whole history, and ingest's clean-up removes
+/// the scheduled row.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_first_attempt_takes_over_the_scheduled_row() {
+async fn a_scheduled_delivery_ends_as_the_sender_recorded_it() {
     let env = TestEnv::start("300ms,50ms").await.unwrap();
     let receiver = Receiver::start(|_, n| Reply::status(if n == 0 { 500 } else { 200 })).await;
     env.webhook("order.created", "POST", &receiver.url("/h"))
@@ -745,5 +746,33 @@ async fn the_first_attempt_takes_over_the_scheduled_row() {
     let ids = env.fire_json("order.created", "{}").await;
     let row = env.wait_final(&ids[0], Duration::from_secs(20)).await;
     assert_eq!(row.state, "succeeded");
-    assert_eq!(env.attempts(&ids[0]).await.len(), 2);
+    let d = env
+        .admin()
+        .await
+        .get_delivery(GetDeliveryRequest { id: ids[0].clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (d.state.as_str(), d.attempt_history.len()),
+        ("succeeded", 2)
+    );
+    let id: Uuid = ids[0].parse().unwrap();
+    eventually(Duration::from_secs(10), "the scheduled row removed", || {
+        let env = &env;
+        async move {
+            let n: i64 = env
+                .db()
+                .await
+                .query_one(
+                    "SELECT count(*) FROM scheduled_deliveries WHERE id = $1",
+                    &[&id],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            n == 0
+        }
+    })
+    .await;
 }

@@ -248,7 +248,7 @@ impl Store {
                 .push_str(&format!(" AND (fired_at < ${} OR id < ${})", n + 1, n + 2));
         }
         let sql = format!(
-            "SELECT {DELIVERY_COLUMNS} FROM deliveries{} ORDER BY fired_at DESC, id DESC LIMIT {}",
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries_with_scheduled{} ORDER BY fired_at DESC, id DESC LIMIT {}",
             w.sql,
             page_size + 1
         );
@@ -298,7 +298,7 @@ impl Store {
                  count(*) FILTER (WHERE state = 'pending'), \
                  count(*) FILTER (WHERE state = 'cancelled'), \
                  count(*) FILTER (WHERE state = 'scheduled') \
-             FROM deliveries{}",
+             FROM deliveries_with_scheduled{}",
             w.sql
         );
         let durations_sql = format!(

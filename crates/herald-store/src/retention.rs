@@ -43,8 +43,15 @@ WITH gone AS (
 ), attempts AS (
     DELETE FROM delivery_attempts a USING gone WHERE a.delivery_id = gone.id
     RETURNING 1
+), never_attempted AS (
+    -- Scheduled deliveries that never got an attempt (their message was
+    -- moved to the dead-letter queue) go with the rest of their age.
+    DELETE FROM scheduled_deliveries WHERE ctid = ANY(ARRAY(
+        SELECT ctid FROM scheduled_deliveries WHERE fired_at < $1 LIMIT $2))
+    RETURNING 1
 )
-SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM attempts)";
+SELECT (SELECT count(*) FROM gone) + (SELECT count(*) FROM never_attempted),
+    (SELECT count(*) FROM attempts)";
 
 /// Deletes one batch of attempts older than the cutoff whose delivery is
 /// still kept (or was never written): attempts of long-pending deliveries.

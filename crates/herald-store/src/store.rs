@@ -317,7 +317,8 @@ impl Store {
     pub async fn get_delivery(&self, id: Uuid) -> Result<DeliveryView, StoreError> {
         let client = self.pool.get().await?;
         let params: [&(dyn ToSql + Sync); 1] = [&id];
-        let delivery_sql = format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = $1");
+        let delivery_sql =
+            format!("SELECT {DELIVERY_COLUMNS} FROM deliveries_with_scheduled WHERE id = $1");
         // Both queries go out at once on the same connection (tokio-postgres
         // pipelines them), which saves a round trip.
         let (row, attempt_rows) = tokio::try_join!(
