@@ -94,15 +94,6 @@ impl AdminService {
         self
     }
 
-    /// When the first attempt of a delivery queued now is due.
-    pub(crate) fn first_attempt_in(&self) -> std::time::Duration {
-        self.publisher
-            .topology()
-            .schedule()
-            .delay_before(1)
-            .unwrap_or_default()
-    }
-
     fn rules(&self) -> SaveRules<'_> {
         SaveRules {
             allow_http: self.policy.allow_http,

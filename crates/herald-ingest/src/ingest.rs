@@ -25,6 +25,7 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::convert::webhook_to_proto_redacted;
+use crate::scheduled::first_attempt_in;
 
 pub struct IngestService {
     /// `herald_fire_calls_total`, one handle per `code` label, registered
@@ -59,15 +60,6 @@ impl IngestService {
             keys,
             log,
         }
-    }
-
-    /// When the first attempt of a delivery fired now is due.
-    fn first_attempt_in(&self) -> std::time::Duration {
-        self.publisher
-            .topology()
-            .schedule()
-            .delay_before(1)
-            .unwrap_or_default()
     }
 }
 
@@ -243,7 +235,7 @@ impl IngestService {
             .map(|id| id.to_string())
             .collect();
         tracing::debug!(event = %req.event, tenant = %req.tenant, deliveries = ?delivery_ids, "fired");
-        crate::scheduled::record(&self.log, messages, self.first_attempt_in());
+        crate::scheduled::record(&self.log, messages, first_attempt_in(&self.publisher));
         Ok(FireResponse { delivery_ids })
     }
 
@@ -299,7 +291,7 @@ impl IngestService {
             self.publisher.publish_all(&messages).await?;
             // The deliveries of an earlier call may be logged already; the
             // log keeps the first row of each.
-            crate::scheduled::record(&self.log, messages, self.first_attempt_in());
+            crate::scheduled::record(&self.log, messages, first_attempt_in(&self.publisher));
             Ok(())
         };
         let outcome = self.keys.fire(&request, publish).await;

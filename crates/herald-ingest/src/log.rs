@@ -312,7 +312,11 @@ impl AdminService {
             .map_err(resend_status)?;
         match outcome {
             ResendRecord::Sent(ids) => {
-                crate::scheduled::record(&self.log, [message], self.first_attempt_in());
+                crate::scheduled::record(
+                    &self.log,
+                    [message],
+                    crate::scheduled::first_attempt_in(&self.publisher),
+                );
                 tracing::info!(delivery_id = %id, new_delivery_id = ?ids, "delivery resent");
                 Ok(ids_response(&ids))
             }
@@ -381,7 +385,11 @@ impl AdminService {
             .map_err(resend_status)?;
         match outcome {
             ResendRecord::Sent(ids) => {
-                crate::scheduled::record(&self.log, messages, self.first_attempt_in());
+                crate::scheduled::record(
+                    &self.log,
+                    messages,
+                    crate::scheduled::first_attempt_in(&self.publisher),
+                );
                 tracing::info!(%webhook_id, deliveries = ids.len(), "failed deliveries replayed");
                 Ok(ids_response(&ids))
             }

@@ -5,11 +5,22 @@
 //! Called only after the broker's confirm, and never waits: Fire's answer
 //! does not depend on Postgres.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use herald_proto::v1::DeliveryMessage;
+use herald_queue::Publisher;
 use herald_store::{ScheduledLog, ScheduledRecord};
 use uuid::Uuid;
+
+/// When the first attempt of a delivery queued now is due: the schedule's
+/// first delay.
+pub(crate) fn first_attempt_in(publisher: &Publisher) -> Duration {
+    publisher
+        .topology()
+        .schedule()
+        .delay_before(1)
+        .unwrap_or_default()
+}
 
 /// Queues the log rows of `messages`, whose first attempt is due
 /// `first_attempt_in` from now.
@@ -25,6 +36,7 @@ pub(crate) fn record(
 /// The row of one message. Messages ingest built itself always have valid
 /// ids; anything else is left to the sender, which dead-letters it.
 fn row(message: DeliveryMessage, next_attempt_at: SystemTime) -> Option<ScheduledRecord> {
+    let fired_at = herald_queue::fired_at(&message);
     let payload = herald_queue::message_payload(message.data);
     Some(ScheduledRecord {
         id: Uuid::from_slice(&message.delivery_id).ok()?,
@@ -35,8 +47,7 @@ fn row(message: DeliveryMessage, next_attempt_at: SystemTime) -> Option<Schedule
         method: message.method,
         payload_kind: payload.kind(),
         payload: payload.into_string(),
-        fired_at: UNIX_EPOCH
-            + Duration::from_millis(u64::try_from(message.fired_at_unix_ms).unwrap_or(0)),
+        fired_at,
         next_attempt_at,
         resent_from: Uuid::from_slice(&message.resent_from).ok(),
     })

@@ -126,6 +126,13 @@ pub fn message_payload(data: Option<delivery_message::Data>) -> Payload {
     }
 }
 
+/// When the delivery was fired, as its message says (a negative time, which
+/// a sender dead-letters, reads as the epoch).
+pub fn fired_at(message: &DeliveryMessage) -> std::time::SystemTime {
+    std::time::UNIX_EPOCH
+        + std::time::Duration::from_millis(u64::try_from(message.fired_at_unix_ms).unwrap_or(0))
+}
+
 /// Decodes a delivery taken from the queue.
 pub fn decode(bytes: &[u8]) -> Result<DeliveryMessage, QueueError> {
     Ok(DeliveryMessage::decode(bytes)?)

@@ -1,7 +1,7 @@
 //! One delivery, from the broker to its final ack.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use futures_util::future::Either;
 use herald_core::webhook::{validate_event, validate_tenant};
@@ -246,8 +246,7 @@ fn record(
         method,
         payload_kind: payload.kind(),
         payload: Some(payload.into_string()),
-        fired_at: UNIX_EPOCH
-            + Duration::from_millis(u64::try_from(message.fired_at_unix_ms).unwrap_or(0)),
+        fired_at: herald_queue::fired_at(message),
         state: DeliveryState::Pending,
         attempts: message.attempt.saturating_sub(1),
         last_status_code: None,

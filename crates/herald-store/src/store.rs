@@ -70,6 +70,26 @@ impl Store {
         webhook_from_row(row, &self.secrets)
     }
 
+    /// Reads a webhook and locks its row until `tx` ends, so that a change
+    /// computed from it cannot overwrite a concurrent one.
+    async fn locked_webhook(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        id: Uuid,
+    ) -> Result<Webhook, StoreError> {
+        let row = tx
+            .query_opt(
+                &format!("SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE id = $1 FOR UPDATE"),
+                &[&id],
+            )
+            .await?
+            .ok_or(StoreError::NotFound {
+                what: "webhook",
+                id,
+            })?;
+        self.read_webhook(&row)
+    }
+
     pub fn pool(&self) -> &Pool {
         &self.pool
     }
@@ -132,17 +152,8 @@ impl Store {
     ) -> Result<Webhook, StoreError> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        let current = tx
-            .query_opt(
-                &format!("SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE id = $1 FOR UPDATE"),
-                &[&id],
-            )
-            .await?
-            .ok_or(StoreError::NotFound {
-                what: "webhook",
-                id,
-            })?;
-        let changed = patch.apply(&self.read_webhook(&current)?);
+        let current = self.locked_webhook(&tx, id).await?;
+        let changed = patch.apply(&current);
         check(&changed)?;
         let secret_headers = self.seal_headers(id, &changed.secret_headers)?;
         let sql = format!(
@@ -192,18 +203,9 @@ impl Store {
     ) -> Result<Webhook, StoreError> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        let current = tx
-            .query_opt(
-                &format!("SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE id = $1 FOR UPDATE"),
-                &[&id],
-            )
-            .await?
-            .ok_or(StoreError::NotFound {
-                what: "webhook",
-                id,
-            })?;
+        let current = self.locked_webhook(&tx, id).await?;
         let now = SystemTime::now();
-        let signing = match self.read_webhook(&current)?.signing {
+        let signing = match current.signing {
             Some(signing) => signing.rotated(secret.clone(), now, overlap),
             None => Signing {
                 secret: secret.clone(),
