@@ -20,7 +20,7 @@ pub mod webhook;
 pub use delivery::{AttemptError, DeliveryState, ErrorKind};
 pub use payload::{Payload, PayloadError};
 pub use schedule::{RetryDecision, Schedule, ScheduleError};
-pub use ssrf::{AddressPolicy, Refusal};
+pub use ssrf::{AddressKind, AddressPolicy, Refusal};
 pub use template::{CompiledTemplate, EventInfo, TemplateContext, TemplateEngine, TemplateError};
 pub use webhook::{
     DEFAULT_TIMEOUT_MS, Method, NewWebhook, NewWebhookInput, ValidationError, Webhook,

@@ -33,11 +33,71 @@ pub struct AddressPolicy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Refusal {
     pub ip: IpAddr,
-    /// What kind of address it is: "loopback", "private", "link-local",
-    /// "CGNAT", "unique-local", "site-local", "multicast", "unspecified",
-    /// "broadcast", "this-network", "documentation", "benchmarking",
-    /// "reserved" or "discard-only".
-    pub reason: &'static str,
+    /// What kind of address it is.
+    pub reason: AddressKind,
+}
+
+/// The kinds of address refused unless allowlisted. Each displays as the
+/// word refusals have always named it by ("loopback", "CGNAT", ...), which
+/// operators read in logs and attempt errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AddressKind {
+    /// Loopback (`127.0.0.0/8`, `::1`).
+    Loopback,
+    /// Private networks (RFC 1918).
+    Private,
+    /// Link-local, which holds cloud metadata endpoints (`169.254.169.254`).
+    LinkLocal,
+    /// Carrier-grade NAT's shared space (`100.64.0.0/10`).
+    Cgnat,
+    /// IPv6 unique-local (`fc00::/7`).
+    UniqueLocal,
+    /// IPv6 site-local (`fec0::/10`, deprecated but still routed inside some networks).
+    SiteLocal,
+    /// Multicast.
+    Multicast,
+    /// The unspecified address (`0.0.0.0`, `::`).
+    Unspecified,
+    /// The limited broadcast address (`255.255.255.255`).
+    Broadcast,
+    /// "This network" (`0.0.0.0/8`).
+    ThisNetwork,
+    /// Documentation ranges (TEST-NET, `2001:db8::/32`).
+    Documentation,
+    /// Benchmarking ranges (`198.18.0.0/15`, `2001:2::/48`).
+    Benchmarking,
+    /// Reserved ranges (`192.0.0.0/24`, `240.0.0.0/4`).
+    Reserved,
+    /// IPv6 discard-only (`100::/64`).
+    DiscardOnly,
+}
+
+impl AddressKind {
+    /// The word a refusal names this kind by.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Loopback => "loopback",
+            Self::Private => "private",
+            Self::LinkLocal => "link-local",
+            Self::Cgnat => "CGNAT",
+            Self::UniqueLocal => "unique-local",
+            Self::SiteLocal => "site-local",
+            Self::Multicast => "multicast",
+            Self::Unspecified => "unspecified",
+            Self::Broadcast => "broadcast",
+            Self::ThisNetwork => "this-network",
+            Self::Documentation => "documentation",
+            Self::Benchmarking => "benchmarking",
+            Self::Reserved => "reserved",
+            Self::DiscardOnly => "discard-only",
+        }
+    }
+}
+
+impl fmt::Display for AddressKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl fmt::Display for Refusal {
@@ -123,7 +183,7 @@ impl AddressPolicy {
 }
 
 /// Why `ip` is refused when not allowlisted, or `None` for a public address.
-fn blocked_reason(ip: IpAddr) -> Option<&'static str> {
+fn blocked_reason(ip: IpAddr) -> Option<AddressKind> {
     match ip {
         IpAddr::V4(v4) => v4_reason(v4),
         IpAddr::V6(v6) => v6_reason(v6),
@@ -149,24 +209,24 @@ fn in_v6(ip: Ipv6Addr, net: [u16; 8], prefix: u32) -> bool {
     u128::from(ip) & mask == u128::from(Ipv6Addr::new(a, b, c, d, e, f, g, h)) & mask
 }
 
-fn v4_reason(ip: Ipv4Addr) -> Option<&'static str> {
-    const RANGES: &[([u8; 4], u32, &str)] = &[
-        ([0, 0, 0, 0], 32, "unspecified"),
-        ([0, 0, 0, 0], 8, "this-network"),
-        ([10, 0, 0, 0], 8, "private"),
-        ([100, 64, 0, 0], 10, "CGNAT"),
-        ([127, 0, 0, 0], 8, "loopback"),
-        ([169, 254, 0, 0], 16, "link-local"),
-        ([172, 16, 0, 0], 12, "private"),
-        ([192, 0, 0, 0], 24, "reserved"),
-        ([192, 0, 2, 0], 24, "documentation"),
-        ([192, 168, 0, 0], 16, "private"),
-        ([198, 18, 0, 0], 15, "benchmarking"),
-        ([198, 51, 100, 0], 24, "documentation"),
-        ([203, 0, 113, 0], 24, "documentation"),
-        ([224, 0, 0, 0], 4, "multicast"),
-        ([255, 255, 255, 255], 32, "broadcast"),
-        ([240, 0, 0, 0], 4, "reserved"),
+fn v4_reason(ip: Ipv4Addr) -> Option<AddressKind> {
+    const RANGES: &[([u8; 4], u32, AddressKind)] = &[
+        ([0, 0, 0, 0], 32, AddressKind::Unspecified),
+        ([0, 0, 0, 0], 8, AddressKind::ThisNetwork),
+        ([10, 0, 0, 0], 8, AddressKind::Private),
+        ([100, 64, 0, 0], 10, AddressKind::Cgnat),
+        ([127, 0, 0, 0], 8, AddressKind::Loopback),
+        ([169, 254, 0, 0], 16, AddressKind::LinkLocal),
+        ([172, 16, 0, 0], 12, AddressKind::Private),
+        ([192, 0, 0, 0], 24, AddressKind::Reserved),
+        ([192, 0, 2, 0], 24, AddressKind::Documentation),
+        ([192, 168, 0, 0], 16, AddressKind::Private),
+        ([198, 18, 0, 0], 15, AddressKind::Benchmarking),
+        ([198, 51, 100, 0], 24, AddressKind::Documentation),
+        ([203, 0, 113, 0], 24, AddressKind::Documentation),
+        ([224, 0, 0, 0], 4, AddressKind::Multicast),
+        ([255, 255, 255, 255], 32, AddressKind::Broadcast),
+        ([240, 0, 0, 0], 4, AddressKind::Reserved),
     ];
     RANGES
         .iter()
@@ -174,17 +234,25 @@ fn v4_reason(ip: Ipv4Addr) -> Option<&'static str> {
         .map(|(_, _, reason)| *reason)
 }
 
-fn v6_reason(ip: Ipv6Addr) -> Option<&'static str> {
-    const RANGES: &[([u16; 8], u32, &str)] = &[
-        ([0, 0, 0, 0, 0, 0, 0, 0], 128, "unspecified"),
-        ([0, 0, 0, 0, 0, 0, 0, 1], 128, "loopback"),
-        ([0x100, 0, 0, 0, 0, 0, 0, 0], 64, "discard-only"),
-        ([0x2001, 0x2, 0, 0, 0, 0, 0, 0], 48, "benchmarking"),
-        ([0x2001, 0xdb8, 0, 0, 0, 0, 0, 0], 32, "documentation"),
-        ([0xfc00, 0, 0, 0, 0, 0, 0, 0], 7, "unique-local"),
-        ([0xfe80, 0, 0, 0, 0, 0, 0, 0], 10, "link-local"),
-        ([0xfec0, 0, 0, 0, 0, 0, 0, 0], 10, "site-local"),
-        ([0xff00, 0, 0, 0, 0, 0, 0, 0], 8, "multicast"),
+fn v6_reason(ip: Ipv6Addr) -> Option<AddressKind> {
+    const RANGES: &[([u16; 8], u32, AddressKind)] = &[
+        ([0, 0, 0, 0, 0, 0, 0, 0], 128, AddressKind::Unspecified),
+        ([0, 0, 0, 0, 0, 0, 0, 1], 128, AddressKind::Loopback),
+        ([0x100, 0, 0, 0, 0, 0, 0, 0], 64, AddressKind::DiscardOnly),
+        (
+            [0x2001, 0x2, 0, 0, 0, 0, 0, 0],
+            48,
+            AddressKind::Benchmarking,
+        ),
+        (
+            [0x2001, 0xdb8, 0, 0, 0, 0, 0, 0],
+            32,
+            AddressKind::Documentation,
+        ),
+        ([0xfc00, 0, 0, 0, 0, 0, 0, 0], 7, AddressKind::UniqueLocal),
+        ([0xfe80, 0, 0, 0, 0, 0, 0, 0], 10, AddressKind::LinkLocal),
+        ([0xfec0, 0, 0, 0, 0, 0, 0, 0], 10, AddressKind::SiteLocal),
+        ([0xff00, 0, 0, 0, 0, 0, 0, 0], 8, AddressKind::Multicast),
     ];
     if let Some(reason) = RANGES
         .iter()
@@ -217,39 +285,40 @@ fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use AddressKind::*;
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap_or_else(|_| panic!("bad test address {s}"))
     }
 
     /// `(address, None)` = allowed, `(address, Some(reason))` = refused.
-    const TABLE: &[(&str, Option<&str>)] = &[
+    const TABLE: &[(&str, Option<AddressKind>)] = &[
         // IPv4 special ranges.
-        ("0.0.0.0", Some("unspecified")),
-        ("0.1.2.3", Some("this-network")),
-        ("10.1.2.3", Some("private")),
-        ("10.255.255.255", Some("private")),
-        ("100.64.0.1", Some("CGNAT")),
-        ("100.127.255.254", Some("CGNAT")),
-        ("127.0.0.1", Some("loopback")),
-        ("127.255.0.9", Some("loopback")),
-        ("169.254.169.254", Some("link-local")),
-        ("169.254.0.1", Some("link-local")),
-        ("172.16.0.1", Some("private")),
-        ("172.31.255.255", Some("private")),
-        ("192.0.0.8", Some("reserved")),
-        ("192.0.2.10", Some("documentation")),
-        ("192.168.0.1", Some("private")),
-        ("192.168.255.255", Some("private")),
-        ("198.18.0.1", Some("benchmarking")),
-        ("198.19.255.255", Some("benchmarking")),
-        ("198.51.100.7", Some("documentation")),
-        ("203.0.113.99", Some("documentation")),
-        ("224.0.0.1", Some("multicast")),
-        ("239.255.255.250", Some("multicast")),
-        ("240.0.0.1", Some("reserved")),
-        ("255.255.255.254", Some("reserved")),
-        ("255.255.255.255", Some("broadcast")),
+        ("0.0.0.0", Some(Unspecified)),
+        ("0.1.2.3", Some(ThisNetwork)),
+        ("10.1.2.3", Some(Private)),
+        ("10.255.255.255", Some(Private)),
+        ("100.64.0.1", Some(Cgnat)),
+        ("100.127.255.254", Some(Cgnat)),
+        ("127.0.0.1", Some(Loopback)),
+        ("127.255.0.9", Some(Loopback)),
+        ("169.254.169.254", Some(LinkLocal)),
+        ("169.254.0.1", Some(LinkLocal)),
+        ("172.16.0.1", Some(Private)),
+        ("172.31.255.255", Some(Private)),
+        ("192.0.0.8", Some(Reserved)),
+        ("192.0.2.10", Some(Documentation)),
+        ("192.168.0.1", Some(Private)),
+        ("192.168.255.255", Some(Private)),
+        ("198.18.0.1", Some(Benchmarking)),
+        ("198.19.255.255", Some(Benchmarking)),
+        ("198.51.100.7", Some(Documentation)),
+        ("203.0.113.99", Some(Documentation)),
+        ("224.0.0.1", Some(Multicast)),
+        ("239.255.255.250", Some(Multicast)),
+        ("240.0.0.1", Some(Reserved)),
+        ("255.255.255.254", Some(Reserved)),
+        ("255.255.255.255", Some(Broadcast)),
         // IPv4 public, including the neighbours of blocked ranges.
         ("8.8.8.8", None),
         ("1.1.1.1", None),
@@ -270,31 +339,31 @@ mod tests {
         ("203.0.114.1", None),
         ("223.255.255.255", None),
         // IPv6 special ranges.
-        ("::", Some("unspecified")),
-        ("::1", Some("loopback")),
-        ("100::1", Some("discard-only")),
-        ("2001:2::1", Some("benchmarking")),
-        ("2001:db8::1", Some("documentation")),
-        ("fc00::1", Some("unique-local")),
-        ("fd12:3456:789a::1", Some("unique-local")),
-        ("fe80::1", Some("link-local")),
-        ("febf:ffff::1", Some("link-local")),
-        ("fec0::1", Some("site-local")),
-        ("ff02::1", Some("multicast")),
-        ("ff0e::101", Some("multicast")),
+        ("::", Some(Unspecified)),
+        ("::1", Some(Loopback)),
+        ("100::1", Some(DiscardOnly)),
+        ("2001:2::1", Some(Benchmarking)),
+        ("2001:db8::1", Some(Documentation)),
+        ("fc00::1", Some(UniqueLocal)),
+        ("fd12:3456:789a::1", Some(UniqueLocal)),
+        ("fe80::1", Some(LinkLocal)),
+        ("febf:ffff::1", Some(LinkLocal)),
+        ("fec0::1", Some(SiteLocal)),
+        ("ff02::1", Some(Multicast)),
+        ("ff0e::101", Some(Multicast)),
         // IPv4 embedded in IPv6.
-        ("::ffff:127.0.0.1", Some("loopback")),
-        ("::ffff:10.0.0.1", Some("private")),
-        ("::ffff:169.254.169.254", Some("link-local")),
-        ("::ffff:0.0.0.0", Some("unspecified")),
-        ("::127.0.0.1", Some("loopback")),
-        ("::192.168.1.1", Some("private")),
-        ("64:ff9b::a00:1", Some("private")),
-        ("64:ff9b::7f00:1", Some("loopback")),
-        ("64:ff9b::a9fe:a9fe", Some("link-local")),
-        ("2002:c0a8:0101::1", Some("private")),
-        ("2002:7f00:1::", Some("loopback")),
-        ("2002:a9fe:a9fe:1::1", Some("link-local")),
+        ("::ffff:127.0.0.1", Some(Loopback)),
+        ("::ffff:10.0.0.1", Some(Private)),
+        ("::ffff:169.254.169.254", Some(LinkLocal)),
+        ("::ffff:0.0.0.0", Some(Unspecified)),
+        ("::127.0.0.1", Some(Loopback)),
+        ("::192.168.1.1", Some(Private)),
+        ("64:ff9b::a00:1", Some(Private)),
+        ("64:ff9b::7f00:1", Some(Loopback)),
+        ("64:ff9b::a9fe:a9fe", Some(LinkLocal)),
+        ("2002:c0a8:0101::1", Some(Private)),
+        ("2002:7f00:1::", Some(Loopback)),
+        ("2002:a9fe:a9fe:1::1", Some(LinkLocal)),
         // IPv6 public, including embedded public IPv4.
         ("::ffff:8.8.8.8", None),
         ("::8.8.8.8", None),
@@ -304,7 +373,7 @@ mod tests {
         ("2a00:1450:4001:80b::200e", None),
         ("2001:db9::1", None),
         ("fbff:ffff::1", None),
-        ("ff00::", Some("multicast")),
+        ("ff00::", Some(Multicast)),
     ];
 
     #[test]
@@ -381,7 +450,52 @@ mod tests {
         );
         let refusal = AddressPolicy::default().check(ip("::1")).unwrap_err();
         assert_eq!(refusal.ip, ip("::1"));
-        assert_eq!(refusal.reason, "loopback");
+        assert_eq!(refusal.reason, Loopback);
+    }
+
+    /// The words refusals name each kind by, as operators have always read
+    /// them in logs and attempt errors.
+    #[test]
+    fn address_kinds_keep_their_words() {
+        let words: Vec<&str> = [
+            Loopback,
+            Private,
+            LinkLocal,
+            Cgnat,
+            UniqueLocal,
+            SiteLocal,
+            Multicast,
+            Unspecified,
+            Broadcast,
+            ThisNetwork,
+            Documentation,
+            Benchmarking,
+            Reserved,
+            DiscardOnly,
+        ]
+        .iter()
+        .map(|kind| kind.as_str())
+        .collect();
+        assert_eq!(
+            words,
+            [
+                "loopback",
+                "private",
+                "link-local",
+                "CGNAT",
+                "unique-local",
+                "site-local",
+                "multicast",
+                "unspecified",
+                "broadcast",
+                "this-network",
+                "documentation",
+                "benchmarking",
+                "reserved",
+                "discard-only",
+            ]
+        );
+        assert_eq!(Cgnat.to_string(), "CGNAT");
     }
 
     #[test]
@@ -389,19 +503,16 @@ mod tests {
         let policy = AddressPolicy::default();
         assert_eq!(
             policy.check_url_host("127.0.0.1").unwrap_err().reason,
-            "loopback"
+            Loopback
         );
-        assert_eq!(
-            policy.check_url_host("[::1]").unwrap_err().reason,
-            "loopback"
-        );
-        assert_eq!(policy.check_url_host("::1").unwrap_err().reason, "loopback");
+        assert_eq!(policy.check_url_host("[::1]").unwrap_err().reason, Loopback);
+        assert_eq!(policy.check_url_host("::1").unwrap_err().reason, Loopback);
         assert_eq!(
             policy
                 .check_url_host("[::ffff:169.254.169.254]")
                 .unwrap_err()
                 .reason,
-            "link-local"
+            LinkLocal
         );
         assert_eq!(policy.check_url_host("example.com"), Ok(()));
         assert_eq!(policy.check_url_host("localhost"), Ok(()));

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use herald_core::ssrf::AddressPolicy;
+use herald_core::ssrf::{AddressKind, AddressPolicy};
 use herald_sender::resolver::{GuardedResolver, guarded_connector, is_refusal};
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::service::service_fn;
@@ -110,11 +110,11 @@ fn ip_literal_hosts_are_checked_before_sending() {
     let policy = AddressPolicy::default();
     assert_eq!(
         policy.check_url_host("127.0.0.1").unwrap_err().reason,
-        "loopback"
+        AddressKind::Loopback
     );
     assert_eq!(
         policy.check_url_host("[::1]").unwrap_err().reason,
-        "loopback"
+        AddressKind::Loopback
     );
     assert_eq!(policy.check_url_host("example.com"), Ok(()));
     let allow = AddressPolicy::parse_allowlist("127.0.0.0/8").unwrap();
