@@ -131,19 +131,20 @@ impl fmt::Display for Schedule {
     }
 }
 
-/// Parses `250ms`, `5s`, `4m`, `1h`; a bare number means seconds.
+/// Parses one delay with `humantime` (`250ms`, `5s`, `4m`, `1h`, and its
+/// other forms such as `1m30s`), or a bare number of seconds.
+///
+/// humantime wants a unit after every number but `0`, while schedules have
+/// always taken a bare number as seconds, so that form is read here first.
+/// Delays become RabbitMQ TTLs, which count whole milliseconds, so a finer
+/// delay (`1us`, `1.0005s`) is refused rather than silently rounded.
 pub fn parse_duration(s: &str) -> Option<Duration> {
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (number, unit) = s.split_at(split);
-    let n: u64 = number.parse().ok()?;
-    let millis = match unit {
-        "ms" => n,
-        "" | "s" => n.checked_mul(1_000)?,
-        "m" => n.checked_mul(60_000)?,
-        "h" => n.checked_mul(3_600_000)?,
-        _ => return None,
-    };
-    Some(Duration::from_millis(millis))
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        let seconds: u64 = s.parse().ok()?;
+        return Some(Duration::from_millis(seconds.checked_mul(1_000)?));
+    }
+    let d = humantime::parse_duration(s).ok()?;
+    d.subsec_nanos().is_multiple_of(1_000_000).then_some(d)
 }
 
 /// Formats a duration the way `parse_duration` reads it back.
@@ -181,6 +182,28 @@ mod tests {
             ]
         );
         assert_eq!(s.to_string(), "0s,250ms,120s,3600s");
+    }
+
+    #[test]
+    fn parses_every_form_schedules_have_accepted() {
+        for (entry, expected) in [
+            ("0", Duration::ZERO),
+            ("7", Duration::from_secs(7)),
+            ("0s", Duration::ZERO),
+            ("250ms", Duration::from_millis(250)),
+            ("5s", Duration::from_secs(5)),
+            ("4m", Duration::from_secs(240)),
+            ("1h", Duration::from_secs(3600)),
+            ("0ms", Duration::ZERO),
+            ("007s", Duration::from_secs(7)),
+        ] {
+            assert_eq!(parse_duration(entry), Some(expected), "{entry:?}");
+        }
+        for entry in ["", "s", "-5s", "+5s", "soon", "5x", "1us", "1.0005s"] {
+            assert_eq!(parse_duration(entry), None, "{entry:?}");
+        }
+        // Too large for milliseconds in a u64, as before.
+        assert_eq!(parse_duration("18446744073709552"), None);
     }
 
     #[test]
