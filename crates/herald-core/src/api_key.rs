@@ -14,7 +14,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as BASE64URL;
 use sha2::{Digest, Sha256};
 
-use crate::webhook::{ValidationError, validate_tenant};
+use crate::name::Tenant;
+use crate::webhook::ValidationError;
 
 /// Prefix of every generated token ("Herald key"), so that leaked tokens are
 /// recognisable (secret scanners, logs) and not confused with other secrets.
@@ -296,13 +297,11 @@ impl NewApiKey {
         if name.chars().any(char::is_control) {
             return Err(ValidationError::new("name", "contains control characters"));
         }
-        if let Some(tenant) = tenant {
-            validate_tenant(tenant)?;
-        }
+        let tenant = tenant.map(Tenant::parse).transpose()?;
         Ok(NewApiKey {
             name: name.to_owned(),
             scopes: Scopes::parse(scopes)?,
-            tenant: tenant.map(str::to_owned),
+            tenant: tenant.map(Tenant::into_string),
         })
     }
 }

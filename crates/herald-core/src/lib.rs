@@ -9,6 +9,7 @@
 pub mod api_key;
 pub mod delivery;
 pub mod idempotency;
+pub mod name;
 pub mod payload;
 pub mod retry_after;
 pub mod schedule;
@@ -18,6 +19,7 @@ pub mod template;
 pub mod webhook;
 
 pub use delivery::{AttemptError, DeliveryState, ErrorKind};
+pub use name::{EventName, Tenant};
 pub use payload::{Payload, PayloadError};
 pub use schedule::{RetryDecision, Schedule, ScheduleError};
 pub use ssrf::{AddressKind, AddressPolicy, Refusal};

@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime};
 use uuid::Uuid;
 
 use crate::Payload;
+use crate::name::{EventName, Tenant};
 use crate::signing::{SecretError, SigningSecret};
 use crate::ssrf::AddressPolicy;
 use crate::template::{EventInfo, TemplateContext, TemplateEngine};
@@ -313,48 +314,6 @@ impl ValidationError {
     }
 }
 
-/// Checks a tenant name (may be empty: the default tenant).
-pub fn validate_tenant(tenant: &str) -> Result<(), ValidationError> {
-    validate_name("tenant", tenant, true)
-}
-
-/// Checks an event name (required).
-pub fn validate_event(event: &str) -> Result<(), ValidationError> {
-    validate_name("event", event, false)
-}
-
-fn validate_name(
-    field: &'static str,
-    value: &str,
-    may_be_empty: bool,
-) -> Result<(), ValidationError> {
-    if value.is_empty() {
-        if may_be_empty {
-            return Ok(());
-        }
-        return Err(ValidationError::new(
-            field,
-            "is required, e.g. \"order.created\"",
-        ));
-    }
-    if value.len() > MAX_NAME_LEN {
-        return Err(ValidationError::new(
-            field,
-            format!(
-                "is {} bytes long; at most {MAX_NAME_LEN} are allowed",
-                value.len()
-            ),
-        ));
-    }
-    if let Some(c) = value.chars().find(|c| c.is_whitespace() || c.is_control()) {
-        return Err(ValidationError::new(
-            field,
-            format!("must not contain whitespace or control characters (found {c:?})"),
-        ));
-    }
-    Ok(())
-}
-
 /// Checks a method name; empty means the default (POST).
 pub fn validate_method(method: &str) -> Result<Method, ValidationError> {
     if method.is_empty() {
@@ -615,8 +574,8 @@ fn parse_signing_secret(secret: &str) -> Result<SigningSecret, ValidationError> 
 impl NewWebhookInput {
     /// Validates every field, applying defaults.
     pub fn validate(self, rules: &SaveRules<'_>) -> Result<NewWebhook, ValidationError> {
-        validate_tenant(&self.tenant)?;
-        validate_event(&self.event)?;
+        let tenant = Tenant::parse(self.tenant)?;
+        let event = EventName::parse(self.event)?;
         let body_template = (!self.body_template.is_empty()).then_some(self.body_template);
         let body_mode = if self.body_mode.is_empty() {
             if body_template.is_some() {
@@ -658,8 +617,8 @@ impl NewWebhookInput {
             Some(parse_signing_secret(&self.signing_secret)?)
         };
         let new = NewWebhook {
-            tenant: self.tenant,
-            event: self.event,
+            tenant: tenant.into_string(),
+            event: event.into_string(),
             enabled: self.enabled.unwrap_or(true),
             method,
             url: self.url,
@@ -899,9 +858,7 @@ impl WebhookPatchInput {
     /// Validates every field that is set; the webhook as a whole is checked
     /// with `validate_target` once the patch is applied.
     pub fn validate(self) -> Result<WebhookPatch, ValidationError> {
-        if let Some(e) = &self.event {
-            validate_event(e)?;
-        }
+        let event = self.event.map(EventName::parse).transpose()?;
         let method = match &self.method {
             Some(m) if m.is_empty() => {
                 return Err(ValidationError::new(
@@ -920,7 +877,7 @@ impl WebhookPatchInput {
         }
         let body_mode = self.body_mode.as_deref().map(parse_body_mode).transpose()?;
         Ok(WebhookPatch {
-            event: self.event,
+            event: event.map(EventName::into_string),
             enabled: self.enabled,
             method,
             url: self.url,

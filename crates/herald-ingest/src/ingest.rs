@@ -10,8 +10,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use herald_core::idempotency::{MAX_IDEMPOTENCY_KEY_LEN, fire_request_hash};
-use herald_core::webhook::{validate_event, validate_tenant};
-use herald_core::{Payload, PayloadError, Webhook};
+use herald_core::{EventName, Payload, PayloadError, Tenant, Webhook};
 use herald_proto::v1::{
     DeliveryMessage, EventInfo, FireRequest, FireResponse, ListEventsRequest, ListEventsResponse,
     delivery_message, fire_request, ingest_server::Ingest,
@@ -77,14 +76,14 @@ fn queue_status(e: QueueError) -> Status {
     ))
 }
 
-fn keyed_status(e: FireKeyError<QueueError>, req: &FireRequest) -> Status {
-    let key = &req.idempotency_key;
+fn keyed_status(e: FireKeyError<QueueError>, fire: &Fire) -> Status {
+    let key = &fire.idempotency_key;
     match e {
         FireKeyError::Conflict { first_used } => Status::already_exists(format!(
             "idempotency_key: {key:?} was first used at {} (tenant {:?}) for a different event or \
              data; a repeat must send exactly the same event and data. Use a new key for a new event",
             herald_core::template::rfc3339_millis(unix_ms(first_used)),
-            req.tenant
+            fire.tenant.as_str()
         )),
         FireKeyError::Publish(e) => Status::unavailable(format!(
             "the deliveries could not all be queued: {e}; retry with the same idempotency_key \
@@ -107,9 +106,10 @@ fn keyed_status(e: FireKeyError<QueueError>, req: &FireRequest) -> Status {
 /// The enabled webhooks of `event`, or why it cannot be fired.
 fn enabled_webhooks<'a>(
     snapshot: &'a ConfigSnapshot,
-    tenant: &str,
-    event: &str,
+    tenant: &Tenant,
+    event: &EventName,
 ) -> Result<Vec<&'a Arc<Webhook>>, Status> {
+    let (tenant, event) = (tenant.as_str(), event.as_str());
     let webhooks = snapshot.webhooks_for(tenant, event);
     if webhooks.is_empty() {
         let known: Vec<&str> = snapshot
@@ -133,7 +133,7 @@ fn enabled_webhooks<'a>(
 }
 
 fn message(
-    req: &FireRequest,
+    fire: &Fire,
     webhook: &Webhook,
     delivery_id: Uuid,
     fired_at_unix_ms: i64,
@@ -141,8 +141,8 @@ fn message(
 ) -> DeliveryMessage {
     DeliveryMessage {
         delivery_id: delivery_id.as_bytes().to_vec(),
-        tenant: req.tenant.clone(),
-        event: req.event.clone(),
+        tenant: fire.tenant.to_string(),
+        event: fire.event.to_string(),
         webhook_id: webhook.id.as_bytes().to_vec(),
         attempt: 1,
         fired_at_unix_ms,
@@ -175,11 +175,10 @@ impl Ingest for IngestService {
         request: Request<ListEventsRequest>,
     ) -> Result<Response<ListEventsResponse>, Status> {
         crate::auth::check_request_tenant(&request, |r| &r.tenant)?;
-        let req = request.into_inner();
-        validate_tenant(&req.tenant).map_err(invalid)?;
+        let tenant = Tenant::parse(request.into_inner().tenant).map_err(invalid)?;
         let snapshot = self.cache.snapshot();
         let events = snapshot
-            .events(&req.tenant)
+            .events(&tenant)
             .into_iter()
             .map(|(event, webhooks)| EventInfo {
                 event: event.to_owned(),
@@ -193,18 +192,47 @@ impl Ingest for IngestService {
     }
 }
 
-impl IngestService {
-    async fn fire_checked(&self, mut req: FireRequest) -> Result<FireResponse, Status> {
-        validate_tenant(&req.tenant).map_err(invalid)?;
-        validate_event(&req.event).map_err(invalid)?;
-        if req.idempotency_key.len() > MAX_IDEMPOTENCY_KEY_LEN {
+/// A Fire call's addressing, parsed: the rest of Fire takes names that
+/// passed their rules and never checks them again.
+struct Fire {
+    tenant: Tenant,
+    event: EventName,
+    /// Empty: no idempotency.
+    idempotency_key: String,
+}
+
+impl Fire {
+    /// Parses the request's names and key (in this order, so the first
+    /// problem is the one reported), handing back its data for the payload.
+    fn parse(req: FireRequest) -> Result<(Self, Option<fire_request::Data>), Status> {
+        let FireRequest {
+            tenant,
+            event,
+            idempotency_key,
+            data,
+        } = req;
+        let tenant = Tenant::parse(tenant).map_err(invalid)?;
+        let event = EventName::parse(event).map_err(invalid)?;
+        if idempotency_key.len() > MAX_IDEMPOTENCY_KEY_LEN {
             return Err(Status::invalid_argument(format!(
                 "idempotency_key: is {} bytes long; at most {MAX_IDEMPOTENCY_KEY_LEN} are allowed",
-                req.idempotency_key.len()
+                idempotency_key.len()
             )));
         }
+        let fire = Self {
+            tenant,
+            event,
+            idempotency_key,
+        };
+        Ok((fire, data))
+    }
+}
+
+impl IngestService {
+    async fn fire_checked(&self, req: FireRequest) -> Result<FireResponse, Status> {
+        let (fire, data) = Fire::parse(req)?;
         // No data at all is an empty text: an event can be a bare signal.
-        let payload = match req.data.take() {
+        let payload = match data {
             Some(fire_request::Data::Text(text)) => Payload::Text(text),
             Some(fire_request::Data::Json(json)) => Payload::Json(json),
             None => Payload::Text(String::new()),
@@ -213,9 +241,9 @@ impl IngestService {
         .map_err(payload_status)?;
 
         let snapshot = self.cache.snapshot();
-        let enabled = enabled_webhooks(&snapshot, &req.tenant, &req.event);
-        if !req.idempotency_key.is_empty() {
-            return self.fire_keyed(&req, &payload, &snapshot, enabled).await;
+        let enabled = enabled_webhooks(&snapshot, &fire.tenant, &fire.event);
+        if !fire.idempotency_key.is_empty() {
+            return self.fire_keyed(&fire, &payload, &snapshot, enabled).await;
         }
         let enabled = enabled?;
 
@@ -223,7 +251,7 @@ impl IngestService {
         let data = herald_queue::message_data(payload);
         let messages: Vec<DeliveryMessage> = enabled
             .iter()
-            .map(|w| message(&req, w, Uuid::now_v7(), fired_at_unix_ms, &data))
+            .map(|w| message(&fire, w, Uuid::now_v7(), fired_at_unix_ms, &data))
             .collect();
         self.publisher
             .publish_all(&messages)
@@ -234,7 +262,7 @@ impl IngestService {
             .filter_map(|m| Uuid::from_slice(&m.delivery_id).ok())
             .map(|id| id.to_string())
             .collect();
-        tracing::debug!(event = %req.event, tenant = %req.tenant, deliveries = ?delivery_ids, "fired");
+        tracing::debug!(event = %fire.event, tenant = %fire.tenant, deliveries = ?delivery_ids, "fired");
         crate::scheduled::record(&self.log, messages, first_attempt_in(&self.publisher));
         Ok(FireResponse { delivery_ids })
     }
@@ -244,7 +272,7 @@ impl IngestService {
     /// every call with the key answers their ids.
     async fn fire_keyed(
         &self,
-        req: &FireRequest,
+        fire: &Fire,
         payload: &Payload,
         snapshot: &ConfigSnapshot,
         enabled: Result<Vec<&Arc<Webhook>>, Status>,
@@ -266,9 +294,9 @@ impl IngestService {
             Err(status) => (Vec::new(), Some(status)),
         };
         let request = KeyedFire {
-            tenant: &req.tenant,
-            key: &req.idempotency_key,
-            request_hash: fire_request_hash(&req.event, payload),
+            tenant: &fire.tenant,
+            key: &fire.idempotency_key,
+            request_hash: fire_request_hash(&fire.event, payload),
             deliveries,
         };
         let data = &herald_queue::message_data(payload.clone());
@@ -284,8 +312,14 @@ impl IngestService {
                 .filter_map(|d| {
                     let webhook = snapshot
                         .webhook(d.webhook_id)
-                        .filter(|w| w.tenant == req.tenant && w.event == req.event)?;
-                    Some(message(req, webhook, d.delivery_id, fired_at_unix_ms, data))
+                        .filter(|w| w.tenant == *fire.tenant && w.event == *fire.event)?;
+                    Some(message(
+                        fire,
+                        webhook,
+                        d.delivery_id,
+                        fired_at_unix_ms,
+                        data,
+                    ))
                 })
                 .collect();
             self.publisher.publish_all(&messages).await?;
@@ -310,12 +344,12 @@ impl IngestService {
                     Status::internal("an idempotent Fire with deliveries recorded nothing")
                 }));
             }
-            Err(e) => return Err(keyed_status(e, req)),
+            Err(e) => return Err(keyed_status(e, fire)),
         };
         let delivery_ids: Vec<String> = stored.delivery_ids().map(|id| id.to_string()).collect();
         tracing::debug!(
-            event = %req.event,
-            tenant = %req.tenant,
+            event = %fire.event,
+            tenant = %fire.tenant,
             deliveries = ?delivery_ids,
             outcome = label,
             "fired with an idempotency key"

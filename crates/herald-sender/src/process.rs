@@ -4,8 +4,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use futures_util::future::Either;
-use herald_core::webhook::{validate_event, validate_tenant};
-use herald_core::{DeliveryState, Payload, RetryDecision, Schedule};
+use herald_core::{DeliveryState, EventName, Payload, RetryDecision, Schedule, Tenant};
 use herald_proto::v1::DeliveryMessage;
 use herald_store::{AttemptRecord, DeliveryRecord, StoreError, WriteError, WriteRequest};
 use lapin::Acker;
@@ -131,8 +130,8 @@ fn decode(data: &[u8]) -> Result<(Uuid, Uuid, DeliveryMessage), Undeliverable> {
         delivery_id: Some(delivery_id),
         reason,
     };
-    validate_tenant(&message.tenant).map_err(|e| invalid(e.to_string()))?;
-    validate_event(&message.event).map_err(|e| invalid(e.to_string()))?;
+    Tenant::check(&message.tenant).map_err(|e| invalid(e.to_string()))?;
+    EventName::check(&message.event).map_err(|e| invalid(e.to_string()))?;
     if message.attempt == 0 {
         return Err(invalid("attempt: must be 1 or more".to_owned()));
     }
