@@ -1,4 +1,4 @@
-//! Authentication of the gRPC API (README "Authentication"): API keys with
+//! Authentication of the gRPC API (docs/api.md, "Authentication"): API keys with
 //! scopes and tenant limits, the bootstrap admin key, revocation across
 //! replicas, TLS and mutual TLS on the listener, the `herald keys` commands,
 //! and refusals logged without the token.

@@ -8,7 +8,8 @@
 //!
 //! The broker and Postgres scenarios stop the machine's shared servers, so
 //! the scenarios run one at a time (a lock), and cargo runs test binaries
-//! one after another. Each prints one row of the README's reliability table.
+//! one after another. Each prints one row of the table in
+//! docs/reliability.md, "The fault-injection suite".
 
 use std::collections::HashMap;
 use std::process::Command;

@@ -32,8 +32,8 @@ const SCHEDULE: &str = "0s,1s,1s";
 )]
 struct Cli {
     /// Queue type of Herald and of the AMQP baselines. Herald's default is
-    /// quorum; classic is for single-node development brokers (see README),
-    /// measured here to show what the queue type costs.
+    /// quorum; classic is for single-node development brokers (see
+    /// docs/reliability.md), measured here to show what the queue type costs.
     #[arg(long, default_value = "quorum")]
     queue_type: QueueType,
     /// Events of the main closed-loop case (1 webhook).
@@ -401,7 +401,7 @@ async fn run(cli: &Cli, env: &Env) -> anyhow::Result<Outcome> {
         println!("  {} ({} events)…", s.name, s.events);
         let timeout = Duration::from_secs(60 + (s.events * s.webhooks / 500) as u64);
         let fire_only = s.fire_only();
-        // This VM's speed drifts by 15-30 % within minutes, so the raw
+        // This VM's speed drifts within minutes (docs/performance.md), so the raw
         // publish measured at the start can be far from what the broker
         // managed while Fire ran. Fire alone is also measured against the
         // same raw publish run right before and right after it.

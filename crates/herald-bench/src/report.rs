@@ -320,7 +320,8 @@ pub fn targets(
     out
 }
 
-/// The human-readable table (Markdown, so it can go into the README).
+/// The human-readable table (Markdown, so it can go into
+/// docs/performance.md).
 pub fn render(report: &Report) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "Raw baselines\n");

@@ -46,8 +46,8 @@ pub struct IngestConfig {
     pub config_refresh: Duration,
     /// Channels of the publishing connection. One is the fastest on a
     /// quorum queue: the broker confirms a channel's publishes in larger
-    /// groups (`multiple`), so fewer frames and wake-ups per Fire (README
-    /// "Performance").
+    /// groups (`multiple`), so fewer frames and wake-ups per Fire
+    /// (docs/performance.md, item 6).
     pub publish_channels: usize,
     /// How long shutdown waits for calls in flight.
     pub drain_timeout: Duration,
@@ -57,7 +57,7 @@ pub struct IngestConfig {
     pub targets: TargetPolicy,
     /// Seals secret header values and signing secrets at rest.
     pub secrets: SecretBox,
-    /// Whether calls need an API key (README "Authentication").
+    /// Whether calls need an API key (docs/api.md, "Authentication").
     pub auth: AuthMode,
     /// The admin key from configuration, which works without any key in
     /// the database (to create the first ones).
@@ -231,7 +231,8 @@ pub async fn run(
         auth::Authenticate::new(routes, authenticator),
         // TCP_NODELAY: tonic ignores `Server::tcp_nodelay` for a caller's
         // incoming stream, and with Nagle a response's last frame waits
-        // for the client's delayed ACK (~40 ms p99 at any load).
+        // for the client's delayed ACK, which dominated the p99 latency at
+        // any load (docs/performance.md, item 1).
         tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
         shutdown.clone().cancelled_owned(),
     );

@@ -19,10 +19,10 @@ use crate::{QueueConfig, QueueError, Topology};
 /// The largest AMQP frame Herald asks for, unless the URL names its own
 /// (`?frame_max=`). lapin keeps a receive and a send buffer of 32 frames for
 /// every connection, so RabbitMQ's default of 128 KiB costs 4 MiB each, and
-/// a burst of deliveries touches all of the receive buffer: with it, a
-/// sender's memory was about 7 MiB higher at rest and up to 25 MiB higher
-/// with 10,000 deliveries in flight. Herald's messages are a few hundred
-/// bytes; a large payload is only split over more frames.
+/// a burst of deliveries touches all of the receive buffer, which a sender
+/// then keeps as resident memory (measured in docs/performance.md, item 13).
+/// Herald's messages are a few hundred bytes; a large payload is only split
+/// over more frames.
 pub const DEFAULT_FRAME_MAX: u32 = 32 * 1024;
 
 /// The broker URL with Herald's frame size unless it names one.

@@ -29,12 +29,12 @@ pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 pub const DEFAULT_QUEUE_PREFIX: &str = "herald";
 
 /// Deliveries a sender takes from the broker before it acks (AMQP prefetch)
-/// unless configured otherwise. At 256 the pipeline ran short of work: a
-/// delivery holds its slot until its write batch commits and its ack goes
-/// out, and one sender draining a 30,000 backlog used 79–81 % of the two
-/// cores' CPU. At 512 it used 88–90 % and drained 10–13 % faster (1,024 and
-/// 2,048 gained no more); the 256 extra deliveries cost the sender about
-/// 1.5 MiB. The bench's consume baseline uses the same value.
+/// unless configured otherwise. A delivery holds its slot until its write
+/// batch commits and its ack goes out, so at 256 one sender draining a
+/// backlog ran short of work and left the cores partly idle; 512 kept them
+/// busier for little memory, and larger values gained nothing more, while
+/// a sender repeats up to its prefetch after a crash (docs/performance.md,
+/// item 14). The bench's consume baseline uses the same value.
 pub const DEFAULT_PREFETCH: u16 = 512;
 
 /// How a service reaches the broker and which topology it uses.

@@ -243,8 +243,9 @@ pub async fn migrate(database_url: &str) -> Result<(), StoreError> {
     // A schema that a newer Herald already migrated further is fine: during
     // a rolling upgrade the old services restart against it. Herald's
     // migrations stay compatible with the release before (they add, never
-    // rename or drop what that release reads; README, "Upgrades"), so the
-    // migrations this binary does not know are reported, not refused.
+    // rename or drop what that release reads; docs/operations.md,
+    // "Upgrades"), so the migrations this binary does not know are
+    // reported, not refused.
     let runner = embedded::migrations::runner().set_abort_missing(false);
     let report = runner.run_async(&mut client).await;
     let newest_applied = match &report {

@@ -8,8 +8,8 @@
 //! are serialised across processes by a Postgres advisory lock: when several
 //! senders start a run at once, one works and the others skip it.
 //!
-//! Batched deletes were chosen over time partitions; README, "Retention",
-//! has the measurement and the reasons.
+//! Batched deletes were chosen over time partitions; docs/operations.md,
+//! "Retention", has the measurement and the reasons.
 
 use std::time::{Duration, SystemTime};
 

@@ -123,9 +123,8 @@ pub struct WriterConfig {
     /// Most requests per transaction. Small enough that a sender's
     /// deliveries in flight (its prefetch, 512 by default) fill the batches
     /// of all its writers: a batch that never fills always waits the whole
-    /// linger, and the prefetch then caps the sender's rate (one sender
-    /// drained a backlog about a third faster at 64 than at 512, with the
-    /// same Postgres CPU per delivery).
+    /// linger, and the prefetch then caps the sender's rate (measured in
+    /// docs/performance.md, item 7).
     pub max_batch: usize,
     /// Batches written concurrently. The pool should have at least this many
     /// connections.

@@ -14,8 +14,8 @@ use uuid::Uuid;
 
 const DEFAULT_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 
-/// The documented columns of the views (README, "Dashboards and
-/// retention"), in order. Adding a column means adding it here and there.
+/// The documented columns of the views (docs/operations.md, "Views"), in
+/// order. Adding a column means adding it here and there.
 const VIEWS: &[(&str, &[&str])] = &[
     (
         "herald_delivery_log",

@@ -464,7 +464,7 @@ fn unclosed_markup_is_named_where_it_opens() {
     for (src, line, column, message) in [
         ("{{ data.x ", 1, 1, unclosed_variable),
         ("{{- data.x -}", 1, 1, unclosed_variable),
-        // The README's example.
+        // The example in docs/requests.md, "Templates".
         (r#"{"id": {{ data.id }"#, 1, 8, unclosed_variable),
         // Closed by the other kind of delimiter.
         ("{{ data.x %}", 1, 1, unclosed_variable),
