@@ -21,7 +21,9 @@ pub(crate) async fn consume_until_shutdown(
     shutdown: &CancellationToken,
 ) {
     let tracker = TaskTracker::new();
-    let topology = config.queue.topology();
+    // Shared with every delivery task: it holds the schedule and the delay
+    // queues the retry decision chooses from.
+    let topology = Arc::new(config.queue.topology());
     let mut backoff = Duration::from_millis(100);
     while !shutdown.is_cancelled() {
         let connection = match herald_queue::connect(&config.queue, &config.name).await {
@@ -81,7 +83,6 @@ pub(crate) async fn consume_until_shutdown(
             let stop = stop_acks.clone();
             async move { acks.run(stop).await }
         });
-        let schedule = Arc::new(topology.schedule().clone());
         shared.consuming.store(true, Ordering::Relaxed);
         tracing::info!(queue = %topology.work_queue(), prefetch = config.prefetch, "consuming");
         loop {
@@ -96,9 +97,8 @@ pub(crate) async fn consume_until_shutdown(
                 next = consumer.next() => match next {
                     Some(Ok(delivery)) => {
                         let shared = shared.clone();
-                        let schedule = schedule.clone();
                         acks.received(delivery.delivery_tag);
-                        tracker.spawn(process::handle(shared, schedule, acks.clone(), delivery));
+                        tracker.spawn(process::handle(shared, topology.clone(), acks.clone(), delivery));
                     }
                     Some(Err(e)) => {
                         tracing::warn!(error = %e, "the consumer failed; reconnecting");

@@ -1,7 +1,8 @@
 //! The sender service: consumes deliveries from the work queue, sends each
 //! one's HTTP request with the webhook's *current* configuration, records the
-//! attempt in Postgres, and routes failures to the next delay queue or to
-//! final failure.
+//! attempt in Postgres, and carries out what herald-core's retry decision
+//! (`herald_core::retry::decide`) says follows: a retry in a delay queue, a
+//! park, final success or failure.
 //!
 //! Guarantee: a delivery message is acked only after its attempt row is
 //! committed and its retry (if any) confirmed by the broker. A crash anywhere
@@ -9,7 +10,8 @@
 //! A message no sender can ever finish (undecodable, invalid, or with a
 //! record Postgres refuses as data) is acked only once the broker confirmed
 //! it in the dead-letter queue.
-//! This crate must not accept Fire calls or change webhook configuration.
+//! This crate must not accept Fire calls or change webhook configuration,
+//! nor decide on its own whether or when a delivery is retried.
 
 mod acks;
 mod consume;
