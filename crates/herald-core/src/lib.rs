@@ -7,6 +7,7 @@
 //! tested directly and reused by ingest, sender and store alike.
 
 pub mod api_key;
+pub mod backoff;
 pub mod delivery;
 pub mod idempotency;
 pub mod name;
