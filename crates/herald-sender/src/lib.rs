@@ -14,9 +14,9 @@
 //! nor decide on its own whether or when a delivery is retried.
 
 mod acks;
+mod client;
 mod consume;
 pub mod header_case;
-mod http;
 mod limits;
 mod process;
 mod request;
@@ -37,8 +37,8 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+pub use crate::client::{AttemptOutcome, EXCERPT_BYTES, HttpSender, TlsSetupError, tls_config};
 pub use crate::header_case::WrittenHeaderName;
-pub use crate::http::{AttemptOutcome, EXCERPT_BYTES, HttpSender, TlsSetupError, tls_config};
 pub use crate::request::DeliveryInfo;
 
 /// The delivery-id header of webhooks that name none (Standard Webhooks').
@@ -126,8 +126,11 @@ pub(crate) struct Shared {
     pub consuming: AtomicBool,
     pub cache: ConfigCache,
     pub writer: AttemptWriter,
-    pub retries: Publisher,
-    pub http: HttpSender,
+    /// Publishes what follows an attempt back to the broker: retries to
+    /// their delay queue, parked deliveries to the parking queue, and
+    /// messages no sender can finish to the dead-letter queue.
+    pub republisher: Publisher,
+    pub client: HttpSender,
     pub limits: limits::WebhookLimits,
     pub stats: stats::Stats,
 }
@@ -171,13 +174,13 @@ pub async fn run(
         config.attempt_header.clone(),
         config.addresses.clone(),
     );
-    let retries = Publisher::new(config.queue.clone(), format!("{}-retry", config.name), 2);
+    let republisher = Publisher::new(config.queue.clone(), format!("{}-retry", config.name), 2);
     let shared = Arc::new(Shared {
         consuming: AtomicBool::new(false),
         cache,
         writer,
-        retries: retries.clone(),
-        http: sender,
+        republisher: republisher.clone(),
+        client: sender,
         limits: limits::WebhookLimits::new(config.max_in_flight_per_webhook, config.park_after),
         stats: stats::Stats::register(),
     });
@@ -204,7 +207,7 @@ pub async fn run(
     background.cancel();
     let _ = writer_task.await;
     let _ = retention.await;
-    retries.manager().close().await;
+    republisher.manager().close().await;
     tracing::info!("sender stopped");
     Ok(())
 }

@@ -3,7 +3,7 @@
 //! This module carries out what herald-core's [`retry::decide`] says
 //! follows an attempt (or a busy webhook): it records, publishes and
 //! settles, but decides nothing about retries itself. It must not name
-//! queues (herald-queue's) nor build requests (`request`, `http`).
+//! queues (herald-queue's) nor build requests (`request`, `client`).
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -21,7 +21,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::acks::Acks;
-use crate::stats::Outcome;
+use crate::stats::Fate;
 use crate::{DeliveryInfo, Shared};
 
 /// Handles one delivery message: cancel, or attempt and record; then ack.
@@ -61,7 +61,7 @@ pub(crate) fn handle(
                     delivery_id = ?undeliverable.delivery_id,
                     "a queue message no sender can process goes to the dead-letter queue"
                 );
-                let moved = bury(
+                let moved = dead_letter(
                     &shared,
                     &data,
                     undeliverable.delivery_id,
@@ -163,10 +163,19 @@ fn decode(data: &[u8]) -> Result<(Uuid, Uuid, DeliveryMessage), Undeliverable> {
 
 /// Moves a message no sender can finish to the dead-letter queue; acked once
 /// the broker confirmed it there.
-async fn bury(shared: &Shared, body: &[u8], delivery_id: Option<Uuid>, reason: &str) -> Settle {
-    match shared.retries.publish_dead(body, delivery_id, reason).await {
+async fn dead_letter(
+    shared: &Shared,
+    body: &[u8],
+    delivery_id: Option<Uuid>,
+    reason: &str,
+) -> Settle {
+    match shared
+        .republisher
+        .publish_dead(body, delivery_id, reason)
+        .await
+    {
         Ok(()) => {
-            shared.stats.count(Outcome::Dead);
+            shared.stats.count(Fate::Dead);
             Settle::Ack
         }
         Err(e) => {
@@ -179,7 +188,7 @@ async fn bury(shared: &Shared, body: &[u8], delivery_id: Option<Uuid>, reason: &
 /// After Postgres refused a delivery's record for good: moves the message
 /// (with the payload the record took back in it) to the dead-letter queue,
 /// so that the target is not sent the same attempt again and again.
-async fn bury_refused(
+async fn dead_letter_refused(
     shared: &Shared,
     delivery_id: Uuid,
     message: &mut DeliveryMessage,
@@ -194,7 +203,7 @@ async fn bury_refused(
     }
     tracing::error!(%reason, "Postgres refused the delivery record; the message goes to the dead-letter queue");
     let body = herald_queue::encode(message);
-    bury(shared, &body, Some(delivery_id), &reason).await
+    dead_letter(shared, &body, Some(delivery_id), &reason).await
 }
 
 /// Carries a delivery through: cancelled, parked, or attempted; says
@@ -311,13 +320,13 @@ async fn cancel(
     .await;
     match written {
         Written::Stored => {
-            shared.stats.count(Outcome::Cancelled);
+            shared.stats.count(Fate::Cancelled);
             Settle::Ack
         }
         Written::Later => Settle::Requeue,
         // A cancelled delivery is final, so nothing else carries it on.
         Written::Refused(refused) => {
-            Box::pin(bury_refused(shared, delivery_id, message, refused)).await
+            Box::pin(dead_letter_refused(shared, delivery_id, message, refused)).await
         }
     }
 }
@@ -348,7 +357,7 @@ async fn attempt(
     // answer is in, and a delivery then waiting for its write batch (with
     // a prefetch of thousands, many do when Postgres lags) holds only
     // what it records.
-    let mut outcome = Box::pin(shared.http.send(&webhook, &payload, &info)).await;
+    let mut outcome = Box::pin(shared.client.send(&webhook, &payload, &info)).await;
     drop(slot);
     let finished = outcome.started_at + outcome.duration;
     shared.stats.attempt(&outcome);
@@ -433,7 +442,7 @@ async fn attempt(
         match &retry {
             None => true,
             Some((retry, delay)) => {
-                match Box::pin(shared.retries.publish_after(retry, *delay)).await {
+                match Box::pin(shared.republisher.publish_after(retry, *delay)).await {
                     Ok(_) => true,
                     Err(e) => {
                         tracing::warn!(error = %e, "the retry could not be queued; the attempt will be repeated");
@@ -458,15 +467,15 @@ async fn attempt(
                 }
                 IfRefused::CarryOn => Settle::Requeue,
                 IfRefused::DeadLetter => {
-                    Box::pin(bury_refused(shared, delivery_id, message, refused)).await
+                    Box::pin(dead_letter_refused(shared, delivery_id, message, refused)).await
                 }
             };
         }
     }
     shared.stats.count(match next {
-        Next::Retry { .. } | Next::Park { .. } => Outcome::Retried,
-        Next::Succeed => Outcome::Succeeded,
-        Next::Fail => Outcome::Failed,
+        Next::Retry { .. } | Next::Park { .. } => Fate::Retried,
+        Next::Succeed => Fate::Succeeded,
+        Next::Fail => Fate::Failed,
     });
     Settle::Ack
 }
@@ -498,10 +507,10 @@ async fn park(shared: &Shared, message: &DeliveryMessage, next: Next) -> Settle 
     let Next::Park { delay } = next else {
         unreachable!("a busy webhook's delivery is always parked")
     };
-    match shared.retries.publish_after(message, delay).await {
+    match shared.republisher.publish_after(message, delay).await {
         Ok(_) => {
             tracing::debug!("webhook at its in-flight limit; delivery parked");
-            shared.stats.count(Outcome::Parked);
+            shared.stats.count(Fate::Parked);
             Settle::Ack
         }
         Err(e) => {

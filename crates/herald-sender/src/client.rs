@@ -1,6 +1,10 @@
-//! The HTTP(S) side of an attempt: building the request from the webhook's
-//! current configuration and the fired data, sending it with the webhook's
-//! timeout, and reading just enough of the answer to record it.
+//! The HTTP(S) client side of an attempt: building the request from the
+//! webhook's current configuration and the fired data, sending it with the
+//! webhook's timeout, and reading just enough of the answer to record it.
+//!
+//! It reports what happened and nothing more: it must not record attempts,
+//! publish or decide on retries (herald-core's `retry` does, `process`
+//! carries it out).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -88,12 +92,6 @@ pub struct AttemptOutcome {
     /// answer whose status asks for a pause: see
     /// `herald_core::retry::honours_retry_after`).
     pub retry_after: Option<Duration>,
-}
-
-impl AttemptOutcome {
-    pub fn succeeded(&self) -> bool {
-        self.error.is_none()
-    }
 }
 
 /// Sends webhook requests over one shared, pooled HTTP(S) client whose
