@@ -391,12 +391,12 @@ async fn attempt(
         topology.schedule(),
         topology.declared_delays(),
     );
-    let retry = match next {
+    let (retry, fate) = match next {
         Next::Succeed => {
             tracing::info!(status = ?outcome.status_code, duration_ms = attempt.duration_ms, "delivered");
             record.state = DeliveryState::Succeeded;
             record.finished_at = Some(finished);
-            None
+            (None, Fate::Succeeded)
         }
         Next::Retry {
             attempt: next_attempt,
@@ -405,7 +405,7 @@ async fn attempt(
             tracing::info!(error = failure(&outcome), next_attempt, wait = ?delay, "attempt failed; retry scheduled");
             record.state = DeliveryState::Pending;
             record.next_attempt_at = Some(SystemTime::now() + delay);
-            Some((
+            let retry = (
                 DeliveryMessage {
                     attempt: next_attempt,
                     // The record took the payload; the retry copies it back.
@@ -415,7 +415,8 @@ async fn attempt(
                     ..std::mem::take(message)
                 },
                 delay,
-            ))
+            );
+            (Some(retry), Fate::Retried)
         }
         Next::Fail => {
             tracing::info!(
@@ -424,7 +425,7 @@ async fn attempt(
             );
             record.state = DeliveryState::Failed;
             record.finished_at = Some(finished);
-            None
+            (None, Fate::Failed)
         }
         Next::Park { .. } => {
             unreachable!("the retry decision parks only a delivery that was not attempted")
@@ -472,11 +473,7 @@ async fn attempt(
             };
         }
     }
-    shared.stats.count(match next {
-        Next::Retry { .. } | Next::Park { .. } => Fate::Retried,
-        Next::Succeed => Fate::Succeeded,
-        Next::Fail => Fate::Failed,
-    });
+    shared.stats.count(fate);
     Settle::Ack
 }
 
