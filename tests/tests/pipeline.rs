@@ -681,18 +681,7 @@ async fn configuration_changes_are_seen_without_restart() {
             .await
             .unwrap();
     }
-    // The sender reloads the whole configuration on every change, so once a
-    // probe delivery goes to the probe's new URL, its copy holds `moved`'s
-    // change (made before) too.
-    eventually(
-        FINAL,
-        "the sender sees the changed configuration",
-        || async {
-            let probes = env.fire_json("moved.probe", "{}").await;
-            env.wait_final(&probes[0], FINAL).await.target_url == probe.url("/after")
-        },
-    )
-    .await;
+    sender_sends_to(&env, "moved.probe", &probe.url("/after")).await;
     let second = env.fire_json("moved", "{}").await;
     assert_eq!(
         env.wait_final(&second[0], FINAL).await.target_url,
@@ -704,11 +693,15 @@ async fn configuration_changes_are_seen_without_restart() {
     // A webhook written straight into Postgres (another ingest replica, a
     // migration script) is picked up by the running services within ~1 s.
     let started = std::time::Instant::now();
-    env.db().await.execute(
+    let db = env.db().await;
+    db.execute(
         "INSERT INTO webhooks (id, tenant, event, method, url) VALUES ($1, '', 'sql.made', 'POST', $2)",
         &[&uuid::Uuid::now_v7(), &new.url("/sql")],
     ).await.unwrap();
-    let mut ingest = env.ingest().await;
+    // Ingest: its copy, which Fire reads, lists the event. Asked with
+    // ListEvents rather than Fire, so that no delivery is made before the
+    // sender may have seen the webhook (it would cancel it as deleted).
+    let ingest = env.ingest().await;
     eventually(
         Duration::from_secs(3),
         "ingest sees the SQL-made event",
@@ -716,13 +709,15 @@ async fn configuration_changes_are_seen_without_restart() {
             let mut ingest = ingest.clone();
             async move {
                 ingest
-                    .fire(FireRequest {
-                        event: "sql.made".into(),
-                        data: Some(fire_request::Data::Json("{}".into())),
-                        ..Default::default()
-                    })
+                    .list_events(herald_proto::v1::ListEventsRequest::default())
                     .await
-                    .is_ok()
+                    .is_ok_and(|events| {
+                        events
+                            .into_inner()
+                            .events
+                            .iter()
+                            .any(|e| e.event == "sql.made")
+                    })
             }
         },
     )
@@ -732,11 +727,37 @@ async fn configuration_changes_are_seen_without_restart() {
         "seen after {:?}",
         started.elapsed()
     );
+    // The sender: the probe, changed in SQL after the insert, shows it.
+    let probe_id: uuid::Uuid = probe_hook.id.parse().unwrap();
+    db.execute(
+        "UPDATE webhooks SET url = $1 WHERE id = $2",
+        &[&probe.url("/sql-seen"), &probe_id],
+    )
+    .await
+    .unwrap();
+    sender_sends_to(&env, "moved.probe", &probe.url("/sql-seen")).await;
+    let made = env.fire_json("sql.made", "{}").await;
+    let row = env.wait_final(&made[0], FINAL).await;
+    assert_eq!(
+        (row.state.as_str(), row.target_url.as_str()),
+        ("succeeded", new.url("/sql").as_str())
+    );
     new.wait_for(2, FINAL).await;
-    let _ = ingest
-        .list_events(herald_proto::v1::ListEventsRequest::default())
-        .await
-        .unwrap();
+}
+
+/// Fires `event` until one of its deliveries goes to `url`: proof that the
+/// sender's copy of the configuration holds that change and, since it
+/// reloads the whole configuration, every change committed before it.
+async fn sender_sends_to(env: &TestEnv, event: &str, url: &str) {
+    eventually(
+        FINAL,
+        "the sender sees the changed configuration",
+        || async {
+            let probes = env.fire_json(event, "{}").await;
+            env.wait_final(&probes[0], FINAL).await.target_url == url
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
