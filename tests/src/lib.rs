@@ -23,6 +23,7 @@ use herald_proto::v1::{
 };
 use herald_queue::{QueueConfig, QueueType};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tonic::transport::Channel;
 
 pub use proxy::TcpProxy;
@@ -57,6 +58,12 @@ pub struct TestEnv {
     pub queue: QueueConfig,
     pub shutdown: CancellationToken,
     running: Arc<AtomicUsize>,
+    /// Parent of every sender's shutdown token (itself a child of
+    /// `shutdown`), so that [`TestEnv::stop`] ends the senders and leaves
+    /// ingest running.
+    senders_shutdown: CancellationToken,
+    /// The senders' tasks, so that [`TestEnv::stop`] can wait for them.
+    senders: TaskTracker,
     pub ingest_addr: Option<SocketAddr>,
 }
 
@@ -100,12 +107,15 @@ impl TestEnv {
         let mut queue = QueueConfig::new(amqp_url(), format!("herald-e2e-{tag}"));
         queue.queue_type = QueueType::Quorum;
         queue.schedule = schedule.parse().context("schedule")?;
+        let shutdown = CancellationToken::new();
         Ok(Self {
             database_url,
             database_name,
             queue,
-            shutdown: CancellationToken::new(),
+            senders_shutdown: shutdown.child_token(),
+            shutdown,
             running: Arc::new(AtomicUsize::new(0)),
+            senders: TaskTracker::new(),
             ingest_addr: None,
         })
     }
@@ -195,7 +205,8 @@ impl TestEnv {
     }
 
     /// Starts a sender with a short test-friendly config, adjusted by `tweak`.
-    /// Returns its own shutdown token (a child of the environment's).
+    /// Returns its own shutdown token (a child of the environment's). A
+    /// sender started after [`TestEnv::stop`] stops at once.
     pub async fn start_sender(
         &self,
         tweak: impl FnOnce(&mut herald_sender::SenderConfig),
@@ -222,17 +233,34 @@ impl TestEnv {
             uuid::Uuid::new_v4().simple()
         );
         tweak(&mut config);
-        let shutdown = self.shutdown.child_token();
+        let shutdown = self.senders_shutdown.child_token();
         let token = shutdown.clone();
         let running = self.running.clone();
         running.fetch_add(1, Ordering::SeqCst);
-        tokio::spawn(async move {
+        self.senders.spawn(async move {
             if let Err(e) = herald_sender::run(config, http, shutdown).await {
                 tracing::error!(error = ?e, "sender failed");
             }
             running.fetch_sub(1, Ordering::SeqCst);
         });
         Ok(token)
+    }
+
+    /// Stops every sender and waits until each has shut down: it stopped
+    /// consuming, every delivery it had was settled (acked once its attempt
+    /// was stored and its retry or dead letter confirmed, or back in its
+    /// queue), its attempt writes were flushed and its broker connection is
+    /// closed. From then on nothing more can be sent unless a message still
+    /// waits in a queue, so "nothing more arrives" is checked as "the
+    /// queues are empty" instead of by waiting a while and counting.
+    /// Ingest keeps running.
+    pub async fn stop(&self) {
+        self.senders_shutdown.cancel();
+        self.senders.close();
+        // Above the senders' drain timeout (5 s) plus their last writes.
+        tokio::time::timeout(Duration::from_secs(30), self.senders.wait())
+            .await
+            .expect("the senders stop within 30 s");
     }
 
     fn ingest_url(&self) -> String {

@@ -184,8 +184,10 @@ async fn all_attempts_fail_then_failed_with_three_rows_and_a_stable_id() {
             && r.header("content-type") == Some("application/json")),
         "the same JSON body on every attempt"
     );
-    // No fourth attempt comes later.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // No fourth attempt comes later: once the sender has settled every
+    // delivery and stopped, no retry waits in any queue.
+    env.stop().await;
+    assert_eq!(env.queued_messages().await, 0, "no retry is queued");
     assert_eq!(receiver.requests().len(), 3);
 }
 
@@ -656,20 +658,30 @@ async fn configuration_changes_are_seen_without_restart() {
     let old = Receiver::ok().await;
     let new = Receiver::ok().await;
     let hook = env.webhook("moved", "POST", &old.url("/old")).await;
+    // Changed after `moved`, it shows when the sender has seen the change.
+    let probe = Receiver::ok().await;
+    let probe_hook = env
+        .webhook("moved.probe", "POST", &probe.url("/before"))
+        .await;
     let first = env.fire_json("moved", "{}").await;
     env.wait_final(&first[0], FINAL).await;
 
     // A change through the Admin API reaches the sender.
-    env.admin()
-        .await
-        .update_webhook(UpdateWebhookRequest {
-            id: hook.id.clone(),
-            url: Some(new.url("/new")),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    for (id, url) in [
+        (&hook.id, new.url("/new")),
+        (&probe_hook.id, probe.url("/after")),
+    ] {
+        env.admin()
+            .await
+            .update_webhook(UpdateWebhookRequest {
+                id: id.clone(),
+                url: Some(url),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    sender_sends_to(&env, "moved.probe", &probe.url("/after")).await;
     let second = env.fire_json("moved", "{}").await;
     assert_eq!(
         env.wait_final(&second[0], FINAL).await.target_url,
@@ -681,11 +693,15 @@ async fn configuration_changes_are_seen_without_restart() {
     // A webhook written straight into Postgres (another ingest replica, a
     // migration script) is picked up by the running services within ~1 s.
     let started = std::time::Instant::now();
-    env.db().await.execute(
+    let db = env.db().await;
+    db.execute(
         "INSERT INTO webhooks (id, tenant, event, method, url) VALUES ($1, '', 'sql.made', 'POST', $2)",
         &[&uuid::Uuid::now_v7(), &new.url("/sql")],
     ).await.unwrap();
-    let mut ingest = env.ingest().await;
+    // Ingest: its copy, which Fire reads, lists the event. Asked with
+    // ListEvents rather than Fire, so that no delivery is made before the
+    // sender may have seen the webhook (it would cancel it as deleted).
+    let ingest = env.ingest().await;
     eventually(
         Duration::from_secs(3),
         "ingest sees the SQL-made event",
@@ -693,13 +709,15 @@ async fn configuration_changes_are_seen_without_restart() {
             let mut ingest = ingest.clone();
             async move {
                 ingest
-                    .fire(FireRequest {
-                        event: "sql.made".into(),
-                        data: Some(fire_request::Data::Json("{}".into())),
-                        ..Default::default()
-                    })
+                    .list_events(herald_proto::v1::ListEventsRequest::default())
                     .await
-                    .is_ok()
+                    .is_ok_and(|events| {
+                        events
+                            .into_inner()
+                            .events
+                            .iter()
+                            .any(|e| e.event == "sql.made")
+                    })
             }
         },
     )
@@ -709,11 +727,37 @@ async fn configuration_changes_are_seen_without_restart() {
         "seen after {:?}",
         started.elapsed()
     );
+    // The sender: the probe, changed in SQL after the insert, shows it.
+    let probe_id: uuid::Uuid = probe_hook.id.parse().unwrap();
+    db.execute(
+        "UPDATE webhooks SET url = $1 WHERE id = $2",
+        &[&probe.url("/sql-seen"), &probe_id],
+    )
+    .await
+    .unwrap();
+    sender_sends_to(&env, "moved.probe", &probe.url("/sql-seen")).await;
+    let made = env.fire_json("sql.made", "{}").await;
+    let row = env.wait_final(&made[0], FINAL).await;
+    assert_eq!(
+        (row.state.as_str(), row.target_url.as_str()),
+        ("succeeded", new.url("/sql").as_str())
+    );
     new.wait_for(2, FINAL).await;
-    let _ = ingest
-        .list_events(herald_proto::v1::ListEventsRequest::default())
-        .await
-        .unwrap();
+}
+
+/// Fires `event` until one of its deliveries goes to `url`: proof that the
+/// sender's copy of the configuration holds that change and, since it
+/// reloads the whole configuration, every change committed before it.
+async fn sender_sends_to(env: &TestEnv, event: &str, url: &str) {
+    eventually(
+        FINAL,
+        "the sender sees the changed configuration",
+        || async {
+            let probes = env.fire_json(event, "{}").await;
+            env.wait_final(&probes[0], FINAL).await.target_url == url
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -810,7 +854,10 @@ async fn two_senders_on_one_queue_deliver_each_delivery_once() {
             .unwrap_or(false)
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Both senders settle what they hold and stop; a delivery that was not
+    // acked would now be back in the work queue, waiting to be sent again.
+    env.stop().await;
+    assert_eq!(env.queued_messages().await, 0, "nothing is redelivered");
     let got = receiver.requests();
     assert_eq!(got.len(), 300, "no duplicates");
     let mut seen: Vec<&str> = got
@@ -909,8 +956,9 @@ async fn messages_no_sender_can_process_go_to_the_dead_letter_queue() {
     let reason = invalid_letter.reason.as_deref().unwrap_or_default();
     assert!(reason.contains("event"), "{reason}");
 
-    // Moved aside, not sent, not recorded, not redelivered.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Moved aside, not sent, not recorded, not redelivered: once the sender
+    // has settled both messages and stopped, none is left in any queue.
+    env.stop().await;
     assert!(receiver.requests().is_empty());
     assert_eq!(env.attempt_rows().await, 0);
     assert_eq!(env.queued_messages().await, 0);
@@ -962,8 +1010,9 @@ async fn a_record_postgres_refuses_is_sent_once_per_attempt_then_moved_to_the_de
         );
     }
 
-    // Each attempt was sent once, not again and again.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Each attempt was sent once, not again and again: once the sender has
+    // settled both deliveries and stopped, none is left in any queue.
+    env.stop().await;
     assert_eq!(ok.requests().len(), 1);
     assert_eq!(
         failing.requests().len(),

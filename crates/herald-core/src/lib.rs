@@ -1,16 +1,18 @@
 //! Herald's domain: webhook configuration and its validation, the payload a
-//! shop fires and how it is placed into an HTTP request, the retry schedule,
-//! and the delivery states that dashboards read.
+//! shop fires and how it is placed into an HTTP request, the retry schedule
+//! and the retry decision, and the delivery states that dashboards read.
 //!
 //! This crate owns pure logic only. It must not do I/O (no network, no
 //! database, no clock other than values passed in), so every rule here can be
 //! tested directly and reused by ingest, sender and store alike.
 
 pub mod api_key;
+pub mod backoff;
 pub mod delivery;
 pub mod idempotency;
 pub mod name;
 pub mod payload;
+pub mod retry;
 pub mod retry_after;
 pub mod schedule;
 pub mod signing;

@@ -105,11 +105,6 @@ impl ConnectionManager {
         &self.config
     }
 
-    /// How many times a connection was established (1 after the first).
-    pub fn connect_count(&self) -> u64 {
-        self.connects.load(Ordering::Relaxed)
-    }
-
     fn healthy_live(&self) -> Option<Arc<Live>> {
         let guard = self.current.read().unwrap_or_else(|e| e.into_inner());
         guard.as_ref().filter(|live| live.healthy()).cloned()

@@ -13,7 +13,7 @@ mod topology;
 pub use connection::{ConnectionManager, connect};
 pub use publisher::{DEAD_REASON_HEADER, Publisher, dead_reason, message_properties};
 pub use topology::Route;
-pub use topology::{DEFER_DELAY, QueueType, Topology};
+pub use topology::{QueueType, Topology};
 
 use std::time::Duration;
 

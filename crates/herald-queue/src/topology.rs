@@ -6,10 +6,10 @@
 //! - `p.delay.<ms>ms` (one queue per distinct delay): messages wait there
 //!   for the queue's TTL, then RabbitMQ dead-letters them to `p.work`.
 //!
-//! - `p.delay.5000ms` ([`DEFER_DELAY`]): where a sender parks a delivery whose webhook
-//!   already has its maximum of requests in flight (a slow or hanging
-//!   target), so that it does not hold a prefetch slot that a healthy
-//!   webhook's delivery could use. Parking is not an attempt.
+//! - `p.delay.5000ms` (herald-core's `PARK_DELAY`): where a sender parks a
+//!   delivery whose webhook already has its maximum of requests in flight
+//!   (a slow or hanging target), so that it does not hold a prefetch slot
+//!   that a healthy webhook's delivery could use. Parking is not an attempt.
 //! - `p.dead` (queue): messages no sender can ever finish — one that does not
 //!   decode as a delivery, or one whose record Postgres refuses as data —
 //!   kept for an operator instead of being dropped or redelivered forever.
@@ -20,10 +20,15 @@
 //! carry their delay, so a changed schedule declares new queues next to the
 //! old ones instead of clashing with their arguments; the old ones keep
 //! draining into the work exchange.
+//!
+//! Which delays exist (and which queue a wait goes to) is herald-core's
+//! [`DelayQueues`], the same value the retry decision chooses from; this
+//! module only names and declares them.
 
 use std::time::Duration;
 
 use herald_core::Schedule;
+use herald_core::retry::DelayQueues;
 use lapin::options::{
     ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
     QueueDeleteOptions,
@@ -82,20 +87,16 @@ pub struct Topology {
     prefix: String,
     queue_type: QueueType,
     schedule: Schedule,
+    /// The delays that get a delay queue, derived from the schedule.
+    delays: DelayQueues,
 }
-
-/// How long a parked delivery waits before it is offered to senders again.
-///
-/// Long enough that a hanging webhook's parked deliveries cost little broker
-/// work while they circle; a parked delivery is late by at most this much
-/// once its webhook has a free slot again.
-pub const DEFER_DELAY: Duration = Duration::from_secs(5);
 
 impl Topology {
     pub fn new(prefix: &str, queue_type: QueueType, schedule: Schedule) -> Self {
         Self {
             prefix: prefix.to_owned(),
             queue_type,
+            delays: DelayQueues::for_schedule(&schedule),
             schedule,
         }
     }
@@ -130,20 +131,14 @@ impl Topology {
         format!("{}.delay.{}ms", self.prefix, delay.as_millis())
     }
 
-    /// Every distinct delay that needs a delay queue: the schedule's and the
+    /// Every distinct delay that has a delay queue: the schedule's and the
     /// parking delay.
-    fn delays(&self) -> Vec<Duration> {
-        let mut delays: Vec<Duration> = self
-            .schedule
-            .delays()
-            .iter()
-            .copied()
-            .filter(|d| !d.is_zero())
-            .chain([DEFER_DELAY])
-            .collect();
-        delays.sort();
-        delays.dedup();
-        delays
+    pub fn declared_delays(&self) -> &DelayQueues {
+        &self.delays
+    }
+
+    fn delays(&self) -> impl Iterator<Item = Duration> + '_ {
+        self.delays.delays().iter().copied()
     }
 
     /// Where to publish a delivery that waits `delay` before its attempt.
@@ -167,25 +162,13 @@ impl Topology {
     /// one when none does (only declared queues exist on the broker).
     /// Returns the route and the wait it really gives.
     pub fn route_at_least(&self, delay: Duration) -> (Route, Duration) {
-        if delay.is_zero() {
-            return (self.route_after(Duration::ZERO), Duration::ZERO);
-        }
-        let delays = self.delays();
-        let chosen = delays
-            .iter()
-            .copied()
-            .find(|d| *d >= delay)
-            .or_else(|| delays.last().copied())
-            .unwrap_or(DEFER_DELAY);
+        let chosen = self.delays.at_least(delay);
         (self.route_after(chosen), chosen)
     }
 
     /// Every delay queue's name (tests inspect and delete them).
     pub fn delay_queues(&self) -> Vec<String> {
-        self.delays()
-            .into_iter()
-            .map(|d| self.delay_queue(d))
-            .collect()
+        self.delays().map(|d| self.delay_queue(d)).collect()
     }
 
     /// Where to publish the 1-based `attempt` of a delivery.
@@ -303,7 +286,7 @@ impl Topology {
     /// Deletes everything `declare` made (tests use it to leave nothing behind).
     pub async fn delete(&self, channel: &Channel) -> Result<(), QueueError> {
         let mut queues = vec![self.work_queue(), self.dead_queue()];
-        queues.extend(self.delays().into_iter().map(|d| self.delay_queue(d)));
+        queues.extend(self.delays().map(|d| self.delay_queue(d)));
         for queue in queues {
             channel
                 .queue_delete(queue.into(), QueueDeleteOptions::default())
@@ -328,6 +311,7 @@ fn long_string(s: &str) -> AMQPValue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use herald_core::retry::PARK_DELAY;
     use lapin::types::ShortString;
 
     #[test]
@@ -352,15 +336,15 @@ mod tests {
             "shop1.delay.240000ms"
         );
         assert_eq!(
-            t.delays(),
-            vec![
+            t.declared_delays().delays(),
+            &[
                 Duration::from_millis(250),
-                DEFER_DELAY,
+                PARK_DELAY,
                 Duration::from_secs(240)
             ]
         );
         assert_eq!(
-            t.route_at_least(DEFER_DELAY).0.routing_key,
+            t.route_at_least(PARK_DELAY).0.routing_key,
             "shop1.delay.5000ms",
             "parked deliveries wait in their own delay queue"
         );

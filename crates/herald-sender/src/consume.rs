@@ -1,11 +1,13 @@
 //! The consume loop: one AMQP connection for consuming, re-established
-//! after broker failures, feeding one task per delivery.
+//! after broker failures (with herald-core's jittered back-off), feeding one
+//! task per delivery. It must not handle a delivery itself: `process` does,
+//! and settles it through `acks`.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use futures_util::StreamExt;
+use herald_core::backoff::Backoff;
 use herald_queue::QueueError;
 use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
@@ -21,18 +23,20 @@ pub(crate) async fn consume_until_shutdown(
     shutdown: &CancellationToken,
 ) {
     let tracker = TaskTracker::new();
-    let topology = config.queue.topology();
-    let mut backoff = Duration::from_millis(100);
+    // Shared with every delivery task: it holds the schedule and the delay
+    // queues the retry decision chooses from.
+    let topology = Arc::new(config.queue.topology());
+    let mut backoff = Backoff::new();
     while !shutdown.is_cancelled() {
         let connection = match herald_queue::connect(&config.queue, &config.name).await {
             Ok(connection) => connection,
             Err(e) => {
-                tracing::warn!(error = %e, retry_in = ?backoff, "cannot connect to the broker");
+                let wait = backoff.next_delay();
+                tracing::warn!(error = %e, retry_in = ?wait, "cannot connect to the broker");
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
-                    _ = tokio::time::sleep(backoff) => {}
+                    _ = tokio::time::sleep(wait) => {}
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
                 continue;
             }
         };
@@ -63,17 +67,17 @@ pub(crate) async fn consume_until_shutdown(
         let (channel, mut consumer) = match consumer {
             Ok(pair) => pair,
             Err(e) => {
-                tracing::warn!(error = %e, retry_in = ?backoff, "cannot start consuming");
+                let wait = backoff.next_delay();
+                tracing::warn!(error = %e, retry_in = ?wait, "cannot start consuming");
                 let _ = connection.close(200, "retrying".into()).await;
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
-                    _ = tokio::time::sleep(backoff) => {}
+                    _ = tokio::time::sleep(wait) => {}
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
                 continue;
             }
         };
-        backoff = Duration::from_millis(100);
+        backoff.reset();
         let acks = Arc::new(Acks::new(channel.clone()));
         let stop_acks = CancellationToken::new();
         let flusher = tokio::spawn({
@@ -81,7 +85,6 @@ pub(crate) async fn consume_until_shutdown(
             let stop = stop_acks.clone();
             async move { acks.run(stop).await }
         });
-        let schedule = Arc::new(topology.schedule().clone());
         shared.consuming.store(true, Ordering::Relaxed);
         tracing::info!(queue = %topology.work_queue(), prefetch = config.prefetch, "consuming");
         loop {
@@ -96,9 +99,8 @@ pub(crate) async fn consume_until_shutdown(
                 next = consumer.next() => match next {
                     Some(Ok(delivery)) => {
                         let shared = shared.clone();
-                        let schedule = schedule.clone();
                         acks.received(delivery.delivery_tag);
-                        tracker.spawn(process::handle(shared, schedule, acks.clone(), delivery));
+                        tracker.spawn(process::handle(shared, topology.clone(), acks.clone(), delivery));
                     }
                     Some(Err(e)) => {
                         tracing::warn!(error = %e, "the consumer failed; reconnecting");

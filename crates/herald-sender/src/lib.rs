@@ -1,7 +1,8 @@
 //! The sender service: consumes deliveries from the work queue, sends each
 //! one's HTTP request with the webhook's *current* configuration, records the
-//! attempt in Postgres, and routes failures to the next delay queue or to
-//! final failure.
+//! attempt in Postgres, and carries out what herald-core's retry decision
+//! (`herald_core::retry::decide`) says follows: a retry in a delay queue, a
+//! park, final success or failure.
 //!
 //! Guarantee: a delivery message is acked only after its attempt row is
 //! committed and its retry (if any) confirmed by the broker. A crash anywhere
@@ -9,12 +10,13 @@
 //! A message no sender can ever finish (undecodable, invalid, or with a
 //! record Postgres refuses as data) is acked only once the broker confirmed
 //! it in the dead-letter queue.
-//! This crate must not accept Fire calls or change webhook configuration.
+//! This crate must not accept Fire calls or change webhook configuration,
+//! nor decide on its own whether or when a delivery is retried.
 
 mod acks;
+mod client;
 mod consume;
 pub mod header_case;
-mod http;
 mod limits;
 mod process;
 mod request;
@@ -35,8 +37,8 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+pub use crate::client::{AttemptOutcome, EXCERPT_BYTES, HttpSender, TlsSetupError, tls_config};
 pub use crate::header_case::WrittenHeaderName;
-pub use crate::http::{AttemptOutcome, EXCERPT_BYTES, HttpSender, TlsSetupError, tls_config};
 pub use crate::request::DeliveryInfo;
 
 /// The delivery-id header of webhooks that name none (Standard Webhooks').
@@ -124,8 +126,11 @@ pub(crate) struct Shared {
     pub consuming: AtomicBool,
     pub cache: ConfigCache,
     pub writer: AttemptWriter,
-    pub retries: Publisher,
-    pub http: HttpSender,
+    /// Publishes what follows an attempt back to the broker: retries to
+    /// their delay queue, parked deliveries to the parking queue, and
+    /// messages no sender can finish to the dead-letter queue.
+    pub republisher: Publisher,
+    pub client: HttpSender,
     pub limits: limits::WebhookLimits,
     pub stats: stats::Stats,
 }
@@ -169,13 +174,13 @@ pub async fn run(
         config.attempt_header.clone(),
         config.addresses.clone(),
     );
-    let retries = Publisher::new(config.queue.clone(), format!("{}-retry", config.name), 2);
+    let republisher = Publisher::new(config.queue.clone(), format!("{}-retry", config.name), 2);
     let shared = Arc::new(Shared {
         consuming: AtomicBool::new(false),
         cache,
         writer,
-        retries: retries.clone(),
-        http: sender,
+        republisher: republisher.clone(),
+        client: sender,
         limits: limits::WebhookLimits::new(config.max_in_flight_per_webhook, config.park_after),
         stats: stats::Stats::register(),
     });
@@ -202,7 +207,7 @@ pub async fn run(
     background.cancel();
     let _ = writer_task.await;
     let _ = retention.await;
-    retries.manager().close().await;
+    republisher.manager().close().await;
     tracing::info!("sender stopped");
     Ok(())
 }

@@ -7,7 +7,7 @@
 //! is at its limit waits for a free slot as long as the webhook makes
 //! progress (a request started or finished within the park-after window);
 //! once it has made none for that long, the delivery is parked in the
-//! deferral delay queue (no attempt is made or recorded), freeing its
+//! parking delay queue (no attempt is made or recorded), freeing its
 //! prefetch slot for other webhooks. A fast webhook under a burst frees
 //! slots every few milliseconds, however many deliveries wait, so it is
 //! never parked; a hanging one is parked at once.

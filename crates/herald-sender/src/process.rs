@@ -1,11 +1,18 @@
-//! One delivery, from the broker to its final ack.
+//! One delivery, from the broker to its final ack or requeue.
+//!
+//! This module carries out what herald-core's [`retry::decide`] says
+//! follows an attempt (or a busy webhook): it records, publishes and
+//! settles, but decides nothing about retries itself. It must not name
+//! queues (herald-queue's) nor build requests (`request`, `client`).
 
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use futures_util::future::Either;
-use herald_core::{DeliveryState, EventName, Payload, RetryDecision, Schedule, Tenant};
+use herald_core::retry::{self, IfRefused, Next};
+use herald_core::{DeliveryState, EventName, Payload, Tenant};
 use herald_proto::v1::DeliveryMessage;
+use herald_queue::Topology;
 use herald_store::{AttemptRecord, DeliveryRecord, StoreError, WriteError, WriteRequest};
 use lapin::Acker;
 use lapin::message::Delivery;
@@ -14,7 +21,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::acks::Acks;
-use crate::stats::Outcome;
+use crate::stats::Fate;
 use crate::{DeliveryInfo, Shared};
 
 /// Handles one delivery message: cancel, or attempt and record; then ack.
@@ -30,7 +37,7 @@ use crate::{DeliveryInfo, Shared};
 /// that they add no size either.
 pub(crate) fn handle(
     shared: Arc<Shared>,
-    schedule: Arc<Schedule>,
+    topology: Arc<Topology>,
     acks: Arc<Acks>,
     delivery: Delivery,
 ) -> impl Future<Output = ()> + Send + 'static {
@@ -54,7 +61,7 @@ pub(crate) fn handle(
                     delivery_id = ?undeliverable.delivery_id,
                     "a queue message no sender can process goes to the dead-letter queue"
                 );
-                let moved = bury(
+                let moved = dead_letter(
                     &shared,
                     &data,
                     undeliverable.delivery_id,
@@ -68,20 +75,30 @@ pub(crate) fn handle(
     Either::Right(async move {
         let span = tracing::info_span!("delivery", %delivery_id, attempt = message.attempt);
         shared.stats.in_flight.increment(1.0);
-        let done = deliver(&shared, &schedule, delivery_id, webhook_id, &mut message)
+        let settled = deliver(&shared, &topology, delivery_id, webhook_id, &mut message)
             .instrument(span.clone())
             .await;
-        settle(&acks, tag, acker, done).instrument(span).await;
+        settle(&acks, tag, acker, settled).instrument(span).await;
         shared.stats.in_flight.decrement(1.0);
     })
 }
 
+/// How a delivery message leaves this sender.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Settle {
+    /// Done: its attempt is stored and whatever follows it (a retry, a park,
+    /// a dead letter) is confirmed by the broker.
+    Ack,
+    /// Not done: it goes back to the queue, and another try, here or on
+    /// another sender, repeats the attempt with the same delivery id.
+    Requeue,
+}
+
 /// Acks a delivery that is done (with its neighbours, by the flusher: see
-/// `acks`), or sends it back to the queue: another try, here or on another
-/// sender, repeats the attempt with the same delivery id. The nack future is
-/// boxed: it is rarely taken, and the task would otherwise carry its size.
-async fn settle(acks: &Acks, tag: u64, acker: Acker, done: bool) {
-    if done {
+/// `acks`), or sends it back to the queue. The nack future is boxed: it is
+/// rarely taken, and the task would otherwise carry its size.
+async fn settle(acks: &Acks, tag: u64, acker: Acker, settle: Settle) {
+    if settle == Settle::Ack {
         acks.finished(tag);
         return;
     }
@@ -144,17 +161,26 @@ fn decode(data: &[u8]) -> Result<(Uuid, Uuid, DeliveryMessage), Undeliverable> {
     Ok((delivery_id, webhook_id, message))
 }
 
-/// Moves a message no sender can finish to the dead-letter queue; true once
-/// the broker confirmed it there (the original may then be acked).
-async fn bury(shared: &Shared, body: &[u8], delivery_id: Option<Uuid>, reason: &str) -> bool {
-    match shared.retries.publish_dead(body, delivery_id, reason).await {
+/// Moves a message no sender can finish to the dead-letter queue; acked once
+/// the broker confirmed it there.
+async fn dead_letter(
+    shared: &Shared,
+    body: &[u8],
+    delivery_id: Option<Uuid>,
+    reason: &str,
+) -> Settle {
+    match shared
+        .republisher
+        .publish_dead(body, delivery_id, reason)
+        .await
+    {
         Ok(()) => {
-            shared.stats.count(Outcome::Dead);
-            true
+            shared.stats.count(Fate::Dead);
+            Settle::Ack
         }
         Err(e) => {
             tracing::warn!(error = %e, "the message could not be moved to the dead-letter queue; it goes back to the queue");
-            false
+            Settle::Requeue
         }
     }
 }
@@ -162,12 +188,12 @@ async fn bury(shared: &Shared, body: &[u8], delivery_id: Option<Uuid>, reason: &
 /// After Postgres refused a delivery's record for good: moves the message
 /// (with the payload the record took back in it) to the dead-letter queue,
 /// so that the target is not sent the same attempt again and again.
-async fn bury_refused(
+async fn dead_letter_refused(
     shared: &Shared,
     delivery_id: Uuid,
     message: &mut DeliveryMessage,
     refused: Refused,
-) -> bool {
+) -> Settle {
     let Refused { reason, request } = refused;
     if message.data.is_none() {
         let delivery = request.delivery;
@@ -177,10 +203,11 @@ async fn bury_refused(
     }
     tracing::error!(%reason, "Postgres refused the delivery record; the message goes to the dead-letter queue");
     let body = herald_queue::encode(message);
-    bury(shared, &body, Some(delivery_id), &reason).await
+    dead_letter(shared, &body, Some(delivery_id), &reason).await
 }
 
-/// Returns whether the delivery may be acked (attempt stored, retry queued).
+/// Carries a delivery through: cancelled, parked, or attempted; says
+/// whether the message may be acked (attempt stored, retry queued).
 ///
 /// A delivery often waits here for its webhook's in-flight limit: with a
 /// large prefetch, thousands do. The wait keeps only the message (borrowed
@@ -191,11 +218,11 @@ async fn bury_refused(
 /// at ~5 % of the sender's CPU).
 async fn deliver(
     shared: &Shared,
-    schedule: &Schedule,
+    topology: &Topology,
     delivery_id: Uuid,
     webhook_id: Uuid,
     message: &mut DeliveryMessage,
-) -> bool {
+) -> Settle {
     let (webhook, exists) = {
         let snapshot = shared.cache.snapshot();
         let webhook = snapshot.webhook(webhook_id).cloned();
@@ -211,11 +238,17 @@ async fn deliver(
         return Box::pin(cancel(shared, delivery_id, webhook_id, message, reason)).await;
     };
     let Some(slot) = shared.limits.acquire(webhook_id).await else {
-        return Box::pin(park(shared, message)).await;
+        let next = retry::decide(
+            retry::Outcome::Busy,
+            message.attempt,
+            topology.schedule(),
+            topology.declared_delays(),
+        );
+        return Box::pin(park(shared, message, next)).await;
     };
     Box::pin(attempt(
         shared,
-        schedule,
+        topology,
         delivery_id,
         webhook,
         slot,
@@ -264,7 +297,7 @@ async fn cancel(
     webhook_id: Uuid,
     message: &mut DeliveryMessage,
     reason: &'static str,
-) -> bool {
+) -> Settle {
     tracing::info!(reason, "delivery cancelled");
     let mut record = record(
         delivery_id,
@@ -287,12 +320,13 @@ async fn cancel(
     .await;
     match written {
         Written::Stored => {
-            shared.stats.count(Outcome::Cancelled);
-            true
+            shared.stats.count(Fate::Cancelled);
+            Settle::Ack
         }
-        Written::Later => false,
+        Written::Later => Settle::Requeue,
+        // A cancelled delivery is final, so nothing else carries it on.
         Written::Refused(refused) => {
-            Box::pin(bury_refused(shared, delivery_id, message, refused)).await
+            Box::pin(dead_letter_refused(shared, delivery_id, message, refused)).await
         }
     }
 }
@@ -301,12 +335,12 @@ async fn cancel(
 /// retry, if any.
 async fn attempt(
     shared: &Shared,
-    schedule: &Schedule,
+    topology: &Topology,
     delivery_id: Uuid,
     webhook: Arc<herald_core::Webhook>,
     slot: crate::limits::Slot,
     message: &mut DeliveryMessage,
-) -> bool {
+) -> Settle {
     let webhook_id = webhook.id;
     // Moved out rather than copied: the request is built from it, and the
     // record then takes it. Only a retry needs a copy (below).
@@ -323,7 +357,7 @@ async fn attempt(
     // answer is in, and a delivery then waiting for its write batch (with
     // a prefetch of thousands, many do when Postgres lags) holds only
     // what it records.
-    let mut outcome = Box::pin(shared.http.send(&webhook, &payload, &info)).await;
+    let mut outcome = Box::pin(shared.client.send(&webhook, &payload, &info)).await;
     drop(slot);
     let finished = outcome.started_at + outcome.duration;
     shared.stats.attempt(&outcome);
@@ -351,51 +385,53 @@ async fn attempt(
         response_excerpt: outcome.response_excerpt.take(),
     };
 
-    let retry = match &outcome.error {
-        None => {
+    let next = retry::decide(
+        retry_outcome(&outcome),
+        message.attempt,
+        topology.schedule(),
+        topology.declared_delays(),
+    );
+    let (retry, fate) = match next {
+        Next::Succeed => {
             tracing::info!(status = ?outcome.status_code, duration_ms = attempt.duration_ms, "delivered");
             record.state = DeliveryState::Succeeded;
             record.finished_at = Some(finished);
-            None
+            (None, Fate::Succeeded)
         }
-        Some(error) => match schedule.after_failure(message.attempt) {
-            RetryDecision::Retry {
-                attempt: next,
+        Next::Retry {
+            attempt: next_attempt,
+            delay,
+        } => {
+            tracing::info!(error = failure(&outcome), next_attempt, wait = ?delay, "attempt failed; retry scheduled");
+            record.state = DeliveryState::Pending;
+            record.next_attempt_at = Some(SystemTime::now() + delay);
+            let retry = (
+                DeliveryMessage {
+                    attempt: next_attempt,
+                    // The record took the payload; the retry copies it back.
+                    data: record.payload.clone().map(|text| {
+                        herald_queue::message_data(Payload::from_stored(record.payload_kind, text))
+                    }),
+                    ..std::mem::take(message)
+                },
                 delay,
-            } if error.kind.is_retryable() => {
-                // A target that asked for a pause (429/503 with Retry-After)
-                // gets at least that: the first delay queue as long, or the
-                // longest one. Never sooner than the schedule says.
-                let asked = outcome.retry_after.map_or(delay, |asked| delay.max(asked));
-                let (_, wait) = shared.retries.topology().route_at_least(asked);
-                tracing::info!(%error, next_attempt = next, ?wait, "attempt failed; retry scheduled");
-                record.state = DeliveryState::Pending;
-                record.next_attempt_at = Some(SystemTime::now() + wait);
-                Some((
-                    DeliveryMessage {
-                        attempt: next,
-                        // The record took the payload; the retry copies it back.
-                        data: record.payload.clone().map(|text| {
-                            herald_queue::message_data(Payload::from_stored(
-                                record.payload_kind,
-                                text,
-                            ))
-                        }),
-                        ..std::mem::take(message)
-                    },
-                    asked,
-                ))
-            }
-            _ => {
-                tracing::info!(%error, "attempt failed; delivery failed for good");
-                record.state = DeliveryState::Failed;
-                record.finished_at = Some(finished);
-                None
-            }
-        },
+            );
+            (Some(retry), Fate::Retried)
+        }
+        Next::Fail => {
+            tracing::info!(
+                error = failure(&outcome),
+                "attempt failed; delivery failed for good"
+            );
+            record.state = DeliveryState::Failed;
+            record.finished_at = Some(finished);
+            (None, Fate::Failed)
+        }
+        Next::Park { .. } => {
+            unreachable!("the retry decision parks only a delivery that was not attempted")
+        }
     };
 
-    let record_state = record.state;
     let stored = write(
         shared,
         WriteRequest {
@@ -406,61 +442,77 @@ async fn attempt(
     let queued = async {
         match &retry {
             None => true,
-            Some((next, wait)) => match Box::pin(shared.retries.publish_after(next, *wait)).await {
-                Ok(_) => true,
-                Err(e) => {
-                    tracing::warn!(error = %e, "the retry could not be queued; the attempt will be repeated");
-                    false
+            Some((retry, delay)) => {
+                match Box::pin(shared.republisher.publish_after(retry, *delay)).await {
+                    Ok(_) => true,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the retry could not be queued; the attempt will be repeated");
+                        false
+                    }
                 }
-            },
+            }
         }
     };
     let (written, queued) = tokio::join!(stored, queued);
-    let stored = match written {
-        Written::Stored => true,
-        Written::Later => false,
+    match written {
+        Written::Stored if queued => {}
+        Written::Stored | Written::Later => return Settle::Requeue,
         Written::Refused(refused) => {
-            return match &retry {
+            return match next.when_record_refused() {
                 // The retry carries the delivery on (its attempts are made
                 // on schedule); once no retry is left, the last attempt's
                 // message goes to the dead-letter queue.
-                Some(_) if queued => {
+                IfRefused::CarryOn if queued => {
                     tracing::error!(reason = %refused.reason, "Postgres refused the record of this attempt; the retry carries the delivery on");
-                    true
+                    Settle::Ack
                 }
-                Some(_) => false,
-                None => Box::pin(bury_refused(shared, delivery_id, message, refused)).await,
+                IfRefused::CarryOn => Settle::Requeue,
+                IfRefused::DeadLetter => {
+                    Box::pin(dead_letter_refused(shared, delivery_id, message, refused)).await
+                }
             };
         }
-    };
-    let done = stored && queued;
-    if done {
-        shared.stats.count(match (&retry, record_state) {
-            (Some(_), _) => Outcome::Retried,
-            (None, DeliveryState::Succeeded) => Outcome::Succeeded,
-            (None, _) => Outcome::Failed,
-        });
     }
-    done
+    shared.stats.count(fate);
+    Settle::Ack
 }
 
-/// Parks a delivery whose webhook is at its in-flight limit: the same
-/// message goes to the deferral delay queue and comes back after it. No
-/// attempt is made, so nothing is recorded; the ack waits for the confirm.
-async fn park(shared: &Shared, message: &DeliveryMessage) -> bool {
-    match shared
-        .retries
-        .publish_after(message, herald_queue::DEFER_DELAY)
-        .await
-    {
+/// What the retry decision needs to know of an attempt.
+fn retry_outcome(outcome: &crate::AttemptOutcome) -> retry::Outcome {
+    match &outcome.error {
+        None => retry::Outcome::Delivered,
+        Some(error) => retry::Outcome::Failed {
+            kind: error.kind,
+            status: outcome.status_code,
+            retry_after: outcome.retry_after,
+        },
+    }
+}
+
+/// The attempt's error as a log field (absent when it succeeded).
+fn failure(
+    outcome: &crate::AttemptOutcome,
+) -> Option<tracing::field::DisplayValue<&herald_core::AttemptError>> {
+    outcome.error.as_ref().map(tracing::field::display)
+}
+
+/// Parks a delivery whose webhook is at its in-flight limit, as `next` (the
+/// retry decision for a busy webhook) says: the same message goes to the
+/// parking delay queue and comes back after it. No attempt is made, so
+/// nothing is recorded; the ack waits for the confirm.
+async fn park(shared: &Shared, message: &DeliveryMessage, next: Next) -> Settle {
+    let Next::Park { delay } = next else {
+        unreachable!("a busy webhook's delivery is always parked")
+    };
+    match shared.republisher.publish_after(message, delay).await {
         Ok(_) => {
             tracing::debug!("webhook at its in-flight limit; delivery parked");
-            shared.stats.count(Outcome::Parked);
-            true
+            shared.stats.count(Fate::Parked);
+            Settle::Ack
         }
         Err(e) => {
             tracing::warn!(error = %e, "the delivery could not be parked; it goes back to the queue");
-            false
+            Settle::Requeue
         }
     }
 }

@@ -13,7 +13,7 @@ use herald_core::ErrorKind;
 
 /// How one delivery message ended, as counted in `herald_deliveries_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Outcome {
+pub(crate) enum Fate {
     Succeeded,
     Retried,
     Failed,
@@ -98,14 +98,14 @@ impl Stats {
         }
     }
 
-    pub fn count(&self, outcome: Outcome) {
-        match outcome {
-            Outcome::Succeeded => &self.succeeded,
-            Outcome::Retried => &self.retried,
-            Outcome::Failed => &self.failed,
-            Outcome::Cancelled => &self.cancelled,
-            Outcome::Parked => &self.parked,
-            Outcome::Dead => &self.dead,
+    pub fn count(&self, fate: Fate) {
+        match fate {
+            Fate::Succeeded => &self.succeeded,
+            Fate::Retried => &self.retried,
+            Fate::Failed => &self.failed,
+            Fate::Cancelled => &self.cancelled,
+            Fate::Parked => &self.parked,
+            Fate::Dead => &self.dead,
         }
         .increment(1);
     }

@@ -25,7 +25,6 @@
 //!   batches, and expired idempotency keys.
 
 mod api_keys;
-mod backoff;
 mod cache;
 pub mod idempotency;
 mod log;

@@ -114,12 +114,6 @@ impl RetentionPolicy {
             batch: 5_000,
         }
     }
-
-    /// Whether a run removes or clears anything of the delivery log. (Every
-    /// run removes expired idempotency keys regardless.)
-    pub fn removes_anything(&self) -> bool {
-        !self.keep.is_zero() || !self.keep_payload.is_zero()
-    }
 }
 
 /// What one run did.

@@ -17,8 +17,8 @@ use tokio_postgres::{AsyncMessage, NoTls};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::backoff::Backoff;
 use crate::{StoreError, parse_url};
+use herald_core::backoff::Backoff;
 
 /// Upper bound for one reload, so that a hung connection cannot stall the
 /// watcher (and with it the reaction to shutdown) indefinitely.

@@ -21,8 +21,8 @@ use tracing::{error, warn};
 use uuid::Uuid;
 
 use crate::StoreError;
-use crate::backoff::Backoff;
 use crate::store::u32_to_i32;
+use herald_core::backoff::Backoff;
 
 /// Upper bound for one attempt at committing a batch. A connection whose
 /// peer vanished would otherwise hold the batch (and its callers) for as long

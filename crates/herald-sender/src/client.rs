@@ -1,12 +1,17 @@
-//! The HTTP(S) side of an attempt: building the request from the webhook's
-//! current configuration and the fired data, sending it with the webhook's
-//! timeout, and reading just enough of the answer to record it.
+//! The HTTP(S) client side of an attempt: building the request from the
+//! webhook's current configuration and the fired data, sending it with the
+//! webhook's timeout, and reading just enough of the answer to record it.
+//!
+//! It reports what happened and nothing more: it must not record attempts,
+//! publish or decide on retries (herald-core's `retry` does, `process`
+//! carries it out).
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
+use herald_core::retry::honours_retry_after;
 use herald_core::retry_after::parse_retry_after;
 use herald_core::ssrf::AddressPolicy;
 use herald_core::{AttemptError, ErrorKind, Payload, Webhook};
@@ -83,15 +88,10 @@ pub struct AttemptOutcome {
     pub status_code: Option<u16>,
     pub error: Option<AttemptError>,
     pub response_excerpt: Option<String>,
-    /// How long the target asked to be left alone (`Retry-After` on a 429
-    /// or 503 answer).
+    /// How long the target asked to be left alone (`Retry-After` on an
+    /// answer whose status asks for a pause: see
+    /// `herald_core::retry::honours_retry_after`).
     pub retry_after: Option<Duration>,
-}
-
-impl AttemptOutcome {
-    pub fn succeeded(&self) -> bool {
-        self.error.is_none()
-    }
 }
 
 /// Sends webhook requests over one shared, pooled HTTP(S) client whose
@@ -209,9 +209,9 @@ impl HttpSender {
                 },
             })?;
         let status = response.status().as_u16();
-        // Only "too many requests" and "unavailable" carry a pause request
-        // Herald obeys; on other answers the header means nothing to a sender.
-        let retry_after = if matches!(status, 429 | 503) {
+        // Read only where the retry decision would obey it, so that the
+        // attempt's error message never mentions a pause that is ignored.
+        let retry_after = if honours_retry_after(status) {
             response
                 .headers()
                 .get(http::header::RETRY_AFTER)
