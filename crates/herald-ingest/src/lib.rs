@@ -10,6 +10,7 @@
 //! must not send HTTP requests or record attempts: that is the sender's job.
 
 mod admin;
+mod args;
 mod auth;
 mod convert;
 mod ingest;
@@ -20,7 +21,6 @@ mod scheduled;
 
 use std::time::Duration;
 
-use herald_core::ssrf::AddressPolicy;
 use herald_proto::v1::{admin_server::AdminServer, ingest_server::IngestServer};
 use herald_queue::{Publisher, QueueConfig};
 use herald_service::http::Reply;
@@ -30,11 +30,13 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use admin::{AdminService, TargetPolicy};
+pub use args::{ArgsError, IngestArgs};
 pub use auth::{AuthMode, BootstrapKey, GrpcTls, Principal};
 pub use ingest::IngestService;
 pub use request_size::max_request_bytes;
 
-/// Everything the ingest service needs to run.
+/// Everything the ingest service needs to run. Its defaults are those of
+/// [`IngestArgs`]: `IngestConfig::default()` or [`IngestConfig::from_args`].
 #[derive(Debug, Clone)]
 pub struct IngestConfig {
     pub database_url: String,
@@ -70,27 +72,13 @@ pub struct IngestConfig {
 }
 
 impl IngestConfig {
+    /// The default configuration (see [`IngestArgs`]) with this database
+    /// and broker; tests start from it.
     pub fn new(database_url: impl Into<String>, queue: QueueConfig) -> Self {
         Self {
             database_url: database_url.into(),
-            db_pool_size: 8,
             queue,
-            max_payload_bytes: herald_core::payload::DEFAULT_MAX_PAYLOAD_BYTES,
-            config_refresh: Duration::from_secs(5),
-            publish_channels: 1,
-            drain_timeout: Duration::from_secs(30),
-            metrics: None,
-            targets: TargetPolicy {
-                allow_http: false,
-                addresses: AddressPolicy::default(),
-            },
-            secrets: SecretBox::plaintext(),
-            // Secure by default; tests and local benchmarks switch it off
-            // explicitly.
-            auth: AuthMode::Required,
-            admin_key: None,
-            tls: None,
-            idempotency_window: Duration::from_secs(24 * 3600),
+            ..Self::default()
         }
     }
 }

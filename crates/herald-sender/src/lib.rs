@@ -12,6 +12,7 @@
 //! This crate must not accept Fire calls or change webhook configuration.
 
 mod acks;
+mod args;
 mod consume;
 pub mod header_case;
 mod http;
@@ -35,6 +36,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+pub use crate::args::{ArgsError, SenderArgs};
 pub use crate::header_case::WrittenHeaderName;
 pub use crate::http::{AttemptOutcome, EXCERPT_BYTES, HttpSender, TlsSetupError, tls_config};
 pub use crate::request::DeliveryInfo;
@@ -44,7 +46,8 @@ pub const DEFAULT_ID_HEADER: &str = "webhook-id";
 /// The attempt-number header.
 pub const DEFAULT_ATTEMPT_HEADER: &str = "webhook-attempt";
 
-/// Everything the sender needs to run.
+/// Everything the sender needs to run. Its defaults are those of
+/// [`SenderArgs`]: `SenderConfig::default()` or [`SenderConfig::from_args`].
 #[derive(Debug, Clone)]
 pub struct SenderConfig {
     pub database_url: String,
@@ -86,26 +89,13 @@ pub struct SenderConfig {
 }
 
 impl SenderConfig {
+    /// The default configuration (see [`SenderArgs`]) with this database
+    /// and broker; tests start from it.
     pub fn new(database_url: impl Into<String>, queue: QueueConfig) -> Self {
         Self {
             database_url: database_url.into(),
-            db_pool_size: 8,
             queue,
-            prefetch: herald_queue::DEFAULT_PREFETCH,
-            id_header: DEFAULT_ID_HEADER.parse().expect("a valid header name"),
-            attempt_header: DEFAULT_ATTEMPT_HEADER.parse().expect("a valid header name"),
-            extra_ca_file: None,
-            config_refresh: Duration::from_secs(5),
-            writer: WriterConfig::default(),
-            drain_timeout: Duration::from_secs(30),
-            name: "herald-sender".into(),
-            metrics: None,
-            addresses: AddressPolicy::default(),
-            secrets: SecretBox::plaintext(),
-            retention: RetentionPolicy::days(30, 7),
-            retention_interval: Duration::from_secs(3600),
-            max_in_flight_per_webhook: 32,
-            park_after: Duration::from_millis(200),
+            ..Self::default()
         }
     }
 }
