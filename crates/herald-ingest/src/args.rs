@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use herald_core::Secret;
 use herald_service::{Command, CommonOptions};
 
 use crate::{AuthMode, BootstrapKey, GrpcTls, IngestConfig, TargetPolicy};
@@ -51,7 +52,7 @@ pub struct IngestArgs {
     /// scope for every tenant that needs no database row, to create the
     /// first keys. Never logged.
     #[arg(long, env = "HERALD_ADMIN_KEY", hide_env_values = true)]
-    pub admin_key: Option<String>,
+    pub admin_key: Option<Secret<String>>,
     /// PEM certificate chain: serve gRPC over TLS (with --grpc-tls-key).
     #[arg(long, env = "HERALD_GRPC_TLS_CERT", requires = "grpc_tls_key")]
     pub grpc_tls_cert: Option<PathBuf>,
@@ -118,7 +119,7 @@ impl IngestConfig {
             auth: args.auth,
             // An empty variable (a compose file's `${HERALD_ADMIN_KEY:-}`)
             // means none.
-            admin_key: match args.admin_key.as_deref() {
+            admin_key: match args.admin_key.as_ref().map(|key| key.expose().as_str()) {
                 Some(key) if !key.is_empty() => {
                     Some(BootstrapKey::new(key).map_err(ArgsError::AdminKey)?)
                 }
@@ -201,13 +202,31 @@ mod tests {
     #[test]
     fn an_empty_admin_key_means_none_and_a_short_one_is_refused() {
         let mut args = herald_service::defaults::<IngestArgs>();
-        args.admin_key = Some(String::new());
+        args.admin_key = Some(Secret::from(""));
         assert!(IngestConfig::from_args(&args).unwrap().admin_key.is_none());
-        args.admin_key = Some("short".into());
+        args.admin_key = Some(Secret::from("short"));
         assert!(matches!(
             IngestConfig::from_args(&args),
             Err(ArgsError::AdminKey(_))
         ));
+    }
+
+    #[test]
+    fn debug_of_the_config_hides_passwords_and_keys() {
+        let args = IngestArgs::try_parse_from([
+            "herald-ingest",
+            "--database-url",
+            "postgres://herald:pg-hunter2@db/herald",
+            "--amqp-url",
+            "amqp://herald:mq-hunter2@broker/%2f",
+            "--admin-key",
+            "admin-key-hunter2-0123456789",
+        ])
+        .unwrap();
+        assert!(!format!("{args:?}").contains("hunter2"), "{args:?}");
+        let config = IngestConfig::from_args(&args).unwrap();
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("hunter2"), "{debug}");
     }
 
     #[test]

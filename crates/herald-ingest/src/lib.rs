@@ -21,6 +21,7 @@ mod scheduled;
 
 use std::time::Duration;
 
+use herald_core::Secret;
 use herald_proto::v1::{admin_server::AdminServer, ingest_server::IngestServer};
 use herald_queue::{Publisher, QueueConfig};
 use herald_service::http::Reply;
@@ -39,7 +40,8 @@ pub use request_size::max_request_bytes;
 /// [`IngestArgs`]: `IngestConfig::default()` or [`IngestConfig::from_args`].
 #[derive(Debug, Clone)]
 pub struct IngestConfig {
-    pub database_url: String,
+    /// May hold a password: `Debug` prints it redacted.
+    pub database_url: Secret<String>,
     pub db_pool_size: usize,
     pub queue: QueueConfig,
     /// Largest `data` a Fire call may carry.
@@ -74,7 +76,7 @@ pub struct IngestConfig {
 impl IngestConfig {
     /// The default configuration (see [`IngestArgs`]) with this database
     /// and broker; tests start from it.
-    pub fn new(database_url: impl Into<String>, queue: QueueConfig) -> Self {
+    pub fn new(database_url: impl Into<Secret<String>>, queue: QueueConfig) -> Self {
         Self {
             database_url: database_url.into(),
             queue,
@@ -104,19 +106,19 @@ pub async fn run(
     http: Option<TcpListener>,
     shutdown: CancellationToken,
 ) -> Result<(), IngestError> {
-    herald_store::migrate(&config.database_url).await?;
-    let pool = herald_store::pool(&config.database_url, config.db_pool_size)?;
+    herald_store::migrate(config.database_url.expose()).await?;
+    let pool = herald_store::pool(config.database_url.expose(), config.db_pool_size)?;
     let store = Store::new(pool).with_secrets(config.secrets.clone());
     let cache = ConfigCache::start(
         store.clone(),
-        &config.database_url,
+        config.database_url.expose(),
         config.config_refresh,
         shutdown.child_token(),
     )
     .await?;
     let keys = ApiKeyCache::start(
         store.clone(),
-        &config.database_url,
+        config.database_url.expose(),
         config.config_refresh,
         shutdown.child_token(),
     )

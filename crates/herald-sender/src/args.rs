@@ -195,6 +195,22 @@ mod tests {
     }
 
     #[test]
+    fn debug_of_the_config_hides_passwords_and_keys() {
+        let args = SenderArgs::try_parse_from([
+            "herald-sender",
+            "--database-url",
+            "postgres://herald:pg-hunter2@db/herald",
+            "--amqp-url",
+            "amqp://herald:mq-hunter2@broker/%2f",
+        ])
+        .unwrap();
+        assert!(!format!("{args:?}").contains("hunter2"), "{args:?}");
+        let config = SenderConfig::from_args(&args).unwrap();
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("hunter2"), "{debug}");
+    }
+
+    #[test]
     fn payload_retention_may_not_outlast_the_deliveries() {
         let args = SenderArgs::try_parse_from([
             "herald-sender",

@@ -28,6 +28,7 @@ use std::time::Duration;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use herald_core::Secret;
 use herald_core::ssrf::AddressPolicy;
 use herald_queue::{Publisher, QueueConfig};
 use herald_service::http::Reply;
@@ -50,7 +51,8 @@ pub const DEFAULT_ATTEMPT_HEADER: &str = "webhook-attempt";
 /// [`SenderArgs`]: `SenderConfig::default()` or [`SenderConfig::from_args`].
 #[derive(Debug, Clone)]
 pub struct SenderConfig {
-    pub database_url: String,
+    /// May hold a password: `Debug` prints it redacted.
+    pub database_url: Secret<String>,
     pub db_pool_size: usize,
     pub queue: QueueConfig,
     /// Deliveries taken from the broker at once (AMQP prefetch); each is
@@ -91,7 +93,7 @@ pub struct SenderConfig {
 impl SenderConfig {
     /// The default configuration (see [`SenderArgs`]) with this database
     /// and broker; tests start from it.
-    pub fn new(database_url: impl Into<String>, queue: QueueConfig) -> Self {
+    pub fn new(database_url: impl Into<Secret<String>>, queue: QueueConfig) -> Self {
         Self {
             database_url: database_url.into(),
             queue,
@@ -129,15 +131,15 @@ pub async fn run(
     http: Option<TcpListener>,
     shutdown: CancellationToken,
 ) -> Result<(), SenderError> {
-    herald_store::migrate(&config.database_url).await?;
-    let pool = herald_store::pool(&config.database_url, config.db_pool_size)?;
+    herald_store::migrate(config.database_url.expose()).await?;
+    let pool = herald_store::pool(config.database_url.expose(), config.db_pool_size)?;
     let store = Store::new(pool.clone()).with_secrets(config.secrets.clone());
     // Background tasks (cache watcher, writers) stop only after the
     // deliveries that need them have finished.
     let background = CancellationToken::new();
     let cache = ConfigCache::start(
         store,
-        &config.database_url,
+        config.database_url.expose(),
         config.config_refresh,
         background.clone(),
     )

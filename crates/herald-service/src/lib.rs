@@ -24,7 +24,7 @@ pub async fn start(
     let _ = rustls::crypto::ring::default_provider().install_default();
     match command.unwrap_or(Command::Serve) {
         Command::Migrate => {
-            herald_store::migrate(&common.database_url).await?;
+            herald_store::migrate(common.database_url.expose()).await?;
             tracing::info!("migrations applied");
             Ok(None)
         }

@@ -10,8 +10,8 @@
 use std::time::Duration;
 
 use clap::Parser;
-use herald_core::Schedule;
 use herald_core::ssrf::AddressPolicy;
+use herald_core::{Schedule, Secret};
 use herald_queue::{QueueConfig, QueueType};
 
 /// How log lines are written.
@@ -34,7 +34,7 @@ pub struct CommonOptions {
         default_value = "postgres://postgres@127.0.0.1:5432/herald",
         hide_env_values = true
     )]
-    pub database_url: String,
+    pub database_url: Secret<String>,
 
     /// RabbitMQ connection URL. May contain a password; never logged.
     #[arg(
@@ -43,7 +43,7 @@ pub struct CommonOptions {
         default_value = herald_queue::DEFAULT_AMQP_URL,
         hide_env_values = true
     )]
-    pub amqp_url: String,
+    pub amqp_url: Secret<String>,
 
     /// Prefix of every RabbitMQ exchange and queue name.
     #[arg(long, env = "HERALD_QUEUE_PREFIX", default_value = herald_queue::DEFAULT_QUEUE_PREFIX)]
@@ -86,7 +86,7 @@ pub struct CommonOptions {
     /// secrets at rest (AES-256-GCM). Never logged. Ingest and senders need
     /// the same key.
     #[arg(long, env = "HERALD_ENCRYPTION_KEY", hide_env_values = true)]
-    pub encryption_key: Option<String>,
+    pub encryption_key: Option<Secret<String>>,
 
     /// Log format: text or json.
     #[arg(long, env = "HERALD_LOG_FORMAT", value_enum, default_value = "text")]
@@ -101,13 +101,15 @@ impl CommonOptions {
     /// How secrets are sealed at rest; fails on a malformed key.
     pub fn secret_box(&self) -> Result<herald_store::SecretBox, herald_store::SecretBoxError> {
         match &self.encryption_key {
-            Some(key) if !key.is_empty() => herald_store::SecretBox::with_key(key),
+            Some(key) if !key.expose().is_empty() => {
+                herald_store::SecretBox::with_key(key.expose())
+            }
             _ => Ok(herald_store::SecretBox::plaintext()),
         }
     }
 
     pub fn queue_config(&self) -> QueueConfig {
-        let mut config = QueueConfig::new(&self.amqp_url, &self.queue_prefix);
+        let mut config = QueueConfig::new(self.amqp_url.clone(), &self.queue_prefix);
         config.queue_type = self.queue_type;
         config.schedule = self.schedule.clone();
         config
@@ -173,10 +175,10 @@ mod tests {
         assert!(args.command.is_none());
         let common = args.common;
         assert_eq!(
-            common.database_url,
+            common.database_url.expose(),
             "postgres://postgres@127.0.0.1:5432/herald"
         );
-        assert_eq!(common.amqp_url, herald_queue::DEFAULT_AMQP_URL);
+        assert_eq!(common.amqp_url.expose(), herald_queue::DEFAULT_AMQP_URL);
         assert_eq!(common.queue_prefix, herald_queue::DEFAULT_QUEUE_PREFIX);
         assert_eq!(common.queue_type, QueueType::Quorum);
         assert_eq!(common.schedule, Schedule::default());
@@ -185,6 +187,28 @@ mod tests {
         assert_eq!(common.drain_timeout(), Duration::from_secs(30));
         assert!(common.encryption_key.is_none());
         assert_eq!(common.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn debug_of_the_options_hides_passwords_and_keys() {
+        let args = Args::try_parse_from([
+            "herald-test",
+            "--database-url",
+            "postgres://herald:pg-hunter2@db/herald",
+            "--amqp-url",
+            "amqp://herald:mq-hunter2@broker/%2f",
+            "--encryption-key",
+            "key-hunter2",
+        ])
+        .unwrap();
+        let debug = format!("{args:?}");
+        assert!(!debug.contains("hunter2"), "{debug}");
+        assert_eq!(
+            args.common.database_url.expose(),
+            "postgres://herald:pg-hunter2@db/herald"
+        );
+        let debug = format!("{:?}", args.common.queue_config());
+        assert!(!debug.contains("hunter2"), "{debug}");
     }
 
     #[test]
