@@ -7,6 +7,7 @@
 
 pub mod http;
 pub mod options;
+pub mod options_doc;
 
 use tokio_util::sync::CancellationToken;
 
