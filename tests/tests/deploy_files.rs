@@ -313,6 +313,21 @@ fn dockerfile_builds_and_ships_the_three_binaries() {
             "the runtime image gets {binary}"
         );
     }
+    // Stripped binaries: the release profile keeps line tables for
+    // profiling, which the image does not need.
+    assert!(
+        dockerfile.contains("cargo build --profile dist"),
+        "builds with the dist profile"
+    );
+    assert!(
+        dockerfile.contains("target/dist/herald-ingest"),
+        "copies the dist binaries"
+    );
+    let manifest = read("Cargo.toml");
+    assert!(
+        manifest.contains("[profile.dist]\ninherits = \"release\""),
+        "Cargo.toml declares the dist profile"
+    );
     assert!(
         dockerfile.contains("USER herald"),
         "runs as the non-root user herald"
