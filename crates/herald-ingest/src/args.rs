@@ -69,7 +69,7 @@ pub struct IngestArgs {
           value_parser = clap::value_parser!(u32).range(1..=720))]
     pub idempotency_window_hours: u32,
     /// AMQP channels Fire publishes on (one connection). Concurrent calls
-    /// share them and each awaits its own confirm; see README "Performance"
+    /// share them and each awaits its own confirm; see docs/performance.md
     /// for why the default is what it is.
     #[arg(long, env = "HERALD_PUBLISH_CHANNELS", default_value_t = 1,
           value_parser = clap::value_parser!(u16).range(1..=64))]

@@ -50,8 +50,8 @@ pub struct IngestConfig {
     pub config_refresh: Duration,
     /// Channels of the publishing connection. One is the fastest on a
     /// quorum queue: the broker confirms a channel's publishes in larger
-    /// groups (`multiple`), so fewer frames and wake-ups per Fire (README
-    /// "Performance").
+    /// groups (`multiple`), so fewer frames and wake-ups per Fire
+    /// (docs/performance.md).
     pub publish_channels: usize,
     /// How long shutdown waits for calls in flight.
     pub drain_timeout: Duration,
@@ -61,7 +61,8 @@ pub struct IngestConfig {
     pub targets: TargetPolicy,
     /// Seals secret header values and signing secrets at rest.
     pub secrets: SecretBox,
-    /// Whether calls need an API key (README "Authentication").
+    /// Whether calls need an API key (see `HERALD_AUTH` in
+    /// docs/configuration.md).
     pub auth: AuthMode,
     /// The admin key from configuration, which works without any key in
     /// the database (to create the first ones).

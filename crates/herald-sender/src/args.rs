@@ -43,7 +43,7 @@ pub struct SenderArgs {
     #[arg(long, env = "HERALD_EXTRA_CA_FILE")]
     pub extra_ca_file: Option<PathBuf>,
     /// Most attempt records per Postgres transaction; best at about the
-    /// prefetch divided by the 4 writers (see README "Performance").
+    /// prefetch divided by the 4 writers (see docs/performance.md).
     #[arg(long, env = "HERALD_WRITE_BATCH", default_value_t = 64,
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub write_batch: u32,
@@ -84,7 +84,7 @@ pub struct SenderArgs {
     /// Threads of the sender's async runtime; 0 = one per CPU core. A sender
     /// waits on the network most of the time, so more threads mostly add
     /// wake-ups between them: where it shares few cores with RabbitMQ and
-    /// Postgres, 1 costs less CPU per delivery (README "Performance"). Run
+    /// Postgres, 1 costs less CPU per delivery (docs/performance.md). Run
     /// more senders to use more cores.
     #[arg(long, env = "HERALD_WORKER_THREADS", default_value_t = 0,
           value_parser = clap::value_parser!(u16).range(0..=1024))]

@@ -1,6 +1,8 @@
 //! Plumbing shared by `herald-ingest` and `herald-sender`: the options both
-//! accept (as clap flags with `HERALD_*` environment variables), logging
-//! set-up, and the one shutdown token fed by SIGINT/SIGTERM.
+//! accept (`options`: clap flags with `HERALD_*` environment variables), the
+//! generated configuration reference (`options_doc`), the probe and metrics
+//! endpoint (`http`), logging set-up, and the one shutdown token fed by
+//! SIGINT/SIGTERM.
 //!
 //! It must not hold service logic: services are libraries with a thin
 //! `main.rs` that uses these helpers.
