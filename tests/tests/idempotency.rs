@@ -361,9 +361,11 @@ async fn keyed_fire_needs_postgres_unkeyed_does_not() {
         1,
     );
     assert_ne!(proxied, env.database_url, "the URL names host and port");
-    env.start_ingest(env.queue.clone(), |config| config.database_url = proxied)
-        .await
-        .unwrap();
+    env.start_ingest(env.queue.clone(), |config| {
+        config.database_url = proxied.into()
+    })
+    .await
+    .unwrap();
     let receiver = Receiver::ok().await;
     webhook(&env, "", &receiver.url("/a")).await;
     let mut client = env.ingest().await;

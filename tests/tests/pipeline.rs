@@ -765,7 +765,7 @@ async fn broker_down_is_unavailable_and_ingest_recovers_by_itself() {
     let mut env = TestEnv::new("0s").await.unwrap();
     let proxy = herald_tests::TcpProxy::start("127.0.0.1:5672".parse().unwrap()).await;
     let mut via_proxy = env.queue.clone();
-    via_proxy.amqp_url = format!("amqp://guest:guest@{}/%2f", proxy.addr);
+    via_proxy.amqp_url = format!("amqp://guest:guest@{}/%2f", proxy.addr).into();
     via_proxy.confirm_timeout = Duration::from_secs(2);
     via_proxy.connect_timeout = Duration::from_secs(2);
     env.start_ingest(via_proxy, |_| {}).await.unwrap();
@@ -1043,7 +1043,7 @@ async fn dead_letters_are_listed_and_sent_again_once_the_cause_is_fixed() {
     })
     .await;
 
-    let (url, prefix) = (&env.queue.amqp_url, &env.queue.prefix);
+    let (url, prefix) = (env.queue.amqp_url.expose(), &env.queue.prefix);
     let listed = herald_cli::dead::list(url, prefix, 100).await.unwrap();
     assert_eq!(listed.len(), 3, "{listed:?}");
     for letter in &listed {

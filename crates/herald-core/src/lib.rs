@@ -15,6 +15,7 @@ pub mod payload;
 pub mod retry;
 pub mod retry_after;
 pub mod schedule;
+pub mod secret;
 pub mod signing;
 pub mod ssrf;
 pub mod template;
@@ -24,6 +25,7 @@ pub use delivery::{AttemptError, DeliveryState, ErrorKind};
 pub use name::{EventName, Tenant};
 pub use payload::{Payload, PayloadError};
 pub use schedule::{RetryDecision, Schedule, ScheduleError};
+pub use secret::Secret;
 pub use ssrf::{AddressKind, AddressPolicy, Refusal};
 pub use template::{CompiledTemplate, EventInfo, TemplateContext, TemplateEngine, TemplateError};
 pub use webhook::{

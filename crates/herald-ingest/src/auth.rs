@@ -36,8 +36,8 @@ use tonic::transport::server::TcpConnectInfo;
 use tonic::{Request, Status};
 use uuid::Uuid;
 
-/// Whether calls must carry an API key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Whether calls must carry an API key (`HERALD_AUTH`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum AuthMode {
     /// Every call except health and reflection needs a valid key.
     Required,

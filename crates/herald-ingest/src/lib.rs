@@ -10,6 +10,7 @@
 //! must not send HTTP requests or record attempts: that is the sender's job.
 
 mod admin;
+mod args;
 mod auth;
 mod convert;
 mod ingest;
@@ -20,7 +21,7 @@ mod scheduled;
 
 use std::time::Duration;
 
-use herald_core::ssrf::AddressPolicy;
+use herald_core::Secret;
 use herald_proto::v1::{admin_server::AdminServer, ingest_server::IngestServer};
 use herald_queue::{Publisher, QueueConfig};
 use herald_service::http::Reply;
@@ -30,14 +31,17 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use admin::{AdminService, TargetPolicy};
+pub use args::{ArgsError, IngestArgs};
 pub use auth::{AuthMode, BootstrapKey, GrpcTls, Principal};
 pub use ingest::IngestService;
 pub use request_size::max_request_bytes;
 
-/// Everything the ingest service needs to run.
+/// Everything the ingest service needs to run. Its defaults are those of
+/// [`IngestArgs`]: `IngestConfig::default()` or [`IngestConfig::from_args`].
 #[derive(Debug, Clone)]
 pub struct IngestConfig {
-    pub database_url: String,
+    /// May hold a password: `Debug` prints it redacted.
+    pub database_url: Secret<String>,
     pub db_pool_size: usize,
     pub queue: QueueConfig,
     /// Largest `data` a Fire call may carry.
@@ -70,27 +74,13 @@ pub struct IngestConfig {
 }
 
 impl IngestConfig {
-    pub fn new(database_url: impl Into<String>, queue: QueueConfig) -> Self {
+    /// The default configuration (see [`IngestArgs`]) with this database
+    /// and broker; tests start from it.
+    pub fn new(database_url: impl Into<Secret<String>>, queue: QueueConfig) -> Self {
         Self {
             database_url: database_url.into(),
-            db_pool_size: 8,
             queue,
-            max_payload_bytes: herald_core::payload::DEFAULT_MAX_PAYLOAD_BYTES,
-            config_refresh: Duration::from_secs(5),
-            publish_channels: 1,
-            drain_timeout: Duration::from_secs(30),
-            metrics: None,
-            targets: TargetPolicy {
-                allow_http: false,
-                addresses: AddressPolicy::default(),
-            },
-            secrets: SecretBox::plaintext(),
-            // Secure by default; tests and local benchmarks switch it off
-            // explicitly.
-            auth: AuthMode::Required,
-            admin_key: None,
-            tls: None,
-            idempotency_window: Duration::from_secs(24 * 3600),
+            ..Self::default()
         }
     }
 }
@@ -116,19 +106,19 @@ pub async fn run(
     http: Option<TcpListener>,
     shutdown: CancellationToken,
 ) -> Result<(), IngestError> {
-    herald_store::migrate(&config.database_url).await?;
-    let pool = herald_store::pool(&config.database_url, config.db_pool_size)?;
+    herald_store::migrate(config.database_url.expose()).await?;
+    let pool = herald_store::pool(config.database_url.expose(), config.db_pool_size)?;
     let store = Store::new(pool).with_secrets(config.secrets.clone());
     let cache = ConfigCache::start(
         store.clone(),
-        &config.database_url,
+        config.database_url.expose(),
         config.config_refresh,
         shutdown.child_token(),
     )
     .await?;
     let keys = ApiKeyCache::start(
         store.clone(),
-        &config.database_url,
+        config.database_url.expose(),
         config.config_refresh,
         shutdown.child_token(),
     )

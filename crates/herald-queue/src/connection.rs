@@ -37,7 +37,7 @@ fn broker_uri(amqp_url: &str) -> Result<AMQPUri, QueueError> {
 
 /// Opens one AMQP connection, bounded by the configured connect timeout.
 pub async fn connect(config: &QueueConfig, name: &str) -> Result<Connection, QueueError> {
-    let uri = broker_uri(&config.amqp_url)?;
+    let uri = broker_uri(config.amqp_url.expose())?;
     let properties = ConnectionProperties::default().with_connection_name(name.into());
     match tokio::time::timeout(
         config.connect_timeout,

@@ -17,7 +17,7 @@ pub use topology::{QueueType, Topology};
 
 use std::time::Duration;
 
-use herald_core::{Payload, Schedule};
+use herald_core::{Payload, Schedule, Secret};
 use herald_proto::v1::{DeliveryMessage, delivery_message};
 use prost::Message as _;
 
@@ -40,8 +40,9 @@ pub const DEFAULT_PREFETCH: u16 = 512;
 /// How a service reaches the broker and which topology it uses.
 #[derive(Debug, Clone)]
 pub struct QueueConfig {
-    /// `amqp://user:pass@host:port/vhost`; never logged (it may hold a password).
-    pub amqp_url: String,
+    /// `amqp://user:pass@host:port/vhost`; never logged (it may hold a
+    /// password), and `Debug` prints it redacted.
+    pub amqp_url: Secret<String>,
     /// Prefix of every exchange and queue name, so that several Herald
     /// installations (or tests) can share one broker.
     pub prefix: String,
@@ -54,7 +55,7 @@ pub struct QueueConfig {
 }
 
 impl QueueConfig {
-    pub fn new(amqp_url: impl Into<String>, prefix: impl Into<String>) -> Self {
+    pub fn new(amqp_url: impl Into<Secret<String>>, prefix: impl Into<String>) -> Self {
         Self {
             amqp_url: amqp_url.into(),
             prefix: prefix.into(),
@@ -152,5 +153,13 @@ mod tests {
             assert_eq!(message_payload(Some(data)), payload);
         }
         assert_eq!(message_payload(None), Payload::Text(String::new()));
+    }
+
+    #[test]
+    fn debug_of_the_config_hides_the_password() {
+        let config = QueueConfig::new("amqp://herald:hunter2@broker:5672/%2f", "herald");
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("hunter2"), "{debug}");
+        assert!(debug.contains("Secret([REDACTED])"), "{debug}");
     }
 }

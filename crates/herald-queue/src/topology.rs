@@ -41,8 +41,8 @@ use crate::QueueError;
 /// Routing key of the work queue's binding.
 const WORK_ROUTING_KEY: &str = "work";
 
-/// The RabbitMQ queue type of every Herald queue.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The RabbitMQ queue type of every Herald queue (`HERALD_QUEUE_TYPE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum QueueType {
     /// Replicated Raft queues; dead-lettering can be at-least-once. The
     /// production choice.

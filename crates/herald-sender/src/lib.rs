@@ -14,6 +14,7 @@
 //! nor decide on its own whether or when a delivery is retried.
 
 mod acks;
+mod args;
 mod client;
 mod consume;
 pub mod header_case;
@@ -29,6 +30,7 @@ use std::time::Duration;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use herald_core::Secret;
 use herald_core::ssrf::AddressPolicy;
 use herald_queue::{Publisher, QueueConfig};
 use herald_service::http::Reply;
@@ -37,6 +39,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+pub use crate::args::{ArgsError, SenderArgs};
 pub use crate::client::{AttemptOutcome, EXCERPT_BYTES, HttpSender, TlsSetupError, tls_config};
 pub use crate::header_case::WrittenHeaderName;
 pub use crate::request::DeliveryInfo;
@@ -46,10 +49,12 @@ pub const DEFAULT_ID_HEADER: &str = "webhook-id";
 /// The attempt-number header.
 pub const DEFAULT_ATTEMPT_HEADER: &str = "webhook-attempt";
 
-/// Everything the sender needs to run.
+/// Everything the sender needs to run. Its defaults are those of
+/// [`SenderArgs`]: `SenderConfig::default()` or [`SenderConfig::from_args`].
 #[derive(Debug, Clone)]
 pub struct SenderConfig {
-    pub database_url: String,
+    /// May hold a password: `Debug` prints it redacted.
+    pub database_url: Secret<String>,
     pub db_pool_size: usize,
     pub queue: QueueConfig,
     /// Deliveries taken from the broker at once (AMQP prefetch); each is
@@ -88,26 +93,13 @@ pub struct SenderConfig {
 }
 
 impl SenderConfig {
-    pub fn new(database_url: impl Into<String>, queue: QueueConfig) -> Self {
+    /// The default configuration (see [`SenderArgs`]) with this database
+    /// and broker; tests start from it.
+    pub fn new(database_url: impl Into<Secret<String>>, queue: QueueConfig) -> Self {
         Self {
             database_url: database_url.into(),
-            db_pool_size: 8,
             queue,
-            prefetch: herald_queue::DEFAULT_PREFETCH,
-            id_header: DEFAULT_ID_HEADER.parse().expect("a valid header name"),
-            attempt_header: DEFAULT_ATTEMPT_HEADER.parse().expect("a valid header name"),
-            extra_ca_file: None,
-            config_refresh: Duration::from_secs(5),
-            writer: WriterConfig::default(),
-            drain_timeout: Duration::from_secs(30),
-            name: "herald-sender".into(),
-            metrics: None,
-            addresses: AddressPolicy::default(),
-            secrets: SecretBox::plaintext(),
-            retention: RetentionPolicy::days(30, 7),
-            retention_interval: Duration::from_secs(3600),
-            max_in_flight_per_webhook: 32,
-            park_after: Duration::from_millis(200),
+            ..Self::default()
         }
     }
 }
@@ -144,15 +136,15 @@ pub async fn run(
     http: Option<TcpListener>,
     shutdown: CancellationToken,
 ) -> Result<(), SenderError> {
-    herald_store::migrate(&config.database_url).await?;
-    let pool = herald_store::pool(&config.database_url, config.db_pool_size)?;
+    herald_store::migrate(config.database_url.expose()).await?;
+    let pool = herald_store::pool(config.database_url.expose(), config.db_pool_size)?;
     let store = Store::new(pool.clone()).with_secrets(config.secrets.clone());
     // Background tasks (cache watcher, writers) stop only after the
     // deliveries that need them have finished.
     let background = CancellationToken::new();
     let cache = ConfigCache::start(
         store,
-        &config.database_url,
+        config.database_url.expose(),
         config.config_refresh,
         background.clone(),
     )

@@ -1,8 +1,12 @@
 //! A minimal HTTP endpoint for probes and Prometheus scrapes, shared by both
 //! services. It serves a handful of fixed paths and nothing else.
+//!
+//! It must not hold service logic (what a path answers is the service's
+//! `route`) and must not serve the gRPC API, which tonic serves.
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -44,12 +48,7 @@ where
     F: Fn(String) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Reply> + Send + 'static,
 {
-    loop {
-        let accepted = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => accepted,
-        };
-        let Ok((stream, _)) = accepted else { continue };
+    while let Some((stream, _)) = accept_next(|| listener.accept(), &shutdown).await {
         let route = route.clone();
         tokio::spawn(async move {
             let service = service_fn(move |request: Request<hyper::body::Incoming>| {
@@ -71,6 +70,46 @@ where
     }
 }
 
+/// The wait after the first failed accept; it doubles after each further
+/// failure in a row, up to [`ACCEPT_BACKOFF_MAX`].
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+/// The longest wait between two accepts that fail.
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// The next accepted connection, or `None` once `shutdown` is cancelled.
+///
+/// An accept error such as EMFILE (the process ran out of file
+/// descriptors) comes back at once on the next call, so retrying at once
+/// would spin a core and flood the log while the condition lasts. Instead
+/// each error is logged and followed by a wait of 10 ms, doubling to 1 s,
+/// and the wait starts over after a connection is accepted (mini-redis's
+/// `server.rs` does the same, but gives up; an endpoint for probes should
+/// rather come back once descriptors are free).
+async fn accept_next<T, F, Fut>(mut accept: F, shutdown: &CancellationToken) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = std::io::Result<T>>,
+{
+    let mut wait = ACCEPT_BACKOFF_MIN;
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            accepted = accept() => accepted,
+        };
+        match accepted {
+            Ok(connection) => return Some(connection),
+            Err(error) => {
+                tracing::warn!(%error, retry_in = ?wait, "cannot accept an HTTP connection; backing off");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return None,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+                wait = (wait * 2).min(ACCEPT_BACKOFF_MAX);
+            }
+        }
+    }
+}
+
 /// Installs the process-wide Prometheus recorder (binaries only; libraries
 /// just emit metrics) with buckets for Herald's histograms.
 pub fn install_prometheus()
@@ -89,4 +128,85 @@ pub fn install_prometheus()
             &[1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 512.0, 1024.0],
         )?
         .install_recorder()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use tokio::time::Instant;
+
+    use super::*;
+
+    /// An accept that fails `failures` times, then succeeds, recording when
+    /// it was called.
+    fn flaky_accept(
+        failures: usize,
+        calls: Arc<Mutex<Vec<Instant>>>,
+    ) -> impl FnMut() -> std::future::Ready<std::io::Result<()>> {
+        scripted_accept(move |call| call >= failures, calls)
+    }
+
+    /// An accept whose call number `n` (from 0) succeeds when `succeeds(n)`.
+    fn scripted_accept(
+        succeeds: impl Fn(usize) -> bool,
+        calls: Arc<Mutex<Vec<Instant>>>,
+    ) -> impl FnMut() -> std::future::Ready<std::io::Result<()>> {
+        move || {
+            let mut calls = calls.lock().unwrap();
+            let call = calls.len();
+            calls.push(Instant::now());
+            std::future::ready(if succeeds(call) {
+                Ok(())
+            } else {
+                Err(std::io::Error::other("Too many open files (os error 24)"))
+            })
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn accept_errors_back_off_from_10_ms_doubling_to_1_s() {
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let shutdown = CancellationToken::new();
+        let accepted = accept_next(flaky_accept(9, calls.clone()), &shutdown).await;
+        assert_eq!(accepted, Some(()));
+        let calls = calls.lock().unwrap();
+        let waits: Vec<u128> = calls
+            .windows(2)
+            .map(|pair| (pair[1] - pair[0]).as_millis())
+            .collect();
+        assert_eq!(waits, [10, 20, 40, 80, 160, 320, 640, 1000, 1000]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_back_off_starts_over_after_a_connection() {
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let shutdown = CancellationToken::new();
+        // Calls 0-2 fail, 3 succeeds, 4-5 fail, 6 succeeds.
+        let mut accept = scripted_accept(|call| call == 3 || call == 6, calls.clone());
+        assert_eq!(accept_next(&mut accept, &shutdown).await, Some(()));
+        assert_eq!(accept_next(&mut accept, &shutdown).await, Some(()));
+        let calls = calls.lock().unwrap();
+        let waits: Vec<u128> = calls[3..]
+            .windows(2)
+            .map(|pair| (pair[1] - pair[0]).as_millis())
+            .collect();
+        // No wait after the success, then 10 ms again, not 80 ms.
+        assert_eq!(waits, [0, 10, 20]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_ends_a_back_off() {
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let shutdown = CancellationToken::new();
+        let cancel = shutdown.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            cancel.cancel();
+        });
+        let start = Instant::now();
+        let accepted = accept_next(flaky_accept(usize::MAX, calls.clone()), &shutdown).await;
+        assert_eq!(accepted, None);
+        assert_eq!(start.elapsed(), Duration::from_millis(500));
+    }
 }

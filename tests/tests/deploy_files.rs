@@ -1,13 +1,17 @@
-//! Keeps deploy/ honest: docker-compose.yml, the Dockerfile and the scripts
-//! are read here (no Docker engine is needed) and checked against the
-//! services' documented command line and against the `herald` CLI itself.
+//! Keeps deploy/ honest: docker-compose.yml, the Dockerfile, the k8s
+//! manifests and the scripts are read here (no Docker engine is needed) and
+//! checked against the services' documented options (`docs/configuration.md`)
+//! and against the `herald` CLI itself. It lives with the end-to-end tests
+//! because it tests the services and deploy/, not the CLI.
+//!
+//! It only reads files; it must never change one or start a container.
 
 use std::path::{Path, PathBuf};
 
 use clap::Parser;
 use serde_norway::Value;
 
-/// A service option as the README's "Configuration" table documents it:
+/// A service option as `docs/configuration.md` documents it:
 /// (flag, environment variable, applies to ingest, applies to sender).
 struct Documented {
     flag: String,
@@ -16,38 +20,43 @@ struct Documented {
     sender: bool,
 }
 
-/// The rows of the README's "Configuration" table (the contract; the
-/// `config_table` test checks it against the binaries' `--help`). A row
-/// without a qualifier applies to both services, `(ingest)` / `(sender)` to
-/// one.
+/// The rows of the generated tables of `docs/configuration.md` (the
+/// `configuration_doc` test keeps them equal to the services' clap
+/// structs). The `common` table applies to both services, the
+/// `herald-ingest` and `herald-sender` tables to one.
 fn documented_options() -> Vec<Documented> {
-    let readme = read("README.md");
-    let section = readme
-        .split("\n## Configuration\n")
-        .nth(1)
-        .expect("README has a Configuration section");
-    let section = section.split("\n## ").next().unwrap();
-    let rows: Vec<Documented> = section
-        .lines()
-        .filter(|l| l.starts_with("| `--"))
-        .map(|line| {
+    let doc = read("docs/configuration.md");
+    let mut rows = Vec::new();
+    for (table, ingest, sender) in [
+        ("common", true, true),
+        ("herald-ingest", true, false),
+        ("herald-sender", false, true),
+    ] {
+        let start = format!("<!-- generated: {table} -->");
+        let end = format!("<!-- end generated: {table} -->");
+        let section = doc
+            .split(&start)
+            .nth(1)
+            .and_then(|rest| rest.split(&end).next())
+            .unwrap_or_else(|| panic!("docs/configuration.md has no {table} table"));
+        for line in section.lines().filter(|l| l.starts_with("| `--")) {
             let cells: Vec<&str> = line.split('|').map(str::trim).collect();
-            let option = cells[1];
-            let flag = option.split('`').nth(1).unwrap().to_owned();
+            // `--flag <VALUE>` or `--flag`.
+            let option = cells[1].trim_matches('`');
+            let flag = option.split(' ').next().unwrap().to_owned();
             let env = cells[2].trim_matches('`').to_owned();
-            let (ingest, sender) = match option.split_once('(') {
-                None => (true, true),
-                Some((_, q)) => (q.contains("ingest"), q.contains("sender")),
-            };
-            Documented {
+            rows.push(Documented {
                 flag,
                 env,
                 ingest,
                 sender,
-            }
-        })
-        .collect();
-    assert!(rows.len() >= 10, "README's Configuration table looks empty");
+            });
+        }
+    }
+    assert!(
+        rows.len() >= 10,
+        "docs/configuration.md's tables look empty"
+    );
     rows
 }
 
@@ -77,7 +86,7 @@ const CLI_ENV: &[&str] = &[
 const SERVICE_SUBCOMMANDS: &[&str] = &["serve", "migrate"];
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
 fn read(path: &str) -> String {
@@ -304,6 +313,21 @@ fn dockerfile_builds_and_ships_the_three_binaries() {
             "the runtime image gets {binary}"
         );
     }
+    // Stripped binaries: the release profile keeps line tables for
+    // profiling, which the image does not need.
+    assert!(
+        dockerfile.contains("cargo build --profile dist"),
+        "builds with the dist profile"
+    );
+    assert!(
+        dockerfile.contains("target/dist/herald-ingest"),
+        "copies the dist binaries"
+    );
+    let manifest = read("Cargo.toml");
+    assert!(
+        manifest.contains("[profile.dist]\ninherits = \"release\""),
+        "Cargo.toml declares the dist profile"
+    );
     assert!(
         dockerfile.contains("USER herald"),
         "runs as the non-root user herald"
@@ -736,7 +760,7 @@ fn every_herald_variable_in_the_manifests_is_documented() {
         for var in vars.into_iter().filter(|v| v.starts_with("HERALD_")) {
             assert!(
                 documented.contains(&var),
-                "{file}: {var} is not in the README's Configuration table"
+                "{file}: {var} is not in docs/configuration.md"
             );
             seen.push(var);
         }
