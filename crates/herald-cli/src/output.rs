@@ -18,6 +18,15 @@ use serde_json::{Map, Value, json};
 // JSON
 // ---------------------------------------------------------------------------
 
+/// Prints `value` as pretty JSON on standard output.
+pub fn print_json(value: &Value) {
+    // Serializing a Value cannot fail.
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_default()
+    );
+}
+
 fn sorted_map(map: &HashMap<String, String>) -> Value {
     let mut keys: Vec<_> = map.keys().collect();
     keys.sort();

@@ -38,7 +38,7 @@ pub struct DeadLettersArgs {
     #[arg(long, default_value_t = 100)]
     pub limit: usize,
     #[command(flatten)]
-    pub output: crate::OutputArgs,
+    pub output: crate::cli::OutputArgs,
 }
 
 /// One message of the dead-letter queue.
@@ -225,7 +225,7 @@ pub async fn run(json_output: bool, args: DeadLettersArgs) -> anyhow::Result<()>
     if args.requeue {
         let moved = requeue(&args.amqp_url, &args.prefix, args.limit).await?;
         if json_output {
-            crate::print_json(&serde_json::json!({ "requeued": moved }));
+            crate::output::print_json(&serde_json::json!({ "requeued": moved }));
         } else {
             println!("{moved} message(s) moved back to {}.work", args.prefix);
         }
@@ -233,11 +233,41 @@ pub async fn run(json_output: bool, args: DeadLettersArgs) -> anyhow::Result<()>
     }
     let letters = list(&args.amqp_url, &args.prefix, args.limit).await?;
     if json_output {
-        crate::print_json(&json(&letters));
+        crate::output::print_json(&json(&letters));
     } else if letters.is_empty() {
         eprintln!("the dead-letter queue {}.dead is empty", args.prefix);
     } else {
         print!("{}", table(&letters));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::cli::{Command, parse};
+
+    #[test]
+    fn dead_letters_list_by_default_and_requeue_on_request() {
+        let Command::DeadLetters(a) = parse(&["dead-letters"]).unwrap().command else {
+            panic!()
+        };
+        assert!(!a.requeue);
+        assert_eq!((a.prefix.as_str(), a.limit), ("herald", 100));
+        let Command::DeadLetters(a) = parse(&[
+            "dead-letters",
+            "--requeue",
+            "--limit",
+            "5",
+            "--prefix",
+            "shop",
+            "--json",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!()
+        };
+        assert!(a.requeue && a.output.json);
+        assert_eq!((a.prefix.as_str(), a.limit), ("shop", 5));
+    }
 }

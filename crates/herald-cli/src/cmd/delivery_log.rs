@@ -1,5 +1,10 @@
-//! The delivery log commands: `deliveries`, `summary`, `resend`, `replay`
-//! and `test-send`.
+//! The delivery log commands: `delivery`, `deliveries`, `summary`, `resend`,
+//! `replay` and `test-send` (Admin's delivery log calls).
+//!
+//! The delivery log is the record of deliveries and their attempts that
+//! ingest serves, not any process's log output. Times given on the command
+//! line are turned into Unix milliseconds here; this module must never
+//! decide which deliveries a replay picks (the server does).
 
 use std::hash::{BuildHasher, Hasher};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -7,18 +12,21 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use herald_proto::v1::{
-    Delivery, GetWebhookSummaryRequest, ListDeliveriesRequest, ListDeliveriesResponse,
-    ReplayFailedRequest, ResendDeliveryRequest, ResendResponse, SendTestEventRequest,
-    WebhookSummary, send_test_event_request,
+    Delivery, GetDeliveryRequest, GetWebhookSummaryRequest, ListDeliveriesRequest,
+    ListDeliveriesResponse, ReplayFailedRequest, ResendDeliveryRequest, ResendResponse,
+    SendTestEventRequest, WebhookSummary, send_test_event_request,
 };
 use serde_json::{Value, json};
 
-use crate::output::{delivery_json, format_unix_ms, one_line, table, tenant_label};
-use crate::{Connection, OutputArgs, api, connect, print_json};
+use crate::cli::OutputArgs;
+use crate::client::{Connection, api, connect};
+use crate::output::{
+    self, delivery_json, format_unix_ms, one_line, print_json, table, tenant_label,
+};
 
 /// The delivery log commands (flattened into the top-level command list).
 #[derive(Debug, Subcommand)]
-pub enum LogCommand {
+pub enum DeliveryLogCommand {
     /// List deliveries, newest first, one page at a time.
     Deliveries(DeliveriesArgs),
     /// A webhook's counts, success rate and attempt durations.
@@ -144,7 +152,7 @@ pub struct TestSendArgs {
     pub text: Option<String>,
 }
 
-impl LogCommand {
+impl DeliveryLogCommand {
     pub fn output(&self) -> OutputArgs {
         match self {
             Self::Deliveries(a) => a.output,
@@ -332,10 +340,26 @@ fn print_ids(json: bool, answer: &ResendResponse, request_id: &str) {
     }
 }
 
+/// `herald delivery ID`: one delivery with its attempts.
+pub async fn show(conn: &Connection, json: bool, id: String) -> anyhow::Result<()> {
+    let mut c = connect(conn).await?;
+    let delivery = api(c.admin.get_delivery(GetDeliveryRequest { id }).await)?;
+    if json {
+        print_json(&delivery_json(&delivery));
+    } else {
+        print!("{}", output::delivery_details(&delivery));
+    }
+    Ok(())
+}
+
 /// Runs one of the delivery log commands.
-pub async fn run(server: &Connection, json: bool, command: LogCommand) -> anyhow::Result<()> {
+pub async fn run(
+    server: &Connection,
+    json: bool,
+    command: DeliveryLogCommand,
+) -> anyhow::Result<()> {
     match command {
-        LogCommand::Deliveries(args) => {
+        DeliveryLogCommand::Deliveries(args) => {
             let (from_unix_ms, to_unix_ms) = args.range.range()?;
             let request = ListDeliveriesRequest {
                 tenant: args.tenant,
@@ -362,7 +386,7 @@ pub async fn run(server: &Connection, json: bool, command: LogCommand) -> anyhow
                 }
             }
         }
-        LogCommand::Summary(args) => {
+        DeliveryLogCommand::Summary(args) => {
             let (from_unix_ms, to_unix_ms) = args.range.range()?;
             let mut c = connect(server).await?;
             let answer = api(c
@@ -379,7 +403,7 @@ pub async fn run(server: &Connection, json: bool, command: LogCommand) -> anyhow
                 print!("{}", summary_text(&answer));
             }
         }
-        LogCommand::Resend(args) => {
+        DeliveryLogCommand::Resend(args) => {
             let request_id = args.request_id.unwrap_or_else(new_request_id);
             let mut c = connect(server).await?;
             let answer = api(c
@@ -391,7 +415,7 @@ pub async fn run(server: &Connection, json: bool, command: LogCommand) -> anyhow
                 .await)?;
             print_ids(json, &answer, &request_id);
         }
-        LogCommand::Replay(args) => {
+        DeliveryLogCommand::Replay(args) => {
             let from_unix_ms = parse_time(&args.from).context("--from")?;
             let to_unix_ms = parse_time(&args.to).context("--to")?;
             let request_id = args.request_id.unwrap_or_else(new_request_id);
@@ -407,7 +431,7 @@ pub async fn run(server: &Connection, json: bool, command: LogCommand) -> anyhow
                 .await)?;
             print_ids(json, &answer, &request_id);
         }
-        LogCommand::TestSend(args) => {
+        DeliveryLogCommand::TestSend(args) => {
             let data = match (args.data, args.text) {
                 (Some(doc), _) => Some(send_test_event_request::Data::Json(doc)),
                 (None, Some(text)) => Some(send_test_event_request::Data::Text(text)),

@@ -1,4 +1,9 @@
-//! `herald keys create|list|revoke`: API keys of the gRPC API.
+//! `herald keys create|list|revoke`: the API keys callers of the gRPC API
+//! present (Admin's key calls).
+//!
+//! "API keys" are bearer tokens; they are not Fire's idempotency keys nor
+//! webhook signing secrets (`herald webhooks secret`). A created token is
+//! printed once and never again: this module must never store or log it.
 
 use clap::{Args, Subcommand};
 use herald_proto::v1::{
@@ -6,11 +11,12 @@ use herald_proto::v1::{
 };
 use serde_json::{Value, json};
 
-use crate::output::{format_unix_ms, table, tenant_label};
-use crate::{Connection, OutputArgs, api, connect, print_json};
+use crate::cli::OutputArgs;
+use crate::client::{Connection, api, connect};
+use crate::output::{format_unix_ms, print_json, table, tenant_label};
 
 #[derive(Debug, Subcommand)]
-pub enum KeysCommand {
+pub enum ApiKeysCommand {
     /// Create a key and print its token (shown only this once).
     Create(CreateKeyArgs),
     /// List keys (never their tokens: Herald keeps only hashes).
@@ -52,7 +58,7 @@ pub struct CreateKeyArgs {
     pub output: OutputArgs,
 }
 
-impl KeysCommand {
+impl ApiKeysCommand {
     pub fn output(&self) -> OutputArgs {
         match self {
             Self::Create(args) => args.output,
@@ -69,10 +75,10 @@ pub fn create_request(args: &CreateKeyArgs) -> CreateApiKeyRequest {
     }
 }
 
-pub async fn run(conn: &Connection, json: bool, command: KeysCommand) -> anyhow::Result<()> {
+pub async fn run(conn: &Connection, json: bool, command: ApiKeysCommand) -> anyhow::Result<()> {
     let mut c = connect(conn).await?;
     match command {
-        KeysCommand::Create(args) => {
+        ApiKeysCommand::Create(args) => {
             let created = api(c.admin.create_api_key(create_request(&args)).await)?;
             if json {
                 print_json(&created_json(&created));
@@ -80,7 +86,7 @@ pub async fn run(conn: &Connection, json: bool, command: KeysCommand) -> anyhow:
                 print!("{}", created_details(&created));
             }
         }
-        KeysCommand::List { tenant, all, .. } => {
+        ApiKeysCommand::List { tenant, all, .. } => {
             let answer = api(c
                 .admin
                 .list_api_keys(ListApiKeysRequest {
@@ -98,7 +104,7 @@ pub async fn run(conn: &Connection, json: bool, command: KeysCommand) -> anyhow:
                 print!("{}", keys_table(&answer.keys));
             }
         }
-        KeysCommand::Revoke { id, .. } => {
+        ApiKeysCommand::Revoke { id, .. } => {
             let key = api(c.admin.revoke_api_key(RevokeApiKeyRequest { id }).await)?;
             if json {
                 print_json(&api_key_json(&key));
@@ -201,7 +207,7 @@ mod tests {
             "s1",
         ])
         .unwrap();
-        let Command::Keys(KeysCommand::Create(args)) = cli.command else {
+        let Command::ApiKeys(ApiKeysCommand::Create(args)) = cli.command else {
             panic!("not keys create");
         };
         let request = create_request(&args);
