@@ -9,7 +9,6 @@ use clap::{Args, Subcommand};
 use herald_proto::v1::{
     ApiKey, CreateApiKeyRequest, CreatedApiKey, ListApiKeysRequest, RevokeApiKeyRequest,
 };
-use serde_json::{Value, json};
 
 use crate::cli::OutputArgs;
 use crate::client::{Connection, api, connect};
@@ -81,7 +80,7 @@ pub async fn run(conn: &Connection, json: bool, command: ApiKeysCommand) -> anyh
         ApiKeysCommand::Create(args) => {
             let created = api(c.admin.create_api_key(create_request(&args)).await)?;
             if json {
-                print_json(&created_json(&created));
+                print_json(&created);
             } else {
                 print!("{}", created_details(&created));
             }
@@ -95,9 +94,7 @@ pub async fn run(conn: &Connection, json: bool, command: ApiKeysCommand) -> anyh
                 })
                 .await)?;
             if json {
-                print_json(&json!({
-                    "keys": answer.keys.iter().map(api_key_json).collect::<Vec<_>>()
-                }));
+                print_json(&answer);
             } else if answer.keys.is_empty() {
                 eprintln!("no API keys found");
             } else {
@@ -107,7 +104,7 @@ pub async fn run(conn: &Connection, json: bool, command: ApiKeysCommand) -> anyh
         ApiKeysCommand::Revoke { id, .. } => {
             let key = api(c.admin.revoke_api_key(RevokeApiKeyRequest { id }).await)?;
             if json {
-                print_json(&api_key_json(&key));
+                print_json(&key);
             } else {
                 println!("revoked API key {} ({})", key.id, key.token_prefix);
             }
@@ -120,25 +117,6 @@ fn key_tenant(key: &ApiKey) -> String {
     key.tenant
         .as_deref()
         .map_or_else(|| "(all)".to_owned(), tenant_label)
-}
-
-pub fn api_key_json(key: &ApiKey) -> Value {
-    json!({
-        "id": key.id,
-        "name": key.name,
-        "token_prefix": key.token_prefix,
-        "scopes": key.scopes,
-        "tenant": key.tenant,
-        "created_at_unix_ms": key.created_at_unix_ms,
-        "revoked_at_unix_ms": key.revoked_at_unix_ms,
-    })
-}
-
-pub fn created_json(created: &CreatedApiKey) -> Value {
-    json!({
-        "key": created.key.as_ref().map(api_key_json),
-        "token": created.token,
-    })
 }
 
 pub fn created_details(created: &CreatedApiKey) -> String {

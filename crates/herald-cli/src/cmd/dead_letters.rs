@@ -15,6 +15,7 @@ use clap::Args;
 use herald_queue::QueueConfig;
 use lapin::options::{BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{Channel, Confirmation};
+use serde::Serialize;
 use uuid::Uuid;
 
 #[derive(Debug, Args)]
@@ -41,8 +42,9 @@ pub struct DeadLettersArgs {
     pub output: crate::cli::OutputArgs,
 }
 
-/// One message of the dead-letter queue.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One message of the dead-letter queue; `--json` prints it with these
+/// field names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DeadLetter {
     /// From the message, or its AMQP `message_id` when it does not decode.
     pub delivery_id: Option<String>,
@@ -201,25 +203,6 @@ pub fn table(letters: &[DeadLetter]) -> String {
     out
 }
 
-/// The letters as JSON for scripts.
-pub fn json(letters: &[DeadLetter]) -> serde_json::Value {
-    serde_json::Value::Array(
-        letters
-            .iter()
-            .map(|l| {
-                serde_json::json!({
-                    "delivery_id": l.delivery_id,
-                    "tenant": l.tenant,
-                    "event": l.event,
-                    "attempt": l.attempt,
-                    "reason": l.reason,
-                    "bytes": l.bytes,
-                })
-            })
-            .collect(),
-    )
-}
-
 /// `herald dead-letters`.
 pub async fn run(json_output: bool, args: DeadLettersArgs) -> anyhow::Result<()> {
     if args.requeue {
@@ -233,7 +216,7 @@ pub async fn run(json_output: bool, args: DeadLettersArgs) -> anyhow::Result<()>
     }
     let letters = list(&args.amqp_url, &args.prefix, args.limit).await?;
     if json_output {
-        crate::output::print_json(&json(&letters));
+        crate::output::print_json(&letters);
     } else if letters.is_empty() {
         eprintln!("the dead-letter queue {}.dead is empty", args.prefix);
     } else {

@@ -13,16 +13,14 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use herald_proto::v1::{
     Delivery, GetDeliveryRequest, GetWebhookSummaryRequest, ListDeliveriesRequest,
-    ListDeliveriesResponse, ReplayFailedRequest, ResendDeliveryRequest, ResendResponse,
-    SendTestEventRequest, WebhookSummary, send_test_event_request,
+    ReplayFailedRequest, ResendDeliveryRequest, ResendResponse, SendTestEventRequest,
+    WebhookSummary, send_test_event_request,
 };
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::cli::OutputArgs;
 use crate::client::{Connection, api, connect};
-use crate::output::{
-    self, delivery_json, format_unix_ms, one_line, print_json, table, tenant_label,
-};
+use crate::output::{self, format_unix_ms, one_line, print_json, table, tenant_label, to_json};
 
 /// The delivery log commands (flattened into the top-level command list).
 #[derive(Debug, Subcommand)]
@@ -235,22 +233,6 @@ fn parse_rfc3339(text: &str) -> anyhow::Result<i64> {
     i64::try_from(at.unix_timestamp_nanos() / 1_000_000).context("time out of range")
 }
 
-fn delivery_row_json(d: &Delivery) -> Value {
-    let mut value = delivery_json(d);
-    if let Value::Object(map) = &mut value {
-        map.remove("attempt_history");
-        map.insert("resent_from".into(), json!(d.resent_from));
-    }
-    value
-}
-
-pub fn deliveries_json(answer: &ListDeliveriesResponse) -> Value {
-    json!({
-        "deliveries": answer.deliveries.iter().map(delivery_row_json).collect::<Vec<_>>(),
-        "next_cursor": answer.next_cursor,
-    })
-}
-
 pub fn deliveries_table(deliveries: &[Delivery]) -> String {
     let rows: Vec<Vec<String>> = deliveries
         .iter()
@@ -279,21 +261,6 @@ pub fn deliveries_table(deliveries: &[Delivery]) -> String {
     )
 }
 
-pub fn summary_json(s: &WebhookSummary) -> Value {
-    json!({
-        "webhook_id": s.webhook_id,
-        "fired": s.fired,
-        "succeeded": s.succeeded,
-        "failed": s.failed,
-        "pending": s.pending,
-        "scheduled": s.scheduled,
-        "cancelled": s.cancelled,
-        "success_rate": s.success_rate,
-        "p50_attempt_ms": s.p50_attempt_ms,
-        "p95_attempt_ms": s.p95_attempt_ms,
-    })
-}
-
 pub fn summary_text(s: &WebhookSummary) -> String {
     let finished = s.succeeded + s.failed;
     let rate = if finished == 0 {
@@ -320,10 +287,13 @@ pub fn summary_text(s: &WebhookSummary) -> String {
 
 fn print_ids(json: bool, answer: &ResendResponse, request_id: &str) {
     if json {
-        print_json(&json!({
-            "delivery_ids": answer.delivery_ids,
-            "request_id": request_id,
-        }));
+        // The request id is the CLI's (generated unless given), not part
+        // of the answer; printed so that a script can repeat the call.
+        let mut value = to_json(answer);
+        if let Value::Object(map) = &mut value {
+            map.insert("request_id".into(), request_id.into());
+        }
+        print_json(&value);
     } else {
         for id in &answer.delivery_ids {
             println!("{id}");
@@ -345,7 +315,7 @@ pub async fn show(conn: &Connection, json: bool, id: String) -> anyhow::Result<(
     let mut c = connect(conn).await?;
     let delivery = api(c.admin.get_delivery(GetDeliveryRequest { id }).await)?;
     if json {
-        print_json(&delivery_json(&delivery));
+        print_json(&delivery);
     } else {
         print!("{}", output::delivery_details(&delivery));
     }
@@ -374,7 +344,7 @@ pub async fn run(
             let mut c = connect(server).await?;
             let answer = api(c.admin.list_deliveries(request).await)?;
             if json {
-                print_json(&deliveries_json(&answer));
+                print_json(&answer);
             } else {
                 if answer.deliveries.is_empty() {
                     eprintln!("no deliveries match");
@@ -398,7 +368,7 @@ pub async fn run(
                 })
                 .await)?;
             if json {
-                print_json(&summary_json(&answer));
+                print_json(&answer);
             } else {
                 print!("{}", summary_text(&answer));
             }
@@ -448,7 +418,7 @@ pub async fn run(
                 })
                 .await)?;
             if json {
-                print_json(&json!({ "delivery_ids": answer.delivery_ids }));
+                print_json(&answer);
             } else {
                 for id in &answer.delivery_ids {
                     println!("{id}");

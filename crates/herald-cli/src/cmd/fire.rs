@@ -12,7 +12,7 @@ use clap::Args;
 use herald_proto::v1::{FireRequest, fire_request};
 
 use crate::client::{Connection, api, connect};
-use crate::output::{self, print_json};
+use crate::output::print_json;
 
 #[derive(Debug, Args)]
 pub struct FireArgs {
@@ -90,7 +90,7 @@ pub async fn run(conn: &Connection, json: bool, args: FireArgs) -> anyhow::Resul
         })
         .await)?;
     if json {
-        print_json(&output::fire_json(&answer));
+        print_json(&answer);
     } else {
         if answer.delivery_ids.is_empty() {
             eprintln!(

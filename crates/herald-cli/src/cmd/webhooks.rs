@@ -6,7 +6,7 @@
 //! default the server owns (method, body mode, Content-Type): it sends only
 //! what was given.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
@@ -253,9 +253,9 @@ pub fn parse_header(arg: &str) -> Result<(String, String), String> {
 
 /// Turns repeated `--header` values into the API's map, refusing a name given
 /// twice (header names are case-insensitive).
-pub fn headers_map(headers: &[(String, String)]) -> anyhow::Result<HashMap<String, String>> {
-    let mut map = HashMap::with_capacity(headers.len());
-    let mut seen = std::collections::HashSet::new();
+pub fn headers_map(headers: &[(String, String)]) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut map = BTreeMap::new();
+    let mut seen = HashSet::new();
     for (name, value) in headers {
         if !seen.insert(name.to_ascii_lowercase()) {
             bail!("header {name:?} is given twice; give each header once");
@@ -319,9 +319,9 @@ pub async fn run(server: &Connection, json: bool, command: WebhooksCommand) -> a
         }
         WebhookCall::Delete(req) => {
             let id = req.id.clone();
-            api(c.admin.delete_webhook(req).await)?;
+            let answer = api(c.admin.delete_webhook(req).await)?;
             if json {
-                print_json(&serde_json::json!({}));
+                print_json(&answer);
             } else {
                 println!("deleted webhook {id}");
             }
@@ -332,7 +332,7 @@ pub async fn run(server: &Connection, json: bool, command: WebhooksCommand) -> a
                 SecretCall::Rotate(req) => c.admin.rotate_signing_secret(req).await,
             })?;
             if json {
-                print_json(&output::signing_secret_json(&secret));
+                print_json(&secret);
             } else {
                 print!("{}", output::signing_secret_details(&secret));
             }
