@@ -102,6 +102,13 @@ pub enum Command {
     Receive(ReceiveArgs),
     /// List the messages no sender could finish (the dead-letter queue, read
     /// on RabbitMQ), or move them back to be sent again (--requeue).
+    ///
+    /// Unlike every other command, this one talks to RabbitMQ, not to
+    /// herald-ingest's API: the dead-letter queue lives on the broker and
+    /// reading it needs no database, while an API call for it would make
+    /// ingest read and move broker queues on behalf of admins. It therefore
+    /// needs the installation's --amqp-url (HERALD_AMQP_URL) and --prefix;
+    /// --server, --token and the TLS options do not apply.
     DeadLetters(DeadLettersArgs),
     #[command(flatten)]
     DeliveryLog(DeliveryLogCommand),

@@ -3,9 +3,13 @@
 //!
 //! This crate owns the command line only. It is a client of Herald's public
 //! gRPC API (`Ingest` and `Admin` in `proto/herald/v1/herald.proto`) plus a
-//! stand-alone demo receiver. It must not touch RabbitMQ or Postgres: anything
-//! it shows comes through the API, so it sees exactly what any other client
-//! sees.
+//! stand-alone demo receiver. It must not touch Postgres, and everything it
+//! shows comes through the API, so it sees exactly what any other client
+//! sees, with one exception: `herald dead-letters` ([`cmd::dead_letters`])
+//! reads and requeues the dead-letter queue on RabbitMQ directly. That queue
+//! lives on the broker and reading it needs no database, while an Admin call
+//! for it would make ingest, which otherwise only publishes, read and move
+//! broker queues on behalf of admins. No other command may talk to RabbitMQ.
 //!
 //! Output is a simple aligned table by default, or with `--json` the proto
 //! message as JSON (field names as in the proto file). `--json` goes before

@@ -1,6 +1,12 @@
 //! `herald dead-letters`: the messages no sender could finish, read from and
-//! moved out of the dead-letter queue `<prefix>.dead` straight on RabbitMQ
-//! (the gRPC API does not reach the broker's queues).
+//! moved out of the dead-letter queue `<prefix>.dead` straight on RabbitMQ.
+//!
+//! This is the CLI's one exception to going through ingest's API (see the
+//! crate header): the queue lives on the broker and reading it needs no
+//! database, while an Admin call for it would make ingest read and move
+//! broker queues on behalf of admins. This module must never touch Postgres
+//! or the work and delay queues beyond publishing a requeued message to the
+//! work exchange.
 //!
 //! Listing takes the messages without acking them and closes the channel, so
 //! the broker keeps every one. Requeueing publishes each to the work exchange
@@ -227,7 +233,26 @@ pub async fn run(json_output: bool, args: DeadLettersArgs) -> anyhow::Result<()>
 
 #[cfg(test)]
 mod tests {
-    use crate::cli::{Command, parse};
+    use clap::CommandFactory;
+
+    use crate::cli::{Cli, Command, parse};
+
+    #[test]
+    fn help_says_why_this_command_talks_to_rabbitmq() {
+        let mut cli = Cli::command();
+        let command = cli
+            .find_subcommand_mut("dead-letters")
+            .expect("a dead-letters subcommand");
+        let help = command.render_long_help().to_string();
+        assert!(
+            help.contains("this one talks to RabbitMQ, not to herald-ingest's API"),
+            "{help}"
+        );
+        assert!(
+            help.contains("needs no database") && help.contains("on behalf of admins"),
+            "{help}"
+        );
+    }
 
     #[test]
     fn dead_letters_list_by_default_and_requeue_on_request() {
