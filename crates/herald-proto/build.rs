@@ -1,6 +1,9 @@
 //! Compiles `proto/herald/v1/*.proto` in pure Rust (protox), so building Herald
 //! needs no `protoc` binary. The descriptor set is also written out for gRPC
 //! server reflection.
+//!
+//! The generated types derive `serde::Serialize` and use `BTreeMap` for proto
+//! maps; this script must never add behaviour beyond such derives.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Read at run time: a build script binary may be reused by a checkout
@@ -18,6 +21,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // Every message and oneof can be printed as JSON with its proto
+        // field names (the CLI's --json), derived rather than written out
+        // field by field so that a field added to the proto is printed too.
+        .type_attribute(".", "#[derive(serde::Serialize)]")
+        // Sorted maps, so that printed headers come out in a stable order.
+        .btree_map(".")
         .compile_fds(fds)?;
     Ok(())
 }

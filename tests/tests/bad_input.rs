@@ -237,7 +237,7 @@ fn update(id: &str, change: impl FnOnce(&mut UpdateWebhookRequest)) -> Rpc {
     Rpc::Update(request)
 }
 
-fn headers(n: usize) -> std::collections::HashMap<String, String> {
+fn headers(n: usize) -> std::collections::BTreeMap<String, String> {
     (0..n)
         .map(|i| (format!("X-H{i}"), "v".to_string()))
         .collect()

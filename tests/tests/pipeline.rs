@@ -1044,7 +1044,9 @@ async fn dead_letters_are_listed_and_sent_again_once_the_cause_is_fixed() {
     .await;
 
     let (url, prefix) = (env.queue.amqp_url.expose(), &env.queue.prefix);
-    let listed = herald_cli::dead::list(url, prefix, 100).await.unwrap();
+    let listed = herald_cli::cmd::dead_letters::list(url, prefix, 100)
+        .await
+        .unwrap();
     assert_eq!(listed.len(), 3, "{listed:?}");
     for letter in &listed {
         assert!(
@@ -1055,7 +1057,10 @@ async fn dead_letters_are_listed_and_sent_again_once_the_cause_is_fixed() {
         assert!(letter.reason.contains("refuse_poison"), "{letter:?}");
     }
     assert_eq!(
-        herald_cli::dead::list(url, prefix, 2).await.unwrap().len(),
+        herald_cli::cmd::dead_letters::list(url, prefix, 2)
+            .await
+            .unwrap()
+            .len(),
         2,
         "--limit"
     );
@@ -1066,7 +1071,9 @@ async fn dead_letters_are_listed_and_sent_again_once_the_cause_is_fixed() {
         .await
         .unwrap();
     assert_eq!(
-        herald_cli::dead::requeue(url, prefix, 100).await.unwrap(),
+        herald_cli::cmd::dead_letters::requeue(url, prefix, 100)
+            .await
+            .unwrap(),
         3
     );
     for id in &ids {

@@ -1,5 +1,6 @@
 //! The `herald` binary: parses the command line and hands it to the library.
-//! All logic lives in `lib.rs` so it can be tested.
+//! All logic lives in the library (`lib.rs` and its modules) so it can be
+//! tested; this file must never hold more than parsing and the exit code.
 
 use std::process::ExitCode;
 

@@ -1,125 +1,80 @@
 //! What the CLI prints: aligned tables and key/value blocks for people, and
 //! the API's messages as JSON for programs.
 //!
-//! The generated prost structs do not derive `Serialize`, so the JSON is built
-//! here by hand. Field names are the proto field names; unset optional fields
-//! are `null`; maps are sorted by key so output is stable.
+//! The JSON is derived: herald-proto's generated types derive
+//! `serde::Serialize`, so `--json` prints every field of a message, in proto
+//! order, with the proto field names; unset optional fields and messages are
+//! `null`, and maps are sorted by key so output is stable. The one thing
+//! added here is the order of a webhook's secret header names, sorted
+//! without regard to case as the tables show them. This module must never
+//! connect to anything or decide what a command does.
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use herald_proto::v1::{
-    Attempt, Delivery, EventInfo, FireResponse, ListEventsResponse, ListWebhooksResponse,
-    SigningSecret, Webhook,
+    Attempt, Delivery, EventInfo, ListEventsResponse, ListWebhooksResponse, SigningSecret, Webhook,
 };
-use serde_json::{Map, Value, json};
+use serde::Serialize;
+use serde_json::Value;
 
 // ---------------------------------------------------------------------------
 // JSON
 // ---------------------------------------------------------------------------
 
-fn sorted_map(map: &HashMap<String, String>) -> Value {
-    let mut keys: Vec<_> = map.keys().collect();
-    keys.sort();
-    Value::Object(
-        keys.into_iter()
-            .map(|k| (k.clone(), Value::String(map[k].clone())))
-            .collect::<Map<_, _>>(),
-    )
+/// `message` as `--json` prints it.
+pub fn to_json<T: Serialize + ?Sized>(message: &T) -> Value {
+    // Cannot fail: the messages have string map keys only and no
+    // serializer that can refuse a value.
+    serde_json::to_value(message).unwrap_or_default()
 }
 
+/// Prints `message` as pretty JSON on standard output.
+pub fn print_json<T: Serialize + ?Sized>(message: &T) {
+    // Serializing a Value cannot fail.
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&to_json(message)).unwrap_or_default()
+    );
+}
+
+/// Secret header names in the order people read them (case-insensitive);
+/// the server sends them in its own map order.
+fn sort_secret_header_names(w: &mut Webhook) {
+    w.secret_header_names = sorted_names(&w.secret_header_names);
+}
+
+/// A webhook as `--json` prints it.
 pub fn webhook_json(w: &Webhook) -> Value {
-    json!({
-        "id": w.id,
-        "tenant": w.tenant,
-        "event": w.event,
-        "enabled": w.enabled,
-        "method": w.method,
-        "url": w.url,
-        "headers": sorted_map(&w.headers),
-        "body_template": w.body_template,
-        "body_mode": w.body_mode,
-        "content_type": w.content_type,
-        "secret_header_names": sorted_names(&w.secret_header_names),
-        "signing_enabled": w.signing_enabled,
-        "signing_secret": w.signing_secret,
-        "id_header": w.id_header,
-        "timeout_ms": w.timeout_ms,
-        "description": w.description,
-        "created_at_unix_ms": w.created_at_unix_ms,
-        "updated_at_unix_ms": w.updated_at_unix_ms,
-    })
+    let mut w = w.clone();
+    sort_secret_header_names(&mut w);
+    to_json(&w)
+}
+
+/// `ListWebhooks`'s answer as `--json` prints it.
+pub fn list_webhooks_json(answer: &ListWebhooksResponse) -> Value {
+    let mut answer = answer.clone();
+    answer
+        .webhooks
+        .iter_mut()
+        .for_each(sort_secret_header_names);
+    to_json(&answer)
+}
+
+/// `ListEvents`'s answer as `--json` prints it.
+pub fn list_events_json(answer: &ListEventsResponse) -> Value {
+    let mut answer = answer.clone();
+    answer
+        .events
+        .iter_mut()
+        .flat_map(|e| e.webhooks.iter_mut())
+        .for_each(sort_secret_header_names);
+    to_json(&answer)
 }
 
 fn sorted_names(names: &[String]) -> Vec<String> {
     let mut names = names.to_vec();
     names.sort_by_key(|n| n.to_ascii_lowercase());
     names
-}
-
-pub fn signing_secret_json(s: &SigningSecret) -> Value {
-    json!({
-        "webhook_id": s.webhook_id,
-        "secret": s.secret,
-        "previous_secret": s.previous_secret,
-        "previous_expires_at_unix_ms": s.previous_expires_at_unix_ms,
-        "previous_secrets": s.previous_secrets.iter().map(|p| json!({
-            "secret": p.secret,
-            "expires_at_unix_ms": p.expires_at_unix_ms,
-        })).collect::<Vec<_>>(),
-    })
-}
-
-pub fn list_webhooks_json(answer: &ListWebhooksResponse) -> Value {
-    json!({ "webhooks": answer.webhooks.iter().map(webhook_json).collect::<Vec<_>>() })
-}
-
-pub fn event_info_json(e: &EventInfo) -> Value {
-    json!({
-        "event": e.event,
-        "webhooks": e.webhooks.iter().map(webhook_json).collect::<Vec<_>>(),
-    })
-}
-
-pub fn list_events_json(answer: &ListEventsResponse) -> Value {
-    json!({ "events": answer.events.iter().map(event_info_json).collect::<Vec<_>>() })
-}
-
-pub fn fire_json(answer: &FireResponse) -> Value {
-    json!({ "delivery_ids": answer.delivery_ids })
-}
-
-pub fn attempt_json(a: &Attempt) -> Value {
-    json!({
-        "attempt": a.attempt,
-        "started_at_unix_ms": a.started_at_unix_ms,
-        "duration_ms": a.duration_ms,
-        "url": a.url,
-        "status_code": a.status_code,
-        "error_kind": a.error_kind,
-        "error_message": a.error_message,
-        "response_excerpt": a.response_excerpt,
-    })
-}
-
-pub fn delivery_json(d: &Delivery) -> Value {
-    json!({
-        "id": d.id,
-        "tenant": d.tenant,
-        "event": d.event,
-        "webhook_id": d.webhook_id,
-        "target_url": d.target_url,
-        "method": d.method,
-        "state": d.state,
-        "attempts": d.attempts,
-        "last_status_code": d.last_status_code,
-        "last_error": d.last_error,
-        "fired_at_unix_ms": d.fired_at_unix_ms,
-        "last_attempt_at_unix_ms": d.last_attempt_at_unix_ms,
-        "next_attempt_at_unix_ms": d.next_attempt_at_unix_ms,
-        "finished_at_unix_ms": d.finished_at_unix_ms,
-        "attempt_history": d.attempt_history.iter().map(attempt_json).collect::<Vec<_>>(),
-    })
 }
 
 // ---------------------------------------------------------------------------
@@ -459,6 +414,8 @@ pub fn delivery_details(d: &Delivery) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use herald_proto::v1::FireResponse;
+    use serde_json::json;
 
     fn webhook() -> Webhook {
         Webhook {
@@ -554,13 +511,13 @@ mod tests {
 
     #[test]
     fn delivery_json_keeps_unset_optionals_as_null() {
-        let v = delivery_json(&delivery());
+        let v = to_json(&delivery());
         assert_eq!(v["state"], "succeeded");
         assert_eq!(v["last_status_code"], 200);
         assert!(v["next_attempt_at_unix_ms"].is_null());
         assert_eq!(v["attempt_history"][0]["status_code"], 500);
         assert_eq!(v["attempt_history"][1]["error_kind"], "");
-        let fire = fire_json(&FireResponse {
+        let fire = to_json(&FireResponse {
             delivery_ids: vec!["a".into(), "b".into()],
         });
         assert_eq!(fire, json!({"delivery_ids": ["a", "b"]}));
@@ -663,7 +620,7 @@ mod tests {
         };
         let text = signing_secret_details(&alone);
         assert_eq!(text, "webhook  w1\nsecret   whsec_new\n");
-        let v = signing_secret_json(&alone);
+        let v = to_json(&alone);
         assert!(v["previous_expires_at_unix_ms"].is_null());
         assert_eq!(v["secret"], "whsec_new");
 
@@ -678,7 +635,7 @@ mod tests {
             text.contains("previous until   2023-11-14T22:13:20.000Z"),
             "{text}"
         );
-        let v = signing_secret_json(&rotating);
+        let v = to_json(&rotating);
         assert_eq!(v["previous_secret"], "whsec_old");
         assert_eq!(v["previous_expires_at_unix_ms"], 1_700_000_000_000_i64);
 
@@ -703,7 +660,7 @@ mod tests {
             text.contains("previous until   2020-09-13T12:26:40.000Z"),
             "{text}"
         );
-        let v = signing_secret_json(&twice);
+        let v = to_json(&twice);
         assert_eq!(v["previous_secrets"][1]["secret"], "whsec_older");
     }
 

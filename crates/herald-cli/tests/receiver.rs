@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use herald_cli::receiver::{self, ReceiverOptions};
+use herald_cli::cmd::receive::{self, ReceiverOptions};
 use http_body_util::{BodyExt, Full};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::client::legacy::Client;
@@ -17,7 +17,7 @@ async fn receiver_reports_requests_and_fails_the_first_ones() {
     let reports = Arc::new(Mutex::new(Vec::<String>::new()));
     let sink = Arc::clone(&reports);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(receiver::serve(
+    let server = tokio::spawn(receive::serve(
         listener,
         ReceiverOptions {
             status: StatusCode::ACCEPTED,

@@ -83,8 +83,8 @@ impl AdminService {
     }
 
     /// The API key cache the key calls keep fresh.
-    pub fn with_api_keys(mut self, keys: ApiKeyCache) -> Self {
-        self.api_keys = Some(keys);
+    pub fn with_api_keys(mut self, api_keys: ApiKeyCache) -> Self {
+        self.api_keys = Some(api_keys);
         self
     }
 

@@ -8,7 +8,7 @@
 //! ([`required_scope`]) and hands the caller's [`Principal`] to the handlers
 //! in the request extensions. Handlers then check the tenant a call acts on:
 //! a key limited to a tenant cannot see or change another tenant's webhooks,
-//! deliveries or keys.
+//! deliveries or API keys.
 //!
 //! A bare `authorization: <token>` counts as a key because clients that
 //! cannot add a scheme send it that way; it is looked up like any other
@@ -263,7 +263,7 @@ pub(crate) fn required_scope(path: &str) -> Access {
 pub(crate) struct Authenticator {
     mode: AuthMode,
     bootstrap: Option<BootstrapKey>,
-    keys: ApiKeyCache,
+    api_keys: ApiKeyCache,
     /// Shared by every call they apply to, so that those calls allocate
     /// nothing here.
     disabled: Arc<Principal>,
@@ -417,11 +417,15 @@ fn identify(
 }
 
 impl Authenticator {
-    pub(crate) fn new(mode: AuthMode, bootstrap: Option<BootstrapKey>, keys: ApiKeyCache) -> Self {
+    pub(crate) fn new(
+        mode: AuthMode,
+        bootstrap: Option<BootstrapKey>,
+        api_keys: ApiKeyCache,
+    ) -> Self {
         Self {
             mode,
             bootstrap,
-            keys,
+            api_keys,
             disabled: Arc::new(Principal::AuthDisabled),
             bootstrap_principal: Arc::new(Principal::Bootstrap),
         }
@@ -432,7 +436,7 @@ impl Authenticator {
             return Ok(self.disabled.clone());
         }
         match identify(presented(headers), self.bootstrap.as_ref(), |hash| {
-            self.keys.lookup(hash)
+            self.api_keys.lookup(hash)
         })? {
             Caller::Bootstrap => Ok(self.bootstrap_principal.clone()),
             Caller::Key(key) => Ok(Arc::new(Principal::Key(key))),

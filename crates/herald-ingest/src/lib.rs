@@ -10,12 +10,12 @@
 //! must not send HTTP requests or record attempts: that is the sender's job.
 
 mod admin;
+mod api_keys;
 mod args;
 mod auth;
 mod convert;
+mod delivery_log;
 mod ingest;
-mod keys;
-mod log;
 mod request_size;
 mod scheduled;
 
@@ -116,14 +116,14 @@ pub async fn run(
         shutdown.child_token(),
     )
     .await?;
-    let keys = ApiKeyCache::start(
+    let api_keys = ApiKeyCache::start(
         store.clone(),
         config.database_url.expose(),
         config.config_refresh,
         shutdown.child_token(),
     )
     .await?;
-    let authenticator = auth_at_start(&config, keys.clone());
+    let authenticator = auth_at_start(&config, api_keys.clone());
 
     let publisher = Publisher::new(
         config.queue.clone(),
@@ -154,7 +154,7 @@ pub async fn run(
     );
     let admin = AdminService::new(store, cache, publisher.clone(), config.targets.clone(), log)
         .with_max_payload_bytes(config.max_payload_bytes)
-        .with_api_keys(keys);
+        .with_api_keys(api_keys);
     // A hard cap well above the payload limit, so that Herald's own check
     // (with the data's size and HERALD_MAX_PAYLOAD_BYTES) answers every
     // request up to it; see `request_size`.
@@ -248,23 +248,23 @@ pub async fn run(
 
 /// The authenticator for `config`, with a warning where the configuration
 /// leaves the API open or closed to everybody.
-fn auth_at_start(config: &IngestConfig, keys: ApiKeyCache) -> auth::Authenticator {
+fn auth_at_start(config: &IngestConfig, api_keys: ApiKeyCache) -> auth::Authenticator {
     match config.auth {
         AuthMode::Disabled => tracing::warn!(
             "authentication is DISABLED (HERALD_AUTH=disabled): anybody who can reach the gRPC \
              port can fire events and change webhooks; use this only for local development"
         ),
-        AuthMode::Required if config.admin_key.is_none() && keys.is_empty() => tracing::warn!(
+        AuthMode::Required if config.admin_key.is_none() && api_keys.is_empty() => tracing::warn!(
             "authentication is required but there is no API key yet and no bootstrap admin key: \
              every call will be refused; set HERALD_ADMIN_KEY to create the first keys"
         ),
         AuthMode::Required => tracing::info!(
-            api_keys = keys.len(),
+            api_keys = api_keys.len(),
             bootstrap_admin_key = config.admin_key.is_some(),
             "authentication required"
         ),
     }
-    auth::Authenticator::new(config.auth, config.admin_key.clone(), keys)
+    auth::Authenticator::new(config.auth, config.admin_key.clone(), api_keys)
 }
 
 fn http_route(path: &str, metrics: Option<&PrometheusHandle>) -> Reply {

@@ -26,8 +26,8 @@
 
 mod api_keys;
 mod cache;
+mod delivery_log;
 pub mod idempotency;
-mod log;
 pub mod retention;
 mod scheduled;
 mod secrets;
@@ -48,12 +48,12 @@ use uuid::Uuid;
 pub use api_keys::{ApiKey, ApiKeyCache};
 pub use cache::{ConfigCache, ConfigSnapshot};
 pub use deadpool_postgres::Pool;
-pub use herald_core::{DeliveryState, Method, NewWebhook, Webhook, WebhookPatch};
-pub use idempotency::{FireDelivery, FireKeyError, FireKeys, FireOutcome, KeyedFire, StoredFire};
-pub use log::{
+pub use delivery_log::{
     Cursor, DEFAULT_PAGE_SIZE, DeliveryFilter, DeliveryPage, InvalidCursor, MAX_PAGE_SIZE,
     ResendError, ResendKind, ResendRecord, WebhookSummaryView,
 };
+pub use herald_core::{DeliveryState, Method, NewWebhook, Webhook, WebhookPatch};
+pub use idempotency::{FireDelivery, FireKeyError, FireKeys, FireOutcome, KeyedFire, StoredFire};
 pub use retention::{RetentionPolicy, RetentionReport};
 pub use scheduled::{ScheduledLog, ScheduledLogConfig, ScheduledRecord};
 pub use secrets::{SecretBox, SecretBoxError};

@@ -4,6 +4,11 @@
 //! caller: Herald keeps its SHA-256 and display prefix. A caller limited to
 //! a tenant manages only keys of that tenant, and cannot hand out more than
 //! it has.
+//!
+//! "API keys" are the bearer tokens callers of the gRPC API present; they are
+//! not Fire's idempotency keys (`ingest.rs`, herald-store's `idempotency`)
+//! nor webhook signing secrets (`admin.rs`). This module must never touch
+//! either of those, nor check a caller's credentials: `auth.rs` does that.
 
 use herald_core::api_key::{ApiToken, NewApiKey};
 use herald_proto::v1::{

@@ -1,6 +1,12 @@
 //! `herald dead-letters`: the messages no sender could finish, read from and
-//! moved out of the dead-letter queue `<prefix>.dead` straight on RabbitMQ
-//! (the gRPC API does not reach the broker's queues).
+//! moved out of the dead-letter queue `<prefix>.dead` straight on RabbitMQ.
+//!
+//! This is the CLI's one exception to going through ingest's API (see the
+//! crate header): the queue lives on the broker and reading it needs no
+//! database, while an Admin call for it would make ingest read and move
+//! broker queues on behalf of admins. This module must never touch Postgres
+//! or the work and delay queues beyond publishing a requeued message to the
+//! work exchange.
 //!
 //! Listing takes the messages without acking them and closes the channel, so
 //! the broker keeps every one. Requeueing publishes each to the work exchange
@@ -15,6 +21,7 @@ use clap::Args;
 use herald_queue::QueueConfig;
 use lapin::options::{BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{Channel, Confirmation};
+use serde::Serialize;
 use uuid::Uuid;
 
 #[derive(Debug, Args)]
@@ -38,11 +45,12 @@ pub struct DeadLettersArgs {
     #[arg(long, default_value_t = 100)]
     pub limit: usize,
     #[command(flatten)]
-    pub output: crate::OutputArgs,
+    pub output: crate::cli::OutputArgs,
 }
 
-/// One message of the dead-letter queue.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One message of the dead-letter queue; `--json` prints it with these
+/// field names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DeadLetter {
     /// From the message, or its AMQP `message_id` when it does not decode.
     pub delivery_id: Option<String>,
@@ -201,31 +209,12 @@ pub fn table(letters: &[DeadLetter]) -> String {
     out
 }
 
-/// The letters as JSON for scripts.
-pub fn json(letters: &[DeadLetter]) -> serde_json::Value {
-    serde_json::Value::Array(
-        letters
-            .iter()
-            .map(|l| {
-                serde_json::json!({
-                    "delivery_id": l.delivery_id,
-                    "tenant": l.tenant,
-                    "event": l.event,
-                    "attempt": l.attempt,
-                    "reason": l.reason,
-                    "bytes": l.bytes,
-                })
-            })
-            .collect(),
-    )
-}
-
 /// `herald dead-letters`.
 pub async fn run(json_output: bool, args: DeadLettersArgs) -> anyhow::Result<()> {
     if args.requeue {
         let moved = requeue(&args.amqp_url, &args.prefix, args.limit).await?;
         if json_output {
-            crate::print_json(&serde_json::json!({ "requeued": moved }));
+            crate::output::print_json(&serde_json::json!({ "requeued": moved }));
         } else {
             println!("{moved} message(s) moved back to {}.work", args.prefix);
         }
@@ -233,11 +222,60 @@ pub async fn run(json_output: bool, args: DeadLettersArgs) -> anyhow::Result<()>
     }
     let letters = list(&args.amqp_url, &args.prefix, args.limit).await?;
     if json_output {
-        crate::print_json(&json(&letters));
+        crate::output::print_json(&letters);
     } else if letters.is_empty() {
         eprintln!("the dead-letter queue {}.dead is empty", args.prefix);
     } else {
         print!("{}", table(&letters));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use crate::cli::{Cli, Command, parse};
+
+    #[test]
+    fn help_says_why_this_command_talks_to_rabbitmq() {
+        let mut cli = Cli::command();
+        let command = cli
+            .find_subcommand_mut("dead-letters")
+            .expect("a dead-letters subcommand");
+        let help = command.render_long_help().to_string();
+        assert!(
+            help.contains("this one talks to RabbitMQ, not to herald-ingest's API"),
+            "{help}"
+        );
+        assert!(
+            help.contains("needs no database") && help.contains("on behalf of admins"),
+            "{help}"
+        );
+    }
+
+    #[test]
+    fn dead_letters_list_by_default_and_requeue_on_request() {
+        let Command::DeadLetters(a) = parse(&["dead-letters"]).unwrap().command else {
+            panic!()
+        };
+        assert!(!a.requeue);
+        assert_eq!((a.prefix.as_str(), a.limit), ("herald", 100));
+        let Command::DeadLetters(a) = parse(&[
+            "dead-letters",
+            "--requeue",
+            "--limit",
+            "5",
+            "--prefix",
+            "shop",
+            "--json",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!()
+        };
+        assert!(a.requeue && a.output.json);
+        assert_eq!((a.prefix.as_str(), a.limit), ("shop", 5));
+    }
 }

@@ -3,6 +3,9 @@
 //! `--fail-first N` answers 500 to the first N requests so retries show.
 //!
 //! Plain hyper 1 (HTTP/1.1) on tokio; it is a demo, not a production server.
+//!
+//! Unlike every other command it needs no server: it must never talk to
+//! Herald's API, RabbitMQ or Postgres.
 
 use std::convert::Infallible;
 use std::fmt::Write as _;
@@ -13,7 +16,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use anyhow::{Context, anyhow};
 use bytes::Bytes;
+use clap::Args;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{CONTENT_TYPE, HeaderValue};
@@ -164,4 +169,76 @@ pub fn format_request(
     }
     text.push('\n');
     text
+}
+
+#[derive(Debug, Args)]
+pub struct ReceiveArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:9000")]
+    pub listen: SocketAddr,
+    /// Status code to answer with.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u16).range(100..=599))]
+    pub status: u16,
+    /// Answer 500 to the first N requests (to show retries).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub fail_first: u64,
+}
+
+/// `herald receive`: serves until Ctrl-C or SIGTERM.
+pub async fn run(args: ReceiveArgs) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let local = listener.local_addr()?;
+    let status = hyper::StatusCode::from_u16(args.status)
+        .map_err(|_| anyhow!("--status {} is not an HTTP status code", args.status))?;
+    if args.fail_first > 0 {
+        println!(
+            "herald receive: listening on http://{local}; answering 500 to the first {} request(s), then {status}; Ctrl-C stops",
+            args.fail_first
+        );
+    } else {
+        println!("herald receive: listening on http://{local}; answering {status}; Ctrl-C stops");
+    }
+    let options = ReceiverOptions {
+        status,
+        fail_first: args.fail_first,
+    };
+    serve(listener, options, stdout_report(), shutdown_signal()).await;
+    println!("herald receive: stopped");
+    Ok(())
+}
+
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    // Without a handler Ctrl-C would kill the process anyway.
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::cli::{Command, parse};
+
+    #[test]
+    fn receive_defaults_and_limits() {
+        let Command::Receive(a) = parse(&["receive"]).unwrap().command else {
+            panic!()
+        };
+        assert_eq!(a.listen, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(a.status, 200);
+        assert_eq!(a.fail_first, 0);
+        assert!(parse(&["receive", "--status", "99"]).is_err());
+        assert!(parse(&["receive", "--status", "600"]).is_err());
+    }
 }

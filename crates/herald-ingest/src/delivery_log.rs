@@ -6,6 +6,11 @@
 //! `deliveries.payload` and go to the webhook's current URL and method. Both
 //! are idempotent per caller-chosen `request_id` (see
 //! [`Store::record_resend`](herald_store::Store::record_resend)).
+//!
+//! The delivery log is the `deliveries` table as Admin shows it, not the
+//! service's tracing output. This module must never write a delivery's
+//! attempts (the sender does) nor query Postgres itself: it goes through
+//! [`herald_store::Store`].
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -1,5 +1,10 @@
-//! The delivery log commands: `deliveries`, `summary`, `resend`, `replay`
-//! and `test-send`.
+//! The delivery log commands: `delivery`, `deliveries`, `summary`, `resend`,
+//! `replay` and `test-send` (Admin's delivery log calls).
+//!
+//! The delivery log is the record of deliveries and their attempts that
+//! ingest serves, not any process's log output. Times given on the command
+//! line are turned into Unix milliseconds here; this module must never
+//! decide which deliveries a replay picks (the server does).
 
 use std::hash::{BuildHasher, Hasher};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -7,18 +12,19 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use herald_proto::v1::{
-    Delivery, GetWebhookSummaryRequest, ListDeliveriesRequest, ListDeliveriesResponse,
+    Delivery, GetDeliveryRequest, GetWebhookSummaryRequest, ListDeliveriesRequest,
     ReplayFailedRequest, ResendDeliveryRequest, ResendResponse, SendTestEventRequest,
     WebhookSummary, send_test_event_request,
 };
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use crate::output::{delivery_json, format_unix_ms, one_line, table, tenant_label};
-use crate::{Connection, OutputArgs, api, connect, print_json};
+use crate::cli::OutputArgs;
+use crate::client::{Connection, api, connect};
+use crate::output::{self, format_unix_ms, one_line, print_json, table, tenant_label, to_json};
 
 /// The delivery log commands (flattened into the top-level command list).
 #[derive(Debug, Subcommand)]
-pub enum LogCommand {
+pub enum DeliveryLogCommand {
     /// List deliveries, newest first, one page at a time.
     Deliveries(DeliveriesArgs),
     /// A webhook's counts, success rate and attempt durations.
@@ -144,7 +150,7 @@ pub struct TestSendArgs {
     pub text: Option<String>,
 }
 
-impl LogCommand {
+impl DeliveryLogCommand {
     pub fn output(&self) -> OutputArgs {
         match self {
             Self::Deliveries(a) => a.output,
@@ -227,22 +233,6 @@ fn parse_rfc3339(text: &str) -> anyhow::Result<i64> {
     i64::try_from(at.unix_timestamp_nanos() / 1_000_000).context("time out of range")
 }
 
-fn delivery_row_json(d: &Delivery) -> Value {
-    let mut value = delivery_json(d);
-    if let Value::Object(map) = &mut value {
-        map.remove("attempt_history");
-        map.insert("resent_from".into(), json!(d.resent_from));
-    }
-    value
-}
-
-pub fn deliveries_json(answer: &ListDeliveriesResponse) -> Value {
-    json!({
-        "deliveries": answer.deliveries.iter().map(delivery_row_json).collect::<Vec<_>>(),
-        "next_cursor": answer.next_cursor,
-    })
-}
-
 pub fn deliveries_table(deliveries: &[Delivery]) -> String {
     let rows: Vec<Vec<String>> = deliveries
         .iter()
@@ -271,21 +261,6 @@ pub fn deliveries_table(deliveries: &[Delivery]) -> String {
     )
 }
 
-pub fn summary_json(s: &WebhookSummary) -> Value {
-    json!({
-        "webhook_id": s.webhook_id,
-        "fired": s.fired,
-        "succeeded": s.succeeded,
-        "failed": s.failed,
-        "pending": s.pending,
-        "scheduled": s.scheduled,
-        "cancelled": s.cancelled,
-        "success_rate": s.success_rate,
-        "p50_attempt_ms": s.p50_attempt_ms,
-        "p95_attempt_ms": s.p95_attempt_ms,
-    })
-}
-
 pub fn summary_text(s: &WebhookSummary) -> String {
     let finished = s.succeeded + s.failed;
     let rate = if finished == 0 {
@@ -312,10 +287,13 @@ pub fn summary_text(s: &WebhookSummary) -> String {
 
 fn print_ids(json: bool, answer: &ResendResponse, request_id: &str) {
     if json {
-        print_json(&json!({
-            "delivery_ids": answer.delivery_ids,
-            "request_id": request_id,
-        }));
+        // The request id is the CLI's (generated unless given), not part
+        // of the answer; printed so that a script can repeat the call.
+        let mut value = to_json(answer);
+        if let Value::Object(map) = &mut value {
+            map.insert("request_id".into(), request_id.into());
+        }
+        print_json(&value);
     } else {
         for id in &answer.delivery_ids {
             println!("{id}");
@@ -332,10 +310,26 @@ fn print_ids(json: bool, answer: &ResendResponse, request_id: &str) {
     }
 }
 
+/// `herald delivery ID`: one delivery with its attempts.
+pub async fn show(conn: &Connection, json: bool, id: String) -> anyhow::Result<()> {
+    let mut c = connect(conn).await?;
+    let delivery = api(c.admin.get_delivery(GetDeliveryRequest { id }).await)?;
+    if json {
+        print_json(&delivery);
+    } else {
+        print!("{}", output::delivery_details(&delivery));
+    }
+    Ok(())
+}
+
 /// Runs one of the delivery log commands.
-pub async fn run(server: &Connection, json: bool, command: LogCommand) -> anyhow::Result<()> {
+pub async fn run(
+    server: &Connection,
+    json: bool,
+    command: DeliveryLogCommand,
+) -> anyhow::Result<()> {
     match command {
-        LogCommand::Deliveries(args) => {
+        DeliveryLogCommand::Deliveries(args) => {
             let (from_unix_ms, to_unix_ms) = args.range.range()?;
             let request = ListDeliveriesRequest {
                 tenant: args.tenant,
@@ -350,7 +344,7 @@ pub async fn run(server: &Connection, json: bool, command: LogCommand) -> anyhow
             let mut c = connect(server).await?;
             let answer = api(c.admin.list_deliveries(request).await)?;
             if json {
-                print_json(&deliveries_json(&answer));
+                print_json(&answer);
             } else {
                 if answer.deliveries.is_empty() {
                     eprintln!("no deliveries match");
@@ -362,7 +356,7 @@ pub async fn run(server: &Connection, json: bool, command: LogCommand) -> anyhow
                 }
             }
         }
-        LogCommand::Summary(args) => {
+        DeliveryLogCommand::Summary(args) => {
             let (from_unix_ms, to_unix_ms) = args.range.range()?;
             let mut c = connect(server).await?;
             let answer = api(c
@@ -374,12 +368,12 @@ pub async fn run(server: &Connection, json: bool, command: LogCommand) -> anyhow
                 })
                 .await)?;
             if json {
-                print_json(&summary_json(&answer));
+                print_json(&answer);
             } else {
                 print!("{}", summary_text(&answer));
             }
         }
-        LogCommand::Resend(args) => {
+        DeliveryLogCommand::Resend(args) => {
             let request_id = args.request_id.unwrap_or_else(new_request_id);
             let mut c = connect(server).await?;
             let answer = api(c
@@ -391,7 +385,7 @@ pub async fn run(server: &Connection, json: bool, command: LogCommand) -> anyhow
                 .await)?;
             print_ids(json, &answer, &request_id);
         }
-        LogCommand::Replay(args) => {
+        DeliveryLogCommand::Replay(args) => {
             let from_unix_ms = parse_time(&args.from).context("--from")?;
             let to_unix_ms = parse_time(&args.to).context("--to")?;
             let request_id = args.request_id.unwrap_or_else(new_request_id);
@@ -407,7 +401,7 @@ pub async fn run(server: &Connection, json: bool, command: LogCommand) -> anyhow
                 .await)?;
             print_ids(json, &answer, &request_id);
         }
-        LogCommand::TestSend(args) => {
+        DeliveryLogCommand::TestSend(args) => {
             let data = match (args.data, args.text) {
                 (Some(doc), _) => Some(send_test_event_request::Data::Json(doc)),
                 (None, Some(text)) => Some(send_test_event_request::Data::Text(text)),
@@ -424,7 +418,7 @@ pub async fn run(server: &Connection, json: bool, command: LogCommand) -> anyhow
                 })
                 .await)?;
             if json {
-                print_json(&json!({ "delivery_ids": answer.delivery_ids }));
+                print_json(&answer);
             } else {
                 for id in &answer.delivery_ids {
                     println!("{id}");

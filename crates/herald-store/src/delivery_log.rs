@@ -5,6 +5,11 @@
 //! keyset cursor (the position of the last row shown), so a page costs the
 //! same at the end of a long history as at its start. Every filter set maps
 //! onto one of the `(…, fired_at DESC)` indexes of `deliveries`.
+//!
+//! The delivery log is the `deliveries` table read back for people, not the
+//! services' tracing output. This module only reads deliveries and records
+//! resend requests; it must never write attempts or change a delivery's
+//! state (the [`AttemptWriter`](crate::AttemptWriter) owns that).
 
 use std::future::Future;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -1,16 +1,21 @@
-//! `herald keys create|list|revoke`: API keys of the gRPC API.
+//! `herald keys create|list|revoke`: the API keys callers of the gRPC API
+//! present (Admin's key calls).
+//!
+//! "API keys" are bearer tokens; they are not Fire's idempotency keys nor
+//! webhook signing secrets (`herald webhooks secret`). A created token is
+//! printed once and never again: this module must never store or log it.
 
 use clap::{Args, Subcommand};
 use herald_proto::v1::{
     ApiKey, CreateApiKeyRequest, CreatedApiKey, ListApiKeysRequest, RevokeApiKeyRequest,
 };
-use serde_json::{Value, json};
 
-use crate::output::{format_unix_ms, table, tenant_label};
-use crate::{Connection, OutputArgs, api, connect, print_json};
+use crate::cli::OutputArgs;
+use crate::client::{Connection, api, connect};
+use crate::output::{format_unix_ms, print_json, table, tenant_label};
 
 #[derive(Debug, Subcommand)]
-pub enum KeysCommand {
+pub enum ApiKeysCommand {
     /// Create a key and print its token (shown only this once).
     Create(CreateKeyArgs),
     /// List keys (never their tokens: Herald keeps only hashes).
@@ -52,7 +57,7 @@ pub struct CreateKeyArgs {
     pub output: OutputArgs,
 }
 
-impl KeysCommand {
+impl ApiKeysCommand {
     pub fn output(&self) -> OutputArgs {
         match self {
             Self::Create(args) => args.output,
@@ -69,18 +74,18 @@ pub fn create_request(args: &CreateKeyArgs) -> CreateApiKeyRequest {
     }
 }
 
-pub async fn run(conn: &Connection, json: bool, command: KeysCommand) -> anyhow::Result<()> {
+pub async fn run(conn: &Connection, json: bool, command: ApiKeysCommand) -> anyhow::Result<()> {
     let mut c = connect(conn).await?;
     match command {
-        KeysCommand::Create(args) => {
+        ApiKeysCommand::Create(args) => {
             let created = api(c.admin.create_api_key(create_request(&args)).await)?;
             if json {
-                print_json(&created_json(&created));
+                print_json(&created);
             } else {
                 print!("{}", created_details(&created));
             }
         }
-        KeysCommand::List { tenant, all, .. } => {
+        ApiKeysCommand::List { tenant, all, .. } => {
             let answer = api(c
                 .admin
                 .list_api_keys(ListApiKeysRequest {
@@ -89,19 +94,17 @@ pub async fn run(conn: &Connection, json: bool, command: KeysCommand) -> anyhow:
                 })
                 .await)?;
             if json {
-                print_json(&json!({
-                    "keys": answer.keys.iter().map(api_key_json).collect::<Vec<_>>()
-                }));
+                print_json(&answer);
             } else if answer.keys.is_empty() {
                 eprintln!("no API keys found");
             } else {
                 print!("{}", keys_table(&answer.keys));
             }
         }
-        KeysCommand::Revoke { id, .. } => {
+        ApiKeysCommand::Revoke { id, .. } => {
             let key = api(c.admin.revoke_api_key(RevokeApiKeyRequest { id }).await)?;
             if json {
-                print_json(&api_key_json(&key));
+                print_json(&key);
             } else {
                 println!("revoked API key {} ({})", key.id, key.token_prefix);
             }
@@ -114,25 +117,6 @@ fn key_tenant(key: &ApiKey) -> String {
     key.tenant
         .as_deref()
         .map_or_else(|| "(all)".to_owned(), tenant_label)
-}
-
-pub fn api_key_json(key: &ApiKey) -> Value {
-    json!({
-        "id": key.id,
-        "name": key.name,
-        "token_prefix": key.token_prefix,
-        "scopes": key.scopes,
-        "tenant": key.tenant,
-        "created_at_unix_ms": key.created_at_unix_ms,
-        "revoked_at_unix_ms": key.revoked_at_unix_ms,
-    })
-}
-
-pub fn created_json(created: &CreatedApiKey) -> Value {
-    json!({
-        "key": created.key.as_ref().map(api_key_json),
-        "token": created.token,
-    })
 }
 
 pub fn created_details(created: &CreatedApiKey) -> String {
@@ -201,7 +185,7 @@ mod tests {
             "s1",
         ])
         .unwrap();
-        let Command::Keys(KeysCommand::Create(args)) = cli.command else {
+        let Command::ApiKeys(ApiKeysCommand::Create(args)) = cli.command else {
             panic!("not keys create");
         };
         let request = create_request(&args);
