@@ -214,8 +214,8 @@ async fn dead_letter_refused(
 /// from the task, so it is not held twice); the attempt's future (HTTP
 /// client, writer, publisher: several kilobytes) is allocated once the
 /// request may start. It is boxed also because the task would otherwise
-/// copy it whole on spawn and on completion (profiles showed those copies
-/// at ~5 % of the sender's CPU).
+/// copy it whole on spawn and on completion (docs/performance.md, item 5,
+/// has what profiles showed those copies to cost).
 async fn deliver(
     shared: &Shared,
     topology: &Topology,
@@ -635,9 +635,9 @@ mod tests {
 
     /// With a prefetch of 10,000 the sender holds 10,000 of these tasks,
     /// most of them waiting for their webhook's in-flight limit, so each
-    /// byte here is 10 kB of the sender's memory (the README's memory
-    /// target). It was 2,664 bytes while `handle` was an `async fn` that
-    /// kept the whole lapin `Delivery` and a second copy of the message.
+    /// byte here is 10 kB of the sender's memory (the memory target in
+    /// docs/performance.md). Keeping the whole lapin `Delivery` or a second
+    /// copy of the message in the task would break it (item 12 there).
     #[test]
     fn a_delivery_task_stays_under_one_kibibyte() {
         let size = future_size(super::handle);
