@@ -1,5 +1,6 @@
-//! The jittered exponential back-off every reconnect and rewrite loop uses
-//! (the configuration watcher, the attempt writer, the sender's consumer).
+//! The jittered exponential back-off every reconnect, rewrite and accept
+//! loop uses (the configuration watcher, the attempt writer, the sender's
+//! consumer, the probe endpoint's accept loop).
 //!
 //! It owns only the sequence of waits, built on `backon`'s exponential
 //! back-off. It must never sleep or read a clock itself: the loops that use
@@ -18,6 +19,8 @@ use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 /// is over.
 #[derive(Debug)]
 pub struct Backoff {
+    min: Duration,
+    max: Duration,
     waits: ExponentialBackoff,
 }
 
@@ -27,19 +30,30 @@ impl Backoff {
     /// The longest wait.
     pub const MAX: Duration = Duration::from_secs(5);
 
+    /// Waits from [`Backoff::MIN`] to [`Backoff::MAX`]: for reconnecting to
+    /// a server.
     pub fn new() -> Self {
+        Self::between(Self::MIN, Self::MAX)
+    }
+
+    /// Waits from `min` (the first is between it and twice it) up to `max`,
+    /// for a loop whose retries are cheaper or costlier than a reconnect
+    /// (an accept loop starts at a few milliseconds).
+    pub fn between(min: Duration, max: Duration) -> Self {
         Self {
-            waits: Self::builder().build(),
+            min,
+            max,
+            waits: Self::builder(min, max).build(),
         }
     }
 
     /// `backon` adds a jitter of up to the whole delay (a delay `d` becomes
     /// `d..2d`), so the delay itself stops doubling at half the cap: waits
-    /// at the cap then still spread over `MAX / 2..MAX`.
-    fn builder() -> ExponentialBuilder {
+    /// at the cap then still spread over `max / 2..max`.
+    fn builder(min: Duration, max: Duration) -> ExponentialBuilder {
         ExponentialBuilder::new()
-            .with_min_delay(Self::MIN)
-            .with_max_delay(Self::MAX / 2)
+            .with_min_delay(min)
+            .with_max_delay(max / 2)
             .with_factor(2.0)
             .with_jitter()
             .without_max_times()
@@ -51,13 +65,13 @@ impl Backoff {
         // clamp keeps float rounding in the jitter from passing the bounds.
         self.waits
             .next()
-            .unwrap_or(Self::MAX)
-            .clamp(Self::MIN, Self::MAX)
+            .unwrap_or(self.max)
+            .clamp(self.min, self.max)
     }
 
     /// Starts over after a success.
     pub fn reset(&mut self) {
-        self.waits = Self::builder().build();
+        self.waits = Self::builder(self.min, self.max).build();
     }
 }
 

@@ -6,7 +6,7 @@
 //! queues (herald-queue's) nor build requests (`request`, `client`).
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use futures_util::future::Either;
 use herald_core::retry::{self, IfRefused, Next};
@@ -244,7 +244,10 @@ async fn deliver(
             topology.schedule(),
             topology.declared_delays(),
         );
-        return Box::pin(park(shared, message, next)).await;
+        let Next::Park { delay } = next else {
+            unreachable!("a busy webhook's delivery is always parked")
+        };
+        return Box::pin(park(shared, message, delay)).await;
     };
     Box::pin(attempt(
         shared,
@@ -496,14 +499,11 @@ fn failure(
     outcome.error.as_ref().map(tracing::field::display)
 }
 
-/// Parks a delivery whose webhook is at its in-flight limit, as `next` (the
-/// retry decision for a busy webhook) says: the same message goes to the
+/// Parks a delivery whose webhook is at its in-flight limit for `delay`
+/// (the retry decision's for a busy webhook): the same message goes to the
 /// parking delay queue and comes back after it. No attempt is made, so
 /// nothing is recorded; the ack waits for the confirm.
-async fn park(shared: &Shared, message: &DeliveryMessage, next: Next) -> Settle {
-    let Next::Park { delay } = next else {
-        unreachable!("a busy webhook's delivery is always parked")
-    };
+async fn park(shared: &Shared, message: &DeliveryMessage, delay: Duration) -> Settle {
     match shared.republisher.publish_after(message, delay).await {
         Ok(_) => {
             tracing::debug!("webhook at its in-flight limit; delivery parked");

@@ -9,6 +9,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use bytes::Bytes;
+use herald_core::backoff::Backoff;
 use http_body_util::Full;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -70,8 +71,9 @@ where
     }
 }
 
-/// The wait after the first failed accept; it doubles after each further
-/// failure in a row, up to [`ACCEPT_BACKOFF_MAX`].
+/// The shortest wait after a failed accept; the waits double (with jitter:
+/// herald-core's [`Backoff`]) after each further failure in a row, up to
+/// [`ACCEPT_BACKOFF_MAX`].
 const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
 /// The longest wait between two accepts that fail.
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
@@ -81,8 +83,8 @@ const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// An accept error such as EMFILE (the process ran out of file
 /// descriptors) comes back at once on the next call, so retrying at once
 /// would spin a core and flood the log while the condition lasts. Instead
-/// each error is logged and followed by a wait of 10 ms, doubling to 1 s,
-/// and the wait starts over after a connection is accepted (mini-redis's
+/// each error is logged and followed by a wait of 10–20 ms, doubling to at
+/// most 1 s, and the waits start over after a connection is accepted (mini-redis's
 /// `server.rs` does the same, but gives up; an endpoint for probes should
 /// rather come back once descriptors are free).
 async fn accept_next<T, F, Fut>(mut accept: F, shutdown: &CancellationToken) -> Option<T>
@@ -90,7 +92,7 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = std::io::Result<T>>,
 {
-    let mut wait = ACCEPT_BACKOFF_MIN;
+    let mut backoff = Backoff::between(ACCEPT_BACKOFF_MIN, ACCEPT_BACKOFF_MAX);
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => return None,
@@ -99,12 +101,12 @@ where
         match accepted {
             Ok(connection) => return Some(connection),
             Err(error) => {
+                let wait = backoff.next_delay();
                 tracing::warn!(%error, retry_in = ?wait, "cannot accept an HTTP connection; backing off");
                 tokio::select! {
                     _ = shutdown.cancelled() => return None,
                     _ = tokio::time::sleep(wait) => {}
                 }
-                wait = (wait * 2).min(ACCEPT_BACKOFF_MAX);
             }
         }
     }
@@ -164,18 +166,41 @@ mod tests {
         }
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn accept_errors_back_off_from_10_ms_doubling_to_1_s() {
-        let calls = Arc::new(Mutex::new(Vec::new()));
-        let shutdown = CancellationToken::new();
-        let accepted = accept_next(flaky_accept(9, calls.clone()), &shutdown).await;
-        assert_eq!(accepted, Some(()));
-        let calls = calls.lock().unwrap();
-        let waits: Vec<u128> = calls
+    /// The waits between calls, in whole milliseconds.
+    fn waits_ms(calls: &[Instant]) -> Vec<u128> {
+        calls
             .windows(2)
             .map(|pair| (pair[1] - pair[0]).as_millis())
-            .collect();
-        assert_eq!(waits, [10, 20, 40, 80, 160, 320, 640, 1000, 1000]);
+            .collect()
+    }
+
+    /// Each wait lies between its un-jittered delay and twice that (the
+    /// jitter), the delay doubling from 10 ms and stopping at half the cap,
+    /// and no wait passes 1 s. The timer rounds a sleep up to the next
+    /// millisecond.
+    fn assert_backs_off(waits: &[u128]) {
+        let mut base = 10;
+        for (n, wait) in waits.iter().enumerate() {
+            let most = (base * 2).min(1_000) + 1;
+            assert!(
+                (base..=most).contains(wait),
+                "wait {n} is {wait} ms, expected {base}..={most} ms (all: {waits:?})"
+            );
+            base = (base * 2).min(500);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn accept_errors_back_off_from_10_ms_doubling_to_1_s() {
+        for _ in 0..20 {
+            let calls = Arc::new(Mutex::new(Vec::new()));
+            let shutdown = CancellationToken::new();
+            let accepted = accept_next(flaky_accept(9, calls.clone()), &shutdown).await;
+            assert_eq!(accepted, Some(()));
+            let waits = waits_ms(&calls.lock().unwrap());
+            assert_eq!(waits.len(), 9, "one wait after each failure");
+            assert_backs_off(&waits);
+        }
     }
 
     #[tokio::test(start_paused = true)]
@@ -187,12 +212,11 @@ mod tests {
         assert_eq!(accept_next(&mut accept, &shutdown).await, Some(()));
         assert_eq!(accept_next(&mut accept, &shutdown).await, Some(()));
         let calls = calls.lock().unwrap();
-        let waits: Vec<u128> = calls[3..]
-            .windows(2)
-            .map(|pair| (pair[1] - pair[0]).as_millis())
-            .collect();
-        // No wait after the success, then 10 ms again, not 80 ms.
-        assert_eq!(waits, [0, 10, 20]);
+        let waits = waits_ms(&calls[3..]);
+        // No wait after the success, then 10-20 ms again, not 80-160 ms.
+        assert_eq!(waits.len(), 3);
+        assert_eq!(waits[0], 0);
+        assert_backs_off(&waits[1..]);
     }
 
     #[tokio::test(start_paused = true)]
