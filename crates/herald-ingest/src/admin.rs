@@ -34,6 +34,7 @@ use uuid::Uuid;
 
 use crate::auth::{Principal, principal};
 use crate::convert::{delivery_to_proto, signing_to_proto, webhook_to_proto};
+use crate::reads::LogReads;
 
 /// Default overlap of a rotated signing secret.
 const DEFAULT_ROTATION_OVERLAP: Duration = Duration::from_secs(24 * 3600);
@@ -49,6 +50,8 @@ pub struct TargetPolicy {
 
 pub struct AdminService {
     pub(crate) store: Store,
+    /// The delivery-log reads: the read replica if one is configured.
+    pub(crate) reads: LogReads,
     pub(crate) cache: ConfigCache,
     /// Queues resends and test sends.
     pub(crate) publisher: Publisher,
@@ -71,6 +74,7 @@ impl AdminService {
         log: ScheduledLog,
     ) -> Self {
         Self {
+            reads: LogReads::primary(store.clone()),
             store,
             cache,
             publisher,
@@ -85,6 +89,12 @@ impl AdminService {
     /// The API key cache the key calls keep fresh.
     pub fn with_api_keys(mut self, api_keys: ApiKeyCache) -> Self {
         self.api_keys = Some(api_keys);
+        self
+    }
+
+    /// Reads the delivery log through `reads` (with a read replica).
+    pub(crate) fn with_reads(mut self, reads: LogReads) -> Self {
+        self.reads = reads;
         self
     }
 
@@ -129,7 +139,7 @@ impl AdminService {
         if principal.tenant().is_none() {
             return Ok(());
         }
-        let delivery = self.store.get_delivery(id).await.map_err(store_status)?;
+        let delivery = self.reads.get_delivery(id).await.map_err(store_status)?;
         principal.require_visible(&delivery.tenant, not_found("delivery", id))
     }
 
@@ -394,7 +404,7 @@ impl Admin for AdminService {
     ) -> Result<Response<Delivery>, Status> {
         let principal = principal(&request)?;
         let id = parse_id("id", &request.into_inner().id)?;
-        let delivery = self.store.get_delivery(id).await.map_err(store_status)?;
+        let delivery = self.reads.get_delivery(id).await.map_err(store_status)?;
         principal.require_visible(&delivery.tenant, not_found("delivery", id))?;
         Ok(Response::new(delivery_to_proto(&delivery)))
     }
