@@ -7,9 +7,9 @@
 //!
 //! Replica lag is made deterministic by pausing the standby's replay
 //! (`pg_wal_replay_pause()`): a delivery fired meanwhile is on the primary
-//! only. Needs root (to run the server as `postgres`) and PostgreSQL 15's
-//! binaries in `/usr/lib/postgresql/15/bin` (override with
-//! `HERALD_TEST_PG_BIN`).
+//! only. Needs root (to run the servers as `postgres`) and PostgreSQL's
+//! server binaries (14 or newer), found in `/usr/lib/postgresql/*/bin` or
+//! named by `HERALD_TEST_PG_BIN`.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -32,6 +32,29 @@ struct Pair {
     dir: PathBuf,
     primary_port: u16,
     replica_port: u16,
+}
+
+/// The PostgreSQL server binaries: `HERALD_TEST_PG_BIN`, or the newest
+/// Debian-installed version that has `pg_basebackup` (the same packages the
+/// machine's own server on 5432 comes from).
+fn pg_bin() -> PathBuf {
+    if let Ok(bin) = std::env::var("HERALD_TEST_PG_BIN") {
+        return PathBuf::from(bin);
+    }
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let version = entry.file_name().to_str()?.parse().ok()?;
+            let bin = entry.path().join("bin");
+            bin.join("pg_basebackup").exists().then_some((version, bin))
+        })
+        .collect();
+    versions.sort();
+    versions.pop().map(|(_, bin)| bin).expect(
+        "PostgreSQL server binaries in /usr/lib/postgresql/*/bin (or set HERALD_TEST_PG_BIN)",
+    )
 }
 
 fn free_port() -> u16 {
@@ -66,10 +89,7 @@ fn as_postgres(program: &Path, args: &[&str]) {
 impl Pair {
     /// initdb, start the primary, pg_basebackup the standby, start it.
     fn start() -> Pair {
-        let bin = PathBuf::from(
-            std::env::var("HERALD_TEST_PG_BIN")
-                .unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into()),
-        );
+        let bin = pg_bin();
         let dir = std::env::temp_dir().join(format!("herald-replica-{}", Uuid::new_v4().simple()));
         std::fs::create_dir(&dir).expect("temporary directory");
         // From here on the guard removes the directory whatever fails.
