@@ -323,10 +323,16 @@ async fn scenario(pair: &Pair) {
         .expect("summary")
         .into_inner();
     assert_eq!(summary.fired, 1, "the summary is the replica's too");
-    // The lag the gauge reports is visible while WAL waits for replay.
+    // The lag the gauge reports shows once the standby received WAL it has
+    // not replayed (streaming is asynchronous, hence the wait).
     let replica_store = Store::new(herald_store::pool(&replica_url, 1).expect("replica pool"));
-    let lag = replica_store.replica_lag().await.expect("lag measured");
-    assert!(lag > Duration::ZERO, "a paused standby has lag: {lag:?}");
+    eventually(WAIT, "a paused standby reports lag", || async {
+        replica_store
+            .replica_lag()
+            .await
+            .is_ok_and(|lag| lag > Duration::ZERO)
+    })
+    .await;
 
     replica_db
         .batch_execute("SELECT pg_wal_replay_resume()")
