@@ -19,6 +19,7 @@ use std::time::Duration;
 use herald_proto::v1::{GetDeliveryRequest, GetWebhookSummaryRequest, ListDeliveriesRequest};
 use herald_store::Store;
 use herald_tests::{TestEnv, connect_pg, eventually};
+use metrics_exporter_prometheus::PrometheusHandle;
 use tonic::Code;
 use uuid::Uuid;
 
@@ -189,6 +190,15 @@ impl Drop for Pair {
     }
 }
 
+/// The value of the sample `name` (with its labels, as rendered) in the
+/// Prometheus text, if present.
+fn sample(metrics: &PrometheusHandle, name: &str) -> Option<f64> {
+    metrics.render().lines().find_map(|line| {
+        let value = line.strip_prefix(name)?.strip_prefix(' ')?;
+        value.trim().parse().ok()
+    })
+}
+
 fn ids(page: &herald_proto::v1::ListDeliveriesResponse) -> Vec<String> {
     page.deliveries.iter().map(|d| d.id.clone()).collect()
 }
@@ -228,9 +238,30 @@ async fn scenario(pair: &Pair) {
         .expect("database created");
     let primary_url = Pair::url(pair.primary_port, "herald");
     let replica_url = Pair::url(pair.replica_port, "herald");
+    // The schema first, and on the replica before ingest starts: a replica
+    // that cannot answer yet would (rightly) be skipped for a few seconds,
+    // and the list below would then come from the primary.
+    herald_store::migrate(&primary_url)
+        .await
+        .expect("migrations on the primary");
+    eventually(WAIT, "the replica has replayed the schema", || async {
+        match connect_pg(&replica_url).await {
+            Ok(client) => client
+                .query_one(
+                    "SELECT to_regclass('deliveries_with_scheduled') IS NOT NULL",
+                    &[],
+                )
+                .await
+                .is_ok_and(|row| row.get::<_, bool>(0)),
+            Err(_) => false,
+        }
+    })
+    .await;
 
     // Deliveries stay scheduled: no sender runs, so the log only changes
     // by what this test fires.
+    // The recorder is process-wide; this binary has this one test.
+    let metrics = herald_service::http::install_prometheus().expect("metrics recorder");
     let mut env = TestEnv::new("30s").await.expect("test environment");
     let (primary, replica) = (primary_url.clone(), replica_url.clone());
     env.start_ingest_on(env.queue.clone(), None, move |config| {
@@ -254,8 +285,12 @@ async fn scenario(pair: &Pair) {
         }
     };
 
-    // The replica follows: a delivery fired now appears in the list.
+    // The replica follows: a delivery fired now reaches it and the list.
     let first = env.fire_json("order.created", r#"{"n":1}"#).await.remove(0);
+    eventually(WAIT, "the first delivery is on the replica", || {
+        has_delivery(&replica_url, &first)
+    })
+    .await;
     eventually(WAIT, "the first delivery is listed", || {
         let page = list(&mut admin);
         let first = first.clone();
@@ -297,6 +332,14 @@ async fn scenario(pair: &Pair) {
         .into_inner();
     assert_eq!(found.id, second);
     assert_eq!(found.state, "scheduled");
+    assert!(
+        sample(
+            &metrics,
+            r#"herald_read_replica_fallbacks_total{reason="not_found"}"#
+        )
+        .is_some_and(|n| n >= 1.0),
+        "the look-up on the primary is counted"
+    );
     // An id nobody has stays NOT_FOUND.
     let status = admin
         .get_delivery(GetDeliveryRequest {
@@ -331,6 +374,11 @@ async fn scenario(pair: &Pair) {
             .replica_lag()
             .await
             .is_ok_and(|lag| lag > Duration::ZERO)
+    })
+    .await;
+
+    eventually(WAIT, "ingest's lag gauge shows the lag", || async {
+        sample(&metrics, "herald_read_replica_lag_seconds").is_some_and(|lag| lag > 0.0)
     })
     .await;
 
@@ -380,5 +428,13 @@ async fn scenario(pair: &Pair) {
         .expect("summary without the replica")
         .into_inner();
     assert_eq!(summary.fired, 3);
+    assert!(
+        sample(
+            &metrics,
+            r#"herald_read_replica_fallbacks_total{reason="unavailable"}"#
+        )
+        .is_some_and(|n| n >= 1.0),
+        "reads that went to the primary instead are counted"
+    );
     drop(env);
 }
