@@ -3,6 +3,10 @@
 //! Every write is validated here, at save time, and then reloads the
 //! configuration cache of this process so that the caller's next Fire sees
 //! it; other processes see it through Postgres notifications.
+//!
+//! Delivery look-ups read through `reads` (the read replica, when one is
+//! configured; see `reads.rs`); every write and every read a decision rests
+//! on (configuration, API keys, resend and replay) uses `store`, the primary.
 
 use std::time::Duration;
 
