@@ -3,14 +3,23 @@
 //! node of the list when several are configured), feeding one task per
 //! delivery. It must not handle a delivery itself: `process` does,
 //! and settles it through `acks`.
+//!
+//! With several work queues (`HERALD_WORK_QUEUES`) the one consumer channel
+//! carries one consumer per shard: delivery tags are numbered per channel,
+//! so the one `Acks` settles them all, and each delivery task knows which
+//! shard it came from.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use futures_util::StreamExt;
+use futures_util::stream::select_all;
 use herald_core::backoff::Backoff;
+use herald_queue::Topology;
 use herald_queue::{NodeCursor, QueueError};
-use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
+use lapin::options::{
+    BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions,
+};
 use lapin::types::FieldTable;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -27,6 +36,19 @@ pub(crate) async fn consume_until_shutdown(
     // Shared with every delivery task: it holds the schedule and the delay
     // queues the retry decision chooses from.
     let topology = Arc::new(config.queue.topology());
+    let shards = topology.shard_count();
+    // Quorum queues refuse a channel-wide (global) prefetch, so the limit
+    // is per consumer: each shard's consumer gets its share, rounded up,
+    // and the sender holds at most about `prefetch` deliveries in all.
+    let prefetch = config.prefetch.div_ceil(shards);
+    // One consumer tag per shard; shard 0 keeps the sender's name.
+    let tags: Vec<String> = (0..shards)
+        .map(|shard| match shard {
+            0 => config.name.clone(),
+            k => format!("{}.{k}", config.name),
+        })
+        .collect();
+    let mut checked_dropped_shard = false;
     let mut backoff = Backoff::new();
     let node = NodeCursor::random();
     while !shutdown.is_cancelled() {
@@ -50,20 +72,25 @@ pub(crate) async fn consume_until_shutdown(
             // Bounds the deliveries handed to us before we ack: back-pressure
             // from slow targets and from Postgres reaches the broker.
             channel
-                .basic_qos(config.prefetch, BasicQosOptions::default())
+                .basic_qos(prefetch, BasicQosOptions::default())
                 .await
                 .map_err(QueueError::amqp("setting the prefetch"))?;
             topology.declare(&channel).await?;
-            let consumer = channel
-                .basic_consume(
-                    topology.work_queue().into(),
-                    config.name.as_str().into(),
-                    BasicConsumeOptions::default(),
-                    FieldTable::default(),
-                )
-                .await
-                .map_err(QueueError::amqp("starting the consumer"))?;
-            Ok::<_, QueueError>((channel, consumer))
+            let mut consumers = Vec::with_capacity(tags.len());
+            for (shard, tag) in topology.shards().zip(&tags) {
+                let consumer = channel
+                    .basic_consume(
+                        shard.work_queue().into(),
+                        tag.as_str().into(),
+                        BasicConsumeOptions::default(),
+                        FieldTable::default(),
+                    )
+                    .await
+                    .map_err(QueueError::amqp("starting the consumer"))?;
+                let index = shard.index();
+                consumers.push(consumer.map(move |delivery| (index, delivery)));
+            }
+            Ok::<_, QueueError>((channel, select_all(consumers)))
         }
         .await;
         let (channel, mut consumer) = match consumer {
@@ -80,6 +107,10 @@ pub(crate) async fn consume_until_shutdown(
             }
         };
         backoff.reset();
+        if !checked_dropped_shard {
+            checked_dropped_shard = true;
+            warn_of_a_dropped_shard(&connection, &topology).await;
+        }
         let acks = Arc::new(Acks::new(channel.clone()));
         let stop_acks = CancellationToken::new();
         let flusher = tokio::spawn({
@@ -88,23 +119,30 @@ pub(crate) async fn consume_until_shutdown(
             async move { acks.run(stop).await }
         });
         shared.consuming.store(true, Ordering::Relaxed);
-        tracing::info!(queue = %topology.work_queue(), prefetch = config.prefetch, "consuming");
+        tracing::info!(
+            queue = %topology.work_queue(),
+            work_queues = shards,
+            prefetch_per_queue = prefetch,
+            "consuming"
+        );
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => {
                     // Stop new deliveries; those already received finish below.
-                    let _ = channel
-                        .basic_cancel(config.name.as_str().into(), BasicCancelOptions::default())
-                        .await;
+                    for tag in &tags {
+                        let _ = channel
+                            .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
+                            .await;
+                    }
                     break;
                 }
                 next = consumer.next() => match next {
-                    Some(Ok(delivery)) => {
+                    Some((shard, Ok(delivery))) => {
                         let shared = shared.clone();
                         acks.received(delivery.delivery_tag);
-                        tracker.spawn(process::handle(shared, topology.clone(), acks.clone(), delivery));
+                        tracker.spawn(process::handle(shared, topology.clone(), shard, acks.clone(), delivery));
                     }
-                    Some(Err(e)) => {
+                    Some((_, Err(e))) => {
                         tracing::warn!(error = %e, "the consumer failed; reconnecting");
                         break;
                     }
@@ -144,4 +182,37 @@ pub(crate) async fn consume_until_shutdown(
     }
     tracker.close();
     let _ = tokio::time::timeout(config.drain_timeout, tracker.wait()).await;
+}
+
+/// Warns when the work queue just beyond the configured count holds
+/// messages: the count was lowered without draining the shards it dropped,
+/// and no sender consumes them any more (docs/operations.md). A passive
+/// declare on a channel of its own, since a missing queue (the usual case)
+/// closes the channel it is asked on.
+async fn warn_of_a_dropped_shard(connection: &lapin::Connection, topology: &Topology) {
+    let Some(queue) = topology.work_queue_after_last() else {
+        return;
+    };
+    let Ok(channel) = connection.create_channel().await else {
+        return;
+    };
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..QueueDeclareOptions::default()
+    };
+    if let Ok(found) = channel
+        .queue_declare(queue.as_str().into(), passive, FieldTable::default())
+        .await
+    {
+        if found.message_count() > 0 {
+            tracing::warn!(
+                %queue,
+                messages = found.message_count(),
+                work_queues = topology.shard_count(),
+                "a work queue beyond HERALD_WORK_QUEUES holds messages that no sender consumes: \
+                 raise HERALD_WORK_QUEUES back until it is drained"
+            );
+        }
+        let _ = channel.close(200, "checked".into()).await;
+    }
 }
