@@ -155,19 +155,6 @@ impl Topology {
         (0..self.shards).map(|index| self.shard(index))
     }
 
-    /// The work queue of the shard just beyond the last, the first one a
-    /// lowered count dropped (senders warn if it holds messages); `None` at
-    /// the maximum count, which nothing can lie beyond.
-    pub fn work_queue_after_last(&self) -> Option<String> {
-        (self.shards < MAX_WORK_QUEUES).then(|| {
-            Shard {
-                topology: self,
-                index: self.shards,
-            }
-            .work_queue()
-        })
-    }
-
     /// Every shard's work queue, 0 first.
     pub fn work_queues(&self) -> Vec<String> {
         self.shards().map(|shard| shard.work_queue()).collect()
@@ -584,7 +571,6 @@ mod tests {
             ]
         );
         assert_eq!(t.dead_queue(), "p.dead", "one dead-letter queue for all");
-        assert_eq!(t.work_queue_after_last().as_deref(), Some("p.work.3"));
         let two = t.shard(2);
         assert_eq!(two.index(), 2);
         assert_eq!(two.routing_key(), "work.2");

@@ -15,11 +15,8 @@ use std::sync::atomic::Ordering;
 use futures_util::StreamExt;
 use futures_util::stream::select_all;
 use herald_core::backoff::Backoff;
-use herald_queue::Topology;
 use herald_queue::{NodeCursor, QueueError};
-use lapin::options::{
-    BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions,
-};
+use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -48,7 +45,6 @@ pub(crate) async fn consume_until_shutdown(
             k => format!("{}.{k}", config.name),
         })
         .collect();
-    let mut checked_dropped_shard = false;
     let mut backoff = Backoff::new();
     let node = NodeCursor::random();
     while !shutdown.is_cancelled() {
@@ -107,10 +103,6 @@ pub(crate) async fn consume_until_shutdown(
             }
         };
         backoff.reset();
-        if !checked_dropped_shard {
-            checked_dropped_shard = true;
-            warn_of_a_dropped_shard(&connection, &topology).await;
-        }
         let acks = Arc::new(Acks::new(channel.clone()));
         let stop_acks = CancellationToken::new();
         let flusher = tokio::spawn({
@@ -182,37 +174,4 @@ pub(crate) async fn consume_until_shutdown(
     }
     tracker.close();
     let _ = tokio::time::timeout(config.drain_timeout, tracker.wait()).await;
-}
-
-/// Warns when the work queue just beyond the configured count holds
-/// messages: the count was lowered without draining the shards it dropped,
-/// and no sender consumes them any more (docs/operations.md). A passive
-/// declare on a channel of its own, since a missing queue (the usual case)
-/// closes the channel it is asked on.
-async fn warn_of_a_dropped_shard(connection: &lapin::Connection, topology: &Topology) {
-    let Some(queue) = topology.work_queue_after_last() else {
-        return;
-    };
-    let Ok(channel) = connection.create_channel().await else {
-        return;
-    };
-    let passive = QueueDeclareOptions {
-        passive: true,
-        ..QueueDeclareOptions::default()
-    };
-    if let Ok(found) = channel
-        .queue_declare(queue.as_str().into(), passive, FieldTable::default())
-        .await
-    {
-        if found.message_count() > 0 {
-            tracing::warn!(
-                %queue,
-                messages = found.message_count(),
-                work_queues = topology.shard_count(),
-                "a work queue beyond HERALD_WORK_QUEUES holds messages that no sender consumes: \
-                 raise HERALD_WORK_QUEUES back until it is drained"
-            );
-        }
-        let _ = channel.close(200, "checked".into()).await;
-    }
 }
