@@ -134,3 +134,56 @@ async fn deliveries_spread_over_four_work_queues_and_retry_in_their_shard() {
     let _ = connection.close(200, "done".into()).await;
     eprintln!("done: {:.1?}", started.elapsed());
 }
+
+#[tokio::test]
+async fn requeued_dead_letters_go_back_to_their_own_shard() {
+    let mut env = TestEnv::new("0s,200ms").await.unwrap();
+    env.queue.work_queues = SHARDS;
+    let topology = env.queue.topology();
+    let connection = herald_queue::connect(&env.queue, "test-requeue")
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    topology.declare(&channel).await.unwrap();
+    // Dead letters with ids in every shard (two in each), as a sender
+    // leaves them: the body as queued, the id as message id.
+    let publisher = herald_queue::Publisher::new(env.queue.clone(), "test-dead", 1);
+    let mut expected = vec![0u32; usize::from(SHARDS)];
+    let mut made = 0;
+    while expected.iter().any(|n| *n < 2) {
+        let id = uuid::Uuid::now_v7();
+        let shard = usize::from(topology.shard_of(id.as_bytes()));
+        if expected[shard] == 2 {
+            continue;
+        }
+        expected[shard] += 1;
+        made += 1;
+        publisher
+            .publish_dead(b"not a delivery", Some(id), "test")
+            .await
+            .unwrap();
+    }
+    let url = herald_tests::amqp_url();
+    let moved = herald_cli::cmd::dead_letters::requeue(&url, &env.queue.prefix, SHARDS, 100)
+        .await
+        .unwrap();
+    assert_eq!(moved, made);
+    // Each message sits in the work queue its id hashes to.
+    for (shard, want) in topology.shards().zip(expected) {
+        let queue = channel
+            .queue_declare(
+                shard.work_queue().as_str().into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(queue.message_count(), want, "{}", shard.work_queue());
+    }
+    publisher.manager().close().await;
+    let _ = connection.close(200, "done".into()).await;
+    // The environment deletes every shard's queues when dropped.
+}

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use futures_util::StreamExt;
-use futures_util::stream::select_all;
+use futures_util::stream::{self, select_all};
 use herald_core::backoff::Backoff;
 use herald_queue::{NodeCursor, QueueError};
 use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
@@ -84,7 +84,15 @@ pub(crate) async fn consume_until_shutdown(
                     .await
                     .map_err(QueueError::amqp("starting the consumer"))?;
                 let index = shard.index();
-                consumers.push(consumer.map(move |delivery| (index, delivery)));
+                // Each stream ends with a `None` of its own: `select_all`
+                // would otherwise drop a finished consumer (cancelled by the
+                // broker, say) silently and leave its shard unconsumed
+                // while the others run on.
+                consumers.push(
+                    consumer
+                        .map(move |delivery| (index, Some(delivery)))
+                        .chain(stream::iter([(index, None)])),
+                );
             }
             Ok::<_, QueueError>((channel, select_all(consumers)))
         }
@@ -129,17 +137,21 @@ pub(crate) async fn consume_until_shutdown(
                     break;
                 }
                 next = consumer.next() => match next {
-                    Some((shard, Ok(delivery))) => {
+                    Some((shard, Some(Ok(delivery)))) => {
                         let shared = shared.clone();
                         acks.received(delivery.delivery_tag);
                         tracker.spawn(process::handle(shared, topology.clone(), shard, acks.clone(), delivery));
                     }
-                    Some((_, Err(e))) => {
-                        tracing::warn!(error = %e, "the consumer failed; reconnecting");
+                    Some((shard, Some(Err(e)))) => {
+                        tracing::warn!(error = %e, shard, "the consumer failed; reconnecting");
+                        break;
+                    }
+                    Some((shard, None)) => {
+                        tracing::warn!(shard, "the consumer ended; reconnecting");
                         break;
                     }
                     None => {
-                        tracing::warn!("the consumer ended; reconnecting");
+                        tracing::warn!("the consumers ended; reconnecting");
                         break;
                     }
                 }
