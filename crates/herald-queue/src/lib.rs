@@ -1,7 +1,8 @@
 //! Herald's use of RabbitMQ (lapin): the topology (work exchange and queue,
-//! one TTL delay queue per distinct delay of the schedule), a publisher that
-//! only reports success once the broker confirmed, reconnecting by itself
-//! after the broker went away, and the consumer set-up senders use.
+//! one TTL delay queue per distinct delay of the schedule; with several work
+//! queues, those per shard), a publisher that only reports success once the
+//! broker confirmed, routing each delivery to its shard, reconnecting by
+//! itself after the broker went away, and the consumer set-up senders use.
 //!
 //! This crate owns every AMQP name and argument. It must not touch Postgres
 //! or HTTP, and it knows nothing of what a delivery does beyond routing it.
