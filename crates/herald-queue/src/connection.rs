@@ -196,6 +196,7 @@ async fn connect_node(
 pub(crate) struct Live {
     connection: Connection,
     channels: Vec<Channel>,
+    opened: std::time::Instant,
 }
 
 impl Live {
@@ -288,6 +289,7 @@ impl ConnectionManager {
         let live = Arc::new(Live {
             connection,
             channels,
+            opened: std::time::Instant::now(),
         });
         let previous = self
             .current
@@ -315,6 +317,16 @@ impl ConnectionManager {
             && let Some(previous) = guard.take()
         {
             close_in_background(previous);
+        }
+    }
+
+    /// Drops `live` like [`invalidate`](Self::invalidate), but only once it
+    /// has been open for `min_age`: for errors that may also be the
+    /// broker's steady answer (a nack from a full queue), so that they
+    /// cost at most one reconnect per `min_age`, not one per publish.
+    pub(crate) fn invalidate_if_older(&self, live: &Arc<Live>, min_age: std::time::Duration) {
+        if live.opened.elapsed() >= min_age {
+            self.invalidate(live);
         }
     }
 

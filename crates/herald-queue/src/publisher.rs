@@ -60,6 +60,9 @@ pub struct Publisher {
     confirm_seconds: metrics::Histogram,
 }
 
+/// The least time between two reconnects caused by nacks.
+const NACK_RECONNECT_INTERVAL: Duration = Duration::from_secs(1);
+
 impl Publisher {
     /// Creates the publisher; it connects on first use (or `ensure_connected`).
     /// Its metric is registered with the recorder installed now (if any).
@@ -218,7 +221,17 @@ impl Publisher {
             Ok(Ok(Confirmation::Ack(Some(_)))) => {
                 Err(QueueError::Unroutable(route.routing_key.clone()))
             }
-            Ok(Ok(Confirmation::Nack(_))) => Err(QueueError::Nacked),
+            Ok(Ok(Confirmation::Nack(_))) => {
+                // A nack can be for good: on a cluster, a channel that was
+                // open when the work queue's leader died kept receiving a nack
+                // for every publish (RabbitMQ 3.10, tests/tests/cluster.rs).
+                // A fresh connection, on the next node, gets a fresh channel.
+                // A full work queue (reject-publish) nacks every publish
+                // too, so reconnect at most once a second for nacks.
+                self.manager
+                    .invalidate_if_older(&live, NACK_RECONNECT_INTERVAL);
+                Err(QueueError::Nacked)
+            }
             Ok(Ok(Confirmation::NotRequested)) => Err(QueueError::Unavailable {
                 reason: "the channel is not in confirm mode".into(),
                 source: None,
