@@ -5,6 +5,7 @@
 //! when the test failed.
 
 pub mod auth;
+pub mod cluster;
 pub mod load;
 pub mod pathological;
 pub mod process;
