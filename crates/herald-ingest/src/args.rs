@@ -80,6 +80,8 @@ pub struct IngestArgs {
 /// setting to fix; none repeats a key's value.
 #[derive(Debug, thiserror::Error)]
 pub enum ArgsError {
+    #[error("HERALD_AMQP_URL is not usable")]
+    AmqpUrl(#[source] herald_queue::QueueError),
     #[error("HERALD_ADMIN_KEY is not a valid bootstrap key")]
     AdminKey(#[source] herald_core::ValidationError),
     #[error("HERALD_ENCRYPTION_KEY is not a valid key")]
@@ -104,7 +106,7 @@ impl IngestConfig {
         Ok(IngestConfig {
             database_url: common.database_url.clone(),
             db_pool_size: usize::from(common.db_pool_size),
-            queue: common.queue_config(),
+            queue: common.queue_config().map_err(ArgsError::AmqpUrl)?,
             max_payload_bytes: usize::try_from(args.max_payload_bytes)
                 .map_err(ArgsError::PayloadTooLarge)?,
             config_refresh: common.config_refresh(),

@@ -1,5 +1,13 @@
 //! One AMQP connection with a few confirm-mode channels, re-established on
-//! demand after the broker went away.
+//! demand after the broker went away, and the list of broker nodes a
+//! connection may go to.
+//!
+//! `HERALD_AMQP_URL` may name several nodes of one RabbitMQ cluster,
+//! comma-separated. Each connection starts at a random node, so that the
+//! connections of many processes spread over the cluster instead of all
+//! landing on the first, and tries the others in turn when that node does
+//! not answer. After a connection is lost, the next attempt starts at the
+//! node after the one it had, so a dead node is skipped at once.
 //!
 //! lapin's own auto-recovery gives up after a fixed number of tries and
 //! replays state we do not need; Herald instead reconnects lazily: every
@@ -7,6 +15,7 @@
 //! reconnect, and a caller that cannot get a connection gets an error at once
 //! — which ingest answers as UNAVAILABLE, never as a false OK.
 
+use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
@@ -35,9 +44,139 @@ fn broker_uri(amqp_url: &str) -> Result<AMQPUri, QueueError> {
     Ok(uri)
 }
 
-/// Opens one AMQP connection, bounded by the configured connect timeout.
+/// The broker nodes of a comma-separated `HERALD_AMQP_URL`, parsed. Services
+/// parse the option with it at start-up, so that a malformed URL stops them
+/// with a message instead of failing each connection attempt later.
+#[derive(Clone)]
+pub struct Brokers {
+    nodes: Vec<(AMQPUri, String)>,
+}
+
+impl Brokers {
+    /// Parses one URL or several comma-separated ones. An error names the
+    /// position of the bad URL, never its text (it may hold a password).
+    pub fn parse(list: &str) -> Result<Self, QueueError> {
+        let mut nodes = Vec::new();
+        for (index, url) in list.split(',').map(str::trim).enumerate() {
+            if url.is_empty() {
+                return Err(QueueError::InvalidUrl(format!(
+                    "URL {} of the list is empty; separate the URLs of the cluster's nodes with single commas",
+                    index + 1
+                )));
+            }
+            let uri = broker_uri(url).map_err(|e| match e {
+                QueueError::InvalidUrl(reason) if list.contains(',') => {
+                    QueueError::InvalidUrl(format!("URL {} of the list: {reason}", index + 1))
+                }
+                other => other,
+            })?;
+            let name = format!("{}:{}", uri.authority.host, uri.authority.port);
+            nodes.push((uri, name));
+        }
+        Ok(Self { nodes })
+    }
+
+    /// How many nodes the list names.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Always false: a parsed list names at least one node.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// `host:port` of each node, safe to log.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.nodes.iter().map(|(_, name)| name.as_str())
+    }
+}
+
+impl std::fmt::Debug for Brokers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.names()).finish()
+    }
+}
+
+/// Which broker node a connection tries first. It starts at a random node
+/// and, after each successful connect, points at the node after the one
+/// connected to: the next reconnect (after a loss) tries another node first.
+#[derive(Debug)]
+pub struct NodeCursor(AtomicUsize);
+
+impl NodeCursor {
+    /// A cursor at a random node.
+    pub fn random() -> Self {
+        // A failed random source only costs the spread, never a connection.
+        let start = getrandom::u64().unwrap_or(0);
+        Self(AtomicUsize::new(start as usize))
+    }
+
+    /// A cursor at node `index` (modulo the list's length).
+    pub fn at(index: usize) -> Self {
+        Self(AtomicUsize::new(index))
+    }
+}
+
+/// Opens one AMQP connection to a node of the configured list, starting at
+/// a random node.
 pub async fn connect(config: &QueueConfig, name: &str) -> Result<Connection, QueueError> {
-    let uri = broker_uri(config.amqp_url.expose())?;
+    connect_via(config, name, &NodeCursor::random()).await
+}
+
+/// Opens one AMQP connection, trying the nodes in turn from `cursor`, each
+/// bounded by the configured connect timeout; moves `cursor` past the node
+/// it connected to.
+pub async fn connect_via(
+    config: &QueueConfig,
+    name: &str,
+    cursor: &NodeCursor,
+) -> Result<Connection, QueueError> {
+    let brokers = Brokers::parse(config.amqp_url.expose())?;
+    let count = brokers.len();
+    let first = cursor.0.load(Ordering::Relaxed) % count;
+    let mut failures = String::new();
+    let mut last_source = None;
+    for step in 0..count {
+        let index = (first + step) % count;
+        let (uri, node) = &brokers.nodes[index];
+        match connect_node(config, name, uri.clone()).await {
+            Ok(connection) => {
+                cursor.0.store(index + 1, Ordering::Relaxed);
+                if count > 1 {
+                    tracing::info!(connection = %name, node = %node, "connected to a broker node");
+                }
+                return Ok(connection);
+            }
+            Err((reason, source)) => {
+                if count > 1 {
+                    tracing::warn!(connection = %name, node = %node, %reason, "a broker node did not answer");
+                }
+                if !failures.is_empty() {
+                    failures.push_str("; ");
+                }
+                let _ = write!(failures, "{node}: {reason}");
+                last_source = source.or(last_source);
+            }
+        }
+    }
+    // The next try starts where this one did not, so nodes take turns.
+    cursor.0.store(first + 1, Ordering::Relaxed);
+    Err(QueueError::Unavailable {
+        reason: if count > 1 {
+            format!("no node of the {count} answered ({failures})")
+        } else {
+            failures
+        },
+        source: last_source,
+    })
+}
+
+async fn connect_node(
+    config: &QueueConfig,
+    name: &str,
+    uri: AMQPUri,
+) -> Result<Connection, (String, Option<lapin::Error>)> {
     let properties = ConnectionProperties::default().with_connection_name(name.into());
     match tokio::time::timeout(
         config.connect_timeout,
@@ -46,14 +185,11 @@ pub async fn connect(config: &QueueConfig, name: &str) -> Result<Connection, Que
     .await
     {
         Ok(Ok(connection)) => Ok(connection),
-        Ok(Err(source)) => Err(QueueError::Unavailable {
-            reason: format!("connecting failed: {source}"),
-            source: Some(source),
-        }),
-        Err(_) => Err(QueueError::Unavailable {
-            reason: format!("no connection within {:?}", config.connect_timeout),
-            source: None,
-        }),
+        Ok(Err(source)) => Err((format!("connecting failed: {source}"), Some(source))),
+        Err(_) => Err((
+            format!("no connection within {:?}", config.connect_timeout),
+            None,
+        )),
     }
 }
 
@@ -79,6 +215,7 @@ pub struct ConnectionManager {
     reconnecting: tokio::sync::Mutex<()>,
     next_channel: AtomicUsize,
     connects: AtomicU64,
+    node: NodeCursor,
 }
 
 impl ConnectionManager {
@@ -94,6 +231,7 @@ impl ConnectionManager {
             reconnecting: tokio::sync::Mutex::new(()),
             next_channel: AtomicUsize::new(0),
             connects: AtomicU64::new(0),
+            node: NodeCursor::random(),
         }
     }
 
@@ -133,7 +271,7 @@ impl ConnectionManager {
         if let Some(live) = self.healthy_live() {
             return Ok(live);
         }
-        let connection = connect(&self.config, &self.name).await?;
+        let connection = connect_via(&self.config, &self.name, &self.node).await?;
         let mut channels = Vec::with_capacity(self.channel_count);
         for _ in 0..self.channel_count {
             let channel = connection
@@ -211,6 +349,81 @@ mod tests {
         let uri = broker_uri("amqp://127.0.0.1/%2f?frame_max=131072&heartbeat=30").unwrap();
         assert_eq!(uri.query.frame_max, Some(131_072));
         assert_eq!(uri.query.heartbeat, Some(30));
+    }
+
+    #[test]
+    fn a_list_names_the_nodes_of_a_cluster() {
+        let brokers = Brokers::parse(
+            "amqp://u:s3cret@10.0.0.1:5672/%2f, amqp://u:s3cret@10.0.0.2/%2f,amqps://u:s3cret@mq3:5671/shop",
+        )
+        .unwrap();
+        assert_eq!(
+            brokers.names().collect::<Vec<_>>(),
+            ["10.0.0.1:5672", "10.0.0.2:5672", "mq3:5671"]
+        );
+        assert!(!format!("{brokers:?}").contains("s3cret"));
+        assert_eq!(brokers.nodes[2].0.vhost, "shop");
+        assert!(
+            brokers
+                .nodes
+                .iter()
+                .all(|(uri, _)| uri.query.frame_max == Some(DEFAULT_FRAME_MAX))
+        );
+    }
+
+    #[test]
+    fn a_bad_list_says_which_url_to_fix_without_its_password() {
+        for (list, says) in [
+            ("amqp://a/%2f,,amqp://b/%2f", "URL 2 of the list is empty"),
+            ("amqp://a/%2f,", "URL 2 of the list is empty"),
+            ("", "URL 1 of the list is empty"),
+            (
+                "amqp://a/%2f,amqp://u:s3cret@b/%2f?frame_max=x",
+                "URL 2 of the list",
+            ),
+        ] {
+            let err = Brokers::parse(list).unwrap_err();
+            assert!(matches!(err, QueueError::InvalidUrl(_)), "{err:?}");
+            let text = err.to_string();
+            assert!(text.contains(says), "{list:?}: {text}");
+            assert!(!text.contains("s3cret"), "{text}");
+        }
+    }
+
+    #[tokio::test]
+    async fn connecting_tries_every_node_and_moves_past_the_one_it_got() {
+        // Two closed ports around the machine's broker: whichever node the
+        // cursor starts at, the connect ends on the live one (index 1) and
+        // the cursor then points past it.
+        let closed = || {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        let (a, b) = (closed(), closed());
+        let live = std::env::var("HERALD_TEST_AMQP_URL")
+            .unwrap_or_else(|_| crate::DEFAULT_AMQP_URL.to_owned());
+        let list = format!("amqp://127.0.0.1:{a}/%2f,{live},amqp://127.0.0.1:{b}/%2f");
+        for start in 0..3 {
+            let config = QueueConfig::new(list.clone(), "unused");
+            let cursor = NodeCursor::at(start);
+            let connection = connect_via(&config, "cursor-test", &cursor).await.unwrap();
+            assert_eq!(cursor.0.load(Ordering::Relaxed) % 3, 2, "start {start}");
+            let _ = connection.close(200, "done".into()).await;
+        }
+        let config = QueueConfig::new(
+            format!("amqp://127.0.0.1:{a}/%2f,amqp://u:s3cret@127.0.0.1:{b}/%2f"),
+            "unused",
+        );
+        let err = connect_via(&config, "cursor-test", &NodeCursor::at(0))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no node of the 2 answered"), "{err}");
+        assert!(
+            err.contains(&format!("127.0.0.1:{a}")) && err.contains(&format!("127.0.0.1:{b}")),
+            "{err}"
+        );
+        assert!(!err.contains("s3cret"), "{err}");
     }
 
     #[test]

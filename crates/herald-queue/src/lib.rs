@@ -10,7 +10,7 @@ mod connection;
 mod publisher;
 mod topology;
 
-pub use connection::{ConnectionManager, connect};
+pub use connection::{Brokers, ConnectionManager, NodeCursor, connect, connect_via};
 pub use publisher::{DEAD_REASON_HEADER, Publisher, dead_reason, message_properties};
 pub use topology::Route;
 pub use topology::{QueueType, Topology};
@@ -40,13 +40,18 @@ pub const DEFAULT_PREFETCH: u16 = 512;
 /// How a service reaches the broker and which topology it uses.
 #[derive(Debug, Clone)]
 pub struct QueueConfig {
-    /// `amqp://user:pass@host:port/vhost`; never logged (it may hold a
-    /// password), and `Debug` prints it redacted.
+    /// `amqp://user:pass@host:port/vhost`, or several such URLs separated
+    /// by commas: the nodes of one cluster ([`Brokers`]). Never logged (it
+    /// may hold a password), and `Debug` prints it redacted.
     pub amqp_url: Secret<String>,
     /// Prefix of every exchange and queue name, so that several Herald
     /// installations (or tests) can share one broker.
     pub prefix: String,
     pub queue_type: QueueType,
+    /// How many cluster nodes hold a replica of each quorum queue when it
+    /// is created (`x-quorum-initial-group-size`); `None` leaves it to
+    /// RabbitMQ, which puts one on every node of the cluster.
+    pub quorum_initial_group_size: Option<u16>,
     pub schedule: Schedule,
     /// How long a publish may wait for the broker's confirm.
     pub confirm_timeout: Duration,
@@ -60,6 +65,7 @@ impl QueueConfig {
             amqp_url: amqp_url.into(),
             prefix: prefix.into(),
             queue_type: QueueType::Quorum,
+            quorum_initial_group_size: None,
             schedule: Schedule::default(),
             confirm_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(3),
@@ -68,6 +74,7 @@ impl QueueConfig {
 
     pub fn topology(&self) -> Topology {
         Topology::new(&self.prefix, self.queue_type, self.schedule.clone())
+            .with_quorum_initial_group_size(self.quorum_initial_group_size)
     }
 }
 

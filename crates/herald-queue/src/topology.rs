@@ -86,6 +86,7 @@ pub struct Route {
 pub struct Topology {
     prefix: String,
     queue_type: QueueType,
+    quorum_initial_group_size: Option<u16>,
     schedule: Schedule,
     /// The delays that get a delay queue, derived from the schedule.
     delays: DelayQueues,
@@ -96,9 +97,17 @@ impl Topology {
         Self {
             prefix: prefix.to_owned(),
             queue_type,
+            quorum_initial_group_size: None,
             delays: DelayQueues::for_schedule(&schedule),
             schedule,
         }
+    }
+
+    /// Replicas per quorum queue at creation; see
+    /// `QueueConfig::quorum_initial_group_size`.
+    pub fn with_quorum_initial_group_size(mut self, size: Option<u16>) -> Self {
+        self.quorum_initial_group_size = size;
+        self
     }
 
     pub fn schedule(&self) -> &Schedule {
@@ -182,6 +191,17 @@ impl Topology {
             // Quorum queues replicate through Raft and survive a node loss;
             // they are also the faster type on this broker version.
             args.insert("x-queue-type".into(), long_string("quorum"));
+            // RabbitMQ compares it like the other arguments, so every
+            // service must declare the same value and a changed one is
+            // refused with PRECONDITION_FAILED naming it; existing queues
+            // are grown or shrunk with `rabbitmq-queues grow` / `shrink`
+            // instead (docs/operations.md).
+            if let Some(size) = self.quorum_initial_group_size {
+                args.insert(
+                    "x-quorum-initial-group-size".into(),
+                    AMQPValue::LongInt(i32::from(size)),
+                );
+            }
         }
         args
     }

@@ -101,3 +101,67 @@ async fn unreachable_broker_is_unavailable() {
         "{err:?}"
     );
 }
+
+#[tokio::test]
+async fn a_publisher_reaches_the_live_node_of_a_list() {
+    // The first and last nodes of the list are closed ports: whichever node
+    // the publisher starts at, its confirmed publish lands on the live one.
+    let closed = || {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let list = format!(
+        "amqp://guest:guest@127.0.0.1:{}/%2f,{},amqp://guest:guest@127.0.0.1:{}/%2f",
+        closed(),
+        amqp_url(),
+        closed()
+    );
+    let prefix = format!("herald-test-{}", uuid::Uuid::new_v4().simple());
+    let config = QueueConfig::new(list, &prefix);
+    for name in ["a", "b", "c"] {
+        let publisher = Publisher::new(config.clone(), name, 1);
+        publisher.publish(&message(1)).await.unwrap();
+        publisher.manager().close().await;
+    }
+    cleanup(&config).await;
+}
+
+#[tokio::test]
+async fn a_changed_quorum_group_size_is_refused_with_the_argument_named() {
+    // RabbitMQ compares x-quorum-initial-group-size like the other queue
+    // arguments: every service must declare the same value, and a changed
+    // one is refused (PRECONDITION_FAILED) with a message naming it, never
+    // applied silently to some queues and not others.
+    let prefix = format!("herald-test-{}", uuid::Uuid::new_v4().simple());
+    let mut config = QueueConfig::new(amqp_url(), &prefix);
+    config.quorum_initial_group_size = Some(3);
+    for _ in 0..2 {
+        let publisher = Publisher::new(config.clone(), "group-size", 1);
+        publisher.ensure_connected().await.unwrap();
+        publisher.manager().close().await;
+    }
+    config.quorum_initial_group_size = Some(1);
+    let publisher = Publisher::new(config.clone(), "group-size", 1);
+    let err = publisher.ensure_connected().await.unwrap_err();
+    let chain = format!("{:?}", error_chain(&err));
+    assert!(chain.contains("x-quorum-initial-group-size"), "{chain}");
+    config.quorum_initial_group_size = Some(3);
+    cleanup(&config).await;
+}
+
+fn error_chain(err: &dyn std::error::Error) -> Vec<String> {
+    let mut chain = vec![err.to_string()];
+    let mut source = err.source();
+    while let Some(next) = source {
+        chain.push(next.to_string());
+        source = next.source();
+    }
+    chain
+}
+
+async fn cleanup(config: &QueueConfig) {
+    let connection = herald_queue::connect(config, "test-cleanup").await.unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    config.topology().delete(&channel).await.unwrap();
+    let _ = connection.close(200, "done".into()).await;
+}

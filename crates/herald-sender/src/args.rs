@@ -95,6 +95,8 @@ pub struct SenderArgs {
 /// setting to fix; none repeats a key's value.
 #[derive(Debug, thiserror::Error)]
 pub enum ArgsError {
+    #[error("HERALD_AMQP_URL is not usable")]
+    AmqpUrl(#[source] herald_queue::QueueError),
     #[error("HERALD_ENCRYPTION_KEY is not a valid key")]
     EncryptionKey(#[source] herald_store::SecretBoxError),
     #[error(
@@ -120,7 +122,7 @@ impl SenderConfig {
         Ok(SenderConfig {
             database_url: common.database_url.clone(),
             db_pool_size: usize::from(common.db_pool_size),
-            queue: common.queue_config(),
+            queue: common.queue_config().map_err(ArgsError::AmqpUrl)?,
             prefetch: args.prefetch,
             id_header: args.id_header.clone(),
             attempt_header: args.attempt_header.clone(),

@@ -1,6 +1,7 @@
 //! The consume loop: one AMQP connection for consuming, re-established
-//! after broker failures (with herald-core's jittered back-off), feeding one
-//! task per delivery. It must not handle a delivery itself: `process` does,
+//! after broker failures (with herald-core's jittered back-off, on the next
+//! node of the list when several are configured), feeding one task per
+//! delivery. It must not handle a delivery itself: `process` does,
 //! and settles it through `acks`.
 
 use std::sync::Arc;
@@ -8,7 +9,7 @@ use std::sync::atomic::Ordering;
 
 use futures_util::StreamExt;
 use herald_core::backoff::Backoff;
-use herald_queue::QueueError;
+use herald_queue::{NodeCursor, QueueError};
 use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use tokio_util::sync::CancellationToken;
@@ -27,8 +28,9 @@ pub(crate) async fn consume_until_shutdown(
     // queues the retry decision chooses from.
     let topology = Arc::new(config.queue.topology());
     let mut backoff = Backoff::new();
+    let node = NodeCursor::random();
     while !shutdown.is_cancelled() {
-        let connection = match herald_queue::connect(&config.queue, &config.name).await {
+        let connection = match herald_queue::connect_via(&config.queue, &config.name, &node).await {
             Ok(connection) => connection,
             Err(e) => {
                 let wait = backoff.next_delay();

@@ -36,7 +36,9 @@ pub struct CommonOptions {
     )]
     pub database_url: Secret<String>,
 
-    /// RabbitMQ connection URL. May contain a password; never logged.
+    /// RabbitMQ connection URL, or the URLs of a cluster's nodes separated
+    /// by commas (each connection picks a reachable node, spread over the
+    /// list). May contain passwords; never logged.
     #[arg(
         long,
         env = "HERALD_AMQP_URL",
@@ -52,6 +54,14 @@ pub struct CommonOptions {
     /// RabbitMQ queue type: quorum (production) or classic.
     #[arg(long, env = "HERALD_QUEUE_TYPE", value_enum, default_value = "quorum")]
     pub queue_type: QueueType,
+
+    /// Cluster nodes holding a replica of each quorum queue Herald creates
+    /// (`x-quorum-initial-group-size`; odd, at most the node count). Unset:
+    /// RabbitMQ's default, a replica on every node. Every service must use
+    /// the same value, fixed before the queues are first declared.
+    #[arg(long, env = "HERALD_QUORUM_INITIAL_GROUP_SIZE",
+          value_parser = clap::value_parser!(u16).range(1..=99))]
+    pub quorum_initial_group_size: Option<u16>,
 
     /// Delays before attempts 1, 2, 3, ... (ms, s, m, h); `0s` first means an
     /// immediate first attempt. Ingest and senders must use the same value.
@@ -108,11 +118,17 @@ impl CommonOptions {
         }
     }
 
-    pub fn queue_config(&self) -> QueueConfig {
+    /// The broker configuration; fails on a malformed URL in
+    /// `--amqp-url`, naming its position in the list but never its text.
+    /// (Checked here rather than by clap, whose message would quote the
+    /// value with its password.)
+    pub fn queue_config(&self) -> Result<QueueConfig, herald_queue::QueueError> {
+        herald_queue::Brokers::parse(self.amqp_url.expose())?;
         let mut config = QueueConfig::new(self.amqp_url.clone(), &self.queue_prefix);
         config.queue_type = self.queue_type;
+        config.quorum_initial_group_size = self.quorum_initial_group_size;
         config.schedule = self.schedule.clone();
-        config
+        Ok(config)
     }
 
     pub fn drain_timeout(&self) -> Duration {
@@ -207,8 +223,32 @@ mod tests {
             args.common.database_url.expose(),
             "postgres://herald:pg-hunter2@db/herald"
         );
-        let debug = format!("{:?}", args.common.queue_config());
+        let debug = format!("{:?}", args.common.queue_config().unwrap());
         assert!(!debug.contains("hunter2"), "{debug}");
+    }
+
+    #[test]
+    fn a_cluster_s_urls_are_checked_before_the_service_starts() {
+        let parse = |list: &str| {
+            Args::try_parse_from([
+                "herald-test",
+                "--amqp-url",
+                list,
+                "--quorum-initial-group-size",
+                "3",
+            ])
+            .unwrap()
+            .common
+        };
+        let common = parse("amqp://u:mq-hunter2@mq-0/h,amqp://u:mq-hunter2@mq-1/h");
+        let config = common.queue_config().unwrap();
+        assert_eq!(config.quorum_initial_group_size, Some(3));
+        let err = parse("amqp://u:mq-hunter2@mq-0/h,,amqp://u:mq-hunter2@mq-1/h")
+            .queue_config()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("URL 2 of the list is empty"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
     }
 
     #[test]

@@ -26,14 +26,15 @@ use uuid::Uuid;
 
 #[derive(Debug, Args)]
 pub struct DeadLettersArgs {
-    /// RabbitMQ connection URL of the installation (as its services use).
+    /// RabbitMQ connection URL of the installation, or its cluster nodes'
+    /// URLs comma-separated (as its services use). Never printed.
     #[arg(
         long,
         env = "HERALD_AMQP_URL",
         default_value = herald_queue::DEFAULT_AMQP_URL,
         hide_env_values = true
     )]
-    pub amqp_url: String,
+    pub amqp_url: herald_core::Secret<String>,
     /// Queue name prefix of the installation (HERALD_QUEUE_PREFIX).
     #[arg(long, env = "HERALD_QUEUE_PREFIX", default_value = herald_queue::DEFAULT_QUEUE_PREFIX)]
     pub prefix: String,
@@ -212,7 +213,7 @@ pub fn table(letters: &[DeadLetter]) -> String {
 /// `herald dead-letters`.
 pub async fn run(json_output: bool, args: DeadLettersArgs) -> anyhow::Result<()> {
     if args.requeue {
-        let moved = requeue(&args.amqp_url, &args.prefix, args.limit).await?;
+        let moved = requeue(args.amqp_url.expose(), &args.prefix, args.limit).await?;
         if json_output {
             crate::output::print_json(&serde_json::json!({ "requeued": moved }));
         } else {
@@ -220,7 +221,7 @@ pub async fn run(json_output: bool, args: DeadLettersArgs) -> anyhow::Result<()>
         }
         return Ok(());
     }
-    let letters = list(&args.amqp_url, &args.prefix, args.limit).await?;
+    let letters = list(args.amqp_url.expose(), &args.prefix, args.limit).await?;
     if json_output {
         crate::output::print_json(&letters);
     } else if letters.is_empty() {
