@@ -28,7 +28,9 @@ use anyhow::Context;
 const DIR_PREFIX: &str = "herald-cluster-";
 /// How long a node may take to start (or to come back after a kill).
 pub const START_TIMEOUT: Duration = Duration::from_secs(90);
-const POLL: Duration = Duration::from_millis(250);
+/// Between two `rabbitmqctl` polls: each call starts an Erlang VM (about
+/// 0.5 s of CPU), which a 2-core machine under load feels.
+const POLL: Duration = Duration::from_secs(1);
 
 /// One node of a [`RabbitCluster`].
 #[derive(Debug, Clone)]
@@ -86,6 +88,126 @@ impl Node {
             "RABBITMQ_MNESIA_BASE={}",
             self.mnesia_base().display()
         ))
+    }
+}
+
+/// The first node that answers `args` (JSON output), trying each node.
+async fn ask_any(nodes: &[Node], args: &[&str]) -> anyhow::Result<serde_json::Value> {
+    let mut errors = Vec::new();
+    for node in nodes {
+        match ctl(&node.name, args, Duration::from_secs(30)).await {
+            Ok(out) if out.ok => {
+                return serde_json::from_str(&out.stdout)
+                    .with_context(|| format!("{args:?}: not JSON: {}", out.stdout));
+            }
+            Ok(out) => errors.push(format!("{}: {}{}", node.name, out.stdout, out.stderr)),
+            Err(e) => errors.push(format!("{}: {e:#}", node.name)),
+        }
+    }
+    anyhow::bail!("no node answered {args:?}:\n{}", errors.join("\n"))
+}
+
+/// Read-only queries on a [`RabbitCluster`], for another task.
+#[derive(Debug, Clone)]
+pub struct ClusterHandle {
+    nodes: Vec<Node>,
+}
+
+impl ClusterHandle {
+    /// The AMQP connections per node, by their client-given names
+    /// (`connection_name`), e.g. `0: herald-ingest, herald-sender-1-retry`.
+    pub async fn connection_summary(&self) -> String {
+        let list = match ask_any(
+            &self.nodes,
+            &[
+                "list_connections",
+                "port",
+                "state",
+                "client_properties",
+                "--formatter",
+                "json",
+            ],
+        )
+        .await
+        {
+            Ok(list) => list,
+            Err(e) => return format!("unknown ({})", e.to_string().lines().next().unwrap_or("")),
+        };
+        let mut per_node: Vec<Vec<String>> = vec![Vec::new(); self.nodes.len()];
+        for c in list.as_array().into_iter().flatten() {
+            let Some(i) = c["port"]
+                .as_u64()
+                .and_then(|p| self.nodes.iter().position(|n| u64::from(n.amqp_port) == p))
+            else {
+                continue;
+            };
+            // client_properties is a list of [key, type, value] triples.
+            let name = c["client_properties"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|p| p[0] == "connection_name")
+                .and_then(|p| p[2].as_str())
+                .unwrap_or("?");
+            per_node[i].push(format!("{name} ({})", c["state"].as_str().unwrap_or("?")));
+        }
+        per_node
+            .iter()
+            .enumerate()
+            .map(|(i, names)| format!("{i}: {}", names.join(", ")))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    /// One line on the queues whose names start with `prefix`: per queue,
+    /// ready + unacked messages, leader node and online members, e.g.
+    /// `work 12+64 L2 [0,1,2]`.
+    pub async fn queue_summary(&self, prefix: &str) -> String {
+        let list = match ask_any(
+            &self.nodes,
+            &[
+                "list_queues",
+                "name",
+                "messages_ready",
+                "messages_unacknowledged",
+                "leader",
+                "online",
+                "--formatter",
+                "json",
+            ],
+        )
+        .await
+        {
+            Ok(list) => list,
+            Err(e) => return format!("unknown ({})", e.to_string().lines().next().unwrap_or("")),
+        };
+        let index = |name: &serde_json::Value| {
+            name.as_str()
+                .and_then(|n| self.nodes.iter().position(|node| node.name == n))
+                .map_or_else(|| "?".to_owned(), |i| i.to_string())
+        };
+        let mut parts = Vec::new();
+        for q in list.as_array().into_iter().flatten() {
+            let Some(name) = q["name"].as_str().and_then(|n| n.strip_prefix(prefix)) else {
+                continue;
+            };
+            let online: Vec<String> = q["online"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(index)
+                .collect();
+            parts.push(format!(
+                "{} {}+{} L{} [{}]",
+                name.trim_start_matches('.'),
+                q["messages_ready"],
+                q["messages_unacknowledged"],
+                index(&q["leader"]),
+                online.join(",")
+            ));
+        }
+        parts.sort();
+        parts.join("; ")
     }
 }
 
@@ -307,20 +429,15 @@ impl RabbitCluster {
         }
     }
 
-    /// The first node that answers `args` (JSON output), trying each node.
     async fn ask_any(&self, args: &[&str]) -> anyhow::Result<serde_json::Value> {
-        let mut errors = Vec::new();
-        for node in &self.nodes {
-            match ctl(&node.name, args, Duration::from_secs(30)).await {
-                Ok(out) if out.ok => {
-                    return serde_json::from_str(&out.stdout)
-                        .with_context(|| format!("{args:?}: not JSON: {}", out.stdout));
-                }
-                Ok(out) => errors.push(format!("{}: {}{}", node.name, out.stdout, out.stderr)),
-                Err(e) => errors.push(format!("{}: {e:#}", node.name)),
-            }
+        ask_any(&self.nodes, args).await
+    }
+
+    /// A handle for queries from another task (it does not own the nodes).
+    pub fn clone_handle(&self) -> ClusterHandle {
+        ClusterHandle {
+            nodes: self.nodes.clone(),
         }
-        anyhow::bail!("no node answered {args:?}:\n{}", errors.join("\n"))
     }
 
     fn index_of(&self, name: &str) -> Option<usize> {
