@@ -413,10 +413,10 @@ impl TestEnv {
             .collect()
     }
 
-    /// Messages waiting in the work queue and every delay queue.
+    /// Messages waiting in every work queue and every delay queue.
     pub async fn queued_messages(&self) -> u32 {
         let topology = self.queue.topology();
-        let mut names = vec![topology.work_queue()];
+        let mut names = topology.work_queues();
         names.extend(topology.delay_queues());
         self.message_count(&names).await
     }

@@ -48,6 +48,7 @@ impl SenderProcess {
             .env("HERALD_QUEUE_PREFIX", &env.queue.prefix)
             .env("HERALD_QUEUE_TYPE", "quorum")
             .env("HERALD_SCHEDULE", env.queue.schedule.to_string())
+            .env("HERALD_WORK_QUEUES", env.queue.work_queues.to_string())
             .env("HERALD_PREFETCH", "64")
             .env("HERALD_DRAIN_TIMEOUT_SECS", "10")
             .env("HERALD_DB_POOL_SIZE", "4")

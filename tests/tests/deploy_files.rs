@@ -1117,9 +1117,12 @@ fn rabbitmq_definitions_do_not_fight_the_declared_arguments() {
                 "{pname}: {key} is declared by the code; a policy would be ignored or conflict"
             );
             if key == "overflow" || key.starts_with("max-length") {
-                assert!(
-                    pattern.ends_with("work$"),
-                    "{pname}: {key} only on the work queue (delay queues declare x-overflow)"
+                // Every shard's work queue (herald.work, herald.work.1, ...;
+                // HERALD_WORK_QUEUES), and none of the delay queues
+                // (herald.delay.<ms>ms, herald.work.<k>.delay.<ms>ms).
+                assert_eq!(
+                    pattern, "^herald\\.work(\\.\\d+)?$",
+                    "{pname}: {key} only on the work queues (delay queues declare x-overflow)"
                 );
                 assert_eq!(
                     definition.get("overflow").and_then(|v| v.as_str()),

@@ -1071,7 +1071,7 @@ async fn dead_letters_are_listed_and_sent_again_once_the_cause_is_fixed() {
         .await
         .unwrap();
     assert_eq!(
-        herald_cli::cmd::dead_letters::requeue(url, prefix, 100)
+        herald_cli::cmd::dead_letters::requeue(url, prefix, 1, 100)
             .await
             .unwrap(),
         3

@@ -16,6 +16,7 @@ pub mod retry;
 pub mod retry_after;
 pub mod schedule;
 pub mod secret;
+pub mod shard;
 pub mod signing;
 pub mod ssrf;
 pub mod template;

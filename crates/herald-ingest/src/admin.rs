@@ -3,6 +3,10 @@
 //! Every write is validated here, at save time, and then reloads the
 //! configuration cache of this process so that the caller's next Fire sees
 //! it; other processes see it through Postgres notifications.
+//!
+//! Delivery look-ups read through `reads` (the read replica, when one is
+//! configured; see `reads.rs`); every write and every read a decision rests
+//! on (configuration, API keys, resend and replay) uses `store`, the primary.
 
 use std::time::Duration;
 
@@ -34,6 +38,7 @@ use uuid::Uuid;
 
 use crate::auth::{Principal, principal};
 use crate::convert::{delivery_to_proto, signing_to_proto, webhook_to_proto};
+use crate::reads::LogReads;
 
 /// Default overlap of a rotated signing secret.
 const DEFAULT_ROTATION_OVERLAP: Duration = Duration::from_secs(24 * 3600);
@@ -49,6 +54,8 @@ pub struct TargetPolicy {
 
 pub struct AdminService {
     pub(crate) store: Store,
+    /// The delivery-log reads: the read replica if one is configured.
+    pub(crate) reads: LogReads,
     pub(crate) cache: ConfigCache,
     /// Queues resends and test sends.
     pub(crate) publisher: Publisher,
@@ -71,6 +78,7 @@ impl AdminService {
         log: ScheduledLog,
     ) -> Self {
         Self {
+            reads: LogReads::primary(store.clone()),
             store,
             cache,
             publisher,
@@ -85,6 +93,12 @@ impl AdminService {
     /// The API key cache the key calls keep fresh.
     pub fn with_api_keys(mut self, api_keys: ApiKeyCache) -> Self {
         self.api_keys = Some(api_keys);
+        self
+    }
+
+    /// Reads the delivery log through `reads` (with a read replica).
+    pub(crate) fn with_reads(mut self, reads: LogReads) -> Self {
+        self.reads = reads;
         self
     }
 
@@ -129,7 +143,7 @@ impl AdminService {
         if principal.tenant().is_none() {
             return Ok(());
         }
-        let delivery = self.store.get_delivery(id).await.map_err(store_status)?;
+        let delivery = self.reads.get_delivery(id).await.map_err(store_status)?;
         principal.require_visible(&delivery.tenant, not_found("delivery", id))
     }
 
@@ -394,7 +408,7 @@ impl Admin for AdminService {
     ) -> Result<Response<Delivery>, Status> {
         let principal = principal(&request)?;
         let id = parse_id("id", &request.into_inner().id)?;
-        let delivery = self.store.get_delivery(id).await.map_err(store_status)?;
+        let delivery = self.reads.get_delivery(id).await.map_err(store_status)?;
         principal.require_visible(&delivery.tenant, not_found("delivery", id))?;
         Ok(Response::new(delivery_to_proto(&delivery)))
     }

@@ -74,6 +74,15 @@ pub struct IngestArgs {
     #[arg(long, env = "HERALD_PUBLISH_CHANNELS", default_value_t = 1,
           value_parser = clap::value_parser!(u16).range(1..=64))]
     pub publish_channels: u16,
+    /// Postgres URL of a read replica (a streaming standby of the primary):
+    /// the delivery-log reads of the Admin API (GetDelivery, ListDeliveries,
+    /// GetWebhookSummary) go there, with the pool size of the primary's;
+    /// configuration, writes and idempotency stay on the primary. A delivery
+    /// the replica does not have yet is looked up on the primary, and an
+    /// unreachable replica means reading the primary. Unset or empty: every
+    /// read goes to the primary. Never logged.
+    #[arg(long, env = "HERALD_READ_DATABASE_URL", hide_env_values = true)]
+    pub read_database_url: Option<Secret<String>>,
 }
 
 /// Why the options do not make a configuration. Each variant names the
@@ -131,6 +140,11 @@ impl IngestConfig {
             idempotency_window: Duration::from_secs(
                 u64::from(args.idempotency_window_hours) * 3600,
             ),
+            // Empty means none, as for the admin key.
+            read_database_url: args
+                .read_database_url
+                .clone()
+                .filter(|url| !url.expose().is_empty()),
         })
     }
 }
@@ -192,6 +206,28 @@ mod tests {
         assert_eq!(config.idempotency_window, Duration::from_secs(24 * 3600));
         assert_eq!(config.queue.prefix, herald_queue::DEFAULT_QUEUE_PREFIX);
         assert!(config.metrics.is_none());
+        assert!(config.read_database_url.is_none());
+    }
+
+    #[test]
+    fn an_empty_read_database_url_means_none() {
+        let mut args = herald_service::defaults::<IngestArgs>();
+        args.read_database_url = Some(Secret::from(""));
+        assert!(
+            IngestConfig::from_args(&args)
+                .unwrap()
+                .read_database_url
+                .is_none()
+        );
+        args.read_database_url = Some(Secret::from("postgres://replica/herald"));
+        let config = IngestConfig::from_args(&args).unwrap();
+        assert_eq!(
+            config
+                .read_database_url
+                .as_ref()
+                .map(|url| url.expose().as_str()),
+            Some("postgres://replica/herald")
+        );
     }
 
     #[test]
@@ -223,6 +259,8 @@ mod tests {
             "amqp://herald:mq-hunter2@broker/%2f",
             "--admin-key",
             "admin-key-hunter2-0123456789",
+            "--read-database-url",
+            "postgres://herald:replica-hunter2@replica/herald",
         ])
         .unwrap();
         assert!(!format!("{args:?}").contains("hunter2"), "{args:?}");

@@ -250,7 +250,7 @@ impl AdminService {
             to,
         };
         let page = self
-            .store
+            .reads
             .list_deliveries(&filter, page_size, cursor)
             .await
             .map_err(store_status)?;
@@ -269,7 +269,7 @@ impl AdminService {
         let webhook_id = parse_id("webhook_id", &req.webhook_id)?;
         let (from, to) = range(req.from_unix_ms, req.to_unix_ms)?;
         let summary = self
-            .store
+            .reads
             .webhook_summary(webhook_id, from, to)
             .await
             .map_err(store_status)?;

@@ -16,6 +16,7 @@ mod auth;
 mod convert;
 mod delivery_log;
 mod ingest;
+mod reads;
 mod request_size;
 mod scheduled;
 
@@ -71,6 +72,9 @@ pub struct IngestConfig {
     pub tls: Option<GrpcTls>,
     /// How long a Fire idempotency key is remembered.
     pub idempotency_window: Duration,
+    /// A read replica for the delivery log; `None` reads the primary. May
+    /// hold a password: `Debug` prints it redacted.
+    pub read_database_url: Option<Secret<String>>,
 }
 
 impl IngestConfig {
@@ -124,6 +128,19 @@ pub async fn run(
     )
     .await?;
     let authenticator = auth_at_start(&config, api_keys.clone());
+    let reads = match &config.read_database_url {
+        // Its own pool of the same size: the log reads it takes off the
+        // primary are the ones that used the primary's pool before. No
+        // migration: a standby is read-only and replays the primary's.
+        Some(url) => {
+            let replica = Store::new(herald_store::pool(url.expose(), config.db_pool_size)?)
+                .with_secrets(config.secrets.clone());
+            tracing::info!("delivery-log reads go to the read replica (HERALD_READ_DATABASE_URL)");
+            reads::LogReads::with_replica(store.clone(), replica)
+        }
+        None => reads::LogReads::primary(store.clone()),
+    };
+    reads.spawn_lag_poll(shutdown.child_token());
 
     let publisher = Publisher::new(
         config.queue.clone(),
@@ -154,7 +171,8 @@ pub async fn run(
     );
     let admin = AdminService::new(store, cache, publisher.clone(), config.targets.clone(), log)
         .with_max_payload_bytes(config.max_payload_bytes)
-        .with_api_keys(api_keys);
+        .with_api_keys(api_keys)
+        .with_reads(reads);
     // A hard cap well above the payload limit, so that Herald's own check
     // (with the data's size and HERALD_MAX_PAYLOAD_BYTES) answers every
     // request up to it; see `request_size`.

@@ -1,7 +1,8 @@
 //! Herald's use of RabbitMQ (lapin): the topology (work exchange and queue,
-//! one TTL delay queue per distinct delay of the schedule), a publisher that
-//! only reports success once the broker confirmed, reconnecting by itself
-//! after the broker went away, and the consumer set-up senders use.
+//! one TTL delay queue per distinct delay of the schedule; with several work
+//! queues, those per shard), a publisher that only reports success once the
+//! broker confirmed, routing each delivery to its shard, reconnecting by
+//! itself after the broker went away, and the consumer set-up senders use.
 //!
 //! This crate owns every AMQP name and argument. It must not touch Postgres
 //! or HTTP, and it knows nothing of what a delivery does beyond routing it.
@@ -13,7 +14,7 @@ mod topology;
 pub use connection::{Brokers, ConnectionManager, NodeCursor, connect, connect_via};
 pub use publisher::{DEAD_REASON_HEADER, Publisher, dead_reason, message_properties};
 pub use topology::Route;
-pub use topology::{QueueType, Topology};
+pub use topology::{QueueType, Shard, Topology};
 
 use std::time::Duration;
 
@@ -53,6 +54,10 @@ pub struct QueueConfig {
     /// RabbitMQ, which puts one on every node of the cluster.
     pub quorum_initial_group_size: Option<u16>,
     pub schedule: Schedule,
+    /// How many work queues (shards) deliveries are spread over
+    /// (`HERALD_WORK_QUEUES`); 1 is the layout without shards. Every
+    /// service of an installation must use the same value.
+    pub work_queues: u16,
     /// How long a publish may wait for the broker's confirm.
     pub confirm_timeout: Duration,
     /// How long a (re)connect attempt may take.
@@ -67,6 +72,7 @@ impl QueueConfig {
             queue_type: QueueType::Quorum,
             quorum_initial_group_size: None,
             schedule: Schedule::default(),
+            work_queues: 1,
             confirm_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(3),
         }
@@ -75,6 +81,7 @@ impl QueueConfig {
     pub fn topology(&self) -> Topology {
         Topology::new(&self.prefix, self.queue_type, self.schedule.clone())
             .with_quorum_initial_group_size(self.quorum_initial_group_size)
+            .with_work_queues(self.work_queues)
     }
 }
 

@@ -84,30 +84,53 @@ impl Publisher {
         self.manager.ensure_connected().await
     }
 
-    /// Publishes a delivery to the queue of its `attempt` and waits for the
-    /// broker's confirm.
+    /// Publishes a delivery to the queue of its `attempt`, in its shard
+    /// (see [`Topology::shard_of`]), and waits for the broker's confirm.
     pub async fn publish(&self, message: &DeliveryMessage) -> Result<(), QueueError> {
-        let route = self.topology().route_for_attempt(message.attempt);
+        let topology = self.topology();
+        let route = topology
+            .shard(topology.shard_of(&message.delivery_id))
+            .route_for_attempt(message.attempt);
         self.publish_to(&route, message).await
     }
 
-    /// Publishes a delivery straight to the work exchange, whatever its
+    /// Publishes a delivery straight to its shard's work queue, whatever its
     /// `attempt` (no delay queue), and waits for the broker's confirm. For
     /// test sends, which must not wait for the schedule's first delay.
     pub async fn publish_now(&self, message: &DeliveryMessage) -> Result<(), QueueError> {
-        let route = self.topology().route_after(Duration::ZERO);
+        let topology = self.topology();
+        let route = topology
+            .shard(topology.shard_of(&message.delivery_id))
+            .route_after(Duration::ZERO);
         self.publish_to(&route, message).await
     }
 
     /// Publishes a delivery that must wait at least `delay` before it is
-    /// offered again (see `Topology::route_at_least`) and waits for the
-    /// broker's confirm; returns the wait it really gets.
+    /// offered again (see `Shard::route_at_least`), in its shard, and waits
+    /// for the broker's confirm; returns the wait it really gets.
     pub async fn publish_after(
         &self,
         message: &DeliveryMessage,
         delay: Duration,
     ) -> Result<Duration, QueueError> {
-        let (route, wait) = self.topology().route_at_least(delay);
+        let shard = self.topology().shard_of(&message.delivery_id);
+        self.publish_after_in(shard, message, delay).await
+    }
+
+    /// [`Self::publish_after`] into shard `shard`, whatever the delivery's
+    /// id says: a sender retries and parks a delivery in the shard it took
+    /// it from, so that a delivery never changes shards (not even when the
+    /// shard count changed while it was queued). A shard beyond this
+    /// publisher's count goes to the last one it knows.
+    pub async fn publish_after_in(
+        &self,
+        shard: u16,
+        message: &DeliveryMessage,
+        delay: Duration,
+    ) -> Result<Duration, QueueError> {
+        let topology = self.topology();
+        let shard = shard.min(topology.shard_count() - 1);
+        let (route, wait) = topology.shard(shard).route_at_least(delay);
         self.publish_to(&route, message).await?;
         Ok(wait)
     }

@@ -1,6 +1,7 @@
 //! Exchange and queue names and their arguments.
 //!
-//! Layout under a prefix `p`:
+//! Layout under a prefix `p`, with one work queue (`HERALD_WORK_QUEUES=1`,
+//! the default):
 //! - `p.work` (direct exchange) → `p.work` (queue, routing key `work`): what
 //!   senders consume.
 //! - `p.delay.<ms>ms` (one queue per distinct delay): messages wait there
@@ -14,6 +15,22 @@
 //!   decode as a delivery, or one whose record Postgres refuses as data —
 //!   kept for an operator instead of being dropped or redelivered forever.
 //!   Nothing consumes it.
+//!
+//! With N work queues (shards), shard 0 is exactly the layout above, so
+//! that going from one to several changes nothing already on the broker,
+//! and each shard k from 1 to N-1 adds:
+//! - `p.work.k` (queue, bound to the `p.work` exchange with routing key
+//!   `work.k`);
+//! - `p.work.k.delay.<ms>ms`, one per delay as above, dead-lettering to the
+//!   `p.work` exchange with routing key `work.k`, i.e. back to `p.work.k`.
+//!
+//! A shard is a pipeline of its own: a delivery stays in it through every
+//! retry and park, and herald-core's [`shard_of`](herald_core::shard::shard_of)
+//! (a hash of the delivery id) says which shard a new delivery goes to. The
+//! shard's delay queues carry its work queue's name as their prefix, so that
+//! a listing sorted by name shows each shard together, and so that a policy
+//! for the work queues (`^p\.work(\.\d+)?$`) does not catch them. `p.dead`
+//! stays one queue for all shards.
 //!
 //! Publishers reach a delay queue through the default exchange (routing key
 //! = queue name), so no extra exchange or binding is needed. Queue names
@@ -29,6 +46,7 @@ use std::time::Duration;
 
 use herald_core::Schedule;
 use herald_core::retry::DelayQueues;
+use herald_core::shard::{MAX_WORK_QUEUES, shard_of};
 use lapin::options::{
     ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
     QueueDeleteOptions,
@@ -90,6 +108,8 @@ pub struct Topology {
     schedule: Schedule,
     /// The delays that get a delay queue, derived from the schedule.
     delays: DelayQueues,
+    /// How many work queues (shards), 1 to `MAX_WORK_QUEUES`.
+    shards: u16,
 }
 
 impl Topology {
@@ -100,7 +120,44 @@ impl Topology {
             quorum_initial_group_size: None,
             delays: DelayQueues::for_schedule(&schedule),
             schedule,
+            shards: 1,
         }
+    }
+
+    /// Spreads deliveries over `count` work queues (`HERALD_WORK_QUEUES`),
+    /// clamped to 1..=`MAX_WORK_QUEUES`; see the module documentation.
+    pub fn with_work_queues(mut self, count: u16) -> Self {
+        self.shards = count.clamp(1, MAX_WORK_QUEUES);
+        self
+    }
+
+    /// How many work queues (shards) there are.
+    pub fn shard_count(&self) -> u16 {
+        self.shards
+    }
+
+    /// The shard a delivery with this id goes to (herald-core's decision).
+    pub fn shard_of(&self, delivery_id: &[u8]) -> u16 {
+        shard_of(delivery_id, self.shards)
+    }
+
+    /// The names and routes of shard `index` (below `shard_count`).
+    pub fn shard(&self, index: u16) -> Shard<'_> {
+        debug_assert!(index < self.shards, "shard {index} of {}", self.shards);
+        Shard {
+            topology: self,
+            index,
+        }
+    }
+
+    /// Every shard, 0 first.
+    pub fn shards(&self) -> impl Iterator<Item = Shard<'_>> + '_ {
+        (0..self.shards).map(|index| self.shard(index))
+    }
+
+    /// Every shard's work queue, 0 first.
+    pub fn work_queues(&self) -> Vec<String> {
+        self.shards().map(|shard| shard.work_queue()).collect()
     }
 
     /// Replicas per quorum queue at creation; see
@@ -118,8 +175,9 @@ impl Topology {
         format!("{}.work", self.prefix)
     }
 
+    /// Shard 0's work queue: the only one unless `HERALD_WORK_QUEUES` > 1.
     pub fn work_queue(&self) -> String {
-        format!("{}.work", self.prefix)
+        self.shard(0).work_queue()
     }
 
     /// The dead-letter queue: see the module documentation.
@@ -136,8 +194,9 @@ impl Topology {
         }
     }
 
+    /// Shard 0's delay queue for `delay`.
     pub fn delay_queue(&self, delay: Duration) -> String {
-        format!("{}.delay.{}ms", self.prefix, delay.as_millis())
+        self.shard(0).delay_queue(delay)
     }
 
     /// Every distinct delay that has a delay queue: the schedule's and the
@@ -150,39 +209,27 @@ impl Topology {
         self.delays.delays().iter().copied()
     }
 
-    /// Where to publish a delivery that waits `delay` before its attempt.
+    /// Where to publish a delivery that waits `delay` before its attempt,
+    /// in shard 0 (the CLI and tests; deliveries go by [`Self::shard`]).
     pub fn route_after(&self, delay: Duration) -> Route {
-        if delay.is_zero() {
-            // Nothing to wait for: straight to the senders.
-            Route {
-                exchange: self.work_exchange(),
-                routing_key: WORK_ROUTING_KEY.to_owned(),
-            }
-        } else {
-            Route {
-                exchange: String::new(),
-                routing_key: self.delay_queue(delay),
-            }
-        }
+        self.shard(0).route_after(delay)
     }
 
-    /// Where to publish a delivery that must wait at least `delay`: the
-    /// shortest declared delay queue that waits that long, or the longest
-    /// one when none does (only declared queues exist on the broker).
-    /// Returns the route and the wait it really gives.
+    /// [`Shard::route_at_least`] of shard 0.
     pub fn route_at_least(&self, delay: Duration) -> (Route, Duration) {
-        let chosen = self.delays.at_least(delay);
-        (self.route_after(chosen), chosen)
+        self.shard(0).route_at_least(delay)
     }
 
-    /// Every delay queue's name (tests inspect and delete them).
+    /// Every shard's delay queues (tests inspect and delete them).
     pub fn delay_queues(&self) -> Vec<String> {
-        self.delays().map(|d| self.delay_queue(d)).collect()
+        self.shards()
+            .flat_map(|shard| self.delays().map(move |d| shard.delay_queue(d)))
+            .collect()
     }
 
-    /// Where to publish the 1-based `attempt` of a delivery.
+    /// [`Shard::route_for_attempt`] of shard 0.
     pub fn route_for_attempt(&self, attempt: u32) -> Route {
-        self.route_after(self.schedule.delay_before(attempt).unwrap_or_default())
+        self.shard(0).route_for_attempt(attempt)
     }
 
     fn base_arguments(&self) -> FieldTable {
@@ -206,7 +253,7 @@ impl Topology {
         args
     }
 
-    fn delay_arguments(&self, delay: Duration) -> FieldTable {
+    fn delay_arguments(&self, shard: Shard<'_>, delay: Duration) -> FieldTable {
         let mut args = self.base_arguments();
         // Every message waits exactly this long: a per-queue TTL means the
         // head of the queue always expires first, so nothing waits behind a
@@ -214,14 +261,15 @@ impl Topology {
         let ttl_ms = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
         args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(ttl_ms));
         // Expired messages are re-published to the work exchange with the
-        // work routing key: that is what turns a TTL into a delay.
+        // shard's routing key: that is what turns a TTL into a delay, and
+        // what keeps a delivery in its shard.
         args.insert(
             "x-dead-letter-exchange".into(),
             long_string(&self.work_exchange()),
         );
         args.insert(
             "x-dead-letter-routing-key".into(),
-            long_string(WORK_ROUTING_KEY),
+            long_string(&shard.routing_key()),
         );
         if self.queue_type == QueueType::Quorum {
             // At-least-once dead-lettering keeps a message in the delay queue
@@ -260,33 +308,35 @@ impl Topology {
             )
             .await
             .map_err(QueueError::amqp("declaring the work exchange"))?;
-        channel
-            .queue_declare(
-                self.work_queue().into(),
-                durable_queue,
-                self.base_arguments(),
-            )
-            .await
-            .map_err(QueueError::amqp("declaring the work queue"))?;
-        channel
-            .queue_bind(
-                self.work_queue().into(),
-                self.work_exchange().into(),
-                WORK_ROUTING_KEY.into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .map_err(QueueError::amqp("binding the work queue"))?;
-        for delay in self.delays() {
+        for shard in self.shards() {
             channel
                 .queue_declare(
-                    self.delay_queue(delay).into(),
+                    shard.work_queue().into(),
                     durable_queue,
-                    self.delay_arguments(delay),
+                    self.base_arguments(),
                 )
                 .await
-                .map_err(QueueError::amqp("declaring a delay queue"))?;
+                .map_err(QueueError::amqp("declaring a work queue"))?;
+            channel
+                .queue_bind(
+                    shard.work_queue().into(),
+                    self.work_exchange().into(),
+                    shard.routing_key().into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(QueueError::amqp("binding a work queue"))?;
+            for delay in self.delays() {
+                channel
+                    .queue_declare(
+                        shard.delay_queue(delay).into(),
+                        durable_queue,
+                        self.delay_arguments(shard, delay),
+                    )
+                    .await
+                    .map_err(QueueError::amqp("declaring a delay queue"))?;
+            }
         }
         // Only the queue type: no TTL (a dead message waits for an operator,
         // however long that takes) and no length limit (a limit would drop
@@ -305,8 +355,9 @@ impl Topology {
 
     /// Deletes everything `declare` made (tests use it to leave nothing behind).
     pub async fn delete(&self, channel: &Channel) -> Result<(), QueueError> {
-        let mut queues = vec![self.work_queue(), self.dead_queue()];
-        queues.extend(self.delays().map(|d| self.delay_queue(d)));
+        let mut queues = self.work_queues();
+        queues.push(self.dead_queue());
+        queues.extend(self.delay_queues());
         for queue in queues {
             channel
                 .queue_delete(queue.into(), QueueDeleteOptions::default())
@@ -326,6 +377,83 @@ impl Topology {
 
 fn long_string(s: &str) -> AMQPValue {
     AMQPValue::LongString(LongString::from(s))
+}
+
+/// One work queue with its delay queues: the names and routes of a shard.
+#[derive(Debug, Clone, Copy)]
+pub struct Shard<'a> {
+    topology: &'a Topology,
+    index: u16,
+}
+
+impl Shard<'_> {
+    /// 0-based, below the topology's `shard_count`.
+    pub fn index(&self) -> u16 {
+        self.index
+    }
+
+    /// `p.work` for shard 0 (today's name), `p.work.k` for shard k.
+    pub fn work_queue(&self) -> String {
+        match self.index {
+            0 => format!("{}.work", self.topology.prefix),
+            k => format!("{}.work.{k}", self.topology.prefix),
+        }
+    }
+
+    /// The work queue's binding key on the work exchange: `work` for shard
+    /// 0 (today's), `work.k` for shard k.
+    pub fn routing_key(&self) -> String {
+        match self.index {
+            0 => WORK_ROUTING_KEY.to_owned(),
+            k => format!("{WORK_ROUTING_KEY}.{k}"),
+        }
+    }
+
+    /// `p.delay.<ms>ms` for shard 0 (today's name), `p.work.k.delay.<ms>ms`
+    /// for shard k.
+    pub fn delay_queue(&self, delay: Duration) -> String {
+        let ms = delay.as_millis();
+        match self.index {
+            0 => format!("{}.delay.{ms}ms", self.topology.prefix),
+            k => format!("{}.work.{k}.delay.{ms}ms", self.topology.prefix),
+        }
+    }
+
+    /// Where to publish a delivery of this shard that waits `delay` before
+    /// its attempt.
+    pub fn route_after(&self, delay: Duration) -> Route {
+        if delay.is_zero() {
+            // Nothing to wait for: straight to the senders.
+            Route {
+                exchange: self.topology.work_exchange(),
+                routing_key: self.routing_key(),
+            }
+        } else {
+            Route {
+                exchange: String::new(),
+                routing_key: self.delay_queue(delay),
+            }
+        }
+    }
+
+    /// Where to publish a delivery that must wait at least `delay`: the
+    /// shortest declared delay queue that waits that long, or the longest
+    /// one when none does (only declared queues exist on the broker).
+    /// Returns the route and the wait it really gives.
+    pub fn route_at_least(&self, delay: Duration) -> (Route, Duration) {
+        let chosen = self.topology.delays.at_least(delay);
+        (self.route_after(chosen), chosen)
+    }
+
+    /// Where to publish the 1-based `attempt` of a delivery of this shard.
+    pub fn route_for_attempt(&self, attempt: u32) -> Route {
+        self.route_after(
+            self.topology
+                .schedule
+                .delay_before(attempt)
+                .unwrap_or_default(),
+        )
+    }
 }
 
 #[cfg(test)]
@@ -403,9 +531,105 @@ mod tests {
     }
 
     #[test]
+    fn one_work_queue_keeps_every_name_and_route() {
+        // The rolling-upgrade promise: the default topology is the one
+        // before sharding, name for name.
+        let t = Topology::new("p", QueueType::Quorum, "5s,240s".parse().unwrap());
+        assert_eq!(t.shard_count(), 1);
+        assert_eq!(t.work_queues(), ["p.work"]);
+        assert_eq!(
+            t.delay_queues(),
+            ["p.delay.5000ms", "p.delay.240000ms"],
+            "the parking delay is the schedule's 5 s"
+        );
+        let id = [7u8; 16];
+        assert_eq!(t.shard_of(&id), 0);
+        assert_eq!(t.shard(0).routing_key(), "work");
+        let args = t.delay_arguments(t.shard(0), Duration::from_secs(5));
+        assert_eq!(
+            args.inner()
+                .get(&ShortString::from("x-dead-letter-routing-key")),
+            Some(&long_string("work"))
+        );
+    }
+
+    #[test]
+    fn each_shard_has_its_own_work_and_delay_queues() {
+        let t =
+            Topology::new("p", QueueType::Quorum, "5s,240s".parse().unwrap()).with_work_queues(3);
+        assert_eq!(t.shard_count(), 3);
+        assert_eq!(t.work_queues(), ["p.work", "p.work.1", "p.work.2"]);
+        assert_eq!(
+            t.delay_queues(),
+            [
+                "p.delay.5000ms",
+                "p.delay.240000ms",
+                "p.work.1.delay.5000ms",
+                "p.work.1.delay.240000ms",
+                "p.work.2.delay.5000ms",
+                "p.work.2.delay.240000ms",
+            ]
+        );
+        assert_eq!(t.dead_queue(), "p.dead", "one dead-letter queue for all");
+        let two = t.shard(2);
+        assert_eq!(two.index(), 2);
+        assert_eq!(two.routing_key(), "work.2");
+        assert_eq!(
+            two.route_after(Duration::ZERO),
+            Route {
+                exchange: "p.work".into(),
+                routing_key: "work.2".into()
+            },
+            "the one work exchange routes to the shard by key"
+        );
+        assert_eq!(
+            two.route_for_attempt(1).routing_key,
+            "p.work.2.delay.5000ms"
+        );
+        assert_eq!(
+            two.route_at_least(Duration::from_secs(6)),
+            (
+                Route {
+                    exchange: String::new(),
+                    routing_key: "p.work.2.delay.240000ms".into()
+                },
+                Duration::from_secs(240)
+            )
+        );
+        // Its delay queues dead-letter back to its own work queue.
+        for delay in [Duration::from_secs(5), Duration::from_secs(240)] {
+            let args = t.delay_arguments(two, delay);
+            let inner = args.inner();
+            assert_eq!(
+                inner.get(&ShortString::from("x-dead-letter-exchange")),
+                Some(&long_string("p.work"))
+            );
+            assert_eq!(
+                inner.get(&ShortString::from("x-dead-letter-routing-key")),
+                Some(&long_string("work.2"))
+            );
+        }
+        // Shard 0 is unchanged by the others.
+        assert_eq!(t.route_for_attempt(1).routing_key, "p.delay.5000ms");
+    }
+
+    #[test]
+    fn the_shard_count_is_clamped_and_follows_herald_core() {
+        let t = |n| Topology::new("p", QueueType::Quorum, Schedule::default()).with_work_queues(n);
+        assert_eq!(t(0).shard_count(), 1);
+        assert_eq!(t(1_000).shard_count(), MAX_WORK_QUEUES);
+        let four = t(4);
+        let id = *uuid::Uuid::parse_str("01936b2e-7c4a-7d3e-9f10-2b6c8d4e5a71")
+            .unwrap()
+            .as_bytes();
+        assert_eq!(four.shard_of(&id), shard_of(&id, 4));
+        assert_eq!(four.shard_of(&id), 3, "herald-core's table value");
+    }
+
+    #[test]
     fn quorum_delay_queues_dead_letter_at_least_once() {
         let t = Topology::new("p", QueueType::Quorum, Schedule::default());
-        let args = t.delay_arguments(Duration::from_secs(5));
+        let args = t.delay_arguments(t.shard(0), Duration::from_secs(5));
         let inner = args.inner();
         assert_eq!(
             inner.get(&ShortString::from("x-message-ttl")),
@@ -414,7 +638,7 @@ mod tests {
         assert!(inner.contains_key(&ShortString::from("x-dead-letter-strategy")));
         assert!(inner.contains_key(&ShortString::from("x-overflow")));
         let classic = Topology::new("p", QueueType::Classic, Schedule::default());
-        let args = classic.delay_arguments(Duration::from_secs(5));
+        let args = classic.delay_arguments(classic.shard(0), Duration::from_secs(5));
         assert!(
             !args
                 .inner()

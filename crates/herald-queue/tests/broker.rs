@@ -1,6 +1,7 @@
 //! Against the real RabbitMQ: the topology declares idempotently, a zero
 //! delay goes straight to the work queue, and a delay queue holds a message
-//! for its TTL before dead-lettering it to the work queue.
+//! for its TTL before dead-lettering it to the work queue (of its own shard,
+//! when there are several).
 
 use std::time::{Duration, Instant};
 
@@ -88,6 +89,114 @@ async fn quorum_delay_queue_dead_letters_to_work_queue() {
 #[tokio::test]
 async fn classic_delay_queue_dead_letters_to_work_queue() {
     delay_round_trip(QueueType::Classic).await;
+}
+
+/// A message whose delivery id falls in shard `shard` of `shards`.
+fn message_in(shard: u16, shards: u16, attempt: u32) -> DeliveryMessage {
+    loop {
+        let m = message(attempt);
+        if herald_core::shard::shard_of(&m.delivery_id, shards) == shard {
+            return m;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_delayed_message_comes_back_to_its_own_shard() {
+    const SHARDS: u16 = 3;
+    let prefix = format!("herald-test-{}", uuid::Uuid::new_v4().simple());
+    let mut config = QueueConfig::new(amqp_url(), &prefix);
+    config.schedule = "0s,300ms".parse().unwrap();
+    config.work_queues = SHARDS;
+    let publisher = Publisher::new(config.clone(), "test", 2);
+    publisher.ensure_connected().await.unwrap();
+    let topology = publisher.topology().clone();
+
+    let connection = herald_queue::connect(&config, "test-consumer")
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    // One consumer per shard, each arrival tagged with the shard it came
+    // from.
+    let mut consumers = Vec::new();
+    for shard in topology.shards() {
+        let consumer = channel
+            .basic_consume(
+                shard.work_queue().into(),
+                format!("shard-{}", shard.index()).into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        let index = shard.index();
+        consumers.push(consumer.map(move |d| (index, d)));
+    }
+    let mut arrivals = futures_util::stream::select_all(consumers);
+
+    // Per shard: a delayed attempt routed by its id, and a park into the
+    // shard by index although the id hashes elsewhere (what a sender does
+    // with a delivery it took from that shard).
+    let mut expected = std::collections::HashMap::new();
+    let started = Instant::now();
+    for shard in 0..SHARDS {
+        let by_id = message_in(shard, SHARDS, 2);
+        publisher.publish(&by_id).await.unwrap();
+        let parked = message_in((shard + 1) % SHARDS, SHARDS, 1);
+        let wait = publisher
+            .publish_after_in(shard, &parked, Duration::from_millis(300))
+            .await
+            .unwrap();
+        assert_eq!(wait, Duration::from_millis(300));
+        expected.insert(by_id.delivery_id, shard);
+        expected.insert(parked.delivery_id, shard);
+    }
+    while !expected.is_empty() {
+        let (shard, delivery) = tokio::time::timeout(Duration::from_secs(10), arrivals.next())
+            .await
+            .unwrap_or_else(|_| panic!("still missing after 10 s: {expected:?}"))
+            .unwrap();
+        let delivery = delivery.unwrap();
+        let got = herald_queue::decode(&delivery.data).unwrap();
+        delivery
+            .acker
+            .ack(BasicAckOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(
+            expected.remove(&got.delivery_id),
+            Some(shard),
+            "a message came back to shard {shard}, not its own"
+        );
+        assert!(
+            started.elapsed() >= Duration::from_millis(300),
+            "every message waited in a delay queue"
+        );
+    }
+
+    topology.delete(&channel).await.unwrap();
+    let _ = connection.close(200, "done".into()).await;
+    // Deleting removed every shard's queues.
+    let connection = herald_queue::connect(&config, "test-check").await.unwrap();
+    for queue in topology
+        .work_queues()
+        .into_iter()
+        .chain(topology.delay_queues())
+    {
+        let channel = connection.create_channel().await.unwrap();
+        let passive = lapin::options::QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        assert!(
+            channel
+                .queue_declare(queue.as_str().into(), passive, FieldTable::default())
+                .await
+                .is_err(),
+            "{queue} was deleted"
+        );
+    }
+    let _ = connection.close(200, "done".into()).await;
 }
 
 #[tokio::test]

@@ -28,7 +28,9 @@ pub struct SenderArgs {
     pub command: Option<Command>,
     #[command(flatten)]
     pub common: CommonOptions,
-    /// Deliveries in flight at once (AMQP prefetch).
+    /// Deliveries in flight at once (AMQP prefetch). With several work
+    /// queues each queue's consumer gets prefetch / HERALD_WORK_QUEUES,
+    /// rounded up (quorum queues allow no channel-wide prefetch).
     #[arg(long, env = "HERALD_PREFETCH", default_value_t = herald_queue::DEFAULT_PREFETCH,
           value_parser = clap::value_parser!(u16).range(1..))]
     pub prefetch: u16,

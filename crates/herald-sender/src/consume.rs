@@ -3,11 +3,17 @@
 //! node of the list when several are configured), feeding one task per
 //! delivery. It must not handle a delivery itself: `process` does,
 //! and settles it through `acks`.
+//!
+//! With several work queues (`HERALD_WORK_QUEUES`) the one consumer channel
+//! carries one consumer per shard: delivery tags are numbered per channel,
+//! so the one `Acks` settles them all, and each delivery task knows which
+//! shard it came from.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use futures_util::StreamExt;
+use futures_util::stream::{self, select_all};
 use herald_core::backoff::Backoff;
 use herald_queue::{NodeCursor, QueueError};
 use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
@@ -27,6 +33,18 @@ pub(crate) async fn consume_until_shutdown(
     // Shared with every delivery task: it holds the schedule and the delay
     // queues the retry decision chooses from.
     let topology = Arc::new(config.queue.topology());
+    let shards = topology.shard_count();
+    // Quorum queues refuse a channel-wide (global) prefetch, so the limit
+    // is per consumer: each shard's consumer gets its share, rounded up,
+    // and the sender holds at most about `prefetch` deliveries in all.
+    let prefetch = config.prefetch.div_ceil(shards);
+    // One consumer tag per shard; shard 0 keeps the sender's name.
+    let tags: Vec<String> = (0..shards)
+        .map(|shard| match shard {
+            0 => config.name.clone(),
+            k => format!("{}.{k}", config.name),
+        })
+        .collect();
     let mut backoff = Backoff::new();
     let node = NodeCursor::random();
     while !shutdown.is_cancelled() {
@@ -50,20 +68,33 @@ pub(crate) async fn consume_until_shutdown(
             // Bounds the deliveries handed to us before we ack: back-pressure
             // from slow targets and from Postgres reaches the broker.
             channel
-                .basic_qos(config.prefetch, BasicQosOptions::default())
+                .basic_qos(prefetch, BasicQosOptions::default())
                 .await
                 .map_err(QueueError::amqp("setting the prefetch"))?;
             topology.declare(&channel).await?;
-            let consumer = channel
-                .basic_consume(
-                    topology.work_queue().into(),
-                    config.name.as_str().into(),
-                    BasicConsumeOptions::default(),
-                    FieldTable::default(),
-                )
-                .await
-                .map_err(QueueError::amqp("starting the consumer"))?;
-            Ok::<_, QueueError>((channel, consumer))
+            let mut consumers = Vec::with_capacity(tags.len());
+            for (shard, tag) in topology.shards().zip(&tags) {
+                let consumer = channel
+                    .basic_consume(
+                        shard.work_queue().into(),
+                        tag.as_str().into(),
+                        BasicConsumeOptions::default(),
+                        FieldTable::default(),
+                    )
+                    .await
+                    .map_err(QueueError::amqp("starting the consumer"))?;
+                let index = shard.index();
+                // Each stream ends with a `None` of its own: `select_all`
+                // would otherwise drop a finished consumer (cancelled by the
+                // broker, say) silently and leave its shard unconsumed
+                // while the others run on.
+                consumers.push(
+                    consumer
+                        .map(move |delivery| (index, Some(delivery)))
+                        .chain(stream::iter([(index, None)])),
+                );
+            }
+            Ok::<_, QueueError>((channel, select_all(consumers)))
         }
         .await;
         let (channel, mut consumer) = match consumer {
@@ -88,28 +119,39 @@ pub(crate) async fn consume_until_shutdown(
             async move { acks.run(stop).await }
         });
         shared.consuming.store(true, Ordering::Relaxed);
-        tracing::info!(queue = %topology.work_queue(), prefetch = config.prefetch, "consuming");
+        tracing::info!(
+            queue = %topology.work_queue(),
+            work_queues = shards,
+            prefetch_per_queue = prefetch,
+            "consuming"
+        );
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => {
                     // Stop new deliveries; those already received finish below.
-                    let _ = channel
-                        .basic_cancel(config.name.as_str().into(), BasicCancelOptions::default())
-                        .await;
+                    for tag in &tags {
+                        let _ = channel
+                            .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
+                            .await;
+                    }
                     break;
                 }
                 next = consumer.next() => match next {
-                    Some(Ok(delivery)) => {
+                    Some((shard, Some(Ok(delivery)))) => {
                         let shared = shared.clone();
                         acks.received(delivery.delivery_tag);
-                        tracker.spawn(process::handle(shared, topology.clone(), acks.clone(), delivery));
+                        tracker.spawn(process::handle(shared, topology.clone(), shard, acks.clone(), delivery));
                     }
-                    Some(Err(e)) => {
-                        tracing::warn!(error = %e, "the consumer failed; reconnecting");
+                    Some((shard, Some(Err(e)))) => {
+                        tracing::warn!(error = %e, shard, "the consumer failed; reconnecting");
+                        break;
+                    }
+                    Some((shard, None)) => {
+                        tracing::warn!(shard, "the consumer ended; reconnecting");
                         break;
                     }
                     None => {
-                        tracing::warn!("the consumer ended; reconnecting");
+                        tracing::warn!("the consumers ended; reconnecting");
                         break;
                     }
                 }

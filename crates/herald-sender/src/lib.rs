@@ -59,6 +59,8 @@ pub struct SenderConfig {
     pub queue: QueueConfig,
     /// Deliveries taken from the broker at once (AMQP prefetch); each is
     /// processed concurrently, so this also bounds the work in flight.
+    /// Split over the work queues' consumers, each getting its share
+    /// rounded up (`consume`).
     pub prefetch: u16,
     /// Header carrying the delivery id, the same on every attempt, for
     /// webhooks that do not name their own (sent as written over HTTP/1.1).

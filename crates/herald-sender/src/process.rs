@@ -25,6 +25,8 @@ use crate::stats::Fate;
 use crate::{DeliveryInfo, Shared};
 
 /// Handles one delivery message: cancel, or attempt and record; then ack.
+/// `shard` is the work queue it came from: its retry or park goes to that
+/// shard's delay queues, so a delivery never leaves its shard.
 ///
 /// A plain function returning the task's future, not an `async fn`: with a
 /// large prefetch, thousands of these tasks wait at once (most for their
@@ -38,6 +40,7 @@ use crate::{DeliveryInfo, Shared};
 pub(crate) fn handle(
     shared: Arc<Shared>,
     topology: Arc<Topology>,
+    shard: u16,
     acks: Arc<Acks>,
     delivery: Delivery,
 ) -> impl Future<Output = ()> + Send + 'static {
@@ -75,12 +78,24 @@ pub(crate) fn handle(
     Either::Right(async move {
         let span = tracing::info_span!("delivery", %delivery_id, attempt = message.attempt);
         shared.stats.in_flight.increment(1.0);
-        let settled = deliver(&shared, &topology, delivery_id, webhook_id, &mut message)
+        let route = ShardRoute {
+            topology: &topology,
+            shard,
+        };
+        let settled = deliver(&shared, route, delivery_id, webhook_id, &mut message)
             .instrument(span.clone())
             .await;
         settle(&acks, tag, acker, settled).instrument(span).await;
         shared.stats.in_flight.decrement(1.0);
     })
+}
+
+/// The topology (schedule and delay queues) and the shard a delivery was
+/// consumed from: where its retry or park goes.
+#[derive(Clone, Copy)]
+struct ShardRoute<'a> {
+    topology: &'a Topology,
+    shard: u16,
 }
 
 /// How a delivery message leaves this sender.
@@ -218,7 +233,7 @@ async fn dead_letter_refused(
 /// has what profiles showed those copies to cost).
 async fn deliver(
     shared: &Shared,
-    topology: &Topology,
+    route: ShardRoute<'_>,
     delivery_id: Uuid,
     webhook_id: Uuid,
     message: &mut DeliveryMessage,
@@ -241,23 +256,15 @@ async fn deliver(
         let next = retry::decide(
             retry::Outcome::Busy,
             message.attempt,
-            topology.schedule(),
-            topology.declared_delays(),
+            route.topology.schedule(),
+            route.topology.declared_delays(),
         );
         let Next::Park { delay } = next else {
             unreachable!("a busy webhook's delivery is always parked")
         };
-        return Box::pin(park(shared, message, delay)).await;
+        return Box::pin(park(shared, route.shard, message, delay)).await;
     };
-    Box::pin(attempt(
-        shared,
-        topology,
-        delivery_id,
-        webhook,
-        slot,
-        message,
-    ))
-    .await
+    Box::pin(attempt(shared, route, delivery_id, webhook, slot, message)).await
 }
 
 /// The delivery row as the message describes it, before this attempt;
@@ -338,7 +345,7 @@ async fn cancel(
 /// retry, if any.
 async fn attempt(
     shared: &Shared,
-    topology: &Topology,
+    route: ShardRoute<'_>,
     delivery_id: Uuid,
     webhook: Arc<herald_core::Webhook>,
     slot: crate::limits::Slot,
@@ -391,8 +398,8 @@ async fn attempt(
     let next = retry::decide(
         retry_outcome(&outcome),
         message.attempt,
-        topology.schedule(),
-        topology.declared_delays(),
+        route.topology.schedule(),
+        route.topology.declared_delays(),
     );
     let (retry, fate) = match next {
         Next::Succeed => {
@@ -446,7 +453,10 @@ async fn attempt(
         match &retry {
             None => true,
             Some((retry, delay)) => {
-                match Box::pin(shared.republisher.publish_after(retry, *delay)).await {
+                let queued = shared
+                    .republisher
+                    .publish_after_in(route.shard, retry, *delay);
+                match Box::pin(queued).await {
                     Ok(_) => true,
                     Err(e) => {
                         tracing::warn!(error = %e, "the retry could not be queued; the attempt will be repeated");
@@ -503,8 +513,12 @@ fn failure(
 /// (the retry decision's for a busy webhook): the same message goes to the
 /// parking delay queue and comes back after it. No attempt is made, so
 /// nothing is recorded; the ack waits for the confirm.
-async fn park(shared: &Shared, message: &DeliveryMessage, delay: Duration) -> Settle {
-    match shared.republisher.publish_after(message, delay).await {
+async fn park(shared: &Shared, shard: u16, message: &DeliveryMessage, delay: Duration) -> Settle {
+    match shared
+        .republisher
+        .publish_after_in(shard, message, delay)
+        .await
+    {
         Ok(_) => {
             tracing::debug!("webhook at its in-flight limit; delivery parked");
             shared.stats.count(Fate::Parked);
@@ -627,9 +641,9 @@ mod tests {
         .unwrap_err();
         assert_eq!(no_ids.delivery_id, None);
     }
-    /// The size of the future an `Fn(A, B, C, D) -> F` returns, without
+    /// The size of the future an `Fn(A, B, C, D, E) -> F` returns, without
     /// calling it.
-    fn future_size<A, B, C, D, F>(_: impl Fn(A, B, C, D) -> F) -> usize {
+    fn future_size<A, B, C, D, E, F>(_: impl Fn(A, B, C, D, E) -> F) -> usize {
         std::mem::size_of::<F>()
     }
 

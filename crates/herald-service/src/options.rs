@@ -68,6 +68,15 @@ pub struct CommonOptions {
     #[arg(long, env = "HERALD_SCHEDULE", default_value = "5s,240s,480s")]
     pub schedule: Schedule,
 
+    /// Work queues (shards) deliveries are spread over, so that on a
+    /// RabbitMQ cluster several queue leaders share the work; a delivery
+    /// stays in one shard, chosen by its id. Ingest and senders must use
+    /// the same value. Grow it freely; before shrinking it, drain the
+    /// queues it drops (docs/operations.md).
+    #[arg(long, env = "HERALD_WORK_QUEUES", default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(1..=herald_core::shard::MAX_WORK_QUEUES as i64))]
+    pub work_queues: u16,
+
     /// Maximum Postgres connections of this process.
     #[arg(long, env = "HERALD_DB_POOL_SIZE", default_value_t = 8,
           value_parser = clap::value_parser!(u16).range(1..=512))]
@@ -128,6 +137,7 @@ impl CommonOptions {
         config.queue_type = self.queue_type;
         config.quorum_initial_group_size = self.quorum_initial_group_size;
         config.schedule = self.schedule.clone();
+        config.work_queues = self.work_queues;
         Ok(config)
     }
 
@@ -198,6 +208,8 @@ mod tests {
         assert_eq!(common.queue_prefix, herald_queue::DEFAULT_QUEUE_PREFIX);
         assert_eq!(common.queue_type, QueueType::Quorum);
         assert_eq!(common.schedule, Schedule::default());
+        assert_eq!(common.work_queues, 1, "no shards unless asked for");
+        assert_eq!(common.queue_config().unwrap().work_queues, 1);
         assert_eq!(common.db_pool_size, 8);
         assert_eq!(common.config_refresh(), Duration::from_secs(5));
         assert_eq!(common.drain_timeout(), Duration::from_secs(30));
@@ -249,6 +261,17 @@ mod tests {
             .to_string();
         assert!(err.contains("URL 2 of the list is empty"), "{err}");
         assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn the_work_queue_count_reaches_the_topology_within_its_range() {
+        let parse = |n: &str| Args::try_parse_from(["herald-test", "--work-queues", n]);
+        let common = parse("4").unwrap().common;
+        assert_eq!(common.queue_config().unwrap().topology().shard_count(), 4);
+        assert!(parse("64").is_ok());
+        for refused in ["0", "65", "-1"] {
+            assert!(parse(refused).is_err(), "{refused}");
+        }
     }
 
     #[test]

@@ -16,6 +16,9 @@
 //!   down.
 //! - The delivery log ([`Store::list_deliveries`], [`Store::webhook_summary`],
 //!   [`Store::record_resend`]) answers Admin's log queries.
+//! - [`Store::replica_lag`] tells how far a read replica's replay is behind,
+//!   for a `Store` built on a replica's pool (the service decides which reads
+//!   go there).
 //! - [`ApiKeyCache`] holds the active API keys (hashes only) for ingest's
 //!   authentication, following `LISTEN`/`NOTIFY` like the configuration.
 //! - [`AttemptWriter`] records delivery outcomes in batches (group commit) and
@@ -28,6 +31,7 @@ mod api_keys;
 mod cache;
 mod delivery_log;
 pub mod idempotency;
+mod replica;
 pub mod retention;
 mod scheduled;
 mod secrets;

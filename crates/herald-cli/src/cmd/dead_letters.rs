@@ -10,7 +10,8 @@
 //!
 //! Listing takes the messages without acking them and closes the channel, so
 //! the broker keeps every one. Requeueing publishes each to the work exchange
-//! (where ingest publishes a first attempt), waits for the broker's confirm
+//! (where ingest publishes a first attempt), routed to the delivery's work
+//! queue when there are several (`--work-queues`), waits for the broker's confirm
 //! and only then acks it in the dead-letter queue: a message is never in
 //! neither queue.
 
@@ -38,6 +39,11 @@ pub struct DeadLettersArgs {
     /// Queue name prefix of the installation (HERALD_QUEUE_PREFIX).
     #[arg(long, env = "HERALD_QUEUE_PREFIX", default_value = herald_queue::DEFAULT_QUEUE_PREFIX)]
     pub prefix: String,
+    /// Work queues of the installation (HERALD_WORK_QUEUES): a requeued
+    /// delivery goes back to the one its id belongs to.
+    #[arg(long, env = "HERALD_WORK_QUEUES", default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(1..=herald_core::shard::MAX_WORK_QUEUES as i64))]
+    pub work_queues: u16,
     /// Move them back to the work queue, to be sent again (after fixing
     /// what made them fail), instead of listing them.
     #[arg(long)]
@@ -91,9 +97,16 @@ pub async fn list(amqp_url: &str, prefix: &str, limit: usize) -> anyhow::Result<
 }
 
 /// Moves up to `limit` messages from the dead-letter queue to the work
-/// exchange; returns how many were moved.
-pub async fn requeue(amqp_url: &str, prefix: &str, limit: usize) -> anyhow::Result<usize> {
-    let config = queue_config(amqp_url, prefix);
+/// exchange, each to its delivery's shard of `work_queues`; returns how
+/// many were moved.
+pub async fn requeue(
+    amqp_url: &str,
+    prefix: &str,
+    work_queues: u16,
+    limit: usize,
+) -> anyhow::Result<usize> {
+    let mut config = queue_config(amqp_url, prefix);
+    config.work_queues = work_queues;
     let connection = herald_queue::connect(&config, "herald-cli")
         .await
         .context("connecting to RabbitMQ")?;
@@ -103,7 +116,6 @@ pub async fn requeue(amqp_url: &str, prefix: &str, limit: usize) -> anyhow::Resu
         .await?;
     let topology = config.topology();
     let queue = topology.dead_queue();
-    let work = topology.route_after(Duration::ZERO);
     let mut moved = 0;
     while moved < limit {
         let Some(message) = get(&channel, &queue).await? else {
@@ -117,6 +129,10 @@ pub async fn requeue(amqp_url: &str, prefix: &str, limit: usize) -> anyhow::Resu
             .as_ref()
             .and_then(|id| Uuid::parse_str(id.as_str()).ok());
         let properties = herald_queue::message_properties(delivery_id);
+        // The shard the delivery's id hashes to, as ingest would choose it
+        // (without an id, which only an unreadable message lacks, shard 0).
+        let shard = delivery_id.map_or(0, |id| topology.shard_of(id.as_bytes()));
+        let work = topology.shard(shard).route_after(Duration::ZERO);
         let confirm = channel
             .basic_publish(
                 work.exchange.as_str().into(),
@@ -213,9 +229,20 @@ pub fn table(letters: &[DeadLetter]) -> String {
 /// `herald dead-letters`.
 pub async fn run(json_output: bool, args: DeadLettersArgs) -> anyhow::Result<()> {
     if args.requeue {
-        let moved = requeue(args.amqp_url.expose(), &args.prefix, args.limit).await?;
+        let moved = requeue(
+            args.amqp_url.expose(),
+            &args.prefix,
+            args.work_queues,
+            args.limit,
+        )
+        .await?;
         if json_output {
             crate::output::print_json(&serde_json::json!({ "requeued": moved }));
+        } else if args.work_queues > 1 {
+            println!(
+                "{moved} message(s) moved back to the {} work queues {}.work*",
+                args.work_queues, args.prefix
+            );
         } else {
             println!("{moved} message(s) moved back to {}.work", args.prefix);
         }
