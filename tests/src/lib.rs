@@ -5,6 +5,7 @@
 //! when the test failed.
 
 pub mod auth;
+pub mod cluster;
 pub mod load;
 pub mod pathological;
 pub mod process;
@@ -95,6 +96,12 @@ impl TestEnv {
     /// A fresh database and queue prefix with the given schedule; no
     /// services started yet.
     pub async fn new(schedule: &str) -> anyhow::Result<Self> {
+        Self::new_on(schedule, &amqp_url()).await
+    }
+
+    /// Like `new`, on the broker (or the cluster: comma-separated URLs of
+    /// its nodes) at `amqp_url`.
+    pub async fn new_on(schedule: &str, amqp_url: &str) -> anyhow::Result<Self> {
         init();
         let tag = uuid::Uuid::new_v4().simple().to_string();
         let database_name = format!("herald_e2e_{tag}");
@@ -104,7 +111,7 @@ impl TestEnv {
             .await
             .context("creating the test database")?;
         let database_url = herald_store::with_database(&postgres_admin_url(), &database_name);
-        let mut queue = QueueConfig::new(amqp_url(), format!("herald-e2e-{tag}"));
+        let mut queue = QueueConfig::new(amqp_url, format!("herald-e2e-{tag}"));
         queue.queue_type = QueueType::Quorum;
         queue.schedule = schedule.parse().context("schedule")?;
         let shutdown = CancellationToken::new();

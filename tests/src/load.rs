@@ -9,9 +9,59 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use herald_proto::v1::{FireRequest, fire_request};
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::{Receiver, Reply, TestEnv};
+
+/// One row of the reliability table (docs/reliability.md, "The
+/// fault-injection suite").
+#[derive(Debug)]
+pub struct Row {
+    pub scenario: &'static str,
+    pub fired: usize,
+    pub confirmed: usize,
+    pub unavailable: usize,
+    pub delivered: usize,
+    pub failed: usize,
+    pub lost: usize,
+    pub duplicates: usize,
+    /// Deliveries the receiver got although their Fire call answered
+    /// UNAVAILABLE (the confirm was lost with the connection).
+    pub unconfirmed_delivered: usize,
+    pub bound: String,
+}
+
+impl Row {
+    /// Prints the row (`RELIABILITY | …`) and appends it to the file
+    /// `HERALD_FAULTS_REPORT` names, if any.
+    pub fn print(&self) {
+        let line = format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            self.scenario,
+            self.fired,
+            self.confirmed,
+            self.unavailable,
+            self.delivered,
+            self.failed,
+            self.lost,
+            self.duplicates,
+            self.unconfirmed_delivered,
+            self.bound
+        );
+        eprintln!("RELIABILITY {line}");
+        if let Some(path) = std::env::var_os("HERALD_FAULTS_REPORT") {
+            use std::io::Write;
+            if let Ok(mut file) = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+            {
+                let _ = writeln!(file, "{line}");
+            }
+        }
+    }
+}
 
 /// What a batch of Fire calls came to.
 #[derive(Debug, Default)]
@@ -83,27 +133,72 @@ pub async fn fire_closed_loop(
 /// delay the next call), with at most 256 calls in flight. Faults are
 /// injected while this runs, so it has to last long enough to span them.
 pub async fn fire_paced(env: &Arc<TestEnv>, event: &str, count: usize, per_second: u32) -> Fired {
+    fire_paced_until(
+        env,
+        event,
+        Some(count),
+        per_second,
+        &CancellationToken::new(),
+    )
+    .await
+    .0
+}
+
+/// One Fire call of a timed load: when it was sent, when it was answered,
+/// and whether the answer was OK.
+#[derive(Debug, Clone, Copy)]
+pub struct Call {
+    pub sent: Instant,
+    pub answered: Instant,
+    pub ok: bool,
+}
+
+/// Fires at `per_second` like [`fire_paced`], `count` events or (with
+/// `None`) until `stop` is cancelled, and returns each call's timing too,
+/// in the order the calls were sent.
+pub async fn fire_paced_until(
+    env: &Arc<TestEnv>,
+    event: &str,
+    count: Option<usize>,
+    per_second: u32,
+    stop: &CancellationToken,
+) -> (Fired, Vec<Call>) {
     let client = env.ingest().await;
     let in_flight = Arc::new(tokio::sync::Semaphore::new(256));
     let mut ticker = tokio::time::interval(Duration::from_secs(1) / per_second.max(1));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let mut calls = Vec::with_capacity(count);
-    for n in 0..count {
-        ticker.tick().await;
+    let mut calls = Vec::with_capacity(count.unwrap_or(1024));
+    for n in 0.. {
+        if count.is_some_and(|count| n >= count) {
+            break;
+        }
+        tokio::select! {
+            biased;
+            () = stop.cancelled() => break,
+            _ = ticker.tick() => {}
+        }
         let permit = in_flight.clone().acquire_owned().await.expect("open");
         let mut client = client.clone();
         let event = event.to_owned();
         calls.push(tokio::spawn(async move {
+            let sent = Instant::now();
             let result = fire_one(&mut client, &event, n).await;
             drop(permit);
-            result
+            (sent, Instant::now(), result)
         }));
     }
     let mut fired = Fired::default();
+    let mut timeline = Vec::with_capacity(calls.len());
     for call in calls {
-        fired.record(call.await.expect("fire task"));
+        let (sent, answered, result) = call.await.expect("fire task");
+        timeline.push(Call {
+            sent,
+            answered,
+            ok: result.is_ok(),
+        });
+        fired.record(result);
     }
-    fired
+    (fired, timeline)
 }
 
 /// Waits until every delivery in `ids` has a final row; panics after

@@ -18,7 +18,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use crate::{TestEnv, amqp_url};
+use crate::TestEnv;
 
 /// A running `herald-sender` process bound to one `TestEnv`.
 pub struct SenderProcess {
@@ -30,7 +30,8 @@ pub struct SenderProcess {
 }
 
 impl SenderProcess {
-    /// Starts `herald-sender` against `env`'s database and queues, with a
+    /// Starts `herald-sender` against `env`'s database and queues (its
+    /// `queue.amqp_url`: the test broker, or a cluster's URLs), with a
     /// test-friendly configuration; `overrides` (environment variables) are
     /// applied last. Waits until `/readyz` answers 200.
     pub async fn start(
@@ -43,7 +44,7 @@ impl SenderProcess {
         let mut command = Command::new(&binary);
         command
             .env("HERALD_DATABASE_URL", &env.database_url)
-            .env("HERALD_AMQP_URL", amqp_url())
+            .env("HERALD_AMQP_URL", env.queue.amqp_url.expose())
             .env("HERALD_QUEUE_PREFIX", &env.queue.prefix)
             .env("HERALD_QUEUE_TYPE", "quorum")
             .env("HERALD_SCHEDULE", env.queue.schedule.to_string())

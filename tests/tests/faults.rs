@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use herald_proto::v1::{CreateWebhookRequest, FireRequest, fire_request};
 use herald_tests::load::{
-    Fired, assert_all_succeeded, counting_receiver, fire_closed_loop, fire_paced, recorded,
+    Fired, Row, assert_all_succeeded, counting_receiver, fire_closed_loop, fire_paced, recorded,
     requests_per_delivery, wait_all_final,
 };
 use herald_tests::pathological::{Misbehaviour, Pathological};
@@ -31,52 +31,6 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const EVENT: &str = "fault.test";
 const PREFETCH: usize = 64;
-
-/// One row of the reliability table.
-#[derive(Debug)]
-struct Row {
-    scenario: &'static str,
-    fired: usize,
-    confirmed: usize,
-    unavailable: usize,
-    delivered: usize,
-    failed: usize,
-    lost: usize,
-    duplicates: usize,
-    /// Deliveries the receiver got although their Fire call answered
-    /// UNAVAILABLE (the confirm was lost with the connection).
-    unconfirmed_delivered: usize,
-    bound: String,
-}
-
-impl Row {
-    fn print(&self) {
-        let line = format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-            self.scenario,
-            self.fired,
-            self.confirmed,
-            self.unavailable,
-            self.delivered,
-            self.failed,
-            self.lost,
-            self.duplicates,
-            self.unconfirmed_delivered,
-            self.bound
-        );
-        eprintln!("RELIABILITY {line}");
-        if let Some(path) = std::env::var_os("HERALD_FAULTS_REPORT") {
-            use std::io::Write;
-            if let Ok(mut file) = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-            {
-                let _ = writeln!(file, "{line}");
-            }
-        }
-    }
-}
 
 /// Ingest (in-process), one webhook to a counting receiver, one sender process.
 async fn setup(schedule: &str) -> (Arc<TestEnv>, Receiver, Arc<AtomicUsize>, SenderProcess) {
