@@ -62,6 +62,15 @@ impl Node {
             .env("RABBITMQ_CONFIG_FILE", self.dir.join("node.conf"))
             .env("RABBITMQ_MNESIA_BASE", self.mnesia_base())
             .env("RABBITMQ_LOG_BASE", self.dir.join("log"))
+            // Erlang's schedulers spin while they wait for work; three VMs
+            // (four with the machine's broker) spinning on two cores take
+            // the CPU from each other and from Herald. HERALD_CLUSTER_ERL_ARGS
+            // replaces these flags (an empty value keeps Erlang's defaults).
+            .env(
+                "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS",
+                std::env::var("HERALD_CLUSTER_ERL_ARGS")
+                    .unwrap_or_else(|_| "+sbwt none +sbwtdcpu none +sbwtdio none".into()),
+            )
             .env(
                 "RABBITMQ_ENABLED_PLUGINS_FILE",
                 self.dir.join("enabled_plugins"),
