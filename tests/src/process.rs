@@ -135,6 +135,16 @@ impl SenderProcess {
         Ok(body)
     }
 
+    /// Its `herald_deliveries_total{outcome}` so far; 0 when it has no such
+    /// series yet (a sender that settled nothing with that outcome).
+    pub async fn deliveries(&self, outcome: &str) -> anyhow::Result<f64> {
+        let text = self.metrics().await?;
+        Ok(
+            prometheus_sum(&text, "herald_deliveries_total", &[("outcome", outcome)])
+                .unwrap_or(0.0),
+        )
+    }
+
     /// Sends SIGTERM (graceful shutdown).
     pub fn sigterm(&self) -> anyhow::Result<()> {
         signal(self.pid(), "TERM")

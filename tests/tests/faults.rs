@@ -426,12 +426,7 @@ async fn a_hanging_webhook_does_not_block_a_healthy_one() {
     let sick = fire_closed_loop(&env, "hanging", HANGING, 32).await;
     assert_eq!(sick.confirmed.len(), HANGING);
     let (beside, beside_took) = fire_and_finish(&env, "healthy", HEALTHY).await;
-    let parked = herald_tests::process::prometheus_sum(
-        &sender.metrics().await.unwrap(),
-        "herald_deliveries_total",
-        &[("outcome", "parked")],
-    )
-    .unwrap_or(0.0);
+    let parked = sender.deliveries("parked").await.unwrap();
     eprintln!(
         "healthy webhook: {HEALTHY} deliveries in {alone_took:.2?} alone, in {beside_took:.2?} \
          beside {HANGING} deliveries to a webhook that hangs for {TIMEOUT:?} \

@@ -12,7 +12,7 @@ use herald_tests::load::{
     assert_all_succeeded, counting_receiver, fire_closed_loop, recorded, requests_per_delivery,
     wait_all_final,
 };
-use herald_tests::process::{SenderProcess, prometheus_sum};
+use herald_tests::process::SenderProcess;
 use uuid::Uuid;
 
 /// These tests load the whole machine; running them one at a time keeps
@@ -186,15 +186,9 @@ async fn three_senders_share_10k_deliveries() {
     // Every sender did a fair part of the work, by its own metrics.
     let mut shares = Vec::new();
     for sender in &senders {
-        let text = sender.metrics().await.unwrap();
         // A sender that delivered nothing may have no such series yet; the
         // sum below catches a metric that is missing everywhere.
-        let succeeded = prometheus_sum(
-            &text,
-            "herald_deliveries_total",
-            &[("outcome", "succeeded")],
-        )
-        .unwrap_or(0.0);
+        let succeeded = sender.deliveries("succeeded").await.unwrap();
         shares.push((sender.name.clone(), succeeded));
     }
     let sum: f64 = shares.iter().map(|(_, n)| n).sum();

@@ -11,7 +11,7 @@ use herald_tests::TestEnv;
 use herald_tests::load::{
     assert_all_succeeded, fire_closed_loop, recorded, requests_per_delivery, wait_all_final,
 };
-use herald_tests::process::{SenderProcess, prometheus_sum};
+use herald_tests::process::SenderProcess;
 use herald_tests::receiver::{Receiver, Reply};
 use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
@@ -80,13 +80,7 @@ async fn deliveries_spread_over_four_work_queues_and_retry_in_their_shard() {
 
     // Both senders took part.
     for sender in &senders {
-        let text = sender.metrics().await.unwrap();
-        let succeeded = prometheus_sum(
-            &text,
-            "herald_deliveries_total",
-            &[("outcome", "succeeded")],
-        )
-        .unwrap_or(0.0);
+        let succeeded = sender.deliveries("succeeded").await.unwrap();
         assert!(succeeded > 0.0, "{} delivered nothing", sender.name);
     }
 
