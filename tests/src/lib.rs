@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod cluster;
 pub mod load;
+pub mod otlp;
 pub mod pathological;
 pub mod process;
 pub mod proxy;

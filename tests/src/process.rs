@@ -1,9 +1,9 @@
-//! Real `herald-sender` processes for the tests that exercise the service as
-//! it runs in production: started from the built binary with `HERALD_*`
-//! environment variables, stopped with real signals, observed through their
-//! HTTP endpoints (`/readyz`, `/metrics`). A `SenderProcess` that is dropped
-//! while its process still runs kills it (SIGKILL) and reaps it, so a failing
-//! test leaves no process behind.
+//! Real `herald-sender` and `herald-ingest` processes for the tests that
+//! exercise the services as they run in production: started from the built
+//! binaries with `HERALD_*` environment variables, stopped with real
+//! signals, observed through their HTTP endpoints (`/readyz`, `/metrics`).
+//! A process handle that is dropped while its process still runs kills it
+//! (SIGKILL) and reaps it, so a failing test leaves no process behind.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -25,8 +25,7 @@ pub struct SenderProcess {
     pub name: String,
     /// Where its health and metrics endpoints listen.
     pub http_addr: SocketAddr,
-    child: Child,
-    exit: Option<ExitStatus>,
+    process: Service,
 }
 
 impl SenderProcess {
@@ -61,66 +60,24 @@ impl SenderProcess {
         for (key, value) in overrides {
             command.env(key, value);
         }
-        command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = command
-            .spawn()
-            .with_context(|| format!("spawning {}", binary.display()))?;
-        // Its log lines, prefixed with its name, go to this test's output.
-        for stream in [
-            child
-                .stdout
-                .take()
-                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-            child
-                .stderr
-                .take()
-                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let prefix = name.to_owned();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines() {
-                    let Ok(line) = line else { break };
-                    eprintln!("[{prefix}] {line}");
-                }
-            });
-        }
         let mut process = Self {
             name: name.to_owned(),
             http_addr,
-            child,
-            exit: None,
+            process: Service::spawn(command, &binary, name)?,
         };
         process.wait_ready(Duration::from_secs(60)).await?;
         Ok(process)
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.process.child.id()
     }
 
     /// Waits until `/readyz` answers 200; fails early if the process exits.
     pub async fn wait_ready(&mut self, timeout: Duration) -> anyhow::Result<()> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.try_exit()? {
-                anyhow::bail!("{} exited before it was ready: {status}", self.name);
-            }
-            if let Ok((200, _)) = self.get("/readyz").await {
-                return Ok(());
-            }
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "{} not ready within {timeout:?}",
-                self.name
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        self.process
+            .wait_ready(self.http_addr, "/readyz", timeout)
+            .await
     }
 
     /// GET on its HTTP listener: status and body.
@@ -152,22 +109,183 @@ impl SenderProcess {
 
     /// Sends SIGKILL.
     pub fn sigkill(&mut self) -> anyhow::Result<()> {
+        self.process.sigkill()
+    }
+
+    /// Its exit status, if it has exited.
+    pub fn try_exit(&mut self) -> anyhow::Result<Option<ExitStatus>> {
+        self.process.try_exit()
+    }
+
+    /// Waits for it to exit; `None` if it still runs after `timeout`.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> anyhow::Result<Option<ExitStatus>> {
+        self.process.wait_exit(timeout).await
+    }
+}
+
+/// A running `herald-ingest` process bound to one `TestEnv`, with
+/// authentication off and plain-HTTP targets allowed (test receivers).
+pub struct IngestProcess {
+    /// Where its gRPC API listens.
+    pub grpc_addr: SocketAddr,
+    /// Where its health and metrics endpoints listen.
+    pub metrics_addr: SocketAddr,
+    process: Service,
+}
+
+impl IngestProcess {
+    /// Starts `herald-ingest` against `env`'s database and queues;
+    /// `overrides` (environment variables) are applied last. Waits until
+    /// `/healthz` answers 200 (its gRPC listener is bound before that).
+    pub async fn start(
+        env: &TestEnv,
+        name: &str,
+        overrides: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
+        let binary = workspace_binary("herald-ingest", "herald-ingest")?;
+        let grpc_addr = free_port()?;
+        let metrics_addr = free_port()?;
+        let mut command = Command::new(&binary);
+        command
+            .env("HERALD_DATABASE_URL", &env.database_url)
+            .env("HERALD_AMQP_URL", env.queue.amqp_url.expose())
+            .env("HERALD_QUEUE_PREFIX", &env.queue.prefix)
+            .env("HERALD_QUEUE_TYPE", "quorum")
+            .env("HERALD_SCHEDULE", env.queue.schedule.to_string())
+            .env("HERALD_WORK_QUEUES", env.queue.work_queues.to_string())
+            .env("HERALD_DB_POOL_SIZE", "4")
+            .env("HERALD_CONFIG_REFRESH_MS", "500")
+            .env("HERALD_DRAIN_TIMEOUT_SECS", "10")
+            .env("HERALD_LISTEN", grpc_addr.to_string())
+            .env("HERALD_METRICS_LISTEN", metrics_addr.to_string())
+            .env("HERALD_AUTH", "disabled")
+            .env("HERALD_ALLOW_HTTP", "true")
+            .env("HERALD_SSRF_ALLOW", "127.0.0.0/8")
+            .env("HERALD_LOG_FORMAT", "text")
+            .env("RUST_LOG", "warn");
+        for (key, value) in overrides {
+            command.env(key, value);
+        }
+        let mut ingest = Self {
+            grpc_addr,
+            metrics_addr,
+            process: Service::spawn(command, &binary, name)?,
+        };
+        ingest
+            .process
+            .wait_ready(metrics_addr, "/healthz", Duration::from_secs(60))
+            .await?;
+        Ok(ingest)
+    }
+
+    /// A client of its Ingest API.
+    pub async fn client(
+        &self,
+    ) -> anyhow::Result<herald_proto::v1::ingest_client::IngestClient<tonic::transport::Channel>>
+    {
+        Ok(
+            herald_proto::v1::ingest_client::IngestClient::connect(format!(
+                "http://{}",
+                self.grpc_addr
+            ))
+            .await?,
+        )
+    }
+
+    /// Sends SIGTERM and waits for it to exit; its status.
+    pub async fn stop(&mut self, timeout: Duration) -> anyhow::Result<Option<ExitStatus>> {
+        if self.process.try_exit()?.is_none() {
+            signal(self.process.child.id(), "TERM")?;
+        }
+        self.process.wait_exit(timeout).await
+    }
+}
+
+/// A service's child process: its log lines go to the test's output,
+/// prefixed with its name, and dropping it kills and reaps it.
+struct Service {
+    name: String,
+    child: Child,
+    exit: Option<ExitStatus>,
+}
+
+impl Service {
+    fn spawn(mut command: Command, binary: &Path, name: &str) -> anyhow::Result<Self> {
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command
+            .spawn()
+            .with_context(|| format!("spawning {}", binary.display()))?;
+        for stream in [
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let prefix = name.to_owned();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines() {
+                    let Ok(line) = line else { break };
+                    eprintln!("[{prefix}] {line}");
+                }
+            });
+        }
+        Ok(Self {
+            name: name.to_owned(),
+            child,
+            exit: None,
+        })
+    }
+
+    /// Waits until `path` on `addr` answers 200; fails early if the
+    /// process exits.
+    async fn wait_ready(
+        &mut self,
+        addr: SocketAddr,
+        path: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.try_exit()? {
+                anyhow::bail!("{} exited before it was ready: {status}", self.name);
+            }
+            if let Ok((200, _)) = http_get(addr, path).await {
+                return Ok(());
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "{} not ready within {timeout:?}",
+                self.name
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn sigkill(&mut self) -> anyhow::Result<()> {
         if self.try_exit()?.is_none() {
             self.child.kill().context("SIGKILL")?;
         }
         Ok(())
     }
 
-    /// Its exit status, if it has exited.
-    pub fn try_exit(&mut self) -> anyhow::Result<Option<ExitStatus>> {
+    fn try_exit(&mut self) -> anyhow::Result<Option<ExitStatus>> {
         if self.exit.is_none() {
             self.exit = self.child.try_wait().context("polling the child")?;
         }
         Ok(self.exit)
     }
 
-    /// Waits for it to exit; `None` if it still runs after `timeout`.
-    pub async fn wait_exit(&mut self, timeout: Duration) -> anyhow::Result<Option<ExitStatus>> {
+    async fn wait_exit(&mut self, timeout: Duration) -> anyhow::Result<Option<ExitStatus>> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.try_exit()? {
@@ -181,7 +299,7 @@ impl SenderProcess {
     }
 }
 
-impl Drop for SenderProcess {
+impl Drop for Service {
     fn drop(&mut self) {
         if matches!(self.child.try_wait(), Ok(None)) {
             let _ = self.child.kill();

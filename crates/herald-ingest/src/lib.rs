@@ -19,6 +19,7 @@ mod ingest;
 mod reads;
 mod request_size;
 mod scheduled;
+mod traces;
 
 use std::time::Duration;
 
@@ -226,6 +227,9 @@ pub async fn run(
             request_size::reword_too_large(response, max_message, max_payload_bytes)
         }),
     );
+    if config.queue.tracing.is_on() {
+        builder = builder.trace_fn(traces::call_span);
+    }
     if let Some(tls) = &config.tls {
         // tonic applies the TLS acceptor to a caller's incoming stream too,
         // so TCP_NODELAY below and TLS combine.

@@ -9,9 +9,7 @@ use herald_ingest::{IngestArgs, IngestConfig};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = IngestArgs::parse();
-    let Some(shutdown) = herald_service::start(args.command, &args.common)
-        .await
-        .context("running migrations")?
+    let Some(started) = herald_service::start(args.command, &args.common, "herald-ingest").await?
     else {
         return Ok(());
     };
@@ -19,13 +17,16 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     let mut config = IngestConfig::from_args(&args)?;
+    config.queue.tracing = started.telemetry.tracing();
     config.metrics =
         Some(herald_service::http::install_prometheus().context("installing metrics")?);
     let metrics = tokio::net::TcpListener::bind(args.metrics_listen)
         .await
         .with_context(|| format!("binding {}", args.metrics_listen))?;
-    herald_ingest::run(config, listener, Some(metrics), shutdown)
-        .await
-        .context("ingest failed")?;
-    Ok(())
+    let ran = herald_ingest::run(config, listener, Some(metrics), started.shutdown).await;
+    started
+        .telemetry
+        .shutdown(herald_service::TELEMETRY_FLUSH_TIMEOUT)
+        .await;
+    ran.context("ingest failed")
 }

@@ -2,7 +2,9 @@
 //! one TTL delay queue per distinct delay of the schedule; with several work
 //! queues, those per shard), a publisher that only reports success once the
 //! broker confirmed, routing each delivery to its shard, reconnecting by
-//! itself after the broker went away, and the consumer set-up senders use.
+//! itself after the broker went away, and the consumer set-up senders use;
+//! with tracing on, a delivery's trace context in its message headers
+//! (`trace`).
 //!
 //! This crate owns every AMQP name and argument. It must not touch Postgres
 //! or HTTP, and it knows nothing of what a delivery does beyond routing it.
@@ -10,11 +12,13 @@
 mod connection;
 mod publisher;
 mod topology;
+pub mod trace;
 
 pub use connection::{Brokers, ConnectionManager, NodeCursor, connect, connect_via};
 pub use publisher::{DEAD_REASON_HEADER, Publisher, dead_reason, message_properties};
 pub use topology::Route;
 pub use topology::{QueueType, Shard, Topology};
+pub use trace::Tracing;
 
 use std::time::Duration;
 
@@ -62,6 +66,9 @@ pub struct QueueConfig {
     pub confirm_timeout: Duration,
     /// How long a (re)connect attempt may take.
     pub connect_timeout: Duration,
+    /// Whether messages carry their trace context (off unless the service
+    /// exports traces).
+    pub tracing: Tracing,
 }
 
 impl QueueConfig {
@@ -75,6 +82,7 @@ impl QueueConfig {
             work_queues: 1,
             confirm_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(3),
+            tracing: Tracing::off(),
         }
     }
 
@@ -116,6 +124,19 @@ pub enum QueueError {
 impl QueueError {
     pub fn amqp(action: &'static str) -> impl FnOnce(lapin::Error) -> Self {
         move |source| Self::Amqp { action, source }
+    }
+
+    /// A short, stable name of the error's kind (a trace's `error.type`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::InvalidUrl(_) => "invalid_url",
+            Self::Unavailable { .. } => "unavailable",
+            Self::ConfirmTimeout(_) => "confirm_timeout",
+            Self::Nacked => "nacked",
+            Self::Unroutable(_) => "unroutable",
+            Self::Amqp { .. } => "amqp",
+            Self::Decode(_) => "decode",
+        }
     }
 }
 

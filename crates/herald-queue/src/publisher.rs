@@ -13,10 +13,11 @@ use herald_proto::v1::DeliveryMessage;
 use lapin::options::BasicPublishOptions;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Confirmation};
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::topology::Route;
-use crate::{ConnectionManager, QueueConfig, QueueError, Topology};
+use crate::{ConnectionManager, QueueConfig, QueueError, Topology, Tracing};
 
 /// AMQP delivery mode "persistent": the broker writes the message to disk.
 const PERSISTENT: u8 = 2;
@@ -58,6 +59,7 @@ pub struct Publisher {
     /// Registered once: a lookup by name on every publish showed in
     /// profiles of ingest.
     confirm_seconds: metrics::Histogram,
+    tracing: Tracing,
 }
 
 /// The least time between two reconnects caused by nacks.
@@ -68,10 +70,12 @@ impl Publisher {
     /// Its metric is registered with the recorder installed now (if any).
     pub fn new(config: QueueConfig, name: impl Into<String>, channels: usize) -> Self {
         let confirm_timeout = config.confirm_timeout;
+        let tracing = config.tracing.clone();
         Self {
             manager: Arc::new(ConnectionManager::new(config, name, channels)),
             confirm_timeout,
             confirm_seconds: metrics::histogram!("herald_publish_confirm_seconds"),
+            tracing,
         }
     }
 
@@ -81,6 +85,11 @@ impl Publisher {
 
     pub fn topology(&self) -> &Topology {
         self.manager.topology()
+    }
+
+    /// Whether the messages carry their trace context.
+    pub fn tracing(&self) -> &Tracing {
+        &self.tracing
     }
 
     pub async fn ensure_connected(&self) -> Result<(), QueueError> {
@@ -167,8 +176,34 @@ impl Publisher {
     async fn publish_to(&self, route: &Route, message: &DeliveryMessage) -> Result<(), QueueError> {
         let delivery_id = Uuid::from_slice(&message.delivery_id).ok();
         let body = crate::encode(message);
-        self.publish_bytes(route, &body, message_properties(delivery_id))
-            .await
+        let properties = message_properties(delivery_id);
+        if !self.tracing.is_on() {
+            return self.publish_bytes(route, &body, properties).await;
+        }
+        // One producer span per message, the parent of the sender's wait
+        // and attempt spans: its context goes into the message's headers.
+        let span = tracing::info_span!(
+            "herald.publish",
+            otel.kind = "producer",
+            otel.status_code = tracing::field::Empty,
+            messaging.system = "rabbitmq",
+            messaging.operation.type = "send",
+            messaging.destination.name = %route.routing_key,
+            herald.delivery_id = %delivery_id.unwrap_or_default(),
+            herald.webhook_id = %Uuid::from_slice(&message.webhook_id).unwrap_or_default(),
+            herald.attempt = message.attempt,
+            error.type = tracing::field::Empty,
+        );
+        let properties = span.in_scope(|| crate::trace::with_current_context(properties));
+        let published = self
+            .publish_bytes(route, &body, properties)
+            .instrument(span.clone())
+            .await;
+        if let Err(e) = &published {
+            span.record("otel.status_code", "ERROR");
+            span.record("error.type", e.kind());
+        }
+        published
     }
 
     async fn publish_bytes(

@@ -23,6 +23,7 @@ mod process;
 mod request;
 pub mod resolver;
 mod stats;
+mod traces;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -21,13 +21,12 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(args: SenderArgs) -> anyhow::Result<()> {
-    let Some(shutdown) = herald_service::start(args.command, &args.common)
-        .await
-        .context("running migrations")?
+    let Some(started) = herald_service::start(args.command, &args.common, "herald-sender").await?
     else {
         return Ok(());
     };
     let mut config = SenderConfig::from_args(&args)?;
+    config.queue.tracing = started.telemetry.tracing();
     config.metrics =
         Some(herald_service::http::install_prometheus().context("installing metrics")?);
     // The process id tells apart the senders sharing one broker.
@@ -35,8 +34,10 @@ async fn serve(args: SenderArgs) -> anyhow::Result<()> {
     let http = tokio::net::TcpListener::bind(args.http_listen)
         .await
         .with_context(|| format!("binding {}", args.http_listen))?;
-    herald_sender::run(config, Some(http), shutdown)
-        .await
-        .context("sender failed")?;
-    Ok(())
+    let ran = herald_sender::run(config, Some(http), started.shutdown).await;
+    started
+        .telemetry
+        .shutdown(herald_service::TELEMETRY_FLUSH_TIMEOUT)
+        .await;
+    ran.context("sender failed")
 }

@@ -48,6 +48,7 @@ pub(crate) fn handle(
         delivery_tag: tag,
         data,
         acker,
+        properties,
         ..
     } = delivery;
     let (delivery_id, webhook_id, mut message) = match decode(&data) {
@@ -75,8 +76,18 @@ pub(crate) fn handle(
             }));
         }
     };
+    // Made before the task, so that the task holds the span but not the
+    // message's properties.
+    let span = crate::traces::delivery_span(
+        shared.republisher.tracing(),
+        &properties,
+        delivery_id,
+        webhook_id,
+        &message,
+        || topology.shard(shard).work_queue(),
+    );
+    drop(properties);
     Either::Right(async move {
-        let span = tracing::info_span!("delivery", %delivery_id, attempt = message.attempt);
         shared.stats.in_flight.increment(1.0);
         let route = ShardRoute {
             topology: &topology,
@@ -309,6 +320,9 @@ async fn cancel(
     reason: &'static str,
 ) -> Settle {
     tracing::info!(reason, "delivery cancelled");
+    if shared.republisher.tracing().is_on() {
+        crate::traces::record_outcome("cancelled");
+    }
     let mut record = record(
         delivery_id,
         webhook_id,
@@ -401,6 +415,9 @@ async fn attempt(
         route.topology.schedule(),
         route.topology.declared_delays(),
     );
+    if shared.republisher.tracing().is_on() {
+        crate::traces::record_attempt(&outcome, &next);
+    }
     let (retry, fate) = match next {
         Next::Succeed => {
             tracing::info!(status = ?outcome.status_code, duration_ms = attempt.duration_ms, "delivered");
@@ -514,6 +531,9 @@ fn failure(
 /// parking delay queue and comes back after it. No attempt is made, so
 /// nothing is recorded; the ack waits for the confirm.
 async fn park(shared: &Shared, shard: u16, message: &DeliveryMessage, delay: Duration) -> Settle {
+    if shared.republisher.tracing().is_on() {
+        crate::traces::record_outcome("parked");
+    }
     match shared
         .republisher
         .publish_after_in(shard, message, delay)

@@ -1,8 +1,8 @@
 //! Plumbing shared by `herald-ingest` and `herald-sender`: the options both
 //! accept (`options`: clap flags with `HERALD_*` environment variables), the
 //! generated configuration reference (`options_doc`), the probe and metrics
-//! endpoint (`http`), logging set-up, and the one shutdown token fed by
-//! SIGINT/SIGTERM.
+//! endpoint (`http`), logging and OpenTelemetry trace set-up (`telemetry`),
+//! and the one shutdown token fed by SIGINT/SIGTERM.
 //!
 //! It must not hold service logic: services are libraries with a thin
 //! `main.rs` that uses these helpers.
@@ -10,41 +10,55 @@
 pub mod http;
 pub mod options;
 pub mod options_doc;
+pub mod telemetry;
 
 use tokio_util::sync::CancellationToken;
 
 pub use options::{Command, CommonOptions, LogFormat, defaults};
+pub use telemetry::{Telemetry, TelemetryError};
 
-/// What both binaries do first: logging, the TLS crypto provider, and the
-/// `migrate` subcommand. Returns the shutdown token (fed by SIGINT/SIGTERM)
-/// when the service is to run, `None` when the command is done.
+/// A service that is to run: its shutdown token (fed by SIGINT/SIGTERM) and
+/// its telemetry, to shut down after the service stopped.
+pub struct Started {
+    pub shutdown: CancellationToken,
+    pub telemetry: Telemetry,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Telemetry(#[from] TelemetryError),
+    #[error("running migrations")]
+    Migrate(#[from] herald_store::StoreError),
+}
+
+/// What both binaries do first: logging and traces (as `service_name`),
+/// the TLS crypto provider, and the `migrate` subcommand. Returns what the
+/// service needs to run, or `None` when the command is done.
 pub async fn start(
     command: Option<Command>,
     common: &CommonOptions,
-) -> Result<Option<CancellationToken>, herald_store::StoreError> {
-    init_logging(common.log_format);
+    service_name: &'static str,
+) -> Result<Option<Started>, StartError> {
+    let telemetry = telemetry::init(common.log_format, service_name)?;
     // One crypto provider for every rustls user in the process.
     let _ = rustls::crypto::ring::default_provider().install_default();
     match command.unwrap_or(Command::Serve) {
         Command::Migrate => {
             herald_store::migrate(common.database_url.expose()).await?;
             tracing::info!("migrations applied");
+            telemetry.shutdown(TELEMETRY_FLUSH_TIMEOUT).await;
             Ok(None)
         }
-        Command::Serve => Ok(Some(shutdown_on_signals())),
+        Command::Serve => Ok(Some(Started {
+            shutdown: shutdown_on_signals(),
+            telemetry,
+        })),
     }
 }
 
-/// Installs the tracing subscriber (RUST_LOG filters; default `info`).
-pub fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
-}
+/// How long a stopping service waits for its last spans to be exported.
+pub const TELEMETRY_FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A token cancelled on the first SIGINT or SIGTERM.
 pub fn shutdown_on_signals() -> CancellationToken {
