@@ -463,6 +463,7 @@ mod tests {
             secret_headers: herald_core::webhook::SecretHeaders::default(),
             signing: None,
             id_header: None,
+            trace_context: false,
         }
     }
 
