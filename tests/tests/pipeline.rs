@@ -467,6 +467,77 @@ async fn each_webhook_names_its_id_header_and_it_goes_out_as_written() {
     .await;
 }
 
+/// Sending W3C `traceparent` is a webhook setting, off unless asked for:
+/// the Admin API saves it, shows it and changes it like any other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_opts_in_to_trace_context_and_out_again() {
+    let mut env = TestEnv::new("0s").await.unwrap();
+    env.start_ingest(env.queue.clone(), |_| {}).await.unwrap();
+    let mut admin = env.admin().await;
+    let get = |id: &str| herald_proto::v1::GetWebhookRequest { id: id.to_owned() };
+    let plain = admin
+        .create_webhook(herald_proto::v1::CreateWebhookRequest {
+            event: "order.paid".into(),
+            url: "https://shop.example/plain".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!plain.trace_context, "off by default");
+
+    let created = admin
+        .create_webhook(herald_proto::v1::CreateWebhookRequest {
+            event: "order.paid".into(),
+            url: "https://shop.example/traced".into(),
+            trace_context: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(created.trace_context);
+    let fetched = admin
+        .get_webhook(get(&created.id))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(fetched.trace_context);
+
+    // An update that does not name it keeps it.
+    admin
+        .update_webhook(UpdateWebhookRequest {
+            id: created.id.clone(),
+            description: Some("traced".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let kept = admin
+        .get_webhook(get(&created.id))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(kept.trace_context, "unset in an update keeps the value");
+
+    let updated = admin
+        .update_webhook(UpdateWebhookRequest {
+            id: created.id.clone(),
+            trace_context: Some(false),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!updated.trace_context);
+    let fetched = admin
+        .get_webhook(get(&created.id))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!fetched.trace_context);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_disabled_and_invalid_fire_calls_are_refused_and_publish_nothing() {
     let mut env = TestEnv::new("0s,1s").await.unwrap();

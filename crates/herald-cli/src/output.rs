@@ -292,6 +292,15 @@ pub fn webhook_details(w: &Webhook) -> String {
             },
         ),
         (
+            "trace context",
+            if w.trace_context {
+                "yes (W3C traceparent)"
+            } else {
+                "no"
+            }
+            .to_owned(),
+        ),
+        (
             "signing",
             if w.signing_enabled {
                 "yes (Standard Webhooks)"
@@ -588,6 +597,15 @@ mod tests {
         assert!(plain.contains("secret headers  -"), "{plain}");
         assert!(plain.contains("content type    (by body mode)"), "{plain}");
         assert!(plain.contains("signing         no"), "{plain}");
+        assert!(plain.contains("trace context   no"), "{plain}");
+        let traced = webhook_details(&Webhook {
+            trace_context: true,
+            ..webhook()
+        });
+        assert!(
+            traced.contains("trace context   yes (W3C traceparent)"),
+            "{traced}"
+        );
 
         let t = webhooks_table(&[shaped_webhook()]);
         let header = t.lines().next().unwrap();

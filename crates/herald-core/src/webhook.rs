@@ -109,6 +109,11 @@ pub struct Webhook {
     /// The header that carries the delivery id, as the user wrote it (its
     /// case is kept on HTTP/1.1); `None` = the sender's default.
     pub id_header: Option<String>,
+    /// Send the attempt's W3C `traceparent`, so that the receiver's spans
+    /// join Herald's trace. Off unless the webhook opts in: a receiver that
+    /// does not trace gains nothing, and a trace id tells it about the
+    /// sender's traffic.
+    pub trace_context: bool,
 }
 
 impl Webhook {
@@ -231,6 +236,7 @@ pub struct NewWebhook {
     pub secret_headers: SecretHeaders,
     pub signing: Option<SigningSecret>,
     pub id_header: Option<String>,
+    pub trace_context: bool,
 }
 
 /// Changes to a webhook; `None` keeps the current value. Validated.
@@ -251,6 +257,7 @@ pub struct WebhookPatch {
     pub secret_headers: Option<SecretHeaders>,
     /// `Some(None)` goes back to the sender's default.
     pub id_header: Option<Option<String>>,
+    pub trace_context: Option<bool>,
 }
 
 impl WebhookPatch {
@@ -292,6 +299,9 @@ impl WebhookPatch {
         }
         if let Some(v) = &self.id_header {
             w.id_header.clone_from(v);
+        }
+        if let Some(v) = self.trace_context {
+            w.trace_context = v;
         }
         w
     }
@@ -555,6 +565,8 @@ pub struct NewWebhookInput {
     pub disable_signing: bool,
     /// Empty = the sender's default.
     pub id_header: String,
+    /// Send W3C `traceparent`; false unless the webhook opts in.
+    pub trace_context: bool,
 }
 
 fn parse_body_mode(mode: &str) -> Result<BodyMode, ValidationError> {
@@ -631,6 +643,7 @@ impl NewWebhookInput {
             secret_headers: self.secret_headers,
             signing,
             id_header: (!self.id_header.is_empty()).then_some(self.id_header),
+            trace_context: self.trace_context,
         };
         validate_target(
             &Target {
@@ -852,6 +865,7 @@ pub struct WebhookPatchInput {
     pub secret_headers: Option<SecretHeaders>,
     /// `Some("")` goes back to the sender's default.
     pub id_header: Option<String>,
+    pub trace_context: Option<bool>,
 }
 
 impl WebhookPatchInput {
@@ -889,6 +903,7 @@ impl WebhookPatchInput {
             content_type: self.content_type.map(|c| (!c.is_empty()).then_some(c)),
             secret_headers: self.secret_headers,
             id_header: self.id_header.map(|h| (!h.is_empty()).then_some(h)),
+            trace_context: self.trace_context,
         })
     }
 }
@@ -1115,6 +1130,7 @@ mod tests {
             secret_headers: SecretHeaders::default(),
             signing: None,
             id_header: None,
+            trace_context: false,
         };
         let updated = |webhook: &Webhook, patch: WebhookPatchInput| {
             let changed = patch.validate().unwrap().apply(webhook);
@@ -1437,6 +1453,7 @@ mod tests {
             secret_headers: SecretHeaders::default(),
             signing: None,
             id_header: None,
+            trace_context: false,
         };
         let patch = WebhookPatchInput {
             enabled: Some(false),
@@ -1449,6 +1466,26 @@ mod tests {
         assert!(!changed.enabled);
         assert_eq!(changed.body_template, None);
         assert_eq!(changed.url, w.url);
+        assert!(!changed.trace_context, "unset keeps the current value");
+        let traced = WebhookPatchInput {
+            trace_context: Some(true),
+            ..Default::default()
+        }
+        .validate()
+        .unwrap()
+        .apply(&w);
+        assert!(traced.trace_context);
+    }
+
+    #[test]
+    fn trace_context_is_off_unless_asked_for() {
+        assert!(!check(input()).unwrap().trace_context);
+        let w = check(NewWebhookInput {
+            trace_context: true,
+            ..input()
+        })
+        .unwrap();
+        assert!(w.trace_context);
     }
 
     #[test]

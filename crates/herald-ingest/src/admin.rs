@@ -233,6 +233,7 @@ impl Admin for AdminService {
             signing_secret: req.signing_secret,
             disable_signing: req.disable_signing,
             id_header: req.id_header,
+            trace_context: req.trace_context,
         }
         .validate(&self.rules())
         .map_err(|e| Status::invalid_argument(e.to_string()))?;
@@ -275,6 +276,7 @@ impl Admin for AdminService {
                 .secret_headers
                 .map(|h| SecretHeaders(h.values.into_iter().collect())),
             id_header: req.id_header,
+            trace_context: req.trace_context,
         }
         .validate()
         .map_err(|e| Status::invalid_argument(e.to_string()))?;

@@ -31,6 +31,7 @@ pub(crate) fn webhook_to_proto(w: &Webhook) -> v1::Webhook {
         signing_enabled: w.signing.is_some(),
         signing_secret: String::new(),
         id_header: w.id_header.clone().unwrap_or_default(),
+        trace_context: w.trace_context,
     }
 }
 

@@ -375,6 +375,8 @@ async fn attempt(
         tenant: &message.tenant,
         event: &message.event,
         fired_at_unix_ms: message.fired_at_unix_ms,
+        // Filled from the attempt's span once the sender exports traces.
+        traceparent: None,
     };
     // The request's future (request, HTTP client, timeout) is the largest
     // part of an attempt; boxed on its own, it is freed as soon as the

@@ -25,6 +25,9 @@ use crate::header_case::{WrittenHeaderName, case_extensions};
 
 const HERALD_USER_AGENT: &str = concat!("Herald/", env!("CARGO_PKG_VERSION"));
 
+/// W3C Trace Context's header (https://www.w3.org/TR/trace-context/).
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+
 /// What a delivery carries besides its data, for templates and envelopes.
 #[derive(Debug, Clone)]
 pub struct DeliveryInfo<'a> {
@@ -33,6 +36,9 @@ pub struct DeliveryInfo<'a> {
     pub tenant: &'a str,
     pub event: &'a str,
     pub fired_at_unix_ms: i64,
+    /// The attempt's W3C `traceparent`, when the sender traces it. Sent only
+    /// to webhooks that opted in (`trace_context`).
+    pub traceparent: Option<&'a str>,
 }
 
 /// A request ready to send, and the URL it goes to (for the record).
@@ -311,6 +317,16 @@ impl RequestBuilder {
                 header_value(&value, &format!("header {name}")).map_err(|e| fail(&url, e))?;
             headers.insert(name.clone(), value);
         }
+        // After the webhook's own headers, so that the attempt's live trace
+        // context replaces a static header of the same name. The value comes
+        // from our own tracing, not from the user: should it ever not be a
+        // valid header value, the attempt goes out without it rather than
+        // fail over a diagnostic.
+        if webhook.trace_context
+            && let Some(value) = info.traceparent.and_then(|v| HeaderValue::from_str(v).ok())
+        {
+            headers.insert(TRACEPARENT, value);
+        }
         let id_value = header_value(&delivery_id, "the delivery id").map_err(|e| fail(&url, e))?;
         headers.insert(compiled.id_header.clone(), id_value.clone());
         headers.insert(
@@ -410,6 +426,7 @@ mod tests {
             tenant: "shop",
             event: "order.created",
             fired_at_unix_ms: 0,
+            traceparent: None,
         }
     }
 
@@ -463,6 +480,7 @@ mod tests {
             secret_headers: herald_core::webhook::SecretHeaders::default(),
             signing: None,
             id_header: None,
+            trace_context: false,
         }
     }
 
@@ -507,6 +525,62 @@ mod tests {
             built.request.extensions().is_empty(),
             "lower-case names need nothing"
         );
+    }
+
+    #[test]
+    fn traceparent_goes_only_to_webhooks_that_opted_in() {
+        use herald_core::webhook::Method;
+        const PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let requests = builder();
+        let json = Payload::Json("{}".into());
+        let traced = DeliveryInfo {
+            traceparent: Some(PARENT),
+            ..info()
+        };
+        let mut opted_in = webhook(Method::Post, "https://hooks.example/in");
+        opted_in.id = Uuid::from_u128(2);
+        opted_in.trace_context = true;
+        // A static header of the same name loses to the live context.
+        opted_in
+            .headers
+            .insert("traceparent".into(), "00-static".into());
+        let built = requests
+            .build(&opted_in, &json, &traced, SystemTime::now())
+            .unwrap();
+        let sent: Vec<_> = built
+            .request
+            .headers()
+            .get_all("traceparent")
+            .iter()
+            .collect();
+        assert_eq!(sent, [PARENT], "the live context, once");
+
+        let mut not_opted_in = webhook(Method::Post, "https://hooks.example/in");
+        not_opted_in.id = Uuid::from_u128(3);
+        let built = requests
+            .build(&not_opted_in, &json, &traced, SystemTime::now())
+            .unwrap();
+        assert!(built.request.headers().get("traceparent").is_none());
+
+        let mut untraced = webhook(Method::Post, "https://hooks.example/in");
+        untraced.id = Uuid::from_u128(4);
+        untraced.trace_context = true;
+        let built = requests
+            .build(&untraced, &json, &info(), SystemTime::now())
+            .unwrap();
+        assert!(
+            built.request.headers().get("traceparent").is_none(),
+            "no span, no header"
+        );
+
+        let broken = DeliveryInfo {
+            traceparent: Some("00-bad\nvalue"),
+            ..info()
+        };
+        let built = requests
+            .build(&untraced, &json, &broken, SystemTime::now())
+            .expect("an invalid traceparent does not fail the attempt");
+        assert!(built.request.headers().get("traceparent").is_none());
     }
 
     #[test]

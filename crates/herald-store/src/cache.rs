@@ -239,6 +239,7 @@ mod tests {
             secret_headers: herald_core::webhook::SecretHeaders::default(),
             signing: None,
             id_header: None,
+            trace_context: false,
         }
     }
 
@@ -300,6 +301,7 @@ mod tests {
             secret_headers: herald_core::webhook::SecretHeaders::default(),
             signing: None,
             id_header: None,
+            trace_context: false,
         }
     }
 

@@ -17,7 +17,7 @@ use crate::{SecretBox, StoreError};
 const WEBHOOK_COLUMNS: &str = "id, tenant, event, enabled, method, url, headers, body_template, \
      timeout_ms, description, created_at, updated_at, body_mode, content_type, secret_headers, \
      signing_secret, previous_signing_secret, previous_secret_expires_at, older_signing_secrets, \
-     id_header";
+     id_header, trace_context";
 
 /// Column list of `deliveries`, as [`delivery_from_row`] reads it.
 pub(crate) const DELIVERY_COLUMNS: &str = "id, tenant, event, webhook_id, target_url, method, \
@@ -108,8 +108,8 @@ impl Store {
         let sql = format!(
             "INSERT INTO webhooks (id, tenant, event, enabled, method, url, headers, \
                  body_template, timeout_ms, description, body_mode, content_type, secret_headers, \
-                 signing_secret, id_header) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+                 signing_secret, id_header, trace_context) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
              RETURNING {WEBHOOK_COLUMNS}"
         );
         let row = client
@@ -131,6 +131,7 @@ impl Store {
                     &secret_headers,
                     &signing_secret,
                     &new.id_header,
+                    &new.trace_context,
                 ],
             )
             .await?;
@@ -159,7 +160,8 @@ impl Store {
         let sql = format!(
             "UPDATE webhooks SET event = $2, enabled = $3, method = $4, url = $5, headers = $6, \
                  body_template = $7, timeout_ms = $8, description = $9, body_mode = $10, \
-                 content_type = $11, secret_headers = $12, id_header = $13, updated_at = now() \
+                 content_type = $11, secret_headers = $12, id_header = $13, trace_context = $14, \
+                 updated_at = now() \
              WHERE id = $1 \
              RETURNING {WEBHOOK_COLUMNS}"
         );
@@ -180,6 +182,7 @@ impl Store {
                     &changed.content_type,
                     &secret_headers,
                     &changed.id_header,
+                    &changed.trace_context,
                 ],
             )
             .await?;
@@ -507,6 +510,7 @@ pub(crate) fn webhook_from_row(row: &Row, secrets: &SecretBox) -> Result<Webhook
         secret_headers,
         signing,
         id_header: row.try_get("id_header")?,
+        trace_context: row.try_get("trace_context")?,
         id,
         tenant: row.try_get("tenant")?,
         event: row.try_get("event")?,
@@ -611,6 +615,7 @@ mod tests {
             ),
             signing: Some(SigningSecret::generate().unwrap()),
             id_header: Some("PS-WEBHOOK_EVENT-ID".into()),
+            trace_context: true,
         }
     }
 
@@ -628,6 +633,7 @@ mod tests {
         assert_eq!(created.headers["X-Shop"], "a\"b");
         assert_eq!(created.timeout_ms, 2500);
         assert_eq!(created.id_header.as_deref(), Some("PS-WEBHOOK_EVENT-ID"));
+        assert!(created.trace_context);
         assert_eq!(created.created_at, created.updated_at);
         assert_eq!(store.get_webhook(created.id).await.unwrap(), created);
 
@@ -645,6 +651,7 @@ mod tests {
             method: Some(Method::Get),
             headers: Some(BTreeMap::new()),
             body_template: Some(None),
+            trace_context: Some(false),
             ..Default::default()
         };
         let updated = store
@@ -655,6 +662,7 @@ mod tests {
         assert_eq!(updated.method, Method::Get);
         assert!(updated.headers.is_empty());
         assert_eq!(updated.body_template, None);
+        assert!(!updated.trace_context);
         assert_eq!(updated.description, "orders", "unset fields are kept");
         assert_eq!(updated.created_at, created.created_at);
         assert!(updated.updated_at > created.updated_at);

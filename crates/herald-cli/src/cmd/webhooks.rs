@@ -167,6 +167,10 @@ pub struct CreateArgs {
     /// (e.g. PS-WEBHOOK_EVENT-ID); default: the senders' HERALD_ID_HEADER.
     #[arg(long, value_name = "NAME")]
     pub id_header: Option<String>,
+    /// Send W3C traceparent on this webhook's requests, so that the
+    /// receiver's spans join Herald's trace (default false).
+    #[arg(long, value_name = "true|false")]
+    pub trace_context: Option<bool>,
     /// Request timeout in milliseconds (default 3000).
     #[arg(long)]
     pub timeout_ms: Option<u32>,
@@ -218,6 +222,9 @@ pub struct UpdateArgs {
     /// senders' default (HERALD_ID_HEADER).
     #[arg(long, value_name = "NAME")]
     pub id_header: Option<String>,
+    /// Send W3C traceparent on this webhook's requests (true) or stop (false).
+    #[arg(long, value_name = "true|false")]
+    pub trace_context: Option<bool>,
     /// New request timeout in milliseconds.
     #[arg(long)]
     pub timeout_ms: Option<u32>,
@@ -399,6 +406,7 @@ pub fn create_request(args: CreateArgs) -> anyhow::Result<CreateWebhookRequest> 
         signing_secret: args.signing_secret.unwrap_or_default(),
         disable_signing: args.no_signing,
         id_header: args.id_header.unwrap_or_default(),
+        trace_context: args.trace_context.unwrap_or_default(),
     })
 }
 
@@ -441,6 +449,7 @@ pub fn update_request(args: UpdateArgs) -> anyhow::Result<UpdateWebhookRequest> 
         content_type: args.content_type,
         secret_headers,
         id_header: args.id_header,
+        trace_context: args.trace_context,
     };
     let unchanged = UpdateWebhookRequest {
         id: request.id.clone(),
@@ -552,6 +561,16 @@ mod tests {
         assert_eq!(req.headers.unwrap().values["X-A"], "1");
         assert_eq!(req.enabled, Some(true));
 
+        assert_eq!(
+            update(&["--trace-context", "true"]).unwrap().trace_context,
+            Some(true)
+        );
+        assert_eq!(
+            update(&["--trace-context", "false"]).unwrap().trace_context,
+            Some(false)
+        );
+        assert!(parse(&["webhooks", "update", "i", "--trace-context", "yes"]).is_err());
+
         assert!(
             update(&[])
                 .unwrap_err()
@@ -599,6 +618,9 @@ mod tests {
         assert!(!req.disable_signing);
         assert_eq!(req.enabled, None);
         assert_eq!(req.timeout_ms, None);
+        assert!(!req.trace_context, "off unless asked for");
+        let req = create_request(create(&["--trace-context", "true"]).unwrap()).unwrap();
+        assert!(req.trace_context);
     }
 
     #[test]
