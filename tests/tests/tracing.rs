@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use herald_proto::v1::{FireRequest, fire_request};
+use herald_proto::v1::{CreateWebhookRequest, FireRequest, fire_request};
 use herald_tests::otlp::{CollectedSpan, Collector};
 use herald_tests::process::{IngestProcess, SenderProcess, workspace_binary};
 use herald_tests::{Receiver, Reply, TestEnv};
@@ -45,16 +45,19 @@ async fn fire_traced(env: &TestEnv) -> String {
 /// A webhook for `order.paid` at `receiver` that asks for `traceparent`.
 async fn traced_webhook(env: &TestEnv, receiver: &Receiver) -> String {
     let webhook = env
-        .webhook("order.paid", "POST", &receiver.url("/hook"))
-        .await;
-    env.db()
+        .admin()
         .await
-        .execute(
-            "UPDATE webhooks SET trace_context = true WHERE id = $1::text::uuid",
-            &[&webhook.id],
-        )
+        .create_webhook(CreateWebhookRequest {
+            event: "order.paid".into(),
+            method: "POST".into(),
+            url: receiver.url("/hook"),
+            trace_context: true,
+            ..Default::default()
+        })
         .await
-        .expect("trace_context set");
+        .expect("webhook created")
+        .into_inner();
+    assert!(webhook.trace_context);
     webhook.id
 }
 

@@ -38,6 +38,9 @@ pub struct Env {
     pub queue_type: herald_queue::QueueType,
     /// `HERALD_PUBLISH_CHANNELS` of ingest; `None` leaves ingest's default.
     pub publish_channels: Option<u16>,
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` of ingest and the senders (`--otlp`);
+    /// `None`: traces off, as by default.
+    pub otel_endpoint: Option<String>,
 }
 
 impl Env {
@@ -135,6 +138,9 @@ fn spawn(env: &Env, binary: &str, name: &str, vars: &[(&str, String)]) -> anyhow
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);
+    if let Some(endpoint) = &env.otel_endpoint {
+        command.env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint);
+    }
     for (key, value) in vars {
         command.env(key, value);
     }

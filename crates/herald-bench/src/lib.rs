@@ -9,6 +9,7 @@
 
 pub mod baseline;
 pub mod herald;
+pub mod otlp_sink;
 pub mod procfs;
 pub mod receiver;
 pub mod report;

@@ -94,6 +94,11 @@ struct Cli {
     /// Where the JSON goes; default: crates/herald-bench/results.
     #[arg(long)]
     output_dir: Option<PathBuf>,
+    /// Export traces from ingest and the senders (OTLP/gRPC) to a sink in
+    /// this process, to measure what tracing costs; off by default, as in
+    /// Herald.
+    #[arg(long)]
+    otlp: bool,
 }
 
 fn workspace() -> PathBuf {
@@ -134,6 +139,10 @@ async fn main() -> anyhow::Result<()> {
         .batch_execute(&format!("CREATE DATABASE {db_name}"))
         .await
         .context("creating the bench database")?;
+    let sink = match cli.otlp {
+        true => Some(herald_bench::otlp_sink::OtlpSink::start().await?),
+        false => None,
+    };
     let env = Env {
         bin_dir,
         log_dir: log_dir.clone(),
@@ -143,6 +152,9 @@ async fn main() -> anyhow::Result<()> {
         schedule: SCHEDULE.into(),
         queue_type: cli.queue_type,
         publish_channels: cli.publish_channels,
+        otel_endpoint: sink
+            .as_ref()
+            .map(herald_bench::otlp_sink::OtlpSink::endpoint),
     };
     println!(
         "database {db_name}, queue prefix {}, process logs in {}",
@@ -184,8 +196,12 @@ async fn main() -> anyhow::Result<()> {
         ratios,
         targets,
         duration_s: began.elapsed().as_secs_f64(),
+        otlp_spans: sink.as_ref().map(herald_bench::otlp_sink::OtlpSink::spans),
     };
     println!("\n{}", report::render(&report));
+    if let Some(spans) = report.otlp_spans {
+        println!("traces on (--otlp): the services exported {spans} spans");
+    }
     let dir = cli
         .output_dir
         .clone()
@@ -503,6 +519,7 @@ async fn remove_abandoned_runs(admin: &tokio_postgres::Client, cli: &Cli) {
             schedule: SCHEDULE.into(),
             queue_type: cli.queue_type,
             publish_channels: None,
+            otel_endpoint: None,
         };
         let queues = delete_queues(&abandoned).await;
         let database = admin

@@ -75,6 +75,9 @@ pub struct Report {
     pub ratios: Vec<Ratio>,
     pub targets: Vec<Target>,
     pub duration_s: f64,
+    /// With `--otlp`: the spans the services exported to the bench's sink.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub otlp_spans: Option<u64>,
 }
 
 /// Name prefix of the raw publish measured again right before and after the

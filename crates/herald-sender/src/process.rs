@@ -369,14 +369,17 @@ async fn attempt(
     // Moved out rather than copied: the request is built from it, and the
     // record then takes it. Only a retry needs a copy (below).
     let payload = herald_queue::message_payload(message.data.take());
+    // The attempt's span, for a webhook whose receiver joins the trace.
+    let traceparent = (webhook.trace_context && shared.republisher.tracing().is_on())
+        .then(crate::traces::current_traceparent)
+        .flatten();
     let info = DeliveryInfo {
         delivery_id,
         attempt: message.attempt,
         tenant: &message.tenant,
         event: &message.event,
         fired_at_unix_ms: message.fired_at_unix_ms,
-        // Filled from the attempt's span once the sender exports traces.
-        traceparent: None,
+        traceparent: traceparent.as_deref(),
     };
     // The request's future (request, HTTP client, timeout) is the largest
     // part of an attempt; boxed on its own, it is freed as soon as the
