@@ -133,3 +133,47 @@ herald_ensure_database() {
         herald_psql -d postgres -qc "create database \"$name\""
     fi
 }
+
+# The versions of grpcio and grpcio-tools that the Python client example's
+# test (tests/tests/clients.rs) generates its stubs with and calls through.
+# PyPI has Linux wheels of them for CPython 3.11 (Debian 12's python3, and
+# pyenv's on the development machines), so pip builds nothing.
+HERALD_GRPCIO_VERSION=1.85.4
+
+# Installs what tests/tests/clients.rs runs the examples of docs/clients/
+# with, each only if missing: curl, PHP with its curl extension and Node
+# from Debian's packages, and grpcio and grpcio-tools for the python3 that
+# comes first on PATH, because that is the one the test starts (with pyenv
+# it is pyenv's, not Debian's).
+herald_install_client_tools() {
+    local need=()
+    command -v curl >/dev/null 2>&1 || need+=(curl)
+    if ! command -v php >/dev/null 2>&1; then
+        need+=(php-cli php-curl)
+    elif ! php -r 'exit(extension_loaded("curl") ? 0 : 1);' >/dev/null 2>&1; then
+        need+=(php-curl)
+    fi
+    command -v node >/dev/null 2>&1 || need+=(nodejs)
+    command -v python3 >/dev/null 2>&1 || need+=(python3 python3-pip)
+    if [ "${#need[@]}" -gt 0 ]; then
+        herald_apt_install "${need[@]}"
+    fi
+    local python
+    python=$(command -v python3)
+    if python3 -c 'import grpc, grpc_tools.protoc' >/dev/null 2>&1; then
+        herald_log "grpcio and grpcio-tools are there for $python"
+    else
+        # Debian's own python3 has no pip until python3-pip is installed.
+        python3 -m pip --version >/dev/null 2>&1 || herald_apt_install python3-pip
+        herald_log "pip install grpcio grpcio-tools $HERALD_GRPCIO_VERSION for $python"
+        # Debian's python3 is marked externally managed (PEP 668), which
+        # makes pip refuse; this machine is for building and testing Herald
+        # only, so the modules go into it all the same.
+        PIP_BREAK_SYSTEM_PACKAGES=1 PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1 \
+            python3 -m pip install -q "grpcio==$HERALD_GRPCIO_VERSION" \
+            "grpcio-tools==$HERALD_GRPCIO_VERSION"
+    fi
+    herald_log "client tools: $(curl --version | head -n 1 | cut -d' ' -f1-2)," \
+        "PHP $(php -r 'echo PHP_VERSION;'), Node $(node --version)," \
+        "$("$python" --version) with grpcio $(python3 -c 'import grpc; print(grpc.__version__)')"
+}
