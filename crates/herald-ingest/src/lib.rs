@@ -16,6 +16,7 @@ mod auth;
 mod convert;
 mod delivery_log;
 mod ingest;
+pub mod json_door;
 mod reads;
 mod request_size;
 mod scheduled;
@@ -220,13 +221,17 @@ pub async fn run(
         .add_service(AdminServer::new(admin).max_decoding_message_size(max_message))
         .prepare();
     let max_payload_bytes = config.max_payload_bytes;
-    let mut builder = tonic::transport::Server::builder().layer(
-        // tonic refuses a request over the cap in its own words; say it in
-        // Herald's, naming the setting that raises the cap.
-        tower::util::MapResponseLayer::new(move |response| {
-            request_size::reword_too_large(response, max_message, max_payload_bytes)
-        }),
-    );
+    // HTTP/1.1 besides HTTP/2: the JSON door and gRPC-Web callers
+    // (browsers, PHP's curl) speak it; gRPC clients keep HTTP/2.
+    let mut builder = tonic::transport::Server::builder()
+        .accept_http1(true)
+        .layer(
+            // tonic refuses a request over the cap in its own words; say it in
+            // Herald's, naming the setting that raises the cap.
+            tower::util::MapResponseLayer::new(move |response| {
+                request_size::reword_too_large(response, max_message, max_payload_bytes)
+            }),
+        );
     if config.queue.tracing.is_on() {
         builder = builder.trace_fn(traces::call_span);
     }
@@ -239,8 +244,17 @@ pub async fn run(
     }
     let server = builder.serve_with_incoming_shutdown(
         // Every call is authenticated before it reaches a service (health
-        // and reflection excepted).
-        auth::Authenticate::new(routes, authenticator),
+        // and reflection excepted); a JSON call is transcoded into the gRPC
+        // call it names and goes through the same authentication.
+        // gRPC-Web is translated in front of the gRPC services only: its
+        // layer refuses any other HTTP/1.1 request, the JSON door's too.
+        json_door::router(
+            tower::Layer::layer(
+                &tonic_web::GrpcWebLayer::new(),
+                auth::Authenticate::new(routes, authenticator),
+            ),
+            max_message.saturating_mul(2),
+        ),
         // TCP_NODELAY: tonic ignores `Server::tcp_nodelay` for a caller's
         // incoming stream, and with Nagle a response's last frame waits
         // for the client's delayed ACK, which dominated the p99 latency at
