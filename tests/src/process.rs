@@ -40,23 +40,10 @@ impl SenderProcess {
     ) -> anyhow::Result<Self> {
         let binary = sender_binary()?;
         let http_addr = free_port()?;
-        let mut command = Command::new(&binary);
+        let mut command = service_command(&binary, env);
         command
-            .env("HERALD_DATABASE_URL", &env.database_url)
-            .env("HERALD_AMQP_URL", env.queue.amqp_url.expose())
-            .env("HERALD_QUEUE_PREFIX", &env.queue.prefix)
-            .env("HERALD_QUEUE_TYPE", "quorum")
-            .env("HERALD_SCHEDULE", env.queue.schedule.to_string())
-            .env("HERALD_WORK_QUEUES", env.queue.work_queues.to_string())
             .env("HERALD_PREFETCH", "64")
-            .env("HERALD_DRAIN_TIMEOUT_SECS", "10")
-            .env("HERALD_DB_POOL_SIZE", "4")
-            .env("HERALD_CONFIG_REFRESH_MS", "500")
-            .env("HERALD_HTTP_LISTEN", http_addr.to_string())
-            // Test receivers are on loopback.
-            .env("HERALD_SSRF_ALLOW", "127.0.0.0/8")
-            .env("HERALD_LOG_FORMAT", "text")
-            .env("RUST_LOG", "warn");
+            .env("HERALD_HTTP_LISTEN", http_addr.to_string());
         for (key, value) in overrides {
             command.env(key, value);
         }
@@ -145,24 +132,12 @@ impl IngestProcess {
         let binary = workspace_binary("herald-ingest", "herald-ingest")?;
         let grpc_addr = free_port()?;
         let metrics_addr = free_port()?;
-        let mut command = Command::new(&binary);
+        let mut command = service_command(&binary, env);
         command
-            .env("HERALD_DATABASE_URL", &env.database_url)
-            .env("HERALD_AMQP_URL", env.queue.amqp_url.expose())
-            .env("HERALD_QUEUE_PREFIX", &env.queue.prefix)
-            .env("HERALD_QUEUE_TYPE", "quorum")
-            .env("HERALD_SCHEDULE", env.queue.schedule.to_string())
-            .env("HERALD_WORK_QUEUES", env.queue.work_queues.to_string())
-            .env("HERALD_DB_POOL_SIZE", "4")
-            .env("HERALD_CONFIG_REFRESH_MS", "500")
-            .env("HERALD_DRAIN_TIMEOUT_SECS", "10")
             .env("HERALD_LISTEN", grpc_addr.to_string())
             .env("HERALD_METRICS_LISTEN", metrics_addr.to_string())
             .env("HERALD_AUTH", "disabled")
-            .env("HERALD_ALLOW_HTTP", "true")
-            .env("HERALD_SSRF_ALLOW", "127.0.0.0/8")
-            .env("HERALD_LOG_FORMAT", "text")
-            .env("RUST_LOG", "warn");
+            .env("HERALD_ALLOW_HTTP", "true");
         for (key, value) in overrides {
             command.env(key, value);
         }
@@ -199,6 +174,28 @@ impl IngestProcess {
         }
         self.process.wait_exit(timeout).await
     }
+}
+
+/// `binary` with what both services share in a test: `env`'s database and
+/// queues, small pools and quick refreshes, loopback targets allowed, and
+/// quiet text logs.
+fn service_command(binary: &Path, env: &TestEnv) -> Command {
+    let mut command = Command::new(binary);
+    command
+        .env("HERALD_DATABASE_URL", &env.database_url)
+        .env("HERALD_AMQP_URL", env.queue.amqp_url.expose())
+        .env("HERALD_QUEUE_PREFIX", &env.queue.prefix)
+        .env("HERALD_QUEUE_TYPE", "quorum")
+        .env("HERALD_SCHEDULE", env.queue.schedule.to_string())
+        .env("HERALD_WORK_QUEUES", env.queue.work_queues.to_string())
+        .env("HERALD_DRAIN_TIMEOUT_SECS", "10")
+        .env("HERALD_DB_POOL_SIZE", "4")
+        .env("HERALD_CONFIG_REFRESH_MS", "500")
+        // Test receivers are on loopback.
+        .env("HERALD_SSRF_ALLOW", "127.0.0.0/8")
+        .env("HERALD_LOG_FORMAT", "text")
+        .env("RUST_LOG", "warn");
+    command
 }
 
 /// A service's child process: its log lines go to the test's output,
