@@ -517,8 +517,16 @@ impl Drop for TestEnv {
         let running = self.running.clone();
         let database_name = self.database_name.clone();
         let queue = self.queue.clone();
+        // Services spawned on a current-thread runtime (plain
+        // `#[tokio::test]`) cannot run while this drop blocks that thread,
+        // so waiting for them to stop would only ever time out; the
+        // runtime drops their tasks right after the test instead.
+        let wait = match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(tokio::runtime::RuntimeFlavor::CurrentThread) => Duration::ZERO,
+            _ => Duration::from_secs(15),
+        };
         let cleanup = std::thread::spawn(move || {
-            let deadline = Instant::now() + Duration::from_secs(15);
+            let deadline = Instant::now() + wait;
             while running.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(20));
             }
