@@ -139,10 +139,14 @@ herald_ensure_database() {
 # PyPI has Linux wheels of them for CPython 3.11 (Debian 12's python3, and
 # pyenv's on the development machines), so pip builds nothing.
 HERALD_GRPCIO_VERSION=1.85.4
+# The OpenAPI validator tests/tests/openapi.rs checks docs/openapi.json and
+# the JSON door's answers with.
+HERALD_OPENAPI_VALIDATOR_VERSION=0.9.0
 
 # Installs what tests/tests/clients.rs runs the examples of docs/clients/
 # with, each only if missing: curl, PHP with its curl extension and Node
-# from Debian's packages, and grpcio and grpcio-tools for the python3 that
+# from Debian's packages, and grpcio and grpcio-tools (and, for
+# tests/tests/openapi.rs, openapi-spec-validator) for the python3 that
 # comes first on PATH, because that is the one the test starts (with pyenv
 # it is pyenv's, not Debian's).
 herald_install_client_tools() {
@@ -172,6 +176,14 @@ herald_install_client_tools() {
         PIP_BREAK_SYSTEM_PACKAGES=1 PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1 \
             python3 -m pip install -q "grpcio==$HERALD_GRPCIO_VERSION" \
             "grpcio-tools==$HERALD_GRPCIO_VERSION"
+    fi
+    if python3 -c 'import openapi_spec_validator, openapi_schema_validator' >/dev/null 2>&1; then
+        herald_log "openapi-spec-validator is there for $python"
+    else
+        python3 -m pip --version >/dev/null 2>&1 || herald_apt_install python3-pip
+        herald_log "pip install openapi-spec-validator $HERALD_OPENAPI_VALIDATOR_VERSION for $python"
+        PIP_BREAK_SYSTEM_PACKAGES=1 PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1 \
+            python3 -m pip install -q "openapi-spec-validator==$HERALD_OPENAPI_VALIDATOR_VERSION"
     fi
     herald_log "client tools: $(curl --version | head -n 1 | cut -d' ' -f1-2)," \
         "PHP $(php -r 'echo PHP_VERSION;'), Node $(node --version)," \

@@ -332,3 +332,144 @@ async fn grpc_web_clients_fire_on_the_same_port() {
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
 }
+
+/// One request with `headers` and `body`; the answer's status and headers.
+async fn exchange(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &'static [u8],
+) -> (u16, http::HeaderMap) {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let mut request = http::Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = tokio::time::timeout(
+        Duration::from_secs(10),
+        client.request(request.body(Full::new(Bytes::from_static(body))).unwrap()),
+    )
+    .await
+    .expect("answered in time")
+    .expect("HTTP exchange");
+    (response.status().as_u16(), response.headers().clone())
+}
+
+fn header<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).map(|v| v.to_str().unwrap())
+}
+
+/// A browser's preflight for a cross-site call of `path` from `origin`.
+async fn preflight(
+    addr: SocketAddr,
+    path: &str,
+    origin: &str,
+    request_headers: &str,
+) -> (u16, http::HeaderMap) {
+    exchange(
+        addr,
+        "OPTIONS",
+        path,
+        &[
+            ("origin", origin),
+            ("access-control-request-method", "POST"),
+            ("access-control-request-headers", request_headers),
+        ],
+        b"",
+    )
+    .await
+}
+
+#[tokio::test]
+async fn browsers_on_allowed_origins_may_call_the_json_door_and_grpc_web() {
+    const ADMIN_PAGE: &str = "https://admin.shop.example";
+    let mut env = TestEnv::new("0s").await.unwrap();
+    let allowed = env
+        .start_ingest(env.queue.clone(), |c| {
+            c.cors = Some(herald_ingest::CorsOrigins::parse(ADMIN_PAGE).unwrap());
+        })
+        .await
+        .unwrap();
+
+    // The JSON door's and gRPC-Web's preflights from the allowed origin
+    // name it and allow the method and the headers such calls send.
+    for (path, request_headers) in [
+        ("/v1/fire", "authorization,content-type"),
+        (
+            "/herald.v1.Ingest/Fire",
+            "content-type,x-grpc-web,x-user-agent,authorization",
+        ),
+    ] {
+        let (status, headers) = preflight(allowed, path, ADMIN_PAGE, request_headers).await;
+        assert!(status == 200 || status == 204, "{path}: {status}");
+        assert_eq!(
+            header(&headers, "access-control-allow-origin"),
+            Some(ADMIN_PAGE),
+            "{path}: {headers:?}"
+        );
+        let methods = header(&headers, "access-control-allow-methods").unwrap();
+        assert!(methods.contains("POST"), "{path}: {methods}");
+        let allowed_headers = header(&headers, "access-control-allow-headers").unwrap();
+        for name in request_headers.split(',') {
+            assert!(
+                allowed_headers.contains(name),
+                "{path}: {name} not in {allowed_headers}"
+            );
+        }
+        assert_eq!(header(&headers, "access-control-allow-credentials"), None);
+    }
+
+    // A real call from that origin is marked for it; gRPC-Web's status
+    // headers are readable by the page.
+    let (status, headers) = exchange(
+        allowed,
+        "POST",
+        "/v1/list_events",
+        &[("origin", ADMIN_PAGE), ("content-type", "application/json")],
+        b"{}",
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        header(&headers, "access-control-allow-origin"),
+        Some(ADMIN_PAGE)
+    );
+    let (_, headers) = exchange(
+        allowed,
+        "POST",
+        "/herald.v1.Ingest/ListEvents",
+        &[
+            ("origin", ADMIN_PAGE),
+            ("content-type", "application/grpc-web+proto"),
+            ("x-grpc-web", "1"),
+        ],
+        // An empty ListEventsRequest in one gRPC-Web data frame.
+        b"\0\0\0\0\0",
+    )
+    .await;
+    assert_eq!(
+        header(&headers, "access-control-allow-origin"),
+        Some(ADMIN_PAGE)
+    );
+    let exposed = header(&headers, "access-control-expose-headers").unwrap_or_default();
+    assert!(exposed.contains("grpc-status"), "{headers:?}");
+
+    // Another origin gets no CORS header, so its browser refuses the page
+    // the answer.
+    let (_, headers) = preflight(
+        allowed,
+        "/v1/fire",
+        "https://evil.example",
+        "authorization,content-type",
+    )
+    .await;
+    assert_eq!(header(&headers, "access-control-allow-origin"), None);
+
+    // Without HERALD_CORS_ORIGINS no origin is allowed.
+    let closed = env.start_ingest(env.queue.clone(), |_| {}).await.unwrap();
+    let (_, headers) = preflight(closed, "/v1/fire", ADMIN_PAGE, "content-type").await;
+    assert_eq!(header(&headers, "access-control-allow-origin"), None);
+}

@@ -14,7 +14,7 @@ use std::time::Duration;
 use herald_core::Secret;
 use herald_service::{Command, CommonOptions};
 
-use crate::{AuthMode, BootstrapKey, GrpcTls, IngestConfig, TargetPolicy};
+use crate::{AuthMode, BootstrapKey, CorsOrigins, GrpcTls, IngestConfig, TargetPolicy};
 
 /// The options of `herald-ingest`.
 #[derive(Debug, Clone, clap::Parser)]
@@ -68,6 +68,12 @@ pub struct IngestArgs {
     #[arg(long, env = "HERALD_IDEMPOTENCY_WINDOW_HOURS", default_value_t = 24,
           value_parser = clap::value_parser!(u32).range(1..=720))]
     pub idempotency_window_hours: u32,
+    /// Browser origins that may call the JSON door and gRPC-Web from
+    /// another site (CORS): `*`, or a comma-separated list such as
+    /// `https://admin.shop.example`. Unset: no CORS headers, so browsers
+    /// allow same-origin pages only. The API key is needed either way.
+    #[arg(long, env = "HERALD_CORS_ORIGINS", value_parser = CorsOrigins::parse)]
+    pub cors_origins: Option<CorsOrigins>,
     /// AMQP channels Fire publishes on (one connection). Concurrent calls
     /// share them and each awaits its own confirm; see docs/performance.md
     /// for why the default is what it is.
@@ -145,6 +151,7 @@ impl IngestConfig {
                 .read_database_url
                 .clone()
                 .filter(|url| !url.expose().is_empty()),
+            cors: args.cors_origins.clone(),
         })
     }
 }

@@ -166,8 +166,14 @@ pub(crate) struct Door<S> {
 
 /// The JSON routes in front of `grpc` (the authenticated gRPC services),
 /// which gets every other request. A JSON body over `max_body_bytes` is
-/// refused before it is read whole.
-pub(crate) fn router<S>(grpc: S, max_body_bytes: usize) -> axum::Router
+/// refused before it is read whole. With `cors`, every route (gRPC-Web's
+/// too) answers browsers' preflights and marks its answers for the allowed
+/// origins.
+pub(crate) fn router<S>(
+    grpc: S,
+    max_body_bytes: usize,
+    cors: Option<tower_http::cors::CorsLayer>,
+) -> axum::Router
 where
     S: tower_service::Service<
             http::Request<Body>,
@@ -206,7 +212,23 @@ where
             ),
         );
     }
-    router.with_state(door).fallback_service(grpc)
+    // Rendered once: the document is fixed for the life of the process.
+    let openapi = crate::openapi::document().to_string();
+    let router = router
+        .route(
+            crate::openapi::OPENAPI_PATH,
+            axum::routing::get(move || {
+                let openapi = openapi.clone();
+                async move { json_response(StatusCode::OK, openapi.into()) }
+            }),
+        )
+        .with_state(door)
+        .fallback_service(grpc);
+    // Layered last, so that it wraps the fallback (gRPC-Web) too.
+    match cors {
+        Some(cors) => router.layer(cors),
+        None => router,
+    }
 }
 
 impl<S> Door<S>

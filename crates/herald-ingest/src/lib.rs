@@ -14,9 +14,11 @@ mod api_keys;
 mod args;
 mod auth;
 mod convert;
+mod cors;
 mod delivery_log;
 mod ingest;
 pub mod json_door;
+pub mod openapi;
 mod reads;
 mod request_size;
 mod scheduled;
@@ -36,6 +38,7 @@ use tokio_util::sync::CancellationToken;
 pub use admin::{AdminService, TargetPolicy};
 pub use args::{ArgsError, IngestArgs};
 pub use auth::{AuthMode, BootstrapKey, GrpcTls, Principal};
+pub use cors::CorsOrigins;
 pub use ingest::IngestService;
 pub use request_size::max_request_bytes;
 
@@ -77,6 +80,9 @@ pub struct IngestConfig {
     /// A read replica for the delivery log; `None` reads the primary. May
     /// hold a password: `Debug` prints it redacted.
     pub read_database_url: Option<Secret<String>>,
+    /// Browser origins allowed to call the JSON door and gRPC-Web from
+    /// another site; `None` sends no CORS headers.
+    pub cors: Option<CorsOrigins>,
 }
 
 impl IngestConfig {
@@ -254,6 +260,7 @@ pub async fn run(
                 auth::Authenticate::new(routes, authenticator),
             ),
             max_message.saturating_mul(2),
+            config.cors.as_ref().map(CorsOrigins::layer),
         ),
         // TCP_NODELAY: tonic ignores `Server::tcp_nodelay` for a caller's
         // incoming stream, and with Nagle a response's last frame waits
