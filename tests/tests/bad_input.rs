@@ -1,7 +1,10 @@
 //! Bad input over the public gRPC API: one table of wrong calls to Fire,
 //! ListEvents and the Admin API, each of which must be answered with the
 //! right gRPC status and a message that tells the caller what to fix, and
-//! none of which may publish a delivery or write a row.
+//! none of which may publish a delivery or write a row. Every case of a
+//! method the HTTP/JSON door routes is sent through the door too, as
+//! canonical JSON, and must get the same code and message as the usual
+//! HTTP status.
 //!
 //! The ingest under test runs with the production default of HTTPS-only
 //! targets and a small payload limit (16 KiB), and without a sender: every
@@ -1290,8 +1293,8 @@ async fn bad_input_is_refused_with_a_useful_status_and_changes_nothing() {
     assert_eq!(before["webhooks"].0, 3);
     assert_eq!(env.queued_messages().await, 0);
 
-    let cases = cases(&fixtures);
-    let total = cases.len();
+    let table = cases(&fixtures);
+    let total = table.len();
     assert!(total >= 35, "only {total} cases");
     let mut failures = Vec::new();
     for Case {
@@ -1299,7 +1302,7 @@ async fn bad_input_is_refused_with_a_useful_status_and_changes_nothing() {
         rpc,
         code,
         hint,
-    } in cases
+    } in table
     {
         match api.call(rpc).await {
             Ok(()) => failures.push(format!("{name}: succeeded, expected {code:?}")),
@@ -1319,6 +1322,24 @@ async fn bad_input_is_refused_with_a_useful_status_and_changes_nothing() {
         "{} of {total} cases failed:\n{}",
         failures.len(),
         failures.join("\n")
+    );
+
+    // The same table through the JSON door, for every method it routes:
+    // the same code and message, as the usual HTTP status.
+    let door = json_door_pass(addr, cases(&fixtures)).await;
+    eprintln!("{}", door.table);
+    assert!(
+        door.routed >= 20,
+        "only {} cases routed:\n{}",
+        door.routed,
+        door.table
+    );
+    assert!(
+        door.failures.is_empty(),
+        "{} of {} cases differ through the JSON door:\n{}",
+        door.failures.len(),
+        door.routed,
+        door.failures.join("\n")
     );
 
     // Nothing published, nothing written.
@@ -1354,6 +1375,98 @@ async fn bad_input_is_refused_with_a_useful_status_and_changes_nothing() {
         .expect("a valid change succeeds");
     let changed = snapshot(&env).await;
     assert_ne!(changed["webhooks"], before["webhooks"]);
+}
+
+/// What the JSON door made of the table.
+struct DoorPass {
+    routed: usize,
+    failures: Vec<String>,
+    /// case, gRPC code, HTTP status: printed with the test's output.
+    table: String,
+}
+
+/// The JSON door's path and request message for a call it routes.
+fn door_request(rpc: &Rpc) -> Option<(&'static str, Vec<u8>, &'static str)> {
+    use prost::Message;
+    Some(match rpc {
+        Rpc::Fire(r) => ("/v1/fire", r.encode_to_vec(), "herald.v1.FireRequest"),
+        Rpc::ListEvents(r) => (
+            "/v1/list_events",
+            r.encode_to_vec(),
+            "herald.v1.ListEventsRequest",
+        ),
+        Rpc::GetDelivery(r) => (
+            "/v1/get_delivery",
+            r.encode_to_vec(),
+            "herald.v1.GetDeliveryRequest",
+        ),
+        Rpc::ListDeliveries(r) => (
+            "/v1/list_deliveries",
+            r.encode_to_vec(),
+            "herald.v1.ListDeliveriesRequest",
+        ),
+        Rpc::Summary(r) => (
+            "/v1/get_webhook_summary",
+            r.encode_to_vec(),
+            "herald.v1.GetWebhookSummaryRequest",
+        ),
+        _ => return None,
+    })
+}
+
+/// Sends each case the door routes as canonical JSON (what a JSON client
+/// would send for the same message) and compares the refusal with the
+/// gRPC one the case expects.
+async fn json_door_pass(addr: std::net::SocketAddr, cases: Vec<Case>) -> DoorPass {
+    use http_body_util::{BodyExt, Full};
+    let pool = herald_ingest::json_door::descriptors();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Full<bytes::Bytes>>();
+    let mut pass = DoorPass {
+        routed: 0,
+        failures: Vec::new(),
+        table: String::from("JSON door | case | gRPC code | HTTP status\n"),
+    };
+    for case in cases {
+        let Some((path, encoded, message)) = door_request(&case.rpc) else {
+            continue;
+        };
+        pass.routed += 1;
+        let descriptor = pool.get_message_by_name(message).expect("routed message");
+        let dynamic = prost_reflect::DynamicMessage::decode(descriptor, encoded.as_slice())
+            .expect("the request decodes");
+        let body = serde_json::to_vec(&dynamic).expect("canonical JSON");
+        let request = http::Request::post(format!("http://{addr}{path}"))
+            .header("content-type", "application/json")
+            .body(Full::new(bytes::Bytes::from(body)))
+            .unwrap();
+        let response = tokio::time::timeout(Duration::from_secs(10), client.request(request))
+            .await
+            .expect("the door answers in time")
+            .expect("HTTP exchange");
+        let status = response.status();
+        let answer: serde_json::Value =
+            serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes())
+                .unwrap_or(serde_json::Value::Null);
+        let expected = herald_ingest::json_door::http_status(case.code);
+        let message = answer["message"].as_str().unwrap_or_default();
+        pass.table.push_str(&format!(
+            "{} | {:?} | {}\n",
+            case.name,
+            case.code,
+            status.as_u16()
+        ));
+        if status != expected
+            || answer["code"] != serde_json::json!(case.code as i32)
+            || !message.contains(case.hint)
+        {
+            pass.failures.push(format!(
+                "{}: got {status} {answer}, expected {expected} ({:?}) with {:?}",
+                case.name, case.code, case.hint
+            ));
+        }
+    }
+    pass
 }
 
 /// The rest of the table for an ingest that requires API keys: a key limited

@@ -229,15 +229,7 @@ pub async fn run(
     let max_payload_bytes = config.max_payload_bytes;
     // HTTP/1.1 besides HTTP/2: the JSON door and gRPC-Web callers
     // (browsers, PHP's curl) speak it; gRPC clients keep HTTP/2.
-    let mut builder = tonic::transport::Server::builder()
-        .accept_http1(true)
-        .layer(
-            // tonic refuses a request over the cap in its own words; say it in
-            // Herald's, naming the setting that raises the cap.
-            tower::util::MapResponseLayer::new(move |response| {
-                request_size::reword_too_large(response, max_message, max_payload_bytes)
-            }),
-        );
+    let mut builder = tonic::transport::Server::builder().accept_http1(true);
     if config.queue.tracing.is_on() {
         builder = builder.trace_fn(traces::call_span);
     }
@@ -254,10 +246,18 @@ pub async fn run(
         // call it names and goes through the same authentication.
         // gRPC-Web is translated in front of the gRPC services only: its
         // layer refuses any other HTTP/1.1 request, the JSON door's too.
+        // tonic refuses a request over the cap in its own words; Herald's
+        // name the setting that raises the cap. Reworded right at the
+        // services, so that gRPC-Web and the JSON door carry the same words.
         json_door::router(
             tower::Layer::layer(
                 &tonic_web::GrpcWebLayer::new(),
-                auth::Authenticate::new(routes, authenticator),
+                tower::util::MapResponse::new(
+                    auth::Authenticate::new(routes, authenticator),
+                    move |response| {
+                        request_size::reword_too_large(response, max_message, max_payload_bytes)
+                    },
+                ),
             ),
             max_message.saturating_mul(2),
             config.cors.as_ref().map(CorsOrigins::layer),
