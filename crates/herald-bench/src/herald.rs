@@ -15,7 +15,7 @@ use herald_proto::v1::{
     CreateWebhookRequest, FireRequest, ListEventsRequest, admin_client::AdminClient, fire_request,
     ingest_client::IngestClient,
 };
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Empty, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde::Serialize;
@@ -156,6 +156,8 @@ fn spawn(env: &Env, binary: &str, name: &str, vars: &[(&str, String)]) -> anyhow
 /// The running ingest and the clients that talk to it.
 pub struct Ingest {
     pub proc: Proc,
+    /// The gRPC port, which also serves the JSON door.
+    pub addr: SocketAddr,
     pub ingest: IngestClient<Channel>,
     pub admin: AdminClient<Channel>,
 }
@@ -198,6 +200,7 @@ pub async fn start_ingest(env: &Env) -> anyhow::Result<Ingest> {
     };
     Ok(Ingest {
         proc,
+        addr: grpc,
         ingest: IngestClient::new(channel.clone()),
         admin: AdminClient::new(channel),
     })
@@ -285,6 +288,18 @@ pub enum Load {
     Open { rate: f64 },
 }
 
+/// Which of ingest's doors `Fire` is called through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Door {
+    /// gRPC over HTTP/2, tonic's client: what shop back-ends use.
+    Grpc,
+    /// `POST /v1/fire` with a JSON body over HTTP/1.1 keep-alive
+    /// connections (hyper's pooled client, one connection per caller), as
+    /// PHP's curl or a browser calls it.
+    Json,
+}
+
 /// One Herald case.
 #[derive(Debug, Clone, Serialize)]
 pub struct CaseSpec {
@@ -303,6 +318,8 @@ pub struct CaseSpec {
     /// `HERALD_PREFETCH` of the senders (deliveries in flight per sender);
     /// `None` leaves the sender's default.
     pub prefetch: Option<u16>,
+    /// The door Fire is called through.
+    pub door: Door,
 }
 
 impl CaseSpec {
@@ -432,6 +449,13 @@ async fn count_rows(db: &tokio_postgres::Client) -> i64 {
 }
 
 /// Runs one case to completion (or `timeout`).
+/// The JSON door's answer to Fire.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct JsonFired {
+    delivery_ids: Vec<String>,
+}
+
 pub async fn run_case(
     env: &Env,
     ingest: &Ingest,
@@ -479,6 +503,12 @@ pub async fn run_case(
     let event = spec.event.clone();
     let payload = payload.to_owned();
     let record = fired.clone();
+    let door = spec.door;
+    let json_client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let json_uri = format!("http://{}/v1/fire", ingest.addr);
+    // The same request in the canonical JSON mapping, encoded once as a
+    // client would keep a template.
+    let json_body = Bytes::from(serde_json::json!({"event": event, "json": payload}).to_string());
     let op = move |_: usize, t0: Instant| {
         let mut client = client.clone();
         let request = FireRequest {
@@ -487,11 +517,28 @@ pub async fn run_case(
             data: Some(fire_request::Data::Json(payload.clone())),
             idempotency_key: String::new(),
         };
+        let json_client = json_client.clone();
+        let json_request = hyper::Request::post(json_uri.as_str())
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(json_body.clone()));
         let record = record.clone();
         async move {
-            let response = client.fire(request).await?.into_inner();
+            let delivery_ids = match door {
+                Door::Grpc => client.fire(request).await?.into_inner().delivery_ids,
+                Door::Json => {
+                    let response = json_client.request(json_request?).await?;
+                    let status = response.status();
+                    let body = response.into_body().collect().await?.to_bytes();
+                    anyhow::ensure!(
+                        status.is_success(),
+                        "JSON Fire: {status} {}",
+                        String::from_utf8_lossy(&body)
+                    );
+                    serde_json::from_slice::<JsonFired>(&body)?.delivery_ids
+                }
+            };
             let mut map = record.lock().expect("fired");
-            for id in response.delivery_ids {
+            for id in delivery_ids {
                 map.insert(Uuid::parse_str(&id)?, t0);
             }
             Ok(())

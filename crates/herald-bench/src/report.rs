@@ -240,6 +240,28 @@ pub fn targets(
             met: Some(met),
         });
     }
+    if let (Some(grpc), Some(json)) = (
+        case(cases, "Fire only, c=32, 20k"),
+        case(cases, "Fire only over JSON, c=32, 20k"),
+    ) && grpc.fire_calls_per_s > 0.0
+    {
+        let r = json.fire_calls_per_s / grpc.fire_calls_per_s;
+        out.push(Target {
+            target: "Fire over the JSON door at c=32 >= 70% of gRPC Fire at c=32".into(),
+            measured: format!(
+                "{:.0}/s = {:.0}% of gRPC's {:.0}/s in the same run (p99 {:.2} ms vs {:.2} ms; \
+                 ingest {:.3} vs {:.3} CPU ms per Fire)",
+                json.fire_calls_per_s,
+                r * 100.0,
+                grpc.fire_calls_per_s,
+                json.fire_latency.p99_ms,
+                grpc.fire_latency.p99_ms,
+                json.cpu_s_per_1000.ingest,
+                grpc.cpu_s_per_1000.ingest,
+            ),
+            met: Some(json.complete && grpc.complete && r >= 0.7),
+        });
+    }
     for (name, goal) in [
         ("1 webhook, c=32, 20k", 5_000.0),
         ("5 webhooks, c=32", 10_000.0),
