@@ -179,6 +179,16 @@ fn format_opt_ms(ms: Option<i64>) -> String {
     ms.map_or_else(|| "-".to_owned(), format_unix_ms)
 }
 
+/// What a webhook listens to, comma-separated; servers from before
+/// subscriptions send only `event`.
+fn events_label(w: &Webhook) -> String {
+    if w.events.is_empty() {
+        w.event.clone()
+    } else {
+        w.events.join(",")
+    }
+}
+
 pub fn webhooks_table(webhooks: &[Webhook]) -> String {
     let rows: Vec<Vec<String>> = webhooks
         .iter()
@@ -186,7 +196,7 @@ pub fn webhooks_table(webhooks: &[Webhook]) -> String {
             vec![
                 w.id.clone(),
                 tenant_label(&w.tenant),
-                w.event.clone(),
+                events_label(w),
                 if w.enabled { "yes" } else { "no" }.to_owned(),
                 w.method.clone(),
                 w.url.clone(),
@@ -201,7 +211,7 @@ pub fn webhooks_table(webhooks: &[Webhook]) -> String {
         &[
             "ID",
             "TENANT",
-            "EVENT",
+            "EVENTS",
             "ENABLED",
             "METHOD",
             "URL",
@@ -274,7 +284,8 @@ pub fn webhook_details(w: &Webhook) -> String {
     details(&[
         ("id", w.id.clone()),
         ("tenant", tenant_label(&w.tenant)),
-        ("event", w.event.clone()),
+        ("events", events_label(w)),
+        ("filter", or_dash(&w.filter)),
         ("enabled", if w.enabled { "yes" } else { "no" }.to_owned()),
         ("method", w.method.clone()),
         ("url", w.url.clone()),

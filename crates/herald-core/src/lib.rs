@@ -9,6 +9,7 @@
 pub mod api_key;
 pub mod backoff;
 pub mod delivery;
+pub mod filter;
 pub mod idempotency;
 pub mod name;
 pub mod payload;
@@ -19,6 +20,7 @@ pub mod secret;
 pub mod shard;
 pub mod signing;
 pub mod ssrf;
+pub mod subscription;
 pub mod template;
 pub mod webhook;
 

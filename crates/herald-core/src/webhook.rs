@@ -10,9 +10,11 @@ use std::time::{Duration, SystemTime};
 use uuid::Uuid;
 
 use crate::Payload;
-use crate::name::{EventName, Tenant};
+use crate::filter::Filter;
+use crate::name::Tenant;
 use crate::signing::{SecretError, SigningSecret};
 use crate::ssrf::AddressPolicy;
+use crate::subscription::Subscription;
 use crate::template::{EventInfo, TemplateContext, TemplateEngine};
 
 /// Request timeout of a webhook when none is given (PARTS SOFT: "the receiver
@@ -88,7 +90,10 @@ pub struct Webhook {
     pub id: Uuid,
     /// Shop or subshop; empty string = default tenant.
     pub tenant: String,
-    pub event: String,
+    /// The events it listens to: names and patterns.
+    pub events: Subscription,
+    /// Only events whose data passes it get a delivery; `None` = every one.
+    pub filter: Option<Filter>,
     pub enabled: bool,
     pub method: Method,
     pub url: String,
@@ -223,7 +228,8 @@ impl Signing {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewWebhook {
     pub tenant: String,
-    pub event: String,
+    pub events: Subscription,
+    pub filter: Option<Filter>,
     pub enabled: bool,
     pub method: Method,
     pub url: String,
@@ -242,7 +248,9 @@ pub struct NewWebhook {
 /// Changes to a webhook; `None` keeps the current value. Validated.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WebhookPatch {
-    pub event: Option<String>,
+    pub events: Option<Subscription>,
+    /// `Some(None)` removes the filter.
+    pub filter: Option<Option<Filter>>,
     pub enabled: Option<bool>,
     pub method: Option<Method>,
     pub url: Option<String>,
@@ -264,8 +272,11 @@ impl WebhookPatch {
     /// Applies the patch to a copy of `webhook` (timestamps are the store's).
     pub fn apply(&self, webhook: &Webhook) -> Webhook {
         let mut w = webhook.clone();
-        if let Some(v) = &self.event {
-            w.event.clone_from(v);
+        if let Some(v) = &self.events {
+            w.events.clone_from(v);
+        }
+        if let Some(v) = &self.filter {
+            w.filter.clone_from(v);
         }
         if let Some(v) = self.enabled {
             w.enabled = v;
@@ -550,7 +561,12 @@ pub struct SaveRules<'a> {
 #[derive(Debug, Clone, Default)]
 pub struct NewWebhookInput {
     pub tenant: String,
+    /// One event (the API's `event` field), or empty when `events` is given.
     pub event: String,
+    /// Event names and patterns; empty when `event` is given.
+    pub events: Vec<String>,
+    /// A CEL filter; empty = none.
+    pub filter: String,
     pub enabled: Option<bool>,
     pub method: String,
     pub url: String,
@@ -567,6 +583,26 @@ pub struct NewWebhookInput {
     pub id_header: String,
     /// Send W3C `traceparent`; false unless the webhook opts in.
     pub trace_context: bool,
+}
+
+/// The subscription of an API call that gives either one `event` or a
+/// list of `events`.
+fn subscription(event: String, events: Vec<String>) -> Result<Subscription, ValidationError> {
+    match (event.is_empty(), events.is_empty()) {
+        (true, true) => Err(ValidationError::new(
+            "event",
+            "is required, e.g. \"order.created\" (or list names and patterns in events)",
+        )),
+        // One entry may be a pattern too ("order.*").
+        (false, true) => {
+            Subscription::parse(&[event]).map_err(|e| ValidationError::new("event", e.message))
+        }
+        (true, false) => Subscription::parse(&events),
+        (false, false) => Err(ValidationError::new(
+            "events",
+            "is given together with event; give one event, or the whole list in events",
+        )),
+    }
 }
 
 fn parse_body_mode(mode: &str) -> Result<BodyMode, ValidationError> {
@@ -587,7 +623,10 @@ impl NewWebhookInput {
     /// Validates every field, applying defaults.
     pub fn validate(self, rules: &SaveRules<'_>) -> Result<NewWebhook, ValidationError> {
         let tenant = Tenant::parse(self.tenant)?;
-        let event = EventName::parse(self.event)?;
+        let events = subscription(self.event, self.events)?;
+        let filter = (!self.filter.is_empty())
+            .then(|| Filter::parse(&self.filter))
+            .transpose()?;
         let body_template = (!self.body_template.is_empty()).then_some(self.body_template);
         let body_mode = if self.body_mode.is_empty() {
             if body_template.is_some() {
@@ -630,7 +669,8 @@ impl NewWebhookInput {
         };
         let new = NewWebhook {
             tenant: tenant.into_string(),
-            event: event.into_string(),
+            events,
+            filter,
             enabled: self.enabled.unwrap_or(true),
             method,
             url: self.url,
@@ -852,7 +892,12 @@ fn check_target_templates(
 /// Raw fields of a webhook update, as an API receives them.
 #[derive(Debug, Clone, Default)]
 pub struct WebhookPatchInput {
+    /// Replaces the subscription with this one event.
     pub event: Option<String>,
+    /// Replaces the subscription with these names and patterns.
+    pub events: Option<Vec<String>>,
+    /// `Some("")` removes the filter.
+    pub filter: Option<String>,
     pub enabled: Option<bool>,
     pub method: Option<String>,
     pub url: Option<String>,
@@ -872,7 +917,17 @@ impl WebhookPatchInput {
     /// Validates every field that is set; the webhook as a whole is checked
     /// with `validate_target` once the patch is applied.
     pub fn validate(self) -> Result<WebhookPatch, ValidationError> {
-        let event = self.event.map(EventName::parse).transpose()?;
+        let events = match (self.event, self.events) {
+            (None, None) => None,
+            (event, events) => Some(subscription(
+                event.unwrap_or_default(),
+                events.unwrap_or_default(),
+            )?),
+        };
+        let filter = self
+            .filter
+            .map(|f| (!f.is_empty()).then(|| Filter::parse(&f)).transpose())
+            .transpose()?;
         let method = match &self.method {
             Some(m) if m.is_empty() => {
                 return Err(ValidationError::new(
@@ -891,7 +946,8 @@ impl WebhookPatchInput {
         }
         let body_mode = self.body_mode.as_deref().map(parse_body_mode).transpose()?;
         Ok(WebhookPatch {
-            event: event.map(EventName::into_string),
+            events,
+            filter,
             enabled: self.enabled,
             method,
             url: self.url,
@@ -1115,7 +1171,8 @@ mod tests {
         let post = Webhook {
             id: Uuid::nil(),
             tenant: String::new(),
-            event: "e".into(),
+            events: crate::subscription::Subscription::parse(&["e"]).unwrap(),
+            filter: None,
             enabled: true,
             method: Method::Post,
             url: "https://a.example/".into(),
@@ -1438,7 +1495,8 @@ mod tests {
         let w = Webhook {
             id: Uuid::nil(),
             tenant: String::new(),
-            event: "e".into(),
+            events: crate::subscription::Subscription::parse(&["e"]).unwrap(),
+            filter: None,
             enabled: true,
             method: Method::Post,
             url: "https://a.example/".into(),

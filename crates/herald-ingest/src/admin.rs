@@ -220,6 +220,8 @@ impl Admin for AdminService {
         let new = NewWebhookInput {
             tenant: req.tenant,
             event: req.event,
+            events: req.events,
+            filter: req.filter,
             enabled: req.enabled,
             method: req.method,
             url: req.url,
@@ -243,7 +245,7 @@ impl Admin for AdminService {
             .await
             .map_err(store_status)?;
         self.refresh().await;
-        tracing::info!(webhook_id = %saved.id, event = %saved.event, tenant = %saved.tenant, "webhook created");
+        tracing::info!(webhook_id = %saved.id, events = %saved.events, tenant = %saved.tenant, "webhook created");
         // The one answer that carries the secret: the shop configures its
         // receiver with it (GetSigningSecret shows it again to admins).
         let mut reply = webhook_to_proto(&saved);
@@ -263,6 +265,8 @@ impl Admin for AdminService {
         self.check_webhook_access(&principal, id).await?;
         let patch = WebhookPatchInput {
             event: req.event,
+            events: req.events.map(|e| e.values),
+            filter: req.filter,
             enabled: req.enabled,
             method: req.method,
             url: req.url,

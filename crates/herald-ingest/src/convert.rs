@@ -14,7 +14,13 @@ pub(crate) fn webhook_to_proto(w: &Webhook) -> v1::Webhook {
     v1::Webhook {
         id: w.id.to_string(),
         tenant: w.tenant.clone(),
-        event: w.event.clone(),
+        event: w.events.first(),
+        events: w.events.to_strings(),
+        filter: w
+            .filter
+            .as_ref()
+            .map(|f| f.source().to_owned())
+            .unwrap_or_default(),
         enabled: w.enabled,
         method: w.method.as_str().to_owned(),
         url: w.url.clone(),

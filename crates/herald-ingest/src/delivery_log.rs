@@ -432,7 +432,7 @@ impl AdminService {
         let message = DeliveryMessage {
             delivery_id: id.as_bytes().to_vec(),
             tenant: webhook.tenant.clone(),
-            event: webhook.event.clone(),
+            event: webhook.events.sample_event(),
             webhook_id: webhook_id.as_bytes().to_vec(),
             attempt: 1,
             fired_at_unix_ms: unix_ms(SystemTime::now()),

@@ -9,6 +9,7 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use herald_core::filter::{FilterData, FilterInput};
 use herald_core::idempotency::{MAX_IDEMPOTENCY_KEY_LEN, fire_request_hash};
 use herald_core::{EventName, Payload, PayloadError, Tenant, Webhook};
 use herald_proto::v1::{
@@ -103,12 +104,13 @@ fn keyed_status(e: FireKeyError<QueueError>, fire: &Fire) -> Status {
     }
 }
 
-/// The enabled webhooks of `event`, or why it cannot be fired.
-fn enabled_webhooks<'a>(
-    snapshot: &'a ConfigSnapshot,
+/// The enabled webhooks `event` reaches (by name or pattern), or why it
+/// cannot be fired.
+fn enabled_webhooks(
+    snapshot: &ConfigSnapshot,
     tenant: &Tenant,
     event: &EventName,
-) -> Result<Vec<&'a Arc<Webhook>>, Status> {
+) -> Result<Vec<Arc<Webhook>>, Status> {
     let (tenant, event) = (tenant.as_str(), event.as_str());
     let webhooks = snapshot.webhooks_for(tenant, event);
     if webhooks.is_empty() {
@@ -123,13 +125,53 @@ fn enabled_webhooks<'a>(
             known.join(", ")
         )));
     }
-    let enabled: Vec<_> = webhooks.iter().filter(|w| w.enabled).collect();
+    let enabled: Vec<_> = webhooks.iter().filter(|w| w.enabled).cloned().collect();
     if enabled.is_empty() {
         return Err(Status::failed_precondition(format!(
             "every webhook of event {event:?} (tenant {tenant:?}) is disabled; enable one to fire it"
         )));
     }
     Ok(enabled)
+}
+
+/// Keeps the webhooks whose filter lets the event through. The fired data
+/// is read for the filters only when some webhook has one, so fan-out
+/// without filters costs nothing more. A filter that does not answer
+/// `true` (false, or an error such as a missing field) means no delivery
+/// for its webhook, never a failed Fire.
+fn passing_filters(
+    webhooks: Vec<Arc<Webhook>>,
+    fire: &Fire,
+    payload: &Payload,
+) -> Vec<Arc<Webhook>> {
+    if webhooks.iter().all(|w| w.filter.is_none()) {
+        return webhooks;
+    }
+    let json = match payload {
+        Payload::Json(text) => serde_json::from_str::<serde_json::Value>(text).ok(),
+        Payload::Text(_) => None,
+    };
+    let data = match (&json, payload) {
+        (Some(value), _) => FilterData::Json(value),
+        (None, Payload::Json(text) | Payload::Text(text)) => FilterData::Text(text),
+    };
+    let input = FilterInput::new(fire.tenant.as_str(), fire.event.as_str(), data);
+    webhooks
+        .into_iter()
+        .filter(|w| {
+            let Some(filter) = &w.filter else {
+                return true;
+            };
+            match filter.matches(&input) {
+                Ok(passes) => passes,
+                Err(reason) => {
+                    metrics::counter!("herald_filter_errors_total").increment(1);
+                    tracing::debug!(webhook_id = %w.id, %reason, "filter gave no answer; no delivery");
+                    false
+                }
+            }
+        })
+        .collect()
 }
 
 fn message(
@@ -213,6 +255,13 @@ impl Fire {
         } = req;
         let tenant = Tenant::parse(tenant).map_err(invalid)?;
         let event = EventName::parse(event).map_err(invalid)?;
+        if event.contains('*') {
+            return Err(Status::invalid_argument(format!(
+                "event: {:?} contains `*`, the wildcard of webhook subscriptions (\"order.*\"); \
+                 fire the concrete event, e.g. \"order.created\"",
+                event.as_str()
+            )));
+        }
         if idempotency_key.len() > MAX_IDEMPOTENCY_KEY_LEN {
             return Err(Status::invalid_argument(format!(
                 "idempotency_key: is {} bytes long; at most {MAX_IDEMPOTENCY_KEY_LEN} are allowed",
@@ -241,7 +290,8 @@ impl IngestService {
         .map_err(payload_status)?;
 
         let snapshot = self.cache.snapshot();
-        let enabled = enabled_webhooks(&snapshot, &fire.tenant, &fire.event);
+        let enabled = enabled_webhooks(&snapshot, &fire.tenant, &fire.event)
+            .map(|webhooks| passing_filters(webhooks, &fire, &payload));
         if !fire.idempotency_key.is_empty() {
             return self.fire_keyed(&fire, &payload, &snapshot, enabled).await;
         }
@@ -275,7 +325,7 @@ impl IngestService {
         fire: &Fire,
         payload: &Payload,
         snapshot: &ConfigSnapshot,
-        enabled: Result<Vec<&Arc<Webhook>>, Status>,
+        enabled: Result<Vec<Arc<Webhook>>, Status>,
     ) -> Result<FireResponse, Status> {
         // With nothing to deliver now (the event's webhooks were disabled or
         // deleted since) the key is still looked up, so that the retry of a
@@ -310,9 +360,9 @@ impl IngestService {
                 .deliveries
                 .iter()
                 .filter_map(|d| {
-                    let webhook = snapshot
-                        .webhook(d.webhook_id)
-                        .filter(|w| w.tenant == *fire.tenant && w.event == *fire.event)?;
+                    let webhook = snapshot.webhook(d.webhook_id).filter(|w| {
+                        w.tenant == *fire.tenant && w.events.matches(fire.event.as_str())
+                    })?;
                     Some(message(
                         fire,
                         webhook,

@@ -465,7 +465,8 @@ mod tests {
         Webhook {
             id: Uuid::nil(),
             tenant: String::new(),
-            event: "order.created".into(),
+            events: herald_core::subscription::Subscription::parse(&["order.created"]).unwrap(),
+            filter: None,
             enabled: true,
             method,
             url: url.into(),

@@ -6,6 +6,7 @@
 //! `webhooks` trigger notifies on every change) and, as a safety net for
 //! missed notifications, reloads periodically.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,28 +24,54 @@ use crate::{Store, StoreError, Webhook, parse_url};
 pub struct ConfigSnapshot {
     /// Increases by one with every installed change.
     pub version: u64,
-    /// Every webhook, ordered by tenant, event, creation time and id.
+    /// Every webhook, ordered by tenant, first event, creation time and id.
     all: Vec<Arc<Webhook>>,
-    /// tenant -> event -> webhooks ordered by creation time. A `BTreeMap` for
-    /// the events keeps `events()` sorted without extra work.
-    by_tenant: HashMap<String, BTreeMap<String, Vec<Arc<Webhook>>>>,
+    by_tenant: HashMap<String, TenantIndex>,
     by_id: HashMap<Uuid, Arc<Webhook>>,
+}
+
+/// One tenant's webhooks, indexed by what they listen to.
+#[derive(Debug, Default)]
+struct TenantIndex {
+    /// Exact event name -> the webhooks that list it, oldest first. A
+    /// `BTreeMap` keeps `events()` sorted without extra work.
+    exact: BTreeMap<String, Vec<Arc<Webhook>>>,
+    /// The webhooks with a pattern entry (`order.*`, `*`), oldest first:
+    /// Fire tests each of them, which is cheap for the few hundred
+    /// patterns a tenant has.
+    patterned: Vec<Arc<Webhook>>,
+}
+
+/// Oldest first, and the id for webhooks created in the same microsecond.
+fn by_age(a: &Arc<Webhook>, b: &Arc<Webhook>) -> std::cmp::Ordering {
+    (a.created_at, a.id).cmp(&(b.created_at, b.id))
 }
 
 impl ConfigSnapshot {
     pub fn from_webhooks(version: u64, mut webhooks: Vec<Webhook>) -> Self {
         sort_for_snapshot(&mut webhooks);
         let all: Vec<Arc<Webhook>> = webhooks.into_iter().map(Arc::new).collect();
-        let mut by_tenant: HashMap<String, BTreeMap<String, Vec<Arc<Webhook>>>> = HashMap::new();
+        let mut by_tenant: HashMap<String, TenantIndex> = HashMap::new();
         let mut by_id = HashMap::with_capacity(all.len());
         for webhook in &all {
-            by_tenant
-                .entry(webhook.tenant.clone())
-                .or_default()
-                .entry(webhook.event.clone())
-                .or_default()
-                .push(Arc::clone(webhook));
+            let index = by_tenant.entry(webhook.tenant.clone()).or_default();
+            for event in webhook.events.exact() {
+                index
+                    .exact
+                    .entry(event.to_owned())
+                    .or_default()
+                    .push(Arc::clone(webhook));
+            }
+            if webhook.events.has_patterns() {
+                index.patterned.push(Arc::clone(webhook));
+            }
             by_id.insert(webhook.id, Arc::clone(webhook));
+        }
+        for index in by_tenant.values_mut() {
+            for webhooks in index.exact.values_mut() {
+                webhooks.sort_by(by_age);
+            }
+            index.patterned.sort_by(by_age);
         }
         Self {
             version,
@@ -54,32 +81,54 @@ impl ConfigSnapshot {
         }
     }
 
-    /// The webhooks of an event, disabled ones included, oldest first.
-    pub fn webhooks_for(&self, tenant: &str, event: &str) -> &[Arc<Webhook>] {
-        self.by_tenant
-            .get(tenant)
-            .and_then(|events| events.get(event))
-            .map_or(&[], Vec::as_slice)
+    /// The webhooks an event of `tenant` reaches, by name or by pattern,
+    /// disabled ones included, each once, oldest first. Borrowed when no
+    /// pattern is involved, which keeps Fire of exact subscriptions free of
+    /// allocations.
+    pub fn webhooks_for(&self, tenant: &str, event: &str) -> Cow<'_, [Arc<Webhook>]> {
+        let Some(index) = self.by_tenant.get(tenant) else {
+            return Cow::Borrowed(&[]);
+        };
+        let exact = index.exact.get(event).map_or(&[][..], Vec::as_slice);
+        let mut patterned = index
+            .patterned
+            .iter()
+            .filter(|w| w.events.matches(event))
+            .peekable();
+        if patterned.peek().is_none() {
+            return Cow::Borrowed(exact);
+        }
+        let mut merged: Vec<Arc<Webhook>> = exact.to_vec();
+        for webhook in patterned {
+            if !exact.iter().any(|w| w.id == webhook.id) {
+                merged.push(Arc::clone(webhook));
+            }
+        }
+        merged.sort_by(by_age);
+        Cow::Owned(merged)
     }
 
     pub fn webhook(&self, id: Uuid) -> Option<&Arc<Webhook>> {
         self.by_id.get(&id)
     }
 
-    /// The events of a tenant that have webhooks, sorted by name.
-    pub fn events(&self, tenant: &str) -> Vec<(&str, &[Arc<Webhook>])> {
+    /// The concrete events of a tenant (those some webhook lists by name),
+    /// sorted by name, each with every webhook it reaches, patterns
+    /// included.
+    pub fn events(&self, tenant: &str) -> Vec<(&str, Cow<'_, [Arc<Webhook>]>)> {
         self.by_tenant
             .get(tenant)
-            .map(|events| {
-                events
-                    .iter()
-                    .map(|(event, webhooks)| (event.as_str(), webhooks.as_slice()))
+            .map(|index| {
+                index
+                    .exact
+                    .keys()
+                    .map(|event| (event.as_str(), self.webhooks_for(tenant, event)))
                     .collect()
             })
             .unwrap_or_default()
     }
 
-    /// Every webhook, ordered by tenant, event and creation time.
+    /// Every webhook, ordered by tenant, first event and creation time.
     pub fn all(&self) -> &[Arc<Webhook>] {
         &self.all
     }
@@ -96,12 +145,10 @@ impl ConfigSnapshot {
     }
 }
 
-/// The order of `ConfigSnapshot::all`: by tenant, event, creation time, and
+/// The order of `ConfigSnapshot::all`: by tenant, first event, creation time, and
 /// id for webhooks created in the same microsecond.
 fn sort_for_snapshot(webhooks: &mut [Webhook]) {
-    webhooks.sort_by(|a, b| {
-        (&a.tenant, &a.event, a.created_at, a.id).cmp(&(&b.tenant, &b.event, b.created_at, b.id))
-    });
+    webhooks.sort_by_cached_key(|w| (w.tenant.clone(), w.events.first(), w.created_at, w.id));
 }
 
 /// A shared handle to the live configuration.
@@ -224,7 +271,8 @@ mod tests {
         Webhook {
             id: Uuid::now_v7(),
             tenant: tenant.into(),
-            event: event.into(),
+            events: herald_core::subscription::Subscription::parse(&[event]).unwrap(),
+            filter: None,
             enabled: true,
             method: Method::Post,
             url: "https://a.example/".into(),
@@ -288,7 +336,8 @@ mod tests {
     fn new_webhook(event: &str) -> NewWebhook {
         NewWebhook {
             tenant: "shop".into(),
-            event: event.into(),
+            events: herald_core::subscription::Subscription::parse(&[event]).unwrap(),
+            filter: None,
             enabled: true,
             method: Method::Post,
             url: "https://shop.example/hook".into(),

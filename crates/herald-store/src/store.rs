@@ -4,7 +4,9 @@ use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use deadpool_postgres::Pool;
+use herald_core::filter::Filter;
 use herald_core::signing::SigningSecret;
+use herald_core::subscription::Subscription;
 use herald_core::webhook::{BodyMode, PreviousSecret, SecretHeaders, Signing};
 use herald_core::{DeliveryState, Method, NewWebhook, ValidationError, Webhook, WebhookPatch};
 use tokio_postgres::Row;
@@ -17,7 +19,7 @@ use crate::{SecretBox, StoreError};
 const WEBHOOK_COLUMNS: &str = "id, tenant, event, enabled, method, url, headers, body_template, \
      timeout_ms, description, created_at, updated_at, body_mode, content_type, secret_headers, \
      signing_secret, previous_signing_secret, previous_secret_expires_at, older_signing_secrets, \
-     id_header, trace_context";
+     id_header, trace_context, more_events, filter";
 
 /// Column list of `deliveries`, as [`delivery_from_row`] reads it.
 pub(crate) const DELIVERY_COLUMNS: &str = "id, tenant, event, webhook_id, target_url, method, \
@@ -108,8 +110,9 @@ impl Store {
         let sql = format!(
             "INSERT INTO webhooks (id, tenant, event, enabled, method, url, headers, \
                  body_template, timeout_ms, description, body_mode, content_type, secret_headers, \
-                 signing_secret, id_header, trace_context) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
+                 signing_secret, id_header, trace_context, more_events, filter) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
+                     $17, $18) \
              RETURNING {WEBHOOK_COLUMNS}"
         );
         let row = client
@@ -118,7 +121,7 @@ impl Store {
                 &[
                     &id,
                     &new.tenant,
-                    &new.event,
+                    &new.events.first(),
                     &new.enabled,
                     &new.method.as_str(),
                     &new.url,
@@ -132,6 +135,8 @@ impl Store {
                     &signing_secret,
                     &new.id_header,
                     &new.trace_context,
+                    &new.events.rest(),
+                    &new.filter.as_ref().map(Filter::source),
                 ],
             )
             .await?;
@@ -161,7 +166,7 @@ impl Store {
             "UPDATE webhooks SET event = $2, enabled = $3, method = $4, url = $5, headers = $6, \
                  body_template = $7, timeout_ms = $8, description = $9, body_mode = $10, \
                  content_type = $11, secret_headers = $12, id_header = $13, trace_context = $14, \
-                 updated_at = now() \
+                 more_events = $15, filter = $16, updated_at = now() \
              WHERE id = $1 \
              RETURNING {WEBHOOK_COLUMNS}"
         );
@@ -170,7 +175,7 @@ impl Store {
                 &sql,
                 &[
                     &id,
-                    &changed.event,
+                    &changed.events.first(),
                     &changed.enabled,
                     &changed.method.as_str(),
                     &changed.url,
@@ -183,6 +188,8 @@ impl Store {
                     &secret_headers,
                     &changed.id_header,
                     &changed.trace_context,
+                    &changed.events.rest(),
+                    &changed.filter.as_ref().map(Filter::source),
                 ],
             )
             .await?;
@@ -277,11 +284,20 @@ impl Store {
         // so that the order is stable from one call to the next.
         let sql = format!(
             "SELECT {WEBHOOK_COLUMNS} FROM webhooks \
-             WHERE ($1::text IS NULL OR tenant = $1) AND ($2::text IS NULL OR event = $2) \
+             WHERE ($1::text IS NULL OR tenant = $1) \
              ORDER BY tenant, event, created_at, id"
         );
-        let rows = client.query(&sql, &[&tenant, &event]).await?;
-        rows.iter().map(|row| self.read_webhook(row)).collect()
+        let rows = client.query(&sql, &[&tenant]).await?;
+        let mut webhooks = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let webhook = self.read_webhook(row)?;
+            // An event filter lists the webhooks that event reaches, through
+            // an exact name or a pattern.
+            if event.is_none_or(|e| webhook.events.matches(e)) {
+                webhooks.push(webhook);
+            }
+        }
+        Ok(webhooks)
     }
 
     pub async fn delete_webhook(&self, id: Uuid) -> Result<(), StoreError> {
@@ -513,7 +529,20 @@ pub(crate) fn webhook_from_row(row: &Row, secrets: &SecretBox) -> Result<Webhook
         trace_context: row.try_get("trace_context")?,
         id,
         tenant: row.try_get("tenant")?,
-        event: row.try_get("event")?,
+        events: Subscription::from_stored(
+            row.try_get("event")?,
+            &row.try_get::<_, Vec<String>>("more_events")?,
+        ),
+        // A filter was parsed when it was saved; one this release cannot
+        // parse is unreadable, like a method or body mode it does not know.
+        filter: row
+            .try_get::<_, Option<String>>("filter")?
+            .map(|source| {
+                Filter::parse(&source).map_err(|e| {
+                    corrupt(format!("filter {source:?} does not parse: {}", e.message))
+                })
+            })
+            .transpose()?,
         enabled: row.try_get("enabled")?,
         method,
         url: row.try_get("url")?,
@@ -600,7 +629,8 @@ mod tests {
     fn new_webhook(tenant: &str, event: &str) -> NewWebhook {
         NewWebhook {
             tenant: tenant.into(),
-            event: event.into(),
+            events: herald_core::subscription::Subscription::parse(&[event]).unwrap(),
+            filter: None,
             enabled: true,
             method: Method::Post,
             url: "https://shop.example/hook".into(),

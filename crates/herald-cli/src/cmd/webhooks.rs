@@ -12,9 +12,9 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use herald_proto::v1::{
-    CreateWebhookRequest, DeleteWebhookRequest, GetSigningSecretRequest, GetWebhookRequest,
-    Headers, ListWebhooksRequest, RotateSigningSecretRequest, SetWebhookEnabledRequest,
-    UpdateWebhookRequest,
+    CreateWebhookRequest, DeleteWebhookRequest, EventList, GetSigningSecretRequest,
+    GetWebhookRequest, Headers, ListWebhooksRequest, RotateSigningSecretRequest,
+    SetWebhookEnabledRequest, UpdateWebhookRequest,
 };
 
 use crate::cli::OutputArgs;
@@ -125,9 +125,14 @@ impl BodyTemplateArgs {
 
 #[derive(Debug, Args)]
 pub struct CreateArgs {
-    /// Event name, e.g. order.created.
+    /// Event to listen to: a name (order.created), a pattern (order.*) or *
+    /// (every event of the tenant); repeat for more.
+    #[arg(long = "event", value_name = "EVENT", required = true)]
+    pub events: Vec<String>,
+    /// Only events whose data passes this CEL expression get a delivery,
+    /// e.g. 'data.total >= 100 && data.country == "CZ"'.
     #[arg(long)]
-    pub event: String,
+    pub filter: Option<String>,
     /// Target URL (http:// or https://).
     #[arg(long)]
     pub url: String,
@@ -188,9 +193,13 @@ pub struct CreateArgs {
 pub struct UpdateArgs {
     /// Webhook id.
     pub id: String,
-    /// New event name.
+    /// Replaces what the webhook listens to: a name, a pattern (order.*) or
+    /// *; repeat for more.
+    #[arg(long = "event", value_name = "EVENT")]
+    pub events: Vec<String>,
+    /// New CEL filter; '' removes it.
     #[arg(long)]
-    pub event: Option<String>,
+    pub filter: Option<String>,
     /// New target URL.
     #[arg(long)]
     pub url: Option<String>,
@@ -393,7 +402,9 @@ pub fn create_request(args: CreateArgs) -> anyhow::Result<CreateWebhookRequest> 
     Ok(CreateWebhookRequest {
         body_template: args.body.resolve()?.unwrap_or_default(),
         tenant: args.tenant,
-        event: args.event,
+        event: String::new(),
+        events: args.events,
+        filter: args.filter.unwrap_or_default(),
         enabled: args.disabled.then_some(false),
         method: args.method.unwrap_or_default(),
         url: args.url,
@@ -437,7 +448,11 @@ pub fn update_request(args: UpdateArgs) -> anyhow::Result<UpdateWebhookRequest> 
     };
     let request = UpdateWebhookRequest {
         id: args.id,
-        event: args.event,
+        event: None,
+        events: (!args.events.is_empty()).then_some(EventList {
+            values: args.events,
+        }),
+        filter: args.filter,
         enabled,
         method: args.method,
         url: args.url,
