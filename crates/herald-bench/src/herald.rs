@@ -278,6 +278,71 @@ pub async fn create_webhooks(
     }
 }
 
+/// Issue 20's crowd: 1,000 webhooks beside the bench's own, 900 of them on
+/// 200 events (`crowd.e0` … `crowd.e199`) and 100 on patterns
+/// (`crowd.p0.*` … `crowd.p99.*`), none of which the fired `bench.one`
+/// reaches, so that a Fire pays for matching against all of them and
+/// publishes what it published before. Returns their ids.
+pub async fn create_crowd(
+    ingest: &mut Ingest,
+    receiver: SocketAddr,
+) -> anyhow::Result<Vec<String>> {
+    let mut ids = Vec::with_capacity(1_000);
+    for i in 0..1_000 {
+        let event = if i < 900 {
+            format!("crowd.e{}", i % 200)
+        } else {
+            format!("crowd.p{}.*", i - 900)
+        };
+        let id = ingest
+            .admin
+            .create_webhook(CreateWebhookRequest {
+                event,
+                method: "POST".into(),
+                url: format!("http://{receiver}/hooks/crowd/{i}"),
+                description: "herald-bench crowd".into(),
+                ..CreateWebhookRequest::default()
+            })
+            .await
+            .context("creating the crowd of webhooks")?
+            .into_inner()
+            .id;
+        ids.push(id);
+    }
+    wait_for_events(ingest, 201).await?;
+    Ok(ids)
+}
+
+/// Deletes the crowd again.
+pub async fn delete_crowd(ingest: &mut Ingest, ids: Vec<String>) -> anyhow::Result<()> {
+    for id in ids {
+        ingest
+            .admin
+            .delete_webhook(herald_proto::v1::DeleteWebhookRequest { id })
+            .await
+            .context("deleting the crowd")?;
+    }
+    Ok(())
+}
+
+/// Waits until ingest lists at least `count` events of the default tenant.
+async fn wait_for_events(ingest: &mut Ingest, count: usize) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let events = ingest
+            .ingest
+            .list_events(ListEventsRequest::default())
+            .await?
+            .into_inner()
+            .events;
+        if events.len() >= count {
+            return Ok(());
+        }
+        anyhow::ensure!(Instant::now() < deadline, "ingest does not see the crowd");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// How `Fire` is driven.
 #[derive(Debug, Clone, Copy, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -320,6 +385,9 @@ pub struct CaseSpec {
     pub prefetch: Option<u16>,
     /// The door Fire is called through.
     pub door: Door,
+    /// Issue 20's crowd of 1,000 webhooks is configured while the case runs
+    /// (see [`create_crowd`]).
+    pub crowd: bool,
 }
 
 impl CaseSpec {
