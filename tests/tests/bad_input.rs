@@ -17,7 +17,7 @@ use bytes::{Buf, BufMut};
 use herald_ingest::{AuthMode, BootstrapKey, max_request_bytes};
 use herald_proto::v1::CreateApiKeyRequest;
 use herald_proto::v1::{
-    CreateWebhookRequest, DeleteWebhookRequest, FireRequest, GetDeliveryRequest,
+    CreateWebhookRequest, DeleteWebhookRequest, EventList, FireRequest, GetDeliveryRequest,
     GetSigningSecretRequest, GetWebhookRequest, GetWebhookSummaryRequest, Headers,
     ListDeliveriesRequest, ListEventsRequest, ReplayFailedRequest, ResendDeliveryRequest,
     RotateSigningSecretRequest, SendTestEventRequest, SetWebhookEnabledRequest,
@@ -322,6 +322,12 @@ fn cases(f: &Fixtures) -> Vec<Case> {
             "event: must not contain whitespace",
         ),
         case(
+            "fire: event with the subscription wildcard",
+            fire("order.*", json("{}")),
+            InvalidArgument,
+            "contains `*`, the wildcard of webhook subscriptions",
+        ),
+        case(
             "fire: tenant over 200 bytes",
             Rpc::Fire(FireRequest {
                 tenant: long_name.clone(),
@@ -507,6 +513,39 @@ fn cases(f: &Fixtures) -> Vec<Case> {
             create(|r| r.event = "e".repeat(201)),
             InvalidArgument,
             "event: is 201 bytes long; at most 200",
+        ),
+        case(
+            "create: event pattern with a star in the middle",
+            create(|r| r.event = "order.*.paid".into()),
+            InvalidArgument,
+            "event: \"order.*.paid\": `*` may only stand alone",
+        ),
+        case(
+            "create: both event and events",
+            create(|r| r.events = vec!["order.paid".into()]),
+            InvalidArgument,
+            "events: is given together with event",
+        ),
+        case(
+            "create: an events entry twice",
+            create(|r| {
+                r.event.clear();
+                r.events = vec!["order.*".into(), "order.*".into()];
+            }),
+            InvalidArgument,
+            "events: \"order.*\" is listed twice",
+        ),
+        case(
+            "create: filter that does not parse",
+            create(|r| r.filter = "data.total >=".into()),
+            InvalidArgument,
+            "filter: is not a valid CEL expression",
+        ),
+        case(
+            "create: filter with an unknown variable",
+            create(|r| r.filter = "payload.total > 1".into()),
+            InvalidArgument,
+            "filter: uses \"payload\", which is not a variable",
         ),
         case(
             "create: tenant with a space",
@@ -803,6 +842,18 @@ fn cases(f: &Fixtures) -> Vec<Case> {
             update(active, |r| r.event = Some("order created".into())),
             InvalidArgument,
             "event: must not contain whitespace",
+        ),
+        case(
+            "update: an empty events list",
+            update(active, |r| r.events = Some(EventList { values: vec![] })),
+            InvalidArgument,
+            "event: is required",
+        ),
+        case(
+            "update: filter that does not parse",
+            update(active, |r| r.filter = Some("data.total >".into())),
+            InvalidArgument,
+            "filter: is not a valid CEL expression",
         ),
         case(
             "update: http:// URL on an HTTPS-only deployment",

@@ -93,8 +93,7 @@ async fn json_calls_go_through_the_same_checks_as_grpc_and_bad_input_gets_http_s
         .unwrap()
         .into_inner()
         .token;
-    // Ingest's configuration cache follows the new webhook.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // CreateWebhook answers after ingest's configuration cache holds it.
 
     // A Fire over JSON, with a fire-only key, is delivered.
     let (status, answer) = post_json(
@@ -273,8 +272,10 @@ async fn json_calls_go_through_the_same_checks_as_grpc_and_bad_input_gets_http_s
         );
     }
     eprintln!("{table}");
-    // Nothing of the refused calls was queued or sent.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Nothing of the refused calls was queued or sent: once the sender has
+    // stopped (and settled what it held), the queues are empty and the
+    // receiver has only the accepted deliveries.
+    env.stop().await;
     assert_eq!(env.queued_messages().await, 0);
     assert_eq!(receiver.requests().len(), delivered);
 }
@@ -299,7 +300,6 @@ async fn grpc_web_clients_fire_on_the_same_port() {
     let receiver = Receiver::ok().await;
     env.webhook("order.created", "POST", &receiver.url("/orders"))
         .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
 
     // gRPC-Web over HTTP/1.1, as a browser (or Envoy's filter) sends it.
     let http1 = Client::builder(TokioExecutor::new())
