@@ -143,6 +143,17 @@ HERALD_GRPCIO_VERSION=1.85.4
 # the JSON door's answers with.
 HERALD_OPENAPI_VALIDATOR_VERSION=0.9.0
 
+# Installs Debian's Chromium for the browser tests (tests/tests/browser.rs),
+# only if missing. The tests start it headless with a profile of their own.
+herald_install_browser() {
+    if command -v chromium >/dev/null 2>&1; then
+        herald_log "chromium is there: $(chromium --version 2>/dev/null | head -n 1)"
+        return
+    fi
+    herald_apt_install chromium
+    herald_log "installed $(chromium --version 2>/dev/null | head -n 1)"
+}
+
 # Installs what tests/tests/clients.rs runs the examples of docs/clients/
 # with, each only if missing: curl, PHP with its curl extension and Node
 # from Debian's packages, and grpcio and grpcio-tools (and, for
