@@ -365,11 +365,91 @@ pub fn targets(
             met: Some(c.complete && c.sender_peak_rss_mib > 0.0 && c.sender_peak_rss_mib <= 64.0),
         });
     }
+    out.extend(cost_targets(stages, cases, cpus));
     out.push(Target {
         target: "ingest RSS <= 32 MiB idle".into(),
         measured: format!("{ingest_idle_rss:.1} MiB"),
         met: Some(ingest_idle_rss > 0.0 && ingest_idle_rss <= 32.0),
     });
+    out
+}
+
+/// The CPU of the raw stages one delivery passes from Fire to its attempt
+/// row, summed: a tonic call, a confirmed publish (on one channel, ingest's
+/// default layout), consume + ack, an HTTP round trip and one inserted row.
+pub fn raw_stages_cpu_ms(stages: &[Stage]) -> Option<f64> {
+    [
+        "tonic_noop",
+        "amqp_publish_c32_ch1",
+        "amqp_consume",
+        "http_",
+        "postgres_insert",
+    ]
+    .iter()
+    .map(|prefix| {
+        stage(stages, prefix)
+            .map(|s| s.cpu_ms_per_op)
+            .filter(|c| *c > 0.0)
+    })
+    .sum()
+}
+
+/// Issue 23's targets: Herald's cost against the raw stages of the same
+/// run, ratios that hold on fast and slow hosts alike.
+fn cost_targets(stages: &[Stage], cases: &[CaseResult], cpus: usize) -> Vec<Target> {
+    let mut out = Vec::new();
+    if let (Some(c), Some(raw)) = (
+        case(cases, "1 webhook, c=32, 20k"),
+        raw_stages_cpu_ms(stages),
+    ) {
+        let all = c.cpu_s_per_1000.total();
+        out.push(Target {
+            target:
+                "1 webhook: CPU per delivery, all processes, <= 1.3x the raw stages' summed CPU"
+                    .into(),
+            measured: format!(
+                "{all:.3} ms = {:.2}x of {raw:.3} ms (ingest {:.3}, sender {:.3}, RabbitMQ {:.3}, \
+                 Postgres {:.3}, bench {:.3})",
+                all / raw,
+                c.cpu_s_per_1000.ingest,
+                c.cpu_s_per_1000.sender,
+                c.cpu_s_per_1000.rabbitmq,
+                c.cpu_s_per_1000.postgres,
+                c.cpu_s_per_1000.bench,
+            ),
+            met: Some(c.complete && all <= 1.3 * raw),
+        });
+        if let Some(row) = stage(stages, "postgres_insert").map(|s| s.cpu_ms_per_op) {
+            let pg = c.cpu_s_per_1000.postgres;
+            out.push(Target {
+                target: "1 webhook: Postgres CPU per delivery <= 2x the raw inserted row's".into(),
+                measured: format!("{pg:.4} ms = {:.1}x of {row:.4} ms", pg / row),
+                met: Some(c.complete && row > 0.0 && pg <= 2.0 * row),
+            });
+        }
+    }
+    let one = case(cases, "backlog 10k, 1 sender");
+    if let (Some(c), Some((_, ceiling))) = (one, raw_pipeline_ceiling(stages, cpus)) {
+        out.push(Target {
+            target: "backlog 10k, 1 sender: drain >= 80% of the raw-pipeline ceiling".into(),
+            measured: format!(
+                "{:.0}/s = {:.0}% of {ceiling:.0}/s",
+                c.deliveries_per_s,
+                c.deliveries_per_s / ceiling * 100.0
+            ),
+            met: Some(c.complete && c.deliveries_per_s >= 0.8 * ceiling),
+        });
+    }
+    if let (Some(one), Some(two)) = (one, case(cases, "backlog 10k, 2 senders")) {
+        out.push(Target {
+            target: "backlog 10k: 2 senders drain at least as fast as 1".into(),
+            measured: format!(
+                "{:.0}/s with 2, {:.0}/s with 1",
+                two.deliveries_per_s, one.deliveries_per_s
+            ),
+            met: Some(one.complete && two.complete && two.deliveries_per_s >= one.deliveries_per_s),
+        });
+    }
     out
 }
 
@@ -527,6 +607,23 @@ mod tests {
             stage("postgres_insert_500x4", 300_000.0, 0.005),
         ];
         assert!(super::raw_pipeline_ceiling(&unmeasured, 2).is_none());
+    }
+
+    #[test]
+    fn the_raw_stages_of_a_delivery_are_summed_from_fire_to_its_row() {
+        let mut stages = vec![
+            stage("tonic_noop_c32", 60_000.0, 0.028),
+            stage("amqp_publish_c32_ch4", 20_000.0, 0.9),
+            stage("amqp_publish_c32_ch1", 26_000.0, 0.0376),
+            stage("amqp_consume_prefetch512", 60_000.0, 0.022),
+            stage("http_c32", 120_000.0, 0.0152),
+        ];
+        // Without the inserted row there is no sum to compare with.
+        assert_eq!(super::raw_stages_cpu_ms(&stages), None);
+        stages.push(stage("postgres_insert_500x4", 300_000.0, 0.0046));
+        let sum = super::raw_stages_cpu_ms(&stages).expect("all measured");
+        // The reference run of issue 23: 0.107 ms.
+        assert!((sum - 0.1074).abs() < 1e-9, "{sum}");
     }
 
     #[test]
