@@ -143,6 +143,27 @@ HERALD_GRPCIO_VERSION=1.85.4
 # the JSON door's answers with.
 HERALD_OPENAPI_VALIDATOR_VERSION=0.9.0
 
+# herald_pip_ensure PROBE PACKAGE...: installs PACKAGEs with pip for the
+# python3 first on PATH unless the Python statement PROBE already runs there.
+herald_pip_ensure() {
+    local probe=$1
+    shift
+    local python
+    python=$(command -v python3)
+    if python3 -c "$probe" >/dev/null 2>&1; then
+        herald_log "$* already there for $python"
+        return
+    fi
+    # Debian's own python3 has no pip until python3-pip is installed.
+    python3 -m pip --version >/dev/null 2>&1 || herald_apt_install python3-pip
+    herald_log "pip install $* for $python"
+    # Debian's python3 is marked externally managed (PEP 668), which makes
+    # pip refuse; this machine is for building and testing Herald only, so
+    # the modules go into it all the same.
+    PIP_BREAK_SYSTEM_PACKAGES=1 PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1 \
+        python3 -m pip install -q "$@"
+}
+
 # Installs Debian's Chromium for the browser tests (tests/tests/browser.rs),
 # only if missing. The tests start it headless with a profile of their own.
 herald_install_browser() {
@@ -175,27 +196,10 @@ herald_install_client_tools() {
     fi
     local python
     python=$(command -v python3)
-    if python3 -c 'import grpc, grpc_tools.protoc' >/dev/null 2>&1; then
-        herald_log "grpcio and grpcio-tools are there for $python"
-    else
-        # Debian's own python3 has no pip until python3-pip is installed.
-        python3 -m pip --version >/dev/null 2>&1 || herald_apt_install python3-pip
-        herald_log "pip install grpcio grpcio-tools $HERALD_GRPCIO_VERSION for $python"
-        # Debian's python3 is marked externally managed (PEP 668), which
-        # makes pip refuse; this machine is for building and testing Herald
-        # only, so the modules go into it all the same.
-        PIP_BREAK_SYSTEM_PACKAGES=1 PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1 \
-            python3 -m pip install -q "grpcio==$HERALD_GRPCIO_VERSION" \
-            "grpcio-tools==$HERALD_GRPCIO_VERSION"
-    fi
-    if python3 -c 'import openapi_spec_validator, openapi_schema_validator' >/dev/null 2>&1; then
-        herald_log "openapi-spec-validator is there for $python"
-    else
-        python3 -m pip --version >/dev/null 2>&1 || herald_apt_install python3-pip
-        herald_log "pip install openapi-spec-validator $HERALD_OPENAPI_VALIDATOR_VERSION for $python"
-        PIP_BREAK_SYSTEM_PACKAGES=1 PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1 \
-            python3 -m pip install -q "openapi-spec-validator==$HERALD_OPENAPI_VALIDATOR_VERSION"
-    fi
+    herald_pip_ensure 'import grpc, grpc_tools.protoc' "grpcio==$HERALD_GRPCIO_VERSION" \
+        "grpcio-tools==$HERALD_GRPCIO_VERSION"
+    herald_pip_ensure 'import openapi_spec_validator, openapi_schema_validator' \
+        "openapi-spec-validator==$HERALD_OPENAPI_VALIDATOR_VERSION"
     herald_log "client tools: $(curl --version | head -n 1 | cut -d' ' -f1-2)," \
         "PHP $(php -r 'echo PHP_VERSION;'), Node $(node --version)," \
         "$("$python" --version) with grpcio $(python3 -c 'import grpc; print(grpc.__version__)')"

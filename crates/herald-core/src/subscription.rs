@@ -115,12 +115,6 @@ impl Subscription {
         Ok(Self(out))
     }
 
-    /// A subscription to exactly one event, as every webhook had before
-    /// subscriptions were lists.
-    pub fn single(event: EventName) -> Self {
-        Self(vec![EventPattern::Exact(event.into_string())])
-    }
-
     /// Reads a subscription as stored: the first entry (the `event` column)
     /// and the rest.
     pub fn from_stored(first: &str, rest: &[String]) -> Self {
