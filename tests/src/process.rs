@@ -188,6 +188,10 @@ fn service_command(binary: &Path, env: &TestEnv) -> Command {
         .env("HERALD_QUEUE_TYPE", "quorum")
         .env("HERALD_SCHEDULE", env.queue.schedule.to_string())
         .env("HERALD_WORK_QUEUES", env.queue.work_queues.to_string())
+        .env(
+            "HERALD_ORDERED_PARTITIONS",
+            env.queue.ordered_partitions.to_string(),
+        )
         .env("HERALD_DRAIN_TIMEOUT_SECS", "10")
         .env("HERALD_DB_POOL_SIZE", "4")
         .env("HERALD_CONFIG_REFRESH_MS", "500")

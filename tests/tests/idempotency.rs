@@ -36,6 +36,7 @@ async fn fire(
 ) -> Result<Vec<String>, tonic::Status> {
     client
         .fire(FireRequest {
+            ordering_key: Default::default(),
             tenant: tenant.into(),
             event: "order.created".into(),
             data: Some(fire_request::Data::Json(json.into())),

@@ -991,6 +991,7 @@ async fn messages_no_sender_can_process_go_to_the_dead_letter_queue() {
     // (and one the dashboards' index could not take if it were long).
     let delivery_id = uuid::Uuid::now_v7();
     let invalid = DeliveryMessage {
+        ordering_key: Default::default(),
         delivery_id: delivery_id.as_bytes().to_vec(),
         tenant: String::new(),
         event: "order created".into(),

@@ -406,6 +406,7 @@ pub async fn tonic_noop(total: usize, concurrency: usize, payload: &str) -> anyh
     let outcome = closed_loop(total, concurrency, move |_, _| {
         let mut client = client.clone();
         let request = FireRequest {
+            ordering_key: Default::default(),
             tenant: String::new(),
             event: "bench.noop".into(),
             data: Some(fire_request::Data::Json(payload.clone())),

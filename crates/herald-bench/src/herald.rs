@@ -576,6 +576,7 @@ pub async fn run_case(
             Door::Grpc => {
                 let mut client = client.clone();
                 let request = FireRequest {
+                    ordering_key: Default::default(),
                     tenant: String::new(),
                     event: event.clone(),
                     data: Some(fire_request::Data::Json(payload.clone())),

@@ -133,7 +133,9 @@ impl Command {
                 | WebhooksCommand::Delete { output, .. }
                 | WebhooksCommand::Enable { output, .. }
                 | WebhooksCommand::Disable { output, .. }
-                | WebhooksCommand::Secret { output, .. } => *output,
+                | WebhooksCommand::Secret { output, .. }
+                | WebhooksCommand::ResumeKey { output, .. }
+                | WebhooksCommand::StoppedKeys { output, .. } => *output,
                 WebhooksCommand::Create(a) => a.output,
                 WebhooksCommand::Update(a) => a.output,
                 WebhooksCommand::RotateSecret(a) => a.output,

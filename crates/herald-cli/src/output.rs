@@ -312,6 +312,17 @@ pub fn webhook_details(w: &Webhook) -> String {
             .to_owned(),
         ),
         (
+            "ordered",
+            if w.ordered {
+                format!(
+                    "yes, per ordering key; after a final failure: {}",
+                    w.ordered_on_failure
+                )
+            } else {
+                "no".to_owned()
+            },
+        ),
+        (
             "signing",
             if w.signing_enabled {
                 "yes (Standard Webhooks)"

@@ -12,6 +12,7 @@ pub mod delivery;
 pub mod filter;
 pub mod idempotency;
 pub mod name;
+pub mod ordering;
 pub mod payload;
 pub mod retry;
 pub mod retry_after;

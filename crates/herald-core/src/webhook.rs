@@ -12,6 +12,7 @@ use uuid::Uuid;
 use crate::Payload;
 use crate::filter::Filter;
 use crate::name::Tenant;
+use crate::ordering::OnFinalFailure;
 use crate::signing::{SecretError, SigningSecret};
 use crate::ssrf::AddressPolicy;
 use crate::subscription::Subscription;
@@ -119,6 +120,13 @@ pub struct Webhook {
     /// does not trace gains nothing, and a trace id tells it about the
     /// sender's traffic.
     pub trace_context: bool,
+    /// Deliveries that share an ordering key are attempted strictly in
+    /// Fire order (`crate::ordering`); off by default.
+    pub ordered: bool,
+    /// What an ordered webhook's key does after a final failure; kept (and
+    /// shown) when the webhook is not ordered, so that turning ordering on
+    /// again brings back the operator's choice.
+    pub on_failure: OnFinalFailure,
 }
 
 impl Webhook {
@@ -243,6 +251,8 @@ pub struct NewWebhook {
     pub signing: Option<SigningSecret>,
     pub id_header: Option<String>,
     pub trace_context: bool,
+    pub ordered: bool,
+    pub on_failure: OnFinalFailure,
 }
 
 /// Changes to a webhook; `None` keeps the current value. Validated.
@@ -266,6 +276,8 @@ pub struct WebhookPatch {
     /// `Some(None)` goes back to the sender's default.
     pub id_header: Option<Option<String>>,
     pub trace_context: Option<bool>,
+    pub ordered: Option<bool>,
+    pub on_failure: Option<OnFinalFailure>,
 }
 
 impl WebhookPatch {
@@ -313,6 +325,12 @@ impl WebhookPatch {
         }
         if let Some(v) = self.trace_context {
             w.trace_context = v;
+        }
+        if let Some(v) = self.ordered {
+            w.ordered = v;
+        }
+        if let Some(v) = self.on_failure {
+            w.on_failure = v;
         }
         w
     }
@@ -583,6 +601,10 @@ pub struct NewWebhookInput {
     pub id_header: String,
     /// Send W3C `traceparent`; false unless the webhook opts in.
     pub trace_context: bool,
+    /// Attempt deliveries sharing an ordering key in Fire order.
+    pub ordered: bool,
+    /// `stop` (or empty, the default) or `continue`.
+    pub ordered_on_failure: String,
 }
 
 /// The subscription of an API call that gives either one `event` or a
@@ -684,6 +706,8 @@ impl NewWebhookInput {
             signing,
             id_header: (!self.id_header.is_empty()).then_some(self.id_header),
             trace_context: self.trace_context,
+            ordered: self.ordered,
+            on_failure: OnFinalFailure::parse(&self.ordered_on_failure)?,
         };
         validate_target(
             &Target {
@@ -911,6 +935,9 @@ pub struct WebhookPatchInput {
     /// `Some("")` goes back to the sender's default.
     pub id_header: Option<String>,
     pub trace_context: Option<bool>,
+    pub ordered: Option<bool>,
+    /// `stop` or `continue`.
+    pub ordered_on_failure: Option<String>,
 }
 
 impl WebhookPatchInput {
@@ -960,6 +987,12 @@ impl WebhookPatchInput {
             secret_headers: self.secret_headers,
             id_header: self.id_header.map(|h| (!h.is_empty()).then_some(h)),
             trace_context: self.trace_context,
+            ordered: self.ordered,
+            on_failure: self
+                .ordered_on_failure
+                .as_deref()
+                .map(OnFinalFailure::parse)
+                .transpose()?,
         })
     }
 }
@@ -1188,6 +1221,8 @@ mod tests {
             signing: None,
             id_header: None,
             trace_context: false,
+            ordered: false,
+            on_failure: OnFinalFailure::Stop,
         };
         let updated = |webhook: &Webhook, patch: WebhookPatchInput| {
             let changed = patch.validate().unwrap().apply(webhook);
@@ -1512,6 +1547,8 @@ mod tests {
             signing: None,
             id_header: None,
             trace_context: false,
+            ordered: false,
+            on_failure: OnFinalFailure::Stop,
         };
         let patch = WebhookPatchInput {
             enabled: Some(false),

@@ -31,6 +31,10 @@ use herald_proto::v1::{
     ReplayFailedRequest, ResendDeliveryRequest, ResendResponse, SendTestEventRequest,
     WebhookSummary,
 };
+use herald_proto::v1::{
+    ListStoppedKeysRequest, ListStoppedKeysResponse, ResumeOrderingKeyRequest,
+    ResumeOrderingKeyResponse,
+};
 use herald_queue::Publisher;
 use herald_store::{ApiKeyCache, ConfigCache, ScheduledLog, Store, StoreError};
 use tonic::{Request, Response, Status};
@@ -236,6 +240,8 @@ impl Admin for AdminService {
             disable_signing: req.disable_signing,
             id_header: req.id_header,
             trace_context: req.trace_context,
+            ordered: req.ordered,
+            ordered_on_failure: req.ordered_on_failure,
         }
         .validate(&self.rules())
         .map_err(|e| Status::invalid_argument(e.to_string()))?;
@@ -281,6 +287,8 @@ impl Admin for AdminService {
                 .map(|h| SecretHeaders(h.values.into_iter().collect())),
             id_header: req.id_header,
             trace_context: req.trace_context,
+            ordered: req.ordered,
+            ordered_on_failure: req.ordered_on_failure,
         }
         .validate()
         .map_err(|e| Status::invalid_argument(e.to_string()))?;
@@ -460,6 +468,28 @@ impl Admin for AdminService {
         let webhook_id = parse_id("webhook_id", &req.webhook_id)?;
         self.check_webhook_access(&principal, webhook_id).await?;
         self.replay_checked(req).await.map(Response::new)
+    }
+
+    async fn resume_ordering_key(
+        &self,
+        request: Request<ResumeOrderingKeyRequest>,
+    ) -> Result<Response<ResumeOrderingKeyResponse>, Status> {
+        let principal = principal(&request)?;
+        let req = request.into_inner();
+        let webhook_id = parse_id("webhook_id", &req.webhook_id)?;
+        self.check_webhook_access(&principal, webhook_id).await?;
+        self.resume_key_checked(req).await.map(Response::new)
+    }
+
+    async fn list_stopped_keys(
+        &self,
+        request: Request<ListStoppedKeysRequest>,
+    ) -> Result<Response<ListStoppedKeysResponse>, Status> {
+        let principal = principal(&request)?;
+        let req = request.into_inner();
+        let webhook_id = parse_id("webhook_id", &req.webhook_id)?;
+        self.check_webhook_access(&principal, webhook_id).await?;
+        self.stopped_keys_checked(req).await.map(Response::new)
     }
 
     async fn send_test_event(

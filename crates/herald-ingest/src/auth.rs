@@ -253,7 +253,8 @@ pub(crate) fn required_scope(path: &str) -> Access {
         | "/herald.v1.Admin/ListWebhooks"
         | "/herald.v1.Admin/GetDelivery"
         | "/herald.v1.Admin/ListDeliveries"
-        | "/herald.v1.Admin/GetWebhookSummary" => Access::Needs(Scope::Read),
+        | "/herald.v1.Admin/GetWebhookSummary"
+        | "/herald.v1.Admin/ListStoppedKeys" => Access::Needs(Scope::Read),
         _ => Access::Needs(Scope::Admin),
     }
 }
@@ -622,6 +623,7 @@ mod tests {
             "GetDelivery",
             "ListDeliveries",
             "GetWebhookSummary",
+            "ListStoppedKeys",
         ] {
             let service = if read == "ListEvents" {
                 "Ingest"

@@ -38,6 +38,8 @@ pub(crate) fn webhook_to_proto(w: &Webhook) -> v1::Webhook {
         signing_secret: String::new(),
         id_header: w.id_header.clone().unwrap_or_default(),
         trace_context: w.trace_context,
+        ordered: w.ordered,
+        ordered_on_failure: w.on_failure.as_str().to_owned(),
     }
 }
 
@@ -89,6 +91,7 @@ pub(crate) fn delivery_to_proto(d: &DeliveryView) -> v1::Delivery {
         finished_at_unix_ms: d.finished_at.map(unix_ms),
         attempt_history: d.attempt_history.iter().map(attempt_to_proto).collect(),
         resent_from: d.resent_from.map(|id| id.to_string()).unwrap_or_default(),
+        ordering_key: d.ordering_key.clone().unwrap_or_default(),
     }
 }
 

@@ -150,7 +150,10 @@ fn recorded(
 }
 
 /// A message that sends `original`'s data again to `webhook`.
-fn resend_message(original: &DeliveryView, webhook: &Webhook) -> Result<DeliveryMessage, Status> {
+pub(crate) fn resend_message(
+    original: &DeliveryView,
+    webhook: &Webhook,
+) -> Result<DeliveryMessage, Status> {
     let Some(payload) = &original.payload else {
         return Err(Status::failed_precondition(format!(
             "delivery {} has no stored data any more (removed by payload retention); it cannot be resent",
@@ -172,6 +175,12 @@ fn resend_message(original: &DeliveryView, webhook: &Webhook) -> Result<Delivery
         url: webhook.url.clone(),
         method: webhook.method.as_str().to_owned(),
         resent_from: original.id.as_bytes().to_vec(),
+        // A resend to an ordered webhook keeps its key, so it takes its
+        // place in the key's order (after whatever is queued already).
+        ordering_key: match &original.ordering_key {
+            Some(key) if webhook.ordered => key.clone(),
+            _ => String::new(),
+        },
     })
 }
 
@@ -191,7 +200,7 @@ fn resend_status(e: ResendError<QueueError>) -> Status {
 
 impl AdminService {
     /// The webhook as this process knows it, if it exists and is enabled.
-    fn enabled_webhook(&self, id: Uuid) -> Result<Webhook, Status> {
+    pub(crate) fn enabled_webhook(&self, id: Uuid) -> Result<Webhook, Status> {
         let snapshot = self.cache.snapshot();
         let Some(webhook) = snapshot.webhook(id) else {
             return Err(Status::failed_precondition(format!(
@@ -440,6 +449,7 @@ impl AdminService {
             url: webhook.url.clone(),
             method: webhook.method.as_str().to_owned(),
             resent_from: Vec::new(),
+            ordering_key: String::new(),
         };
         // Straight to the work queue: a test must not wait for the first
         // delay of the schedule. Retries follow the schedule as usual.

@@ -11,6 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use herald_core::filter::{FilterData, FilterInput};
 use herald_core::idempotency::{MAX_IDEMPOTENCY_KEY_LEN, fire_request_hash};
+use herald_core::ordering::OrderingKey;
 use herald_core::{EventName, Payload, PayloadError, Tenant, Webhook};
 use herald_proto::v1::{
     DeliveryMessage, EventInfo, FireRequest, FireResponse, ListEventsRequest, ListEventsResponse,
@@ -192,6 +193,12 @@ fn message(
         url: webhook.url.clone(),
         method: webhook.method.as_str().to_owned(),
         resent_from: Vec::new(),
+        // Only an ordered webhook's delivery carries the key: that is what
+        // sends it to the key's partition instead of a work queue.
+        ordering_key: match &fire.ordering_key {
+            Some(key) if webhook.ordered => key.as_str().to_owned(),
+            _ => String::new(),
+        },
     }
 }
 
@@ -241,6 +248,8 @@ struct Fire {
     event: EventName,
     /// Empty: no idempotency.
     idempotency_key: String,
+    /// Orders the deliveries to ordered webhooks.
+    ordering_key: Option<OrderingKey>,
 }
 
 impl Fire {
@@ -252,6 +261,7 @@ impl Fire {
             event,
             idempotency_key,
             data,
+            ordering_key,
         } = req;
         let tenant = Tenant::parse(tenant).map_err(invalid)?;
         let event = EventName::parse(event).map_err(invalid)?;
@@ -268,10 +278,12 @@ impl Fire {
                 idempotency_key.len()
             )));
         }
+        let ordering_key = OrderingKey::parse(ordering_key).map_err(invalid)?;
         let fire = Self {
             tenant,
             event,
             idempotency_key,
+            ordering_key,
         };
         Ok((fire, data))
     }

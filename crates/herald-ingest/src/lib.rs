@@ -19,6 +19,7 @@ mod delivery_log;
 mod ingest;
 pub mod json_door;
 pub mod openapi;
+mod ordering;
 mod reads;
 mod request_size;
 mod scheduled;

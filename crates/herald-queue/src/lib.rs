@@ -17,7 +17,7 @@ pub mod trace;
 pub use connection::{Brokers, ConnectionManager, NodeCursor, connect, connect_via};
 pub use publisher::{DEAD_REASON_HEADER, Publisher, dead_reason, message_properties};
 pub use topology::Route;
-pub use topology::{QueueType, Shard, Topology};
+pub use topology::{DEFAULT_ORDERED_PARTITIONS, QueueType, Shard, Topology};
 pub use trace::Tracing;
 
 use std::time::Duration;
@@ -62,6 +62,8 @@ pub struct QueueConfig {
     /// (`HERALD_WORK_QUEUES`); 1 is the layout without shards. Every
     /// service of an installation must use the same value.
     pub work_queues: u16,
+    /// Partition queues of ordered delivery (`HERALD_ORDERED_PARTITIONS`).
+    pub ordered_partitions: u16,
     /// How long a publish may wait for the broker's confirm.
     pub confirm_timeout: Duration,
     /// How long a (re)connect attempt may take.
@@ -80,6 +82,7 @@ impl QueueConfig {
             quorum_initial_group_size: None,
             schedule: Schedule::default(),
             work_queues: 1,
+            ordered_partitions: topology::DEFAULT_ORDERED_PARTITIONS,
             confirm_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(3),
             tracing: Tracing::off(),
@@ -90,6 +93,7 @@ impl QueueConfig {
         Topology::new(&self.prefix, self.queue_type, self.schedule.clone())
             .with_quorum_initial_group_size(self.quorum_initial_group_size)
             .with_work_queues(self.work_queues)
+            .with_ordered_partitions(self.ordered_partitions)
     }
 }
 

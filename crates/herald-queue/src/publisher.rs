@@ -52,6 +52,18 @@ pub fn message_properties(delivery_id: Option<Uuid>) -> BasicProperties {
 }
 
 /// Confirmed, self-reconnecting publisher of deliveries.
+/// An ordered delivery's route: its key's partition queue, whatever its
+/// attempt (the sender that owns the partition waits out any delay itself);
+/// `None` for every other delivery.
+fn partition_route(topology: &Topology, message: &DeliveryMessage) -> Option<Route> {
+    if message.ordering_key.is_empty() {
+        return None;
+    }
+    let webhook_id = Uuid::from_slice(&message.webhook_id).unwrap_or_default();
+    let partition = topology.partition_of(webhook_id, &message.ordering_key);
+    Some(topology.partition_route(partition))
+}
+
 #[derive(Clone)]
 pub struct Publisher {
     manager: Arc<ConnectionManager>,
@@ -100,6 +112,9 @@ impl Publisher {
     /// (see [`Topology::shard_of`]), and waits for the broker's confirm.
     pub async fn publish(&self, message: &DeliveryMessage) -> Result<(), QueueError> {
         let topology = self.topology();
+        if let Some(route) = partition_route(topology, message) {
+            return self.publish_to(&route, message).await;
+        }
         let route = topology
             .shard(topology.shard_of(&message.delivery_id))
             .route_for_attempt(message.attempt);
@@ -111,6 +126,9 @@ impl Publisher {
     /// test sends, which must not wait for the schedule's first delay.
     pub async fn publish_now(&self, message: &DeliveryMessage) -> Result<(), QueueError> {
         let topology = self.topology();
+        if let Some(route) = partition_route(topology, message) {
+            return self.publish_to(&route, message).await;
+        }
         let route = topology
             .shard(topology.shard_of(&message.delivery_id))
             .route_after(Duration::ZERO);

@@ -38,6 +38,18 @@
 //! old ones instead of clashing with their arguments; the old ones keep
 //! draining into the work exchange.
 //!
+//! - `p.ordered.<k>` for k below `HERALD_ORDERED_PARTITIONS` (bound to the
+//!   `p.work` exchange with routing key `ordered.<k>`): the partition queues
+//!   of ordered delivery (herald-core's [`ordering`](herald_core::ordering)).
+//!   Each has `x-single-active-consumer`, so exactly one sender at a time
+//!   receives a partition, in queue order. They are classic queues whatever
+//!   `HERALD_QUEUE_TYPE` says: on RabbitMQ 3.10 a quorum queue hands the
+//!   messages of a consumer that went away back to the next one out of
+//!   order (new messages first, then the returned ones), which would break
+//!   the order at exactly the moment a sender dies; a classic queue puts
+//!   them back in their places (docs/ordering.md has the experiment).
+//!   Ordered retries wait in the sender, so partitions have no delay queues.
+//!
 //! Which delays exist (and which queue a wait goes to) is herald-core's
 //! [`DelayQueues`], the same value the retry decision chooses from; this
 //! module only names and declares them.
@@ -45,6 +57,7 @@
 use std::time::Duration;
 
 use herald_core::Schedule;
+use herald_core::ordering::{MAX_PARTITIONS, partition_of};
 use herald_core::retry::DelayQueues;
 use herald_core::shard::{MAX_WORK_QUEUES, shard_of};
 use lapin::options::{
@@ -54,7 +67,14 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{Channel, ExchangeKind};
 
+use uuid::Uuid;
+
 use crate::QueueError;
+
+/// Partition queues of ordered delivery unless `HERALD_ORDERED_PARTITIONS`
+/// says otherwise: enough that keys of a busy shop spread over several
+/// senders, few enough that each sender's idle consumers cost nothing.
+pub const DEFAULT_ORDERED_PARTITIONS: u16 = 16;
 
 /// Routing key of the work queue's binding.
 const WORK_ROUTING_KEY: &str = "work";
@@ -110,6 +130,9 @@ pub struct Topology {
     delays: DelayQueues,
     /// How many work queues (shards), 1 to `MAX_WORK_QUEUES`.
     shards: u16,
+    /// How many partition queues ordered delivery has, 1 to
+    /// `herald_core::ordering::MAX_PARTITIONS`.
+    partitions: u16,
 }
 
 impl Topology {
@@ -121,7 +144,60 @@ impl Topology {
             delays: DelayQueues::for_schedule(&schedule),
             schedule,
             shards: 1,
+            partitions: DEFAULT_ORDERED_PARTITIONS,
         }
+    }
+
+    /// Sets how many partition queues ordered delivery uses
+    /// (`HERALD_ORDERED_PARTITIONS`), clamped to 1..=`MAX_PARTITIONS`.
+    /// Every ingest and sender must agree on it: a changed count moves keys
+    /// to other partitions, so change it only with no ordered delivery in
+    /// flight (docs/ordering.md).
+    pub fn with_ordered_partitions(mut self, count: u16) -> Self {
+        self.partitions = count.clamp(1, MAX_PARTITIONS);
+        self
+    }
+
+    /// How many partition queues there are.
+    pub fn partition_count(&self) -> u16 {
+        self.partitions
+    }
+
+    /// The partition of a webhook's deliveries with this key.
+    pub fn partition_of(&self, webhook_id: Uuid, key: &str) -> u16 {
+        partition_of(webhook_id, key, self.partitions)
+    }
+
+    /// `p.ordered.<k>`.
+    pub fn partition_queue(&self, partition: u16) -> String {
+        format!("{}.ordered.{partition}", self.prefix)
+    }
+
+    fn partition_routing_key(partition: u16) -> String {
+        format!("ordered.{partition}")
+    }
+
+    /// Where an ordered delivery of this partition is published.
+    pub fn partition_route(&self, partition: u16) -> Route {
+        Route {
+            exchange: self.work_exchange(),
+            routing_key: Self::partition_routing_key(partition),
+        }
+    }
+
+    /// Every partition queue, 0 first.
+    pub fn partition_queues(&self) -> Vec<String> {
+        (0..self.partitions)
+            .map(|k| self.partition_queue(k))
+            .collect()
+    }
+
+    fn partition_arguments() -> FieldTable {
+        let mut args = FieldTable::default();
+        // Classic on purpose: see the module documentation.
+        args.insert("x-queue-type".into(), long_string("classic"));
+        args.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
+        args
     }
 
     /// Spreads deliveries over `count` work queues (`HERALD_WORK_QUEUES`),
@@ -338,6 +414,26 @@ impl Topology {
                     .map_err(QueueError::amqp("declaring a delay queue"))?;
             }
         }
+        for partition in 0..self.partitions {
+            channel
+                .queue_declare(
+                    self.partition_queue(partition).into(),
+                    durable_queue,
+                    Self::partition_arguments(),
+                )
+                .await
+                .map_err(QueueError::amqp("declaring a partition queue"))?;
+            channel
+                .queue_bind(
+                    self.partition_queue(partition).into(),
+                    self.work_exchange().into(),
+                    Self::partition_routing_key(partition).into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(QueueError::amqp("binding a partition queue"))?;
+        }
         // Only the queue type: no TTL (a dead message waits for an operator,
         // however long that takes) and no length limit (a limit would drop
         // or refuse exactly the messages an operator needs to see; a
@@ -358,6 +454,7 @@ impl Topology {
         let mut queues = self.work_queues();
         queues.push(self.dead_queue());
         queues.extend(self.delay_queues());
+        queues.extend(self.partition_queues());
         for queue in queues {
             channel
                 .queue_delete(queue.into(), QueueDeleteOptions::default())

@@ -47,6 +47,7 @@ fn delivery_message() -> impl Strategy<Value = DeliveryMessage> {
                 (attempt, fired_at_unix_ms, data),
                 (url, method, resent_from),
             )| DeliveryMessage {
+                ordering_key: Default::default(),
                 delivery_id,
                 tenant,
                 event,

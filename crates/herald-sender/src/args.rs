@@ -34,6 +34,13 @@ pub struct SenderArgs {
     #[arg(long, env = "HERALD_PREFETCH", default_value_t = herald_queue::DEFAULT_PREFETCH,
           value_parser = clap::value_parser!(u16).range(1..))]
     pub prefetch: u16,
+    /// Messages each ordered partition's consumer holds at once
+    /// (docs/ordering.md): keys of one partition run side by side within
+    /// this window, so a key with more deliveries than this waiting behind
+    /// a failing one holds up the other keys of its partition too.
+    #[arg(long, env = "HERALD_ORDERED_PREFETCH", default_value_t = 256,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub ordered_prefetch: u16,
     /// Request header carrying the delivery id (same on every attempt).
     /// Webhooks may name their own (id_header). Sent as written over HTTP/1.1.
     #[arg(long, env = "HERALD_ID_HEADER", default_value = crate::DEFAULT_ID_HEADER)]
@@ -126,6 +133,7 @@ impl SenderConfig {
             db_pool_size: usize::from(common.db_pool_size),
             queue: common.queue_config().map_err(ArgsError::AmqpUrl)?,
             prefetch: args.prefetch,
+            ordered_prefetch: args.ordered_prefetch,
             id_header: args.id_header.clone(),
             attempt_header: args.attempt_header.clone(),
             extra_ca_file: args.extra_ca_file.clone(),

@@ -22,7 +22,17 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::acks::Acks;
+use crate::ordered::Partitions;
 use crate::{SenderConfig, Shared, process};
+
+/// Which queue a delivery came from.
+#[derive(Debug, Clone, Copy)]
+enum Source {
+    /// A work queue (shard).
+    Work(u16),
+    /// An ordered delivery's partition queue.
+    Ordered(u16),
+}
 
 pub(crate) async fn consume_until_shutdown(
     config: &SenderConfig,
@@ -44,6 +54,9 @@ pub(crate) async fn consume_until_shutdown(
             0 => config.name.clone(),
             k => format!("{}.{k}", config.name),
         })
+        .collect();
+    let partition_tags: Vec<String> = (0..topology.partition_count())
+        .map(|k| format!("{}.ordered.{k}", config.name))
         .collect();
     let mut backoff = Backoff::new();
     let node = NodeCursor::random();
@@ -83,15 +96,42 @@ pub(crate) async fn consume_until_shutdown(
                     )
                     .await
                     .map_err(QueueError::amqp("starting the consumer"))?;
-                let index = shard.index();
+                let source = Source::Work(shard.index());
                 // Each stream ends with a `None` of its own: `select_all`
                 // would otherwise drop a finished consumer (cancelled by the
                 // broker, say) silently and leave its shard unconsumed
                 // while the others run on.
                 consumers.push(
                     consumer
-                        .map(move |delivery| (index, Some(delivery)))
-                        .chain(stream::iter([(index, None)])),
+                        .map(move |delivery| (source, Some(delivery)))
+                        .chain(stream::iter([(source, None)]))
+                        .boxed(),
+                );
+            }
+            // The partitions' own window: a prefetch applies to the
+            // consumers started after it on the channel.
+            channel
+                .basic_qos(config.ordered_prefetch, BasicQosOptions::default())
+                .await
+                .map_err(QueueError::amqp("setting the ordered prefetch"))?;
+            for (partition, tag) in (0..topology.partition_count()).zip(&partition_tags) {
+                // The queue is single-active-consumer: every sender
+                // subscribes, and the broker sends to one at a time.
+                let consumer = channel
+                    .basic_consume(
+                        topology.partition_queue(partition).into(),
+                        tag.as_str().into(),
+                        BasicConsumeOptions::default(),
+                        FieldTable::default(),
+                    )
+                    .await
+                    .map_err(QueueError::amqp("starting a partition consumer"))?;
+                let source = Source::Ordered(partition);
+                consumers.push(
+                    consumer
+                        .map(move |delivery| (source, Some(delivery)))
+                        .chain(stream::iter([(source, None)]))
+                        .boxed(),
                 );
             }
             Ok::<_, QueueError>((channel, select_all(consumers)))
@@ -112,6 +152,17 @@ pub(crate) async fn consume_until_shutdown(
         };
         backoff.reset();
         let acks = Arc::new(Acks::new(channel.clone()));
+        // Cancelled when this connection's consuming ends, for whatever
+        // reason: ordered key tasks then start no new attempt.
+        let lost = CancellationToken::new();
+        let partitions = Partitions::new(
+            shared.clone(),
+            topology.clone(),
+            acks.clone(),
+            shared.ordering.clone(),
+            lost.clone(),
+            tracker.clone(),
+        );
         let stop_acks = CancellationToken::new();
         let flusher = tokio::spawn({
             let acks = acks.clone();
@@ -129,7 +180,7 @@ pub(crate) async fn consume_until_shutdown(
             tokio::select! {
                 _ = shutdown.cancelled() => {
                     // Stop new deliveries; those already received finish below.
-                    for tag in &tags {
+                    for tag in tags.iter().chain(&partition_tags) {
                         let _ = channel
                             .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
                             .await;
@@ -137,17 +188,21 @@ pub(crate) async fn consume_until_shutdown(
                     break;
                 }
                 next = consumer.next() => match next {
-                    Some((shard, Some(Ok(delivery)))) => {
+                    Some((Source::Work(shard), Some(Ok(delivery)))) => {
                         let shared = shared.clone();
                         acks.received(delivery.delivery_tag);
                         tracker.spawn(process::handle(shared, topology.clone(), shard, acks.clone(), delivery));
                     }
-                    Some((shard, Some(Err(e)))) => {
-                        tracing::warn!(error = %e, shard, "the consumer failed; reconnecting");
+                    Some((Source::Ordered(partition), Some(Ok(delivery)))) => {
+                        tracing::trace!(partition, "ordered delivery received");
+                        partitions.received(delivery);
+                    }
+                    Some((source, Some(Err(e)))) => {
+                        tracing::warn!(error = %e, ?source, "the consumer failed; reconnecting");
                         break;
                     }
-                    Some((shard, None)) => {
-                        tracing::warn!(shard, "the consumer ended; reconnecting");
+                    Some((source, None)) => {
+                        tracing::warn!(?source, "the consumer ended; reconnecting");
                         break;
                     }
                     None => {
@@ -158,6 +213,8 @@ pub(crate) async fn consume_until_shutdown(
             }
         }
         shared.consuming.store(false, Ordering::Relaxed);
+        lost.cancel();
+        drop(partitions);
         if shutdown.is_cancelled() {
             tracker.close();
             if tokio::time::timeout(config.drain_timeout, tracker.wait())

@@ -19,6 +19,7 @@ mod client;
 mod consume;
 pub mod header_case;
 mod limits;
+mod ordered;
 mod process;
 mod request;
 pub mod resolver;
@@ -63,6 +64,8 @@ pub struct SenderConfig {
     /// Split over the work queues' consumers, each getting its share
     /// rounded up (`consume`).
     pub prefetch: u16,
+    /// Messages each ordered partition's consumer holds at once.
+    pub ordered_prefetch: u16,
     /// Header carrying the delivery id, the same on every attempt, for
     /// webhooks that do not name their own (sent as written over HTTP/1.1).
     pub id_header: WrittenHeaderName,
@@ -128,6 +131,8 @@ pub(crate) struct Shared {
     pub client: HttpSender,
     pub limits: limits::WebhookLimits,
     pub stats: stats::Stats,
+    /// Stopped keys and redelivered progress, for ordered delivery.
+    pub ordering: herald_store::OrderingStore,
 }
 
 /// Runs a sender until `shutdown` is cancelled; then it stops consuming,
@@ -178,6 +183,7 @@ pub async fn run(
         client: sender,
         limits: limits::WebhookLimits::new(config.max_in_flight_per_webhook, config.park_after),
         stats: stats::Stats::register(),
+        ordering: herald_store::OrderingStore::new(pool.clone()),
     });
 
     if let Some(listener) = http {

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use futures_util::future::Either;
+use herald_core::ordering::OrderingKey;
 use herald_core::retry::{self, IfRefused, Next};
 use herald_core::{DeliveryState, EventName, Payload, Tenant};
 use herald_proto::v1::DeliveryMessage;
@@ -123,7 +124,7 @@ pub(crate) enum Settle {
 /// Acks a delivery that is done (with its neighbours, by the flusher: see
 /// `acks`), or sends it back to the queue. The nack future is boxed: it is
 /// rarely taken, and the task would otherwise carry its size.
-async fn settle(acks: &Acks, tag: u64, acker: Acker, settle: Settle) {
+pub(crate) async fn settle(acks: &Acks, tag: u64, acker: Acker, settle: Settle) {
     if settle == Settle::Ack {
         acks.finished(tag);
         return;
@@ -141,9 +142,9 @@ async fn settle(acks: &Acks, tag: u64, acker: Acker, settle: Settle) {
 
 /// A queue message that no sender can ever process, and why.
 #[derive(Debug)]
-struct Undeliverable {
-    delivery_id: Option<Uuid>,
-    reason: String,
+pub(crate) struct Undeliverable {
+    pub(crate) delivery_id: Option<Uuid>,
+    pub(crate) reason: String,
 }
 
 /// Latest `fired_at` a message may carry: 9999-12-31T23:59:59.999Z, the end
@@ -155,7 +156,7 @@ const MAX_FIRED_AT_MS: i64 = 253_402_300_799_999;
 /// as Fire checks them, so that a message not made by ingest (published by
 /// hand, or by a broken client) is moved aside here instead of being sent
 /// and then refused by Postgres.
-fn decode(data: &[u8]) -> Result<(Uuid, Uuid, DeliveryMessage), Undeliverable> {
+pub(crate) fn decode(data: &[u8]) -> Result<(Uuid, Uuid, DeliveryMessage), Undeliverable> {
     let message = herald_queue::decode(data).map_err(|e| Undeliverable {
         delivery_id: None,
         reason: format!("not a delivery message: {e}"),
@@ -175,6 +176,9 @@ fn decode(data: &[u8]) -> Result<(Uuid, Uuid, DeliveryMessage), Undeliverable> {
     };
     Tenant::check(&message.tenant).map_err(|e| invalid(e.to_string()))?;
     EventName::check(&message.event).map_err(|e| invalid(e.to_string()))?;
+    if !message.ordering_key.is_empty() {
+        OrderingKey::check(&message.ordering_key).map_err(|e| invalid(e.to_string()))?;
+    }
     if message.attempt == 0 {
         return Err(invalid("attempt: must be 1 or more".to_owned()));
     }
@@ -189,7 +193,7 @@ fn decode(data: &[u8]) -> Result<(Uuid, Uuid, DeliveryMessage), Undeliverable> {
 
 /// Moves a message no sender can finish to the dead-letter queue; acked once
 /// the broker confirmed it there.
-async fn dead_letter(
+pub(crate) async fn dead_letter(
     shared: &Shared,
     body: &[u8],
     delivery_id: Option<Uuid>,
@@ -214,7 +218,7 @@ async fn dead_letter(
 /// After Postgres refused a delivery's record for good: moves the message
 /// (with the payload the record took back in it) to the dead-letter queue,
 /// so that the target is not sent the same attempt again and again.
-async fn dead_letter_refused(
+pub(crate) async fn dead_letter_refused(
     shared: &Shared,
     delivery_id: Uuid,
     message: &mut DeliveryMessage,
@@ -282,7 +286,7 @@ async fn deliver(
 /// `payload` is the message's (moved in: it is the largest field, and the
 /// attempt's request was already built from it), `target_url` and `method`
 /// those of this attempt.
-fn record(
+pub(crate) fn record(
     delivery_id: Uuid,
     webhook_id: Uuid,
     message: &DeliveryMessage,
@@ -308,16 +312,17 @@ fn record(
         next_attempt_at: None,
         finished_at: None,
         resent_from: Uuid::from_slice(&message.resent_from).ok(),
+        ordering_key: (!message.ordering_key.is_empty()).then(|| message.ordering_key.clone()),
     }
 }
 
 /// Records a delivery whose webhook was disabled or deleted: no request.
-async fn cancel(
+pub(crate) async fn cancel(
     shared: &Shared,
     delivery_id: Uuid,
     webhook_id: Uuid,
     message: &mut DeliveryMessage,
-    reason: &'static str,
+    reason: &str,
 ) -> Settle {
     tracing::info!(reason, "delivery cancelled");
     if shared.republisher.tracing().is_on() {
@@ -513,7 +518,7 @@ async fn attempt(
 }
 
 /// What the retry decision needs to know of an attempt.
-fn retry_outcome(outcome: &crate::AttemptOutcome) -> retry::Outcome {
+pub(crate) fn retry_outcome(outcome: &crate::AttemptOutcome) -> retry::Outcome {
     match &outcome.error {
         None => retry::Outcome::Delivered,
         Some(error) => retry::Outcome::Failed {
@@ -525,7 +530,7 @@ fn retry_outcome(outcome: &crate::AttemptOutcome) -> retry::Outcome {
 }
 
 /// The attempt's error as a log field (absent when it succeeded).
-fn failure(
+pub(crate) fn failure(
     outcome: &crate::AttemptOutcome,
 ) -> Option<tracing::field::DisplayValue<&herald_core::AttemptError>> {
     outcome.error.as_ref().map(tracing::field::display)
@@ -557,7 +562,7 @@ async fn park(shared: &Shared, shard: u16, message: &DeliveryMessage, delay: Dur
 }
 
 /// How writing a delivery's record ended.
-enum Written {
+pub(crate) enum Written {
     Stored,
     /// Not stored for now (the writer is shutting down): the delivery goes
     /// back to the queue and its attempt is made again.
@@ -567,12 +572,12 @@ enum Written {
 }
 
 /// A record Postgres refused, and why, for the dead-letter queue.
-struct Refused {
+pub(crate) struct Refused {
     reason: String,
     request: Box<WriteRequest>,
 }
 
-async fn write(shared: &Shared, request: WriteRequest) -> Written {
+pub(crate) async fn write(shared: &Shared, request: WriteRequest) -> Written {
     match shared.writer.write(request).await {
         Ok(()) => Written::Stored,
         Err(WriteError::Refused { source, request }) => Written::Refused(Refused {
@@ -615,6 +620,7 @@ mod tests {
             url: "https://example.com/hook".into(),
             method: "POST".into(),
             resent_from: Vec::new(),
+            ordering_key: String::new(),
         }
     }
 

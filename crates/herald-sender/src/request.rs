@@ -463,6 +463,8 @@ mod tests {
     fn webhook(method: herald_core::webhook::Method, url: &str) -> Webhook {
         let now = SystemTime::now();
         Webhook {
+            ordered: Default::default(),
+            on_failure: Default::default(),
             id: Uuid::nil(),
             tenant: String::new(),
             events: herald_core::subscription::Subscription::parse(&["order.created"]).unwrap(),

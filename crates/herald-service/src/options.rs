@@ -77,6 +77,15 @@ pub struct CommonOptions {
           value_parser = clap::value_parser!(u16).range(1..=herald_core::shard::MAX_WORK_QUEUES as i64))]
     pub work_queues: u16,
 
+    /// Partition queues of ordered delivery (docs/ordering.md): a hash of
+    /// webhook and ordering key picks one, and one sender at a time
+    /// consumes each, so more partitions spread ordered work over more
+    /// senders. Ingest and senders must use the same value; change it only
+    /// while no ordered delivery is queued.
+    #[arg(long, env = "HERALD_ORDERED_PARTITIONS", default_value_t = herald_queue::DEFAULT_ORDERED_PARTITIONS,
+          value_parser = clap::value_parser!(u16).range(1..=herald_core::ordering::MAX_PARTITIONS as i64))]
+    pub ordered_partitions: u16,
+
     /// Maximum Postgres connections of this process.
     #[arg(long, env = "HERALD_DB_POOL_SIZE", default_value_t = 8,
           value_parser = clap::value_parser!(u16).range(1..=512))]
@@ -138,6 +147,7 @@ impl CommonOptions {
         config.quorum_initial_group_size = self.quorum_initial_group_size;
         config.schedule = self.schedule.clone();
         config.work_queues = self.work_queues;
+        config.ordered_partitions = self.ordered_partitions;
         Ok(config)
     }
 

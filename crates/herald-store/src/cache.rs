@@ -269,6 +269,8 @@ mod tests {
     fn webhook(tenant: &str, event: &str, created_secs: u64) -> Webhook {
         let at = SystemTime::UNIX_EPOCH + Duration::from_secs(created_secs);
         Webhook {
+            ordered: Default::default(),
+            on_failure: Default::default(),
             id: Uuid::now_v7(),
             tenant: tenant.into(),
             events: herald_core::subscription::Subscription::parse(&[event]).unwrap(),
@@ -335,6 +337,8 @@ mod tests {
 
     fn new_webhook(event: &str) -> NewWebhook {
         NewWebhook {
+            ordered: Default::default(),
+            on_failure: Default::default(),
             tenant: "shop".into(),
             events: herald_core::subscription::Subscription::parse(&[event]).unwrap(),
             filter: None,

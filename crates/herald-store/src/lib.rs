@@ -31,6 +31,7 @@ mod api_keys;
 mod cache;
 mod delivery_log;
 pub mod idempotency;
+pub mod ordering;
 mod replica;
 pub mod retention;
 mod scheduled;
@@ -58,6 +59,7 @@ pub use delivery_log::{
 };
 pub use herald_core::{DeliveryState, Method, NewWebhook, Webhook, WebhookPatch};
 pub use idempotency::{FireDelivery, FireKeyError, FireKeys, FireOutcome, KeyedFire, StoredFire};
+pub use ordering::{DeliveryProgress, OrderingStore};
 pub use retention::{RetentionPolicy, RetentionReport};
 pub use scheduled::{ScheduledLog, ScheduledLogConfig, ScheduledRecord};
 pub use secrets::{SecretBox, SecretBoxError};

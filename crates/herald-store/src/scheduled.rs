@@ -353,6 +353,7 @@ mod tests {
         writer
             .write(WriteRequest {
                 delivery: DeliveryRecord {
+                    ordering_key: Default::default(),
                     id: attempted,
                     tenant: scheduled.tenant.clone(),
                     event: scheduled.event.clone(),

@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use deadpool_postgres::Pool;
 use herald_core::filter::Filter;
+use herald_core::ordering::OnFinalFailure;
 use herald_core::signing::SigningSecret;
 use herald_core::subscription::Subscription;
 use herald_core::webhook::{BodyMode, PreviousSecret, SecretHeaders, Signing};
@@ -19,12 +20,12 @@ use crate::{SecretBox, StoreError};
 const WEBHOOK_COLUMNS: &str = "id, tenant, event, enabled, method, url, headers, body_template, \
      timeout_ms, description, created_at, updated_at, body_mode, content_type, secret_headers, \
      signing_secret, previous_signing_secret, previous_secret_expires_at, older_signing_secrets, \
-     id_header, trace_context, more_events, filter";
+     id_header, trace_context, more_events, filter, ordered, ordered_on_failure";
 
 /// Column list of `deliveries`, as [`delivery_from_row`] reads it.
 pub(crate) const DELIVERY_COLUMNS: &str = "id, tenant, event, webhook_id, target_url, method, \
      payload, payload_kind, fired_at, state, attempts, last_status_code, last_error, \
-     last_attempt_at, next_attempt_at, finished_at, resent_from";
+     last_attempt_at, next_attempt_at, finished_at, resent_from, ordering_key";
 
 /// Access to the webhook configuration and the delivery tables.
 ///
@@ -110,9 +111,10 @@ impl Store {
         let sql = format!(
             "INSERT INTO webhooks (id, tenant, event, enabled, method, url, headers, \
                  body_template, timeout_ms, description, body_mode, content_type, secret_headers, \
-                 signing_secret, id_header, trace_context, more_events, filter) \
+                 signing_secret, id_header, trace_context, more_events, filter, ordered, \
+                 ordered_on_failure) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
-                     $17, $18) \
+                     $17, $18, $19, $20) \
              RETURNING {WEBHOOK_COLUMNS}"
         );
         let row = client
@@ -137,6 +139,8 @@ impl Store {
                     &new.trace_context,
                     &new.events.rest(),
                     &new.filter.as_ref().map(Filter::source),
+                    &new.ordered,
+                    &new.on_failure.as_str(),
                 ],
             )
             .await?;
@@ -166,7 +170,8 @@ impl Store {
             "UPDATE webhooks SET event = $2, enabled = $3, method = $4, url = $5, headers = $6, \
                  body_template = $7, timeout_ms = $8, description = $9, body_mode = $10, \
                  content_type = $11, secret_headers = $12, id_header = $13, trace_context = $14, \
-                 more_events = $15, filter = $16, updated_at = now() \
+                 more_events = $15, filter = $16, ordered = $17, ordered_on_failure = $18, \
+                 updated_at = now() \
              WHERE id = $1 \
              RETURNING {WEBHOOK_COLUMNS}"
         );
@@ -190,6 +195,8 @@ impl Store {
                     &changed.trace_context,
                     &changed.events.rest(),
                     &changed.filter.as_ref().map(Filter::source),
+                    &changed.ordered,
+                    &changed.on_failure.as_str(),
                 ],
             )
             .await?;
@@ -384,6 +391,8 @@ pub struct DeliveryView {
     pub finished_at: Option<SystemTime>,
     /// The delivery this one re-sends.
     pub resent_from: Option<Uuid>,
+    /// The ordering key, for a delivery to an ordered webhook.
+    pub ordering_key: Option<String>,
     /// Ordered by attempt number; empty in lists.
     pub attempt_history: Vec<AttemptView>,
 }
@@ -527,6 +536,9 @@ pub(crate) fn webhook_from_row(row: &Row, secrets: &SecretBox) -> Result<Webhook
         signing,
         id_header: row.try_get("id_header")?,
         trace_context: row.try_get("trace_context")?,
+        ordered: row.try_get("ordered")?,
+        on_failure: OnFinalFailure::parse(row.try_get("ordered_on_failure")?)
+            .map_err(|e| corrupt(e.to_string()))?,
         id,
         tenant: row.try_get("tenant")?,
         events: Subscription::from_stored(
@@ -584,6 +596,7 @@ pub(crate) fn delivery_from_row(
         next_attempt_at: row.try_get("next_attempt_at")?,
         finished_at: row.try_get("finished_at")?,
         resent_from: row.try_get("resent_from")?,
+        ordering_key: row.try_get("ordering_key")?,
         attempt_history,
     })
 }
@@ -628,6 +641,8 @@ mod tests {
 
     fn new_webhook(tenant: &str, event: &str) -> NewWebhook {
         NewWebhook {
+            ordered: Default::default(),
+            on_failure: Default::default(),
             tenant: tenant.into(),
             events: herald_core::subscription::Subscription::parse(&[event]).unwrap(),
             filter: None,

@@ -47,11 +47,11 @@ const WRITE_BATCH: &str = "\
 WITH upserted AS (
     INSERT INTO deliveries (id, tenant, event, webhook_id, target_url, method, payload,
         payload_kind, fired_at, state, attempts, last_status_code, last_error, last_attempt_at,
-        next_attempt_at, finished_at, resent_from)
+        next_attempt_at, finished_at, resent_from, ordering_key)
     SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::text[],
         $6::text[], $7::text[], $8::text[], $9::timestamptz[], $10::text[], $11::int4[],
         $12::int4[], $13::text[], $14::timestamptz[], $15::timestamptz[], $16::timestamptz[],
-        $17::uuid[])
+        $17::uuid[], $27::text[])
     ON CONFLICT (id) DO UPDATE SET
         state = EXCLUDED.state,
         attempts = EXCLUDED.attempts,
@@ -93,6 +93,9 @@ pub struct DeliveryRecord {
     pub finished_at: Option<SystemTime>,
     /// The delivery this one re-sends (a fire-time column, written once).
     pub resent_from: Option<Uuid>,
+    /// The ordering key of a delivery to an ordered webhook (fire-time,
+    /// written once).
+    pub ordering_key: Option<String>,
 }
 
 /// One HTTP attempt (a row of `delivery_attempts`).
@@ -476,6 +479,7 @@ struct DeliveryColumns {
     next_attempt_at: Vec<Option<SystemTime>>,
     finished_at: Vec<Option<SystemTime>>,
     resent_from: Vec<Option<Uuid>>,
+    ordering_key: Vec<Option<String>>,
 }
 
 #[derive(Debug, Default)]
@@ -542,6 +546,8 @@ impl Rows {
             d.next_attempt_at.push(record.next_attempt_at);
             d.finished_at.push(record.finished_at);
             d.resent_from.push(record.resent_from);
+            d.ordering_key
+                .push(record.ordering_key.as_deref().map(strip_nul));
         }
         let a = &mut rows.attempts;
         for record in attempts.into_values() {
@@ -603,6 +609,7 @@ impl Rows {
                     &a.error_kind,
                     &a.error_message,
                     &a.response_excerpt,
+                    &d.ordering_key,
                 ],
             )
             .await?;
@@ -674,6 +681,7 @@ mod tests {
                     .then(|| at(u64::from(attempt) + 60)),
                 finished_at: state.is_final().then(|| at(u64::from(attempt) + 1)),
                 resent_from: None,
+                ordering_key: None,
             },
             attempt: Some(AttemptRecord {
                 delivery_id: id,

@@ -39,6 +39,10 @@ pub struct FireArgs {
     /// nothing new.
     #[arg(long)]
     pub idempotency_key: Option<String>,
+    /// Ordering key (e.g. the order id): ordered webhooks get the
+    /// deliveries of one key strictly in Fire order.
+    #[arg(long)]
+    pub ordering_key: Option<String>,
 }
 
 impl FireArgs {
@@ -87,6 +91,7 @@ pub async fn run(conn: &Connection, json: bool, args: FireArgs) -> anyhow::Resul
             event: args.event.clone(),
             data: Some(data),
             idempotency_key: args.idempotency_key.clone().unwrap_or_default(),
+            ordering_key: args.ordering_key.clone().unwrap_or_default(),
         })
         .await)?;
     if json {

@@ -13,8 +13,9 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use herald_proto::v1::{
     CreateWebhookRequest, DeleteWebhookRequest, EventList, GetSigningSecretRequest,
-    GetWebhookRequest, Headers, ListWebhooksRequest, RotateSigningSecretRequest,
-    SetWebhookEnabledRequest, UpdateWebhookRequest,
+    GetWebhookRequest, Headers, ListStoppedKeysRequest, ListWebhooksRequest,
+    ResumeOrderingKeyRequest, RotateSigningSecretRequest, SetWebhookEnabledRequest,
+    UpdateWebhookRequest,
 };
 
 use crate::cli::OutputArgs;
@@ -78,6 +79,27 @@ pub enum WebhooksCommand {
     /// signature) until the overlap ends. Also starts signing for a webhook
     /// created with --no-signing.
     RotateSecret(RotateSecretArgs),
+    /// Let an ordering key that a final failure stopped go on: with
+    /// --resend, first send the failed delivery and every one held since
+    /// again, in order; without, skip them.
+    ResumeKey {
+        /// Webhook id.
+        id: String,
+        /// The stopped ordering key.
+        key: String,
+        /// Resend the failed and held deliveries, in Fire order.
+        #[arg(long)]
+        resend: bool,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// List an ordered webhook's stopped ordering keys.
+    StoppedKeys {
+        /// Webhook id.
+        id: String,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -94,6 +116,9 @@ pub struct RotateSecretArgs {
     #[command(flatten)]
     pub output: OutputArgs,
 }
+
+/// What an ordered webhook's key may do after a final failure.
+const ON_FAILURE: [&str; 2] = ["stop", "continue"];
 
 /// The body modes the API accepts.
 const BODY_MODES: [&str; 3] = ["raw", "template", "json"];
@@ -176,6 +201,14 @@ pub struct CreateArgs {
     /// receiver's spans join Herald's trace (default false).
     #[arg(long, value_name = "true|false")]
     pub trace_context: Option<bool>,
+    /// Attempt deliveries fired with the same --ordering-key strictly in
+    /// Fire order (docs/ordering.md).
+    #[arg(long)]
+    pub ordered: bool,
+    /// What an ordered key does after a final failure: stop (hold the later
+    /// ones until `herald webhooks resume-key`; the default) or continue.
+    #[arg(long, value_name = "WHAT", value_parser = ON_FAILURE)]
+    pub ordered_on_failure: Option<String>,
     /// Request timeout in milliseconds (default 3000).
     #[arg(long)]
     pub timeout_ms: Option<u32>,
@@ -234,6 +267,12 @@ pub struct UpdateArgs {
     /// Send W3C traceparent on this webhook's requests (true) or stop (false).
     #[arg(long, value_name = "true|false")]
     pub trace_context: Option<bool>,
+    /// Deliver in order per ordering key (true) or not (false).
+    #[arg(long, value_name = "true|false")]
+    pub ordered: Option<bool>,
+    /// stop or continue: what an ordered key does after a final failure.
+    #[arg(long, value_name = "WHAT", value_parser = ON_FAILURE)]
+    pub ordered_on_failure: Option<String>,
     /// New request timeout in milliseconds.
     #[arg(long)]
     pub timeout_ms: Option<u32>,
@@ -313,6 +352,16 @@ pub async fn run(server: &Connection, json: bool, command: WebhooksCommand) -> a
         WebhooksCommand::Secret { id, .. } => {
             WebhookCall::Secret(SecretCall::Get(GetSigningSecretRequest { id }))
         }
+        WebhooksCommand::ResumeKey {
+            id, key, resend, ..
+        } => WebhookCall::Resume(ResumeOrderingKeyRequest {
+            webhook_id: id,
+            ordering_key: key,
+            resend,
+        }),
+        WebhooksCommand::StoppedKeys { id, .. } => {
+            WebhookCall::StoppedKeys(ListStoppedKeysRequest { webhook_id: id })
+        }
         WebhooksCommand::RotateSecret(args) => {
             WebhookCall::Secret(SecretCall::Rotate(RotateSigningSecretRequest {
                 id: args.id,
@@ -340,6 +389,39 @@ pub async fn run(server: &Connection, json: bool, command: WebhooksCommand) -> a
                 print_json(&answer);
             } else {
                 println!("deleted webhook {id}");
+            }
+        }
+        WebhookCall::Resume(req) => {
+            let key = req.ordering_key.clone();
+            let answer = api(c.admin.resume_ordering_key(req).await)?;
+            if json {
+                print_json(&answer);
+            } else {
+                println!(
+                    "resumed ordering key {key:?} (stopped by delivery {}); resent {} deliveries",
+                    answer.stopped_by,
+                    answer.delivery_ids.len()
+                );
+                for id in &answer.delivery_ids {
+                    println!("{id}");
+                }
+            }
+        }
+        WebhookCall::StoppedKeys(req) => {
+            let answer = api(c.admin.list_stopped_keys(req).await)?;
+            if json {
+                print_json(&answer);
+            } else if answer.keys.is_empty() {
+                eprintln!("no stopped ordering keys");
+            } else {
+                for key in &answer.keys {
+                    println!(
+                        "{}\tstopped by {} at {}",
+                        key.ordering_key,
+                        key.stopped_by,
+                        herald_core::template::rfc3339_millis(key.stopped_at_unix_ms)
+                    );
+                }
             }
         }
         WebhookCall::Secret(call) => {
@@ -378,6 +460,8 @@ enum WebhookCall {
     List(ListWebhooksRequest),
     Delete(DeleteWebhookRequest),
     Secret(SecretCall),
+    Resume(ResumeOrderingKeyRequest),
+    StoppedKeys(ListStoppedKeysRequest),
     // Boxed: a create request is far larger than the other calls.
     One(Box<OneCall>),
 }
@@ -418,6 +502,8 @@ pub fn create_request(args: CreateArgs) -> anyhow::Result<CreateWebhookRequest> 
         disable_signing: args.no_signing,
         id_header: args.id_header.unwrap_or_default(),
         trace_context: args.trace_context.unwrap_or_default(),
+        ordered: args.ordered,
+        ordered_on_failure: args.ordered_on_failure.unwrap_or_default(),
     })
 }
 
@@ -465,6 +551,8 @@ pub fn update_request(args: UpdateArgs) -> anyhow::Result<UpdateWebhookRequest> 
         secret_headers,
         id_header: args.id_header,
         trace_context: args.trace_context,
+        ordered: args.ordered,
+        ordered_on_failure: args.ordered_on_failure,
     };
     let unchanged = UpdateWebhookRequest {
         id: request.id.clone(),
