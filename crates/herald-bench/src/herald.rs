@@ -264,6 +264,31 @@ pub async fn create_webhooks(
     .await
 }
 
+/// Creates one ordered POST webhook for `event` aimed at `receiver` (issue
+/// 20's ordered delivery), and waits until ingest lists it.
+pub async fn create_ordered_webhook(
+    ingest: &mut Ingest,
+    event: &str,
+    receiver: SocketAddr,
+) -> anyhow::Result<()> {
+    ingest
+        .admin
+        .create_webhook(CreateWebhookRequest {
+            event: event.into(),
+            method: "POST".into(),
+            url: format!("http://{receiver}/hooks/{event}/ordered"),
+            description: "herald-bench ordered".into(),
+            ordered: true,
+            ..CreateWebhookRequest::default()
+        })
+        .await
+        .with_context(|| format!("creating the ordered webhook of {event}"))?;
+    wait_for_events(ingest, &format!("the webhook of {event}"), |events| {
+        events.iter().any(|e| e.event == event)
+    })
+    .await
+}
+
 /// Issue 20's crowd: 1,000 webhooks beside the bench's own, 900 of them on
 /// 200 events (`crowd.e0` … `crowd.e199`) and 100 on patterns
 /// (`crowd.p0.*` … `crowd.p99.*`), none of which the fired `bench.one`
@@ -380,6 +405,9 @@ pub struct CaseSpec {
     /// Issue 20's crowd of 1,000 webhooks is configured while the case runs
     /// (see [`create_crowd`]).
     pub crowd: bool,
+    /// Fire with an ordering key, `k0` … `k<n-1>` in turn (for an ordered
+    /// webhook: issue 20's ordered delivery); `None` fires without one.
+    pub ordering_keys: Option<usize>,
 }
 
 impl CaseSpec {
@@ -564,19 +592,22 @@ pub async fn run_case(
     let payload = payload.to_owned();
     let record = fired.clone();
     let door = spec.door;
+    let ordering_keys = spec.ordering_keys;
     let json_client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let json_uri = format!("http://{}/v1/fire", ingest.addr);
     // The same request in the canonical JSON mapping, encoded once as a
     // client would keep a template.
     let json_body = Bytes::from(serde_json::json!({"event": event, "json": payload}).to_string());
-    let op = move |_: usize, t0: Instant| {
+    let op = move |i: usize, t0: Instant| {
         // Only the chosen door's request is built: the bench's own CPU is
         // part of what each case measures.
         let call = match door {
             Door::Grpc => {
                 let mut client = client.clone();
                 let request = FireRequest {
-                    ordering_key: Default::default(),
+                    ordering_key: ordering_keys
+                        .map(|keys| format!("k{}", i % keys))
+                        .unwrap_or_default(),
                     tenant: String::new(),
                     event: event.clone(),
                     data: Some(fire_request::Data::Json(payload.clone())),

@@ -328,6 +328,7 @@ async fn run(cli: &Cli, env: &Env) -> anyhow::Result<Outcome> {
     let mut ingest = herald::start_ingest(env).await?;
     herald::create_webhooks(&mut ingest, "bench.one", 1, receiver.addr).await?;
     herald::create_webhooks(&mut ingest, "bench.five", 5, receiver.addr).await?;
+    herald::create_ordered_webhook(&mut ingest, "bench.ordered", receiver.addr).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let ingest_idle_rss = procfs::vm_mib(ingest.proc.pid(), "VmRSS").unwrap_or(0.0);
     let db = pg(&env.database_url).await?;
@@ -430,6 +431,19 @@ async fn run(cli: &Cli, env: &Env) -> anyhow::Result<Outcome> {
         s.backlog = true;
         specs.push(s);
     }
+    // Issue 20's ordered delivery, drained like the backlog above (its
+    // ratio to the unordered drain is in the report): spread over 1,000
+    // keys, and all on one key (one delivery at a time, so a tenth of the
+    // events).
+    for (name, keys, events) in [
+        ("ordered backlog 10k, 1,000 keys, 1 sender", 1_000, cli.backlog),
+        ("ordered backlog 1k, 1 key, 1 sender", 1, cli.backlog / 10),
+    ] {
+        let mut s = spec(name, "bench.ordered", 1, events, closed, 1);
+        s.backlog = true;
+        s.ordering_keys = Some(keys);
+        specs.push(s);
+    }
     // The memory target's case: the whole backlog in flight in one sender
     // (prefetch = backlog), most of it waiting for the webhook's in-flight
     // limit.
@@ -512,6 +526,7 @@ fn spec(
         prefetch: None,
         door: Door::Grpc,
         crowd: false,
+        ordering_keys: None,
     }
 }
 

@@ -290,6 +290,30 @@ pub fn targets(
             met: Some(before.complete && crowd.complete && after.complete && r >= 0.9),
         });
     }
+    if let Some(unordered) = case(cases, "backlog 10k, 1 sender")
+        && unordered.deliveries_per_s > 0.0
+    {
+        for name in [
+            "ordered backlog 10k, 1,000 keys, 1 sender",
+            "ordered backlog 1k, 1 key, 1 sender",
+        ] {
+            if let Some(ordered) = case(cases, name) {
+                // Issue 20 asks for the ratio, not for a bound: a figure.
+                out.push(Target {
+                    target: format!("{name}: drain as a share of the unordered drain"),
+                    measured: format!(
+                        "{:.0}/s = {:.0}% of {:.0}/s (sender {:.3} vs {:.3} CPU ms per delivery)",
+                        ordered.deliveries_per_s,
+                        ordered.deliveries_per_s / unordered.deliveries_per_s * 100.0,
+                        unordered.deliveries_per_s,
+                        ordered.cpu_s_per_1000.sender,
+                        unordered.cpu_s_per_1000.sender,
+                    ),
+                    met: None,
+                });
+            }
+        }
+    }
     for (name, goal) in [
         ("1 webhook, c=32, 20k", 5_000.0),
         ("5 webhooks, c=32", 10_000.0),
