@@ -422,6 +422,26 @@ fn cases(f: &Fixtures) -> Vec<Case> {
             InvalidArgument,
             "idempotency_key:",
         ),
+        case(
+            "fire: ordering key over 200 bytes",
+            Rpc::Fire(FireRequest {
+                event: "order.created".into(),
+                ordering_key: long_name.clone(),
+                ..Default::default()
+            }),
+            InvalidArgument,
+            "ordering_key: is 201 bytes long; at most 200 are allowed",
+        ),
+        case(
+            "fire: ordering key with a control character",
+            Rpc::Fire(FireRequest {
+                event: "order.created".into(),
+                ordering_key: "order\n42".into(),
+                ..Default::default()
+            }),
+            InvalidArgument,
+            "ordering_key: contains a control character",
+        ),
         // With an idempotency key Fire records the key in Postgres, but
         // only for a call that passed validation.
         case(
@@ -546,6 +566,15 @@ fn cases(f: &Fixtures) -> Vec<Case> {
             create(|r| r.filter = "payload.total > 1".into()),
             InvalidArgument,
             "filter: uses \"payload\", which is not a variable",
+        ),
+        case(
+            "create: unknown choice after a final failure",
+            create(|r| {
+                r.ordered = true;
+                r.ordered_on_failure = "skip".into();
+            }),
+            InvalidArgument,
+            "ordered_on_failure: \"skip\" is not a choice; use stop (the default) or continue",
         ),
         case(
             "create: tenant with a space",
@@ -830,6 +859,12 @@ fn cases(f: &Fixtures) -> Vec<Case> {
             update(UNKNOWN_ID, |r| r.enabled = Some(false)),
             NotFound,
             "does not exist",
+        ),
+        case(
+            "update: unknown choice after a final failure",
+            update(active, |r| r.ordered_on_failure = Some("later".into())),
+            InvalidArgument,
+            "ordered_on_failure: \"later\" is not a choice",
         ),
         case(
             "update: empty method",

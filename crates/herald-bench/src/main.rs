@@ -436,7 +436,11 @@ async fn run(cli: &Cli, env: &Env) -> anyhow::Result<Outcome> {
     // keys, and all on one key (one delivery at a time, so a tenth of the
     // events).
     for (name, keys, events) in [
-        ("ordered backlog 10k, 1,000 keys, 1 sender", 1_000, cli.backlog),
+        (
+            "ordered backlog 10k, 1,000 keys, 1 sender",
+            1_000,
+            cli.backlog,
+        ),
         ("ordered backlog 1k, 1 key, 1 sender", 1, cli.backlog / 10),
     ] {
         let mut s = spec(name, "bench.ordered", 1, events, closed, 1);

@@ -1,7 +1,8 @@
 //! Herald's use of RabbitMQ (lapin): the topology (work exchange and queue,
 //! one TTL delay queue per distinct delay of the schedule; with several work
-//! queues, those per shard), a publisher that only reports success once the
-//! broker confirmed, routing each delivery to its shard, reconnecting by
+//! queues, those per shard; ordered delivery's partition queues), a
+//! publisher that only reports success once the broker confirmed, routing
+//! each delivery to its shard (an ordered one to its partition), reconnecting by
 //! itself after the broker went away, and the consumer set-up senders use;
 //! with tracing on, a delivery's trace context in its message headers
 //! (`trace`).

@@ -2,7 +2,9 @@
 //! one's HTTP request with the webhook's *current* configuration, records the
 //! attempt in Postgres, and carries out what herald-core's retry decision
 //! (`herald_core::retry::decide`) says follows: a retry in a delay queue, a
-//! park, final success or failure.
+//! park, final success or failure. Ordered deliveries come from the
+//! partition queues instead and run one at a time per key (`ordered`),
+//! their retries waiting in the sender with the message unacked.
 //!
 //! Guarantee: a delivery message is acked only after its attempt row is
 //! committed and its retry (if any) confirmed by the broker. A crash anywhere
@@ -124,6 +126,10 @@ pub(crate) struct Shared {
     pub consuming: AtomicBool,
     pub cache: ConfigCache,
     pub writer: AttemptWriter,
+    /// Writes the records of ordered deliveries without lingering: a key's
+    /// next delivery waits for this one's commit, so a linger would be
+    /// paid once per delivery in a row (docs/ordering.md).
+    pub ordered_writer: AttemptWriter,
     /// Publishes what follows an attempt back to the broker: retries to
     /// their delay queue, parked deliveries to the parking queue, and
     /// messages no sender can finish to the dead-letter queue.
@@ -159,6 +165,15 @@ pub async fn run(
     .await?;
     let (writer, writer_task) =
         AttemptWriter::start(pool.clone(), config.writer, background.clone());
+    let (ordered_writer, ordered_writer_task) = AttemptWriter::start(
+        pool.clone(),
+        WriterConfig {
+            linger: Duration::ZERO,
+            writers: 2,
+            ..config.writer
+        },
+        background.clone(),
+    );
     // Any number of senders run this; an advisory lock lets one work at a
     // time.
     let retention = herald_store::retention::start(
@@ -179,6 +194,7 @@ pub async fn run(
         consuming: AtomicBool::new(false),
         cache,
         writer,
+        ordered_writer,
         republisher: republisher.clone(),
         client: sender,
         limits: limits::WebhookLimits::new(config.max_in_flight_per_webhook, config.park_after),
@@ -207,6 +223,7 @@ pub async fn run(
     drop(shared);
     background.cancel();
     let _ = writer_task.await;
+    let _ = ordered_writer_task.await;
     let _ = retention.await;
     republisher.manager().close().await;
     tracing::info!("sender stopped");

@@ -21,7 +21,7 @@
 //! This module must not publish anything but dead letters: the order lives
 //! in the partition queue, and a republished message would lose its place.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -69,7 +69,16 @@ pub(crate) struct Partitions {
     tracker: TaskTracker,
     /// Keys with a running task, and the messages queued behind it.
     keys: Mutex<HashMap<(Uuid, String), VecDeque<Queued>>>,
+    /// Keys read as not stopped since this connection began. Only the
+    /// partition's owner stops a key and an operator only resumes one, so
+    /// "not stopped" stays true until this sender itself stops the key: one
+    /// lookup per key and connection instead of one per delivery.
+    running: Mutex<HashSet<(Uuid, String)>>,
 }
+
+/// Keys remembered as not stopped, at most; beyond it the memory starts
+/// over (the next delivery of each key looks it up again).
+const MAX_REMEMBERED_KEYS: usize = 100_000;
 
 impl Partitions {
     pub(crate) fn new(
@@ -88,6 +97,7 @@ impl Partitions {
             lost,
             tracker,
             keys: Mutex::new(HashMap::new()),
+            running: Mutex::new(HashSet::new()),
         })
     }
 
@@ -245,12 +255,16 @@ impl Partitions {
                 }
             }
         }
-        if stops {
+        let key = (webhook_id, message.ordering_key.clone());
+        if stops && !self.remembered_running(&key) {
             let stopped_by = self
                 .until_ok("reading whether the key is stopped", || {
                     self.ordering.stopped_by(webhook_id, &message.ordering_key)
                 })
                 .await?;
+            if stopped_by.is_none() {
+                self.remember_running(key.clone());
+            }
             if let Some(failed) = stopped_by.filter(|failed| *failed != delivery_id) {
                 let reason = herald_store::ordering::held_reason(failed);
                 return Some(
@@ -274,6 +288,7 @@ impl Partitions {
                     due = SystemTime::now() + delay;
                 }
                 Step::Done(Settle::Ack, Next::Fail) if stops => {
+                    self.forget_running(&key);
                     self.until_ok("stopping the key", || {
                         self.ordering
                             .stop(webhook_id, &message.ordering_key, delivery_id)
@@ -367,8 +382,8 @@ impl Partitions {
                 unreachable!("the retry decision parks only a delivery that was not attempted")
             }
         };
-        let written = process::write(
-            shared,
+        let written = process::write_to(
+            &shared.ordered_writer,
             WriteRequest {
                 delivery: record,
                 attempt: Some(attempt),
@@ -400,6 +415,24 @@ impl Partitions {
             Some(delay) => Step::Retry(delay),
             None => Step::Done(Settle::Ack, next),
         }
+    }
+
+    fn remembered_running(&self, key: &(Uuid, String)) -> bool {
+        let running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+        running.contains(key)
+    }
+
+    fn remember_running(&self, key: (Uuid, String)) {
+        let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+        if running.len() >= MAX_REMEMBERED_KEYS {
+            running.clear();
+        }
+        running.insert(key);
+    }
+
+    fn forget_running(&self, key: &(Uuid, String)) {
+        let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+        running.remove(key);
     }
 
     /// Runs `op` until it succeeds, backing off between tries; `None` once

@@ -578,7 +578,15 @@ pub(crate) struct Refused {
 }
 
 pub(crate) async fn write(shared: &Shared, request: WriteRequest) -> Written {
-    match shared.writer.write(request).await {
+    write_to(&shared.writer, request).await
+}
+
+/// [`write`] through a given writer (ordered deliveries have their own).
+pub(crate) async fn write_to(
+    writer: &herald_store::AttemptWriter,
+    request: WriteRequest,
+) -> Written {
+    match writer.write(request).await {
         Ok(()) => Written::Stored,
         Err(WriteError::Refused { source, request }) => Written::Refused(Refused {
             reason: refusal_reason(&source),

@@ -24,6 +24,8 @@
 //! - [`AttemptWriter`] records delivery outcomes in batches (group commit) and
 //!   tells each caller when its record is durable.
 //! - [`FireKeys`] records Fire idempotency keys with their delivery ids.
+//! - [`OrderingStore`] keeps the ordering keys a final failure stopped and
+//!   reads a redelivered ordered delivery's progress.
 //! - [`retention`] removes old deliveries and clears old payloads in small
 //!   batches, and expired idempotency keys.
 
