@@ -1,8 +1,8 @@
 //! Ordered delivery per key (docs/ordering.md), end to end: real
 //! `herald-sender` processes (one killed with SIGKILL half-way), a real
-//! broker, Postgres and receiver; then the final-failure choices (stop and
-//! resume, continue) and a slow key beside fast ones, with in-process
-//! senders.
+//! broker, Postgres and receiver; then, with in-process senders, lost broker
+//! connections, the final-failure choices (stop and resume, continue) and a
+//! slow key beside fast ones.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -445,4 +445,179 @@ async fn a_slow_key_does_not_slow_the_others() {
     )
     .await;
     env.stop().await;
+}
+
+/// Closes, through `rabbitmqctl`, the broker connection named `name` (a
+/// sender's consumer connection carries the sender's name); returns how
+/// many were closed.
+async fn close_connections_named(name: &str) -> usize {
+    // The table form: its pids are what `close_connection` takes (the JSON
+    // form writes them as `#PID<…>`, which it refuses).
+    let listed = tokio::process::Command::new("rabbitmqctl")
+        .args([
+            "list_connections",
+            "-q",
+            "--no-table-headers",
+            "pid",
+            "client_properties",
+        ])
+        .output()
+        .await
+        .expect("rabbitmqctl runs");
+    let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
+    let wanted = format!("{{\"connection_name\",\"{name}\"}}");
+    let mut closed = 0;
+    for line in listed.lines().filter(|line| line.contains(&wanted)) {
+        let pid = line.split('\t').next().expect("a connection's pid");
+        let closing = tokio::process::Command::new("rabbitmqctl")
+            .args(["close_connection", pid, "herald test: connection lost"])
+            .output()
+            .await
+            .expect("rabbitmqctl runs");
+        assert!(
+            closing.status.success(),
+            "closing {name}'s connection {pid}: {}",
+            String::from_utf8_lossy(&closing.stderr)
+        );
+        closed += 1;
+    }
+    closed
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_stay_in_order_when_the_broker_connection_is_lost() {
+    const KEYS: usize = 5;
+    const PER_KEY: usize = 60;
+    let mut env = TestEnv::new("0s,20ms,50ms,100ms,200ms").await.unwrap();
+    env.start_ingest(env.queue.clone(), |_| {}).await.unwrap();
+    let receiver = Receiver::start(|request, n| {
+        let id = request.header("webhook-id").unwrap_or_default();
+        if n == 0 && fails_first(id) {
+            Reply::status(503)
+        } else {
+            Reply::status(200)
+        }
+    })
+    .await;
+    ordered_webhook(&env, &receiver.url("/lost"), "stop").await;
+    let names: Vec<String> = ["a", "b"]
+        .iter()
+        .map(|n| format!("{}-ordered-{n}", env.queue.prefix))
+        .collect();
+    for name in &names {
+        let name = name.clone();
+        env.start_sender(move |config| config.name = name)
+            .await
+            .unwrap();
+    }
+    let env = Arc::new(env);
+    let fires: Vec<_> = (0..KEYS)
+        .map(|k| {
+            let env = env.clone();
+            tokio::spawn(async move {
+                let mut ids = Vec::with_capacity(PER_KEY);
+                for seq in 0..PER_KEY {
+                    ids.push(fire(&env, &format!("order-{k}"), seq).await);
+                }
+                ids
+            })
+        })
+        .collect();
+    // Cut the senders' consumer connections in turn while deliveries flow:
+    // each cut hands the partitions, with their unacked messages, on.
+    let total = KEYS * PER_KEY;
+    let mut cuts = 0;
+    for (step, who) in [0_usize, 1, 0].into_iter().enumerate() {
+        let share = (step + 1) * total / 4;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while receiver.requests().len() < share {
+            assert!(Instant::now() < deadline, "{share} requests within 60 s");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        cuts += close_connections_named(&names[who]).await;
+    }
+    assert!(cuts >= 2, "connections were cut ({cuts})");
+    let mut ids = Vec::new();
+    for fire in fires {
+        ids.extend(fire.await.unwrap());
+    }
+    wait_all_final(&env, &ids, Duration::from_secs(120)).await;
+    assert_all_succeeded(&ids, &recorded(&env, &ids).await);
+    let requests = receiver.requests();
+    let order = first_successes(&requests, |request, n| {
+        n > 0 || !fails_first(request.header("webhook-id").unwrap_or_default())
+    });
+    for (key, seqs) in &order {
+        let expected: Vec<usize> = (0..PER_KEY).collect();
+        assert_eq!(
+            seqs, &expected,
+            "key {key}: first successful receipts in Fire order"
+        );
+    }
+    assert_eq!(order.len(), KEYS);
+    eprintln!(
+        "{} deliveries in order through {cuts} lost connections: {} requests",
+        ids.len(),
+        requests.len()
+    );
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_partitions_spread_over_the_senders() {
+    const KEYS: usize = 32;
+    const PER_KEY: usize = 120;
+    // Paced so that delivering lasts a few of the senders' 5 s rebalancing
+    // rounds: 32 keys, one event every 40 ms each (800/s in all).
+    const GAP: Duration = Duration::from_millis(40);
+    let mut env = TestEnv::new("0s,20ms,50ms").await.unwrap();
+    env.start_ingest(env.queue.clone(), |_| {}).await.unwrap();
+    let receiver = Receiver::ok().await;
+    ordered_webhook(&env, &receiver.url("/spread"), "stop").await;
+    let mut senders = Vec::new();
+    for name in ["sender-1", "sender-2", "sender-3"] {
+        senders.push(SenderProcess::start(&env, name, &[]).await.unwrap());
+    }
+    let env = Arc::new(env);
+    let started = Instant::now();
+    let fires: Vec<_> = (0..KEYS)
+        .map(|k| {
+            let env = env.clone();
+            tokio::spawn(async move {
+                let mut ids = Vec::with_capacity(PER_KEY);
+                for seq in 0..PER_KEY {
+                    ids.push(fire(&env, &format!("order-{k}"), seq).await);
+                    tokio::time::sleep(GAP).await;
+                }
+                ids
+            })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for fire in fires {
+        ids.extend(fire.await.unwrap());
+    }
+    wait_all_final(&env, &ids, Duration::from_secs(120)).await;
+    let elapsed = started.elapsed();
+    assert_all_succeeded(&ids, &recorded(&env, &ids).await);
+    let order = first_successes(&receiver.requests(), |_, _| true);
+    assert_eq!(order.len(), KEYS);
+    for (key, seqs) in &order {
+        let expected: Vec<usize> = (0..PER_KEY).collect();
+        assert_eq!(seqs, &expected, "key {key}: first receipts in Fire order");
+    }
+    let mut per_sender = Vec::new();
+    for sender in &senders {
+        per_sender.push(sender.deliveries("succeeded").await.unwrap());
+    }
+    eprintln!(
+        "{} ordered deliveries over {KEYS} keys in {elapsed:.1?}; succeeded per sender: {per_sender:?}; {} requests",
+        ids.len(),
+        receiver.requests().len()
+    );
+    let working = per_sender.iter().filter(|n| **n > 0.0).count();
+    assert!(
+        working >= 2,
+        "the busy partitions spread over the senders: {per_sender:?}"
+    );
 }

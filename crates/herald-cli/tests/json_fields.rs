@@ -13,7 +13,8 @@ use herald_cli::output::{list_events_json, list_webhooks_json, to_json, webhook_
 use herald_proto::v1::{
     ApiKey, Attempt, CreatedApiKey, DeleteWebhookResponse, Delivery, EventInfo,
     FILE_DESCRIPTOR_SET, FireResponse, ListApiKeysResponse, ListDeliveriesResponse,
-    PreviousSigningSecret, ResendResponse, SigningSecret, WebhookSummary,
+    ListStoppedKeysResponse, PreviousSigningSecret, ResendResponse, ResumeOrderingKeyResponse,
+    SigningSecret, StoppedKey, WebhookSummary,
 };
 use prost::Message;
 use prost_types::field_descriptor_proto::{Label, Type};
@@ -42,6 +43,9 @@ fn printed(name: &str) -> Option<Value> {
         "ApiKey" => to_json(&ApiKey::default()),
         "CreatedApiKey" => to_json(&CreatedApiKey::default()),
         "ListApiKeysResponse" => to_json(&ListApiKeysResponse::default()),
+        "ResumeOrderingKeyResponse" => to_json(&ResumeOrderingKeyResponse::default()),
+        "ListStoppedKeysResponse" => to_json(&ListStoppedKeysResponse::default()),
+        "StoppedKey" => to_json(&StoppedKey::default()),
         _ => return None,
     })
 }

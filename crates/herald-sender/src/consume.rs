@@ -7,7 +7,10 @@
 //! With several work queues (`HERALD_WORK_QUEUES`) the one consumer channel
 //! carries one consumer per shard: delivery tags are numbered per channel,
 //! so the one `Acks` settles them all, and each delivery task knows which
-//! shard it came from.
+//! shard it came from. The partition queues of ordered delivery each have a
+//! channel of their own on the same connection (`ordered::Partitions`), so
+//! that one partition can be handed to another sender by closing its
+//! channel.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -24,15 +27,6 @@ use tokio_util::task::TaskTracker;
 use crate::acks::Acks;
 use crate::ordered::Partitions;
 use crate::{SenderConfig, Shared, process};
-
-/// Which queue a delivery came from.
-#[derive(Debug, Clone, Copy)]
-enum Source {
-    /// A work queue (shard).
-    Work(u16),
-    /// An ordered delivery's partition queue.
-    Ordered(u16),
-}
 
 pub(crate) async fn consume_until_shutdown(
     config: &SenderConfig,
@@ -55,14 +49,12 @@ pub(crate) async fn consume_until_shutdown(
             k => format!("{}.{k}", config.name),
         })
         .collect();
-    let partition_tags: Vec<String> = (0..topology.partition_count())
-        .map(|k| format!("{}.ordered.{k}", config.name))
-        .collect();
     let mut backoff = Backoff::new();
     let node = NodeCursor::random();
     while !shutdown.is_cancelled() {
         let connection = match herald_queue::connect_via(&config.queue, &config.name, &node).await {
-            Ok(connection) => connection,
+            // Shared with the partitions, which open channels of their own.
+            Ok(connection) => Arc::new(connection),
             Err(e) => {
                 let wait = backoff.next_delay();
                 tracing::warn!(error = %e, retry_in = ?wait, "cannot connect to the broker");
@@ -96,7 +88,7 @@ pub(crate) async fn consume_until_shutdown(
                     )
                     .await
                     .map_err(QueueError::amqp("starting the consumer"))?;
-                let source = Source::Work(shard.index());
+                let source = shard.index();
                 // Each stream ends with a `None` of its own: `select_all`
                 // would otherwise drop a finished consumer (cancelled by the
                 // broker, say) silently and leave its shard unconsumed
@@ -104,34 +96,7 @@ pub(crate) async fn consume_until_shutdown(
                 consumers.push(
                     consumer
                         .map(move |delivery| (source, Some(delivery)))
-                        .chain(stream::iter([(source, None)]))
-                        .boxed(),
-                );
-            }
-            // The partitions' own window: a prefetch applies to the
-            // consumers started after it on the channel.
-            channel
-                .basic_qos(config.ordered_prefetch, BasicQosOptions::default())
-                .await
-                .map_err(QueueError::amqp("setting the ordered prefetch"))?;
-            for (partition, tag) in (0..topology.partition_count()).zip(&partition_tags) {
-                // The queue is single-active-consumer: every sender
-                // subscribes, and the broker sends to one at a time.
-                let consumer = channel
-                    .basic_consume(
-                        topology.partition_queue(partition).into(),
-                        tag.as_str().into(),
-                        BasicConsumeOptions::default(),
-                        FieldTable::default(),
-                    )
-                    .await
-                    .map_err(QueueError::amqp("starting a partition consumer"))?;
-                let source = Source::Ordered(partition);
-                consumers.push(
-                    consumer
-                        .map(move |delivery| (source, Some(delivery)))
-                        .chain(stream::iter([(source, None)]))
-                        .boxed(),
+                        .chain(stream::iter([(source, None)])),
                 );
             }
             Ok::<_, QueueError>((channel, select_all(consumers)))
@@ -155,13 +120,16 @@ pub(crate) async fn consume_until_shutdown(
         // Cancelled when this connection's consuming ends, for whatever
         // reason: ordered key tasks then start no new attempt.
         let lost = CancellationToken::new();
-        let partitions = Partitions::new(
+        // The partitions of ordered delivery, each on a channel of its own
+        // (see `ordered`).
+        Partitions::start(
             shared.clone(),
             topology.clone(),
-            acks.clone(),
-            shared.ordering.clone(),
+            connection.clone(),
+            &config.name,
+            config.ordered_prefetch,
             lost.clone(),
-            tracker.clone(),
+            &tracker,
         );
         let stop_acks = CancellationToken::new();
         let flusher = tokio::spawn({
@@ -180,7 +148,8 @@ pub(crate) async fn consume_until_shutdown(
             tokio::select! {
                 _ = shutdown.cancelled() => {
                     // Stop new deliveries; those already received finish below.
-                    for tag in tags.iter().chain(&partition_tags) {
+                    lost.cancel();
+                    for tag in &tags {
                         let _ = channel
                             .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
                             .await;
@@ -188,21 +157,17 @@ pub(crate) async fn consume_until_shutdown(
                     break;
                 }
                 next = consumer.next() => match next {
-                    Some((Source::Work(shard), Some(Ok(delivery)))) => {
+                    Some((shard, Some(Ok(delivery)))) => {
                         let shared = shared.clone();
                         acks.received(delivery.delivery_tag);
                         tracker.spawn(process::handle(shared, topology.clone(), shard, acks.clone(), delivery));
                     }
-                    Some((Source::Ordered(partition), Some(Ok(delivery)))) => {
-                        tracing::trace!(partition, "ordered delivery received");
-                        partitions.received(delivery);
-                    }
-                    Some((source, Some(Err(e)))) => {
-                        tracing::warn!(error = %e, ?source, "the consumer failed; reconnecting");
+                    Some((shard, Some(Err(e)))) => {
+                        tracing::warn!(error = %e, shard, "the consumer failed; reconnecting");
                         break;
                     }
-                    Some((source, None)) => {
-                        tracing::warn!(?source, "the consumer ended; reconnecting");
+                    Some((shard, None)) => {
+                        tracing::warn!(shard, "the consumer ended; reconnecting");
                         break;
                     }
                     None => {
@@ -214,7 +179,6 @@ pub(crate) async fn consume_until_shutdown(
         }
         shared.consuming.store(false, Ordering::Relaxed);
         lost.cancel();
-        drop(partitions);
         if shutdown.is_cancelled() {
             tracker.close();
             if tokio::time::timeout(config.drain_timeout, tracker.wait())

@@ -23,17 +23,20 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
+use futures_util::StreamExt;
 use herald_core::backoff::Backoff;
 use herald_core::ordering::OnFinalFailure;
 use herald_core::retry::{self, Next};
 use herald_core::{DeliveryState, Webhook};
 use herald_proto::v1::DeliveryMessage;
-use herald_queue::Topology;
+use herald_queue::{QueueError, Topology};
 use herald_store::{AttemptRecord, OrderingStore, WriteRequest};
 use lapin::Acker;
 use lapin::message::Delivery;
+use lapin::options::{BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -56,17 +59,24 @@ struct Queued {
     message: DeliveryMessage,
 }
 
-/// The partitions this sender consumes over one broker connection: each
-/// key's waiting messages, and what every key task needs.
-pub(crate) struct Partitions {
+/// One partition while this sender is subscribed to it on one channel (a
+/// lease: the broker may hand the partition to this subscription, and this
+/// sender gives it back by closing the channel): each key's waiting
+/// messages, and what every key task needs.
+struct Lease {
     shared: Arc<Shared>,
     topology: Arc<Topology>,
     acks: Arc<Acks>,
     ordering: OrderingStore,
-    /// Cancelled when the connection is gone or the sender shuts down: no
-    /// key task starts another attempt after that.
+    /// Cancelled when the lease ends (released, its channel or the
+    /// connection gone, or the sender shutting down): no key task starts
+    /// another attempt after that.
     lost: CancellationToken,
+    /// The lease's key tasks: the channel closes only once they are done.
     tracker: TaskTracker,
+    /// When the last message arrived: a partition this sender is working
+    /// on, for the rebalancing.
+    last_received: Mutex<Option<Instant>>,
     /// Keys with a running task, and the messages queued behind it.
     keys: Mutex<HashMap<(Uuid, String), VecDeque<Queued>>>,
     /// Keys read as not stopped since this connection began. Only the
@@ -80,30 +90,29 @@ pub(crate) struct Partitions {
 /// over (the next delivery of each key looks it up again).
 const MAX_REMEMBERED_KEYS: usize = 100_000;
 
-impl Partitions {
-    pub(crate) fn new(
-        shared: Arc<Shared>,
-        topology: Arc<Topology>,
-        acks: Arc<Acks>,
-        ordering: OrderingStore,
-        lost: CancellationToken,
-        tracker: TaskTracker,
-    ) -> Arc<Self> {
-        Arc::new(Self {
-            shared,
-            topology,
-            acks,
-            ordering,
-            lost,
-            tracker,
-            keys: Mutex::new(HashMap::new()),
-            running: Mutex::new(HashSet::new()),
-        })
+impl Lease {
+    /// Whether this sender worked on the partition since `since`: a
+    /// message arrived, or a key still has messages.
+    fn busy_since(&self, since: Instant) -> bool {
+        let received = *self
+            .last_received
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        received.is_some_and(|at| at >= since)
+            || !self
+                .keys
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .is_empty()
     }
 
     /// Takes a message of a partition: it runs now if its key is idle, or
     /// after the key's earlier messages.
-    pub(crate) fn received(self: &Arc<Self>, delivery: Delivery) {
+    fn received(self: &Arc<Self>, delivery: Delivery) {
+        *self
+            .last_received
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
         self.acks.received(delivery.delivery_tag);
         let Delivery {
             delivery_tag: tag,
@@ -157,6 +166,11 @@ impl Partitions {
     async fn run_key(self: Arc<Self>, key: (Uuid, String), first: Queued) {
         let mut next = Some(first);
         while let Some(queued) = next {
+            if self.lost.is_cancelled() {
+                // The lease ended: this message and the key's later ones go
+                // back to the queue, in place, when the channel closes.
+                return;
+            }
             let Queued {
                 tag,
                 acker,
@@ -476,4 +490,244 @@ fn is_final(state: DeliveryState) -> bool {
         state,
         DeliveryState::Succeeded | DeliveryState::Failed | DeliveryState::Cancelled
     )
+}
+
+/// How often a sender compares the partitions it works on with its share.
+const REBALANCE_EVERY: Duration = Duration::from_secs(5);
+
+/// The partition queues over one broker connection: one subscription
+/// (channel, consumer, lease) per partition, and the rebalancing that
+/// spreads busy partitions over the senders.
+///
+/// RabbitMQ 3.10 gives a single-active-consumer queue to its oldest
+/// subscriber and never moves it while that one lives, so the first sender
+/// to start would own every partition. Each sender therefore counts the
+/// senders (the consumers of a partition queue: every sender subscribes to
+/// every partition) and, while it works on more than its share
+/// (partitions ÷ senders, rounded up), gives the surplus back: it stops
+/// starting attempts there, lets the attempts in flight settle, and closes
+/// that partition's channel, which returns its unacked messages in their
+/// places and makes the next subscriber (another sender) the active one.
+/// Then it subscribes again, at the back of the line.
+pub(crate) struct Partitions {
+    shared: Arc<Shared>,
+    topology: Arc<Topology>,
+    connection: Arc<lapin::Connection>,
+    /// The sender's name, for consumer tags.
+    name: String,
+    prefetch: u16,
+    /// Cancelled when the connection is gone or the sender shuts down.
+    lost: CancellationToken,
+    /// Each partition's current lease, while subscribed.
+    leases: Vec<Mutex<Option<Arc<Lease>>>>,
+}
+
+impl Partitions {
+    /// Subscribes to every partition and starts the rebalancing, as tasks
+    /// of `tracker` that end after `lost` is cancelled (and, for each
+    /// partition, after its attempts in flight settled).
+    pub(crate) fn start(
+        shared: Arc<Shared>,
+        topology: Arc<Topology>,
+        connection: Arc<lapin::Connection>,
+        name: &str,
+        prefetch: u16,
+        lost: CancellationToken,
+        tracker: &TaskTracker,
+    ) {
+        let count = topology.partition_count();
+        let this = Arc::new(Self {
+            shared,
+            topology,
+            connection,
+            name: name.to_owned(),
+            prefetch,
+            lost,
+            leases: (0..count).map(|_| Mutex::new(None)).collect(),
+        });
+        for partition in 0..count {
+            tracker.spawn(this.clone().run_partition(partition));
+        }
+        tracker.spawn(this.rebalance());
+    }
+
+    /// Keeps one subscription to `partition` until the connection is lost.
+    async fn run_partition(self: Arc<Self>, partition: u16) {
+        let mut backoff = Backoff::new();
+        while !self.lost.is_cancelled() {
+            match self.subscribe(partition).await {
+                Ok((channel, consumer)) => {
+                    backoff.reset();
+                    self.serve(partition, channel, consumer).await;
+                }
+                Err(e) => {
+                    let wait = backoff.next_delay();
+                    tracing::warn!(error = %e, partition, retry_in = ?wait, "cannot subscribe to a partition");
+                    tokio::select! {
+                        () = self.lost.cancelled() => return,
+                        () = tokio::time::sleep(wait) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    async fn subscribe(
+        &self,
+        partition: u16,
+    ) -> Result<(lapin::Channel, lapin::Consumer), QueueError> {
+        let channel = self
+            .connection
+            .create_channel()
+            .await
+            .map_err(QueueError::amqp("opening a partition channel"))?;
+        channel
+            .basic_qos(self.prefetch, BasicQosOptions::default())
+            .await
+            .map_err(QueueError::amqp("setting the ordered prefetch"))?;
+        // The queue is single-active-consumer: every sender subscribes,
+        // and the broker sends to one at a time.
+        let consumer = channel
+            .basic_consume(
+                self.topology.partition_queue(partition).into(),
+                format!("{}.ordered.{partition}", self.name).into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(QueueError::amqp("starting a partition consumer"))?;
+        Ok((channel, consumer))
+    }
+
+    /// Serves one subscription until its lease ends, then hands what it
+    /// still holds back to the broker.
+    async fn serve(&self, partition: u16, channel: lapin::Channel, mut consumer: lapin::Consumer) {
+        let acks = Arc::new(Acks::new(channel.clone()));
+        let lease = Arc::new(Lease {
+            shared: self.shared.clone(),
+            topology: self.topology.clone(),
+            acks: acks.clone(),
+            ordering: self.shared.ordering.clone(),
+            lost: self.lost.child_token(),
+            tracker: TaskTracker::new(),
+            last_received: Mutex::new(None),
+            keys: Mutex::new(HashMap::new()),
+            running: Mutex::new(HashSet::new()),
+        });
+        *self.leases[usize::from(partition)]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(lease.clone());
+        let stop_acks = CancellationToken::new();
+        let flusher = tokio::spawn({
+            let acks = acks.clone();
+            let stop = stop_acks.clone();
+            async move { acks.run(stop).await }
+        });
+        loop {
+            tokio::select! {
+                biased;
+                () = lease.lost.cancelled() => break,
+                next = consumer.next() => match next {
+                    Some(Ok(delivery)) => lease.received(delivery),
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, partition, "a partition consumer failed; subscribing again");
+                        break;
+                    }
+                    None => {
+                        tracing::warn!(partition, "a partition consumer ended; subscribing again");
+                        break;
+                    }
+                }
+            }
+        }
+        lease.lost.cancel();
+        *self.leases[usize::from(partition)]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = None;
+        // Attempts in flight settle (and are acked) before the channel
+        // closes, so that the next owner does not repeat them needlessly.
+        lease.tracker.close();
+        lease.tracker.wait().await;
+        stop_acks.cancel();
+        let _ = flusher.await;
+        if let Err(e) = acks.flush().await {
+            tracing::warn!(error = %e, partition, "the last acks of a partition could not be sent; those deliveries will be repeated");
+        }
+        // Every message still unacked goes back to the queue in its place,
+        // and the partition's next subscriber becomes the active one.
+        let _ = channel.close(200, "partition handed on".into()).await;
+    }
+
+    /// Every [`REBALANCE_EVERY`], gives back the busy partitions beyond this
+    /// sender's share (see the type's documentation).
+    async fn rebalance(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(REBALANCE_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = self.lost.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let senders = match self.senders().await {
+                Ok(senders) => senders.max(1),
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot count the senders; no rebalancing this time");
+                    continue;
+                }
+            };
+            let share = usize::from(self.topology.partition_count()).div_ceil(senders);
+            let since = Instant::now()
+                .checked_sub(REBALANCE_EVERY * 2)
+                .unwrap_or_else(Instant::now);
+            let busy: Vec<(usize, Arc<Lease>)> = self
+                .leases
+                .iter()
+                .enumerate()
+                .filter_map(|(partition, lease)| {
+                    let lease = lease.lock().unwrap_or_else(PoisonError::into_inner);
+                    lease
+                        .as_ref()
+                        .filter(|lease| lease.busy_since(since))
+                        .map(|lease| (partition, lease.clone()))
+                })
+                .collect();
+            if busy.len() <= share {
+                continue;
+            }
+            tracing::info!(
+                busy = busy.len(),
+                senders,
+                share,
+                "working on more partitions than this sender's share; handing the surplus on"
+            );
+            metrics::counter!("herald_ordered_partitions_handed_on_total")
+                .increment((busy.len() - share) as u64);
+            for (_, lease) in busy.iter().skip(share) {
+                lease.lost.cancel();
+            }
+        }
+    }
+
+    /// How many senders subscribe to the partitions: the consumers of
+    /// partition 0's queue (each sender has one there, active or waiting).
+    async fn senders(&self) -> Result<usize, QueueError> {
+        let channel = self
+            .connection
+            .create_channel()
+            .await
+            .map_err(QueueError::amqp("opening a channel to count senders"))?;
+        let queue = channel
+            .queue_declare(
+                self.topology.partition_queue(0).into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map_err(QueueError::amqp("counting the partition's consumers"))?;
+        let _ = channel.close(200, "counted".into()).await;
+        Ok(usize::try_from(queue.consumer_count()).unwrap_or(1))
+    }
 }
