@@ -206,6 +206,44 @@ struct Setup {
     arrived: Arc<AtomicUsize>,
     senders: Vec<SenderProcess>,
     work_queue: String,
+    /// The receiver of an ordered webhook (event [`ORDERED_EVENT`]).
+    ordered_receiver: Receiver,
+}
+
+/// The event of the ordered webhook: ordered delivery's partition queues
+/// are classic queues, each on one node (docs/ordering.md).
+const ORDERED_EVENT: &str = "cluster.ordered";
+
+/// Fires one ordered event for each of 32 keys (so that, with 16
+/// partitions, most partitions get one); returns the ids of the calls
+/// answered OK and how many answered UNAVAILABLE. Any other answer fails.
+async fn fire_ordered(env: &TestEnv) -> (Vec<Uuid>, usize) {
+    let mut confirmed = Vec::new();
+    let mut unavailable = 0;
+    for key in 0..32 {
+        let answer = env
+            .ingest()
+            .await
+            .fire(herald_proto::v1::FireRequest {
+                event: ORDERED_EVENT.into(),
+                data: Some(herald_proto::v1::fire_request::Data::Json("{}".into())),
+                ordering_key: format!("k{key}"),
+                ..Default::default()
+            })
+            .await;
+        match answer {
+            Ok(fired) => confirmed.extend(
+                fired
+                    .into_inner()
+                    .delivery_ids
+                    .iter()
+                    .map(|id| id.parse::<Uuid>().expect("uuid")),
+            ),
+            Err(status) if status.code() == tonic::Code::Unavailable => unavailable += 1,
+            Err(status) => panic!("ordered Fire answered neither OK nor UNAVAILABLE: {status:?}"),
+        }
+    }
+    (confirmed, unavailable)
 }
 
 async fn setup(cluster: &RabbitCluster) -> Setup {
@@ -232,6 +270,18 @@ async fn setup(cluster: &RabbitCluster) -> Setup {
     })
     .await;
     env.webhook(EVENT, "POST", &receiver.url("/cluster")).await;
+    let ordered_receiver = Receiver::ok().await;
+    env.admin()
+        .await
+        .create_webhook(herald_proto::v1::CreateWebhookRequest {
+            event: ORDERED_EVENT.into(),
+            method: "POST".into(),
+            url: ordered_receiver.url("/ordered"),
+            ordered: true,
+            ..Default::default()
+        })
+        .await
+        .expect("ordered webhook");
     let prefetch = prefetch().to_string();
     let overrides = [
         ("HERALD_PREFETCH", prefetch.as_str()),
@@ -258,6 +308,7 @@ async fn setup(cluster: &RabbitCluster) -> Setup {
         arrived,
         senders,
         work_queue,
+        ordered_receiver,
     }
 }
 
@@ -321,6 +372,7 @@ async fn scenario(cluster: &RabbitCluster) {
         arrived,
         senders,
         work_queue,
+        ordered_receiver,
     } = setup(cluster).await;
 
     let stop = CancellationToken::new();
@@ -365,6 +417,13 @@ async fn scenario(cluster: &RabbitCluster) {
         .await
         .expect("a new leader");
     timeline.mark(format!("node {new_leader} leads the work queue"));
+    // Ordered deliveries while a node is down: a partition on that node
+    // cannot take them, and Fire must say so rather than confirm them.
+    let (ordered_ids, ordered_unavailable) = fire_ordered(&env).await;
+    timeline.mark(format!(
+        "ordered Fire for 32 keys: {} OK, {ordered_unavailable} UNAVAILABLE",
+        ordered_ids.len()
+    ));
     wait_progress(
         &env,
         &arrived,
@@ -448,6 +507,24 @@ async fn scenario(cluster: &RabbitCluster) {
     let ids = &fired.confirmed;
     wait_all_final(&env, ids, Duration::from_secs(90)).await;
     let drained = Instant::now();
+    // Every ordered delivery Fire confirmed while the node was down arrives.
+    wait_all_final(&env, &ordered_ids, Duration::from_secs(60)).await;
+    assert_all_succeeded(&ordered_ids, &recorded(&env, &ordered_ids).await);
+    let ordered_arrived: HashSet<String> = ordered_receiver
+        .requests()
+        .iter()
+        .filter_map(|r| r.header("webhook-id").map(str::to_owned))
+        .collect();
+    assert!(
+        ordered_ids
+            .iter()
+            .all(|id| ordered_arrived.contains(&id.to_string())),
+        "a confirmed ordered delivery never reached its receiver"
+    );
+    eprintln!(
+        "CLUSTER ordered Fire with a node down: {} OK (all delivered), {ordered_unavailable} UNAVAILABLE",
+        ordered_ids.len()
+    );
     let records = recorded(&env, ids).await;
     let lost = ids.len() - records.len();
     let retried = assert_all_succeeded(ids, &records);

@@ -120,6 +120,10 @@ async fn keys_stay_in_fire_order_across_senders_and_a_kill() {
     })
     .await;
     ordered_webhook(&env, &receiver.url("/ordered"), "stop").await;
+    // Before the senders, so that they are dropped (killed) first: a sender
+    // still running after the test environment removed its queues would
+    // declare them again.
+    let env = Arc::new(env);
     let mut senders = Vec::new();
     for name in ["sender-1", "sender-2", "sender-3"] {
         senders.push(SenderProcess::start(&env, name, &[]).await.unwrap());
@@ -128,7 +132,6 @@ async fn keys_stay_in_fire_order_across_senders_and_a_kill() {
 
     // Each key fires its events one after the other (that is Fire order);
     // the keys fire side by side.
-    let env = Arc::new(env);
     let firing = Instant::now();
     let fires: Vec<_> = (0..KEYS)
         .map(|k| {
@@ -574,11 +577,12 @@ async fn busy_partitions_spread_over_the_senders() {
     env.start_ingest(env.queue.clone(), |_| {}).await.unwrap();
     let receiver = Receiver::ok().await;
     ordered_webhook(&env, &receiver.url("/spread"), "stop").await;
+    // Before the senders, so that they are dropped first (see above).
+    let env = Arc::new(env);
     let mut senders = Vec::new();
     for name in ["sender-1", "sender-2", "sender-3"] {
         senders.push(SenderProcess::start(&env, name, &[]).await.unwrap());
     }
-    let env = Arc::new(env);
     let started = Instant::now();
     let fires: Vec<_> = (0..KEYS)
         .map(|k| {

@@ -286,6 +286,11 @@ impl ConnectionManager {
             channels.push(channel);
         }
         self.topology.declare(&channels[0]).await?;
+        // A partition whose node is down is skipped, not fatal: every other
+        // delivery can still be published.
+        for (partition, e) in self.topology.declare_partitions(&connection).await {
+            tracing::warn!(partition, error = %e, "a partition queue of ordered delivery could not be declared; its keys wait until its node is back");
+        }
         let live = Arc::new(Live {
             connection,
             channels,

@@ -197,6 +197,10 @@ impl Topology {
         // Classic on purpose: see the module documentation.
         args.insert("x-queue-type".into(), long_string("classic"));
         args.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
+        // A classic queue lives on one node: on a cluster, spread the
+        // partitions over the nodes (the one holding the fewest queues gets
+        // the next), so that a node down stops only its share of the keys.
+        args.insert("x-queue-master-locator".into(), long_string("min-masters"));
         args
     }
 
@@ -414,26 +418,6 @@ impl Topology {
                     .map_err(QueueError::amqp("declaring a delay queue"))?;
             }
         }
-        for partition in 0..self.partitions {
-            channel
-                .queue_declare(
-                    self.partition_queue(partition).into(),
-                    durable_queue,
-                    Self::partition_arguments(),
-                )
-                .await
-                .map_err(QueueError::amqp("declaring a partition queue"))?;
-            channel
-                .queue_bind(
-                    self.partition_queue(partition).into(),
-                    self.work_exchange().into(),
-                    Self::partition_routing_key(partition).into(),
-                    QueueBindOptions::default(),
-                    FieldTable::default(),
-                )
-                .await
-                .map_err(QueueError::amqp("binding a partition queue"))?;
-        }
         // Only the queue type: no TTL (a dead message waits for an operator,
         // however long that takes) and no length limit (a limit would drop
         // or refuse exactly the messages an operator needs to see; a
@@ -447,6 +431,68 @@ impl Topology {
             .await
             .map_err(QueueError::amqp("declaring the dead-letter queue"))?;
         Ok(())
+    }
+
+    /// Declares one partition queue and binds it (after [`Self::declare`],
+    /// which makes the exchange). Apart from the other queues because a
+    /// partition is a classic queue: on a cluster, while the node that holds
+    /// it is down, RabbitMQ refuses to declare it (NOT_FOUND, "home node …
+    /// is down") and closes the channel, and that must not stop the rest of
+    /// Herald from declaring and using its queues.
+    pub async fn declare_partition(
+        &self,
+        channel: &Channel,
+        partition: u16,
+    ) -> Result<(), QueueError> {
+        channel
+            .queue_declare(
+                self.partition_queue(partition).into(),
+                QueueDeclareOptions {
+                    durable: true,
+                    ..QueueDeclareOptions::default()
+                },
+                Self::partition_arguments(),
+            )
+            .await
+            .map_err(QueueError::amqp("declaring a partition queue"))?;
+        channel
+            .queue_bind(
+                self.partition_queue(partition).into(),
+                self.work_exchange().into(),
+                Self::partition_routing_key(partition).into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(QueueError::amqp("binding a partition queue"))?;
+        Ok(())
+    }
+
+    /// Declares every partition queue, each on a channel of its own (see
+    /// [`Self::declare_partition`]); returns the partitions that could not
+    /// be declared, with why. A publish to one of those is unroutable or
+    /// refused, so its Fire answers UNAVAILABLE and nothing is lost.
+    pub async fn declare_partitions(
+        &self,
+        connection: &lapin::Connection,
+    ) -> Vec<(u16, QueueError)> {
+        let mut failed = Vec::new();
+        for partition in 0..self.partitions {
+            let declared = async {
+                let channel = connection
+                    .create_channel()
+                    .await
+                    .map_err(QueueError::amqp("opening a channel"))?;
+                self.declare_partition(&channel, partition).await?;
+                let _ = channel.close(200, "declared".into()).await;
+                Ok::<_, QueueError>(())
+            }
+            .await;
+            if let Err(e) = declared {
+                failed.push((partition, e));
+            }
+        }
+        failed
     }
 
     /// Deletes everything `declare` made (tests use it to leave nothing behind).

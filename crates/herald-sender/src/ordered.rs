@@ -15,8 +15,10 @@
 //! their original places, to the next consumer. A redelivered message may
 //! already have attempts (or even a final state) recorded; its progress is
 //! read from Postgres, so attempt numbers go on and a finished delivery is
-//! not sent again. After a connection is lost, a key task starts no new
-//! attempt: the messages belong to whichever sender the broker picks next.
+//! not sent again. After a connection is lost, or once this sender hands a
+//! partition on to spread the work ([`Partitions`]), a key task starts no
+//! new attempt: the messages belong to whichever sender the broker picks
+//! next.
 //!
 //! This module must not publish anything but dead letters: the order lives
 //! in the partition queue, and a republished message would lose its place.
@@ -581,6 +583,10 @@ impl Partitions {
             .create_channel()
             .await
             .map_err(QueueError::amqp("opening a partition channel"))?;
+        // Declared here too, so that senders started before any ingest
+        // consume it; a partition whose node is down fails here alone, and
+        // is tried again with back-off.
+        self.topology.declare_partition(&channel, partition).await?;
         channel
             .basic_qos(self.prefetch, BasicQosOptions::default())
             .await
