@@ -199,6 +199,15 @@ impl Lease {
                 // messages, to the partition's next consumer in order.
                 return;
             };
+            if settled == Settle::Requeue {
+                // Not done, and a nack would put it back while this task
+                // went on with the key's next message. Ending the lease
+                // returns the whole partition in order instead (this
+                // sender subscribes again). Only a stopping writer or a
+                // dead-letter publish the broker refused lead here.
+                self.lost.cancel();
+                return;
+            }
             process::settle(&self.acks, tag, acker, settled)
                 .instrument(span)
                 .await;
