@@ -641,8 +641,8 @@ mod tests {
 
     fn new_webhook(tenant: &str, event: &str) -> NewWebhook {
         NewWebhook {
-            ordered: Default::default(),
-            on_failure: Default::default(),
+            ordered: true,
+            on_failure: OnFinalFailure::Continue,
             tenant: tenant.into(),
             events: herald_core::subscription::Subscription::parse(&[event]).unwrap(),
             filter: None,
@@ -679,6 +679,8 @@ mod tests {
         assert_eq!(created.timeout_ms, 2500);
         assert_eq!(created.id_header.as_deref(), Some("PS-WEBHOOK_EVENT-ID"));
         assert!(created.trace_context);
+        assert!(created.ordered);
+        assert_eq!(created.on_failure, OnFinalFailure::Continue);
         assert_eq!(created.created_at, created.updated_at);
         assert_eq!(store.get_webhook(created.id).await.unwrap(), created);
 
@@ -697,6 +699,8 @@ mod tests {
             headers: Some(BTreeMap::new()),
             body_template: Some(None),
             trace_context: Some(false),
+            ordered: Some(false),
+            on_failure: Some(OnFinalFailure::Stop),
             ..Default::default()
         };
         let updated = store
@@ -708,6 +712,8 @@ mod tests {
         assert!(updated.headers.is_empty());
         assert_eq!(updated.body_template, None);
         assert!(!updated.trace_context);
+        assert!(!updated.ordered);
+        assert_eq!(updated.on_failure, OnFinalFailure::Stop);
         assert_eq!(updated.description, "orders", "unset fields are kept");
         assert_eq!(updated.created_at, created.created_at);
         assert!(updated.updated_at > created.updated_at);
