@@ -103,6 +103,45 @@ fn first_successes(
     order
 }
 
+/// A receiver that answers 503 to the first attempt of the deliveries
+/// [`fails_first`] picks, and 200 to everything else.
+async fn refusing_first_receiver() -> Receiver {
+    Receiver::start(|request, n| {
+        if answered_ok(request, n) {
+            Reply::status(200)
+        } else {
+            Reply::status(503)
+        }
+    })
+    .await
+}
+
+/// Whether [`refusing_first_receiver`] answered this request 2xx (`n`:
+/// earlier requests with its Webhook-Id).
+fn answered_ok(request: &Received, n: usize) -> bool {
+    n > 0 || !fails_first(request.header("webhook-id").unwrap_or_default())
+}
+
+/// Every one of `keys` keys (`order-0` …) arrived, and each key's first
+/// successful receipts are its sequence numbers 0 … `per_key` - 1, in
+/// order.
+fn assert_fire_order(
+    requests: &[Received],
+    succeeded: impl Fn(&Received, usize) -> bool,
+    keys: usize,
+    per_key: usize,
+) {
+    let order = first_successes(requests, succeeded);
+    assert_eq!(order.len(), keys, "every key arrived");
+    let expected: Vec<usize> = (0..per_key).collect();
+    for (key, seqs) in &order {
+        assert_eq!(
+            seqs, &expected,
+            "key {key}: first successful receipts in Fire order"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_stay_in_fire_order_across_senders_and_a_kill() {
     const KEYS: usize = 10;
@@ -110,15 +149,7 @@ async fn keys_stay_in_fire_order_across_senders_and_a_kill() {
     let started = Instant::now();
     let mut env = TestEnv::new("0s,20ms,50ms,100ms,200ms").await.unwrap();
     env.start_ingest(env.queue.clone(), |_| {}).await.unwrap();
-    let receiver = Receiver::start(|request, n| {
-        let id = request.header("webhook-id").unwrap_or_default();
-        if n == 0 && fails_first(id) {
-            Reply::status(503)
-        } else {
-            Reply::status(200)
-        }
-    })
-    .await;
+    let receiver = refusing_first_receiver().await;
     ordered_webhook(&env, &receiver.url("/ordered"), "stop").await;
     // Before the senders, so that they are dropped (killed) first: a sender
     // still running after the test environment removed its queues would
@@ -174,17 +205,7 @@ async fn keys_stay_in_fire_order_across_senders_and_a_kill() {
     assert_all_succeeded(&ids, &recorded(&env, &ids).await);
 
     let requests = receiver.requests();
-    let order = first_successes(&requests, |request, n| {
-        n > 0 || !fails_first(request.header("webhook-id").unwrap_or_default())
-    });
-    assert_eq!(order.len(), KEYS, "every key arrived");
-    for (key, seqs) in &order {
-        let expected: Vec<usize> = (0..PER_KEY).collect();
-        assert_eq!(
-            seqs, &expected,
-            "key {key}: first successful receipts in Fire order"
-        );
-    }
+    assert_fire_order(&requests, answered_ok, KEYS, PER_KEY);
     // A repeat is the same delivery (same Webhook-Id), never a new one.
     let mut ids_of: HashMap<(String, usize), HashSet<String>> = HashMap::new();
     for request in &requests {
@@ -493,15 +514,7 @@ async fn keys_stay_in_order_when_the_broker_connection_is_lost() {
     const PER_KEY: usize = 60;
     let mut env = TestEnv::new("0s,20ms,50ms,100ms,200ms").await.unwrap();
     env.start_ingest(env.queue.clone(), |_| {}).await.unwrap();
-    let receiver = Receiver::start(|request, n| {
-        let id = request.header("webhook-id").unwrap_or_default();
-        if n == 0 && fails_first(id) {
-            Reply::status(503)
-        } else {
-            Reply::status(200)
-        }
-    })
-    .await;
+    let receiver = refusing_first_receiver().await;
     ordered_webhook(&env, &receiver.url("/lost"), "stop").await;
     let names: Vec<String> = ["a", "b"]
         .iter()
@@ -547,17 +560,7 @@ async fn keys_stay_in_order_when_the_broker_connection_is_lost() {
     wait_all_final(&env, &ids, Duration::from_secs(120)).await;
     assert_all_succeeded(&ids, &recorded(&env, &ids).await);
     let requests = receiver.requests();
-    let order = first_successes(&requests, |request, n| {
-        n > 0 || !fails_first(request.header("webhook-id").unwrap_or_default())
-    });
-    for (key, seqs) in &order {
-        let expected: Vec<usize> = (0..PER_KEY).collect();
-        assert_eq!(
-            seqs, &expected,
-            "key {key}: first successful receipts in Fire order"
-        );
-    }
-    assert_eq!(order.len(), KEYS);
+    assert_fire_order(&requests, answered_ok, KEYS, PER_KEY);
     eprintln!(
         "{} deliveries in order through {cuts} lost connections: {} requests",
         ids.len(),
@@ -604,12 +607,7 @@ async fn busy_partitions_spread_over_the_senders() {
     wait_all_final(&env, &ids, Duration::from_secs(120)).await;
     let elapsed = started.elapsed();
     assert_all_succeeded(&ids, &recorded(&env, &ids).await);
-    let order = first_successes(&receiver.requests(), |_, _| true);
-    assert_eq!(order.len(), KEYS);
-    for (key, seqs) in &order {
-        let expected: Vec<usize> = (0..PER_KEY).collect();
-        assert_eq!(seqs, &expected, "key {key}: first receipts in Fire order");
-    }
+    assert_fire_order(&receiver.requests(), |_, _| true, KEYS, PER_KEY);
     let mut per_sender = Vec::new();
     for sender in &senders {
         per_sender.push(sender.deliveries("succeeded").await.unwrap());

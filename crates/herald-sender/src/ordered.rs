@@ -34,7 +34,7 @@ use herald_core::retry::{self, Next};
 use herald_core::{DeliveryState, Webhook};
 use herald_proto::v1::DeliveryMessage;
 use herald_queue::{QueueError, Topology};
-use herald_store::{AttemptRecord, OrderingStore, WriteRequest};
+use herald_store::WriteRequest;
 use lapin::Acker;
 use lapin::message::Delivery;
 use lapin::options::{BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions};
@@ -69,7 +69,6 @@ struct Lease {
     shared: Arc<Shared>,
     topology: Arc<Topology>,
     acks: Arc<Acks>,
-    ordering: OrderingStore,
     /// Cancelled when the lease ends (released, its channel or the
     /// connection gone, or the sender shutting down): no key task starts
     /// another attempt after that.
@@ -253,7 +252,7 @@ impl Lease {
         if redelivered {
             let progress = self
                 .until_ok("reading the delivery's progress", || {
-                    self.ordering.progress(delivery_id)
+                    self.shared.ordering.progress(delivery_id)
                 })
                 .await?;
             if let Some(progress) = progress {
@@ -267,8 +266,11 @@ impl Lease {
                         // the failure and stopping the key: a stop too many
                         // can be resumed, a key that went on cannot be undone.
                         self.until_ok("stopping the key", || {
-                            self.ordering
-                                .stop(webhook_id, &message.ordering_key, delivery_id)
+                            self.shared.ordering.stop(
+                                webhook_id,
+                                &message.ordering_key,
+                                delivery_id,
+                            )
                         })
                         .await?;
                     }
@@ -284,7 +286,9 @@ impl Lease {
         if stops && !self.remembered_running(&key) {
             let stopped_by = self
                 .until_ok("reading whether the key is stopped", || {
-                    self.ordering.stopped_by(webhook_id, &message.ordering_key)
+                    self.shared
+                        .ordering
+                        .stopped_by(webhook_id, &message.ordering_key)
                 })
                 .await?;
             if stopped_by.is_none() {
@@ -315,7 +319,8 @@ impl Lease {
                 Step::Done(Settle::Ack, Next::Fail) if stops => {
                     self.forget_running(&key);
                     self.until_ok("stopping the key", || {
-                        self.ordering
+                        self.shared
+                            .ordering
                             .stop(webhook_id, &message.ordering_key, delivery_id)
                     })
                     .await?;
@@ -351,29 +356,8 @@ impl Lease {
         let mut outcome = Box::pin(shared.client.send(webhook, &payload, &info)).await;
         let finished = outcome.started_at + outcome.duration;
         shared.stats.attempt(&outcome);
-        let mut record = process::record(
-            delivery_id,
-            webhook.id,
-            message,
-            payload,
-            webhook.url.clone(),
-            webhook.method.as_str().to_owned(),
-        );
-        record.attempts = message.attempt;
-        record.last_status_code = outcome.status_code;
-        record.last_error = outcome.error.as_ref().map(ToString::to_string);
-        record.last_attempt_at = Some(outcome.started_at);
-        let attempt = AttemptRecord {
-            delivery_id,
-            attempt: message.attempt,
-            started_at: outcome.started_at,
-            duration_ms: u32::try_from(outcome.duration.as_millis()).unwrap_or(u32::MAX),
-            url: std::mem::take(&mut outcome.url),
-            status_code: outcome.status_code,
-            error_kind: outcome.error.as_ref().map(|e| e.kind.as_str()),
-            error_message: outcome.error.as_ref().map(|e| e.message.clone()),
-            response_excerpt: outcome.response_excerpt.take(),
-        };
+        let (mut record, attempt) =
+            process::attempted(delivery_id, webhook, message, payload, &mut outcome);
         let topology = &self.topology;
         let next = retry::decide(
             process::retry_outcome(&outcome),
@@ -622,7 +606,6 @@ impl Partitions {
             shared: self.shared.clone(),
             topology: self.topology.clone(),
             acks: acks.clone(),
-            ordering: self.shared.ordering.clone(),
             lost: self.lost.child_token(),
             tracker: TaskTracker::new(),
             last_received: Mutex::new(None),

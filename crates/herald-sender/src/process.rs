@@ -370,7 +370,6 @@ async fn attempt(
     slot: crate::limits::Slot,
     message: &mut DeliveryMessage,
 ) -> Settle {
-    let webhook_id = webhook.id;
     // Moved out rather than copied: the request is built from it, and the
     // record then takes it. Only a retry needs a copy (below).
     let payload = herald_queue::message_payload(message.data.take());
@@ -395,29 +394,7 @@ async fn attempt(
     drop(slot);
     let finished = outcome.started_at + outcome.duration;
     shared.stats.attempt(&outcome);
-    let mut record = record(
-        delivery_id,
-        webhook_id,
-        message,
-        payload,
-        webhook.url.clone(),
-        webhook.method.as_str().to_owned(),
-    );
-    record.attempts = message.attempt;
-    record.last_status_code = outcome.status_code;
-    record.last_error = outcome.error.as_ref().map(ToString::to_string);
-    record.last_attempt_at = Some(outcome.started_at);
-    let attempt = AttemptRecord {
-        delivery_id,
-        attempt: message.attempt,
-        started_at: outcome.started_at,
-        duration_ms: u32::try_from(outcome.duration.as_millis()).unwrap_or(u32::MAX),
-        url: std::mem::take(&mut outcome.url),
-        status_code: outcome.status_code,
-        error_kind: outcome.error.as_ref().map(|e| e.kind.as_str()),
-        error_message: outcome.error.as_ref().map(|e| e.message.clone()),
-        response_excerpt: outcome.response_excerpt.take(),
-    };
+    let (mut record, attempt) = attempted(delivery_id, &webhook, message, payload, &mut outcome);
 
     let next = retry::decide(
         retry_outcome(&outcome),
@@ -515,6 +492,42 @@ async fn attempt(
     }
     shared.stats.count(fate);
     Settle::Ack
+}
+
+/// The delivery row and the attempt row of the attempt `outcome` tells of
+/// (state and times after it are the caller's, from the retry decision);
+/// the row takes `payload` and the outcome's URL and response excerpt.
+pub(crate) fn attempted(
+    delivery_id: Uuid,
+    webhook: &herald_core::Webhook,
+    message: &DeliveryMessage,
+    payload: Payload,
+    outcome: &mut crate::AttemptOutcome,
+) -> (DeliveryRecord, AttemptRecord) {
+    let mut record = record(
+        delivery_id,
+        webhook.id,
+        message,
+        payload,
+        webhook.url.clone(),
+        webhook.method.as_str().to_owned(),
+    );
+    record.attempts = message.attempt;
+    record.last_status_code = outcome.status_code;
+    record.last_error = outcome.error.as_ref().map(ToString::to_string);
+    record.last_attempt_at = Some(outcome.started_at);
+    let attempt = AttemptRecord {
+        delivery_id,
+        attempt: message.attempt,
+        started_at: outcome.started_at,
+        duration_ms: u32::try_from(outcome.duration.as_millis()).unwrap_or(u32::MAX),
+        url: std::mem::take(&mut outcome.url),
+        status_code: outcome.status_code,
+        error_kind: outcome.error.as_ref().map(|e| e.kind.as_str()),
+        error_message: outcome.error.as_ref().map(|e| e.message.clone()),
+        response_excerpt: outcome.response_excerpt.take(),
+    };
+    (record, attempt)
 }
 
 /// What the retry decision needs to know of an attempt.
