@@ -164,15 +164,17 @@ herald_pip_ensure() {
         python3 -m pip install -q "$@"
 }
 
-# Installs Debian's Chromium for the browser tests (tests/tests/browser.rs),
-# only if missing. The tests start it headless with a profile of their own.
+# Installs Debian's Chromium and its WebDriver (chromium-driver) for the
+# browser tests (tests/tests/browser.rs, tests/tests/console.rs), each only
+# if missing. The tests start them headless with profiles of their own.
 herald_install_browser() {
-    if command -v chromium >/dev/null 2>&1; then
-        herald_log "chromium is there: $(chromium --version 2>/dev/null | head -n 1)"
-        return
+    local need=()
+    command -v chromium >/dev/null 2>&1 || need+=(chromium)
+    command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
+    if [ "${#need[@]}" -gt 0 ]; then
+        herald_apt_install "${need[@]}"
     fi
-    herald_apt_install chromium
-    herald_log "installed $(chromium --version 2>/dev/null | head -n 1)"
+    herald_log "browser: $(chromium --version 2>/dev/null | head -n 1); $(chromedriver --version 2>/dev/null | head -n 1)"
 }
 
 # Installs what tests/tests/clients.rs runs the examples of docs/clients/

@@ -42,6 +42,8 @@ pub struct Reply {
     pub status: u16,
     /// Wait this long before answering.
     pub delay: Duration,
+    /// The response body; `None` answers `status N`.
+    pub body: Option<&'static str>,
 }
 
 impl Reply {
@@ -49,11 +51,24 @@ impl Reply {
         Self {
             status,
             delay: Duration::ZERO,
+            body: None,
         }
     }
 
     pub fn after(delay: Duration, status: u16) -> Self {
-        Self { status, delay }
+        Self {
+            status,
+            delay,
+            body: None,
+        }
+    }
+
+    /// Answers `status` with `body`.
+    pub fn with_body(status: u16, body: &'static str) -> Self {
+        Self {
+            body: Some(body),
+            ..Self::status(status)
+        }
     }
 }
 
@@ -168,10 +183,10 @@ impl Receiver {
                             Ok::<_, hyper::Error>(
                                 Response::builder()
                                     .status(reply.status)
-                                    .body(Full::new(Bytes::from(format!(
-                                        "status {}",
-                                        reply.status
-                                    ))))
+                                    .body(Full::new(match reply.body {
+                                        Some(body) => Bytes::from_static(body.as_bytes()),
+                                        None => Bytes::from(format!("status {}", reply.status)),
+                                    }))
                                     .expect("response"),
                             )
                         }

@@ -6,6 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
+use herald_console::ConsoleArgs;
 use herald_ingest::IngestArgs;
 use herald_sender::SenderArgs;
 use herald_service::options_doc;
@@ -27,6 +28,7 @@ fn current_and_generated() -> (String, String) {
             options_doc::common(),
             options_doc::service::<IngestArgs>("herald-ingest"),
             options_doc::service::<SenderArgs>("herald-sender"),
+            options_doc::service::<ConsoleArgs>("herald-console"),
         ],
     )
     .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -68,6 +70,7 @@ fn every_option_of_each_service_is_documented_once() {
     for (binary, variables) in [
         ("herald-ingest", env_vars::<IngestArgs>()),
         ("herald-sender", env_vars::<SenderArgs>()),
+        ("herald-console", env_vars::<ConsoleArgs>()),
     ] {
         for env in variables {
             let cell = format!("| `{env}` |");

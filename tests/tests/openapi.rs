@@ -180,6 +180,30 @@ async fn ingest_serves_the_document_and_its_answers_match_it() {
     .await;
     assert_eq!(status, 200, "{summary}");
     record("/v1/get_webhook_summary", status, summary);
+    let (status, timeline) = call(
+        addr,
+        "POST",
+        "/v1/get_webhook_timeline",
+        Some(json!({"webhookId": webhook_id, "bucketSeconds": 3600})),
+    )
+    .await;
+    assert_eq!(status, 200, "{timeline}");
+    assert_eq!(timeline["buckets"][0]["succeeded"], "1", "{timeline}");
+    record("/v1/get_webhook_timeline", status, timeline);
+    let (status, refused) = call(
+        addr,
+        "POST",
+        "/v1/get_webhook_timeline",
+        Some(json!({"webhookId": webhook_id, "bucketSeconds": 60})),
+    )
+    .await;
+    // A week (the default range) in minutes is more buckets than allowed.
+    assert_eq!(status, 400, "{refused}");
+    assert!(
+        refused["message"].as_str().unwrap().contains("at most 400"),
+        "{refused}"
+    );
+    record("/v1/get_webhook_timeline", status, refused);
     let covered: std::collections::BTreeSet<_> = answers
         .iter()
         .map(|a| a["path"].as_str().unwrap().to_owned())

@@ -414,7 +414,7 @@ pub fn attempts_table(attempts: &[Attempt]) -> String {
 }
 
 pub fn delivery_details(d: &Delivery) -> String {
-    let mut out = details(&[
+    let mut pairs = vec![
         ("id", d.id.clone()),
         ("tenant", tenant_label(&d.tenant)),
         ("event", d.event.clone()),
@@ -432,7 +432,20 @@ pub fn delivery_details(d: &Delivery) -> String {
         ("last attempt", format_opt_ms(d.last_attempt_at_unix_ms)),
         ("next attempt", format_opt_ms(d.next_attempt_at_unix_ms)),
         ("finished at", format_opt_ms(d.finished_at_unix_ms)),
-    ]);
+    ];
+    if !d.resent_from.is_empty() {
+        pairs.push(("resent from", d.resent_from.clone()));
+    }
+    if !d.resent_as.is_empty() {
+        pairs.push(("resent as", d.resent_as.join(", ")));
+    }
+    if let Some(payload) = &d.payload {
+        pairs.push((
+            "data",
+            format!("({}) {}", d.payload_kind, one_line(payload, 200)),
+        ));
+    }
+    let mut out = details(&pairs);
     out.push('\n');
     if d.attempt_history.is_empty() {
         out.push_str("no attempts yet\n");

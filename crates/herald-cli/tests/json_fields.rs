@@ -16,6 +16,7 @@ use herald_proto::v1::{
     ListStoppedKeysResponse, PreviousSigningSecret, ResendResponse, ResumeOrderingKeyResponse,
     SigningSecret, StoppedKey, WebhookSummary,
 };
+use herald_proto::v1::{Caller, TimelineBucket, WebhookTimeline};
 use prost::Message;
 use prost_types::field_descriptor_proto::{Label, Type};
 use prost_types::{DescriptorProto, FieldDescriptorProto, FileDescriptorSet};
@@ -46,6 +47,9 @@ fn printed(name: &str) -> Option<Value> {
         "ResumeOrderingKeyResponse" => to_json(&ResumeOrderingKeyResponse::default()),
         "ListStoppedKeysResponse" => to_json(&ListStoppedKeysResponse::default()),
         "StoppedKey" => to_json(&StoppedKey::default()),
+        "WebhookTimeline" => to_json(&WebhookTimeline::default()),
+        "TimelineBucket" => to_json(&TimelineBucket::default()),
+        "Caller" => to_json(&Caller::default()),
         _ => return None,
     })
 }

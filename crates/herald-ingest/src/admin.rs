@@ -20,6 +20,7 @@ use herald_proto::v1::{
     ApiKey as ApiKeyProto, CreateApiKeyRequest, CreatedApiKey, ListApiKeysRequest,
     ListApiKeysResponse, RevokeApiKeyRequest,
 };
+use herald_proto::v1::{Caller, GetWebhookTimelineRequest, WebhookTimeline, WhoAmIRequest};
 use herald_proto::v1::{
     CreateWebhookRequest, DeleteWebhookRequest, DeleteWebhookResponse, Delivery,
     GetDeliveryRequest, GetSigningSecretRequest, GetWebhookRequest, ListWebhooksRequest,
@@ -41,7 +42,7 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::auth::{Principal, principal};
-use crate::convert::{delivery_to_proto, signing_to_proto, webhook_to_proto};
+use crate::convert::{delivery_detail_to_proto, signing_to_proto, webhook_to_proto};
 use crate::reads::LogReads;
 
 /// Default overlap of a rotated signing secret.
@@ -422,9 +423,13 @@ impl Admin for AdminService {
     ) -> Result<Response<Delivery>, Status> {
         let principal = principal(&request)?;
         let id = parse_id("id", &request.into_inner().id)?;
-        let delivery = self.reads.get_delivery(id).await.map_err(store_status)?;
+        let (delivery, resent_as) =
+            tokio::try_join!(self.reads.get_delivery(id), self.reads.resent_as(id))
+                .map_err(store_status)?;
         principal.require_visible(&delivery.tenant, not_found("delivery", id))?;
-        Ok(Response::new(delivery_to_proto(&delivery)))
+        Ok(Response::new(delivery_detail_to_proto(
+            &delivery, &resent_as,
+        )))
     }
 
     async fn list_deliveries(
@@ -446,6 +451,17 @@ impl Admin for AdminService {
         let webhook_id = parse_id("webhook_id", &req.webhook_id)?;
         self.check_webhook_access(&principal, webhook_id).await?;
         self.webhook_summary_checked(req).await.map(Response::new)
+    }
+
+    async fn get_webhook_timeline(
+        &self,
+        request: Request<GetWebhookTimelineRequest>,
+    ) -> Result<Response<WebhookTimeline>, Status> {
+        let principal = principal(&request)?;
+        let req = request.into_inner();
+        let webhook_id = parse_id("webhook_id", &req.webhook_id)?;
+        self.check_webhook_access(&principal, webhook_id).await?;
+        self.webhook_timeline_checked(req).await.map(Response::new)
     }
 
     async fn resend_delivery(
@@ -523,6 +539,11 @@ impl Admin for AdminService {
             .map(Response::new)
     }
 
+    async fn who_am_i(&self, request: Request<WhoAmIRequest>) -> Result<Response<Caller>, Status> {
+        let principal = principal(&request)?;
+        Ok(Response::new(caller_to_proto(&principal)))
+    }
+
     async fn revoke_api_key(
         &self,
         request: Request<RevokeApiKeyRequest>,
@@ -531,5 +552,34 @@ impl Admin for AdminService {
         self.revoke_api_key_checked(&principal, request.into_inner())
             .await
             .map(Response::new)
+    }
+}
+
+/// What WhoAmI answers for `principal`.
+fn caller_to_proto(principal: &Principal) -> Caller {
+    let scopes = herald_core::api_key::Scope::ALL
+        .into_iter()
+        .filter(|s| principal.scopes().grants(*s))
+        .map(|s| s.as_str().to_owned())
+        .collect();
+    match principal {
+        Principal::AuthDisabled => Caller {
+            kind: "auth_disabled".into(),
+            scopes,
+            ..Caller::default()
+        },
+        Principal::Bootstrap => Caller {
+            kind: "bootstrap".into(),
+            scopes,
+            ..Caller::default()
+        },
+        Principal::Key(key) => Caller {
+            kind: "api_key".into(),
+            key_id: key.id.to_string(),
+            name: key.name.clone(),
+            token_prefix: key.token_prefix.clone(),
+            scopes,
+            tenant: key.tenant.clone(),
+        },
     }
 }

@@ -237,6 +237,9 @@ pub(crate) fn check_request_tenant<T>(
 pub(crate) enum Access {
     /// Health checks and reflection: no key needed.
     Open,
+    /// Any valid key, whatever its scopes (WhoAmI: a key may always learn
+    /// what it is).
+    AnyKey,
     Needs(Scope),
 }
 
@@ -254,7 +257,9 @@ pub(crate) fn required_scope(path: &str) -> Access {
         | "/herald.v1.Admin/GetDelivery"
         | "/herald.v1.Admin/ListDeliveries"
         | "/herald.v1.Admin/GetWebhookSummary"
+        | "/herald.v1.Admin/GetWebhookTimeline"
         | "/herald.v1.Admin/ListStoppedKeys" => Access::Needs(Scope::Read),
+        "/herald.v1.Admin/WhoAmI" => Access::AnyKey,
         _ => Access::Needs(Scope::Admin),
     }
 }
@@ -449,14 +454,17 @@ impl Authenticator {
         path: &str,
         headers: &http::HeaderMap,
     ) -> Result<Option<Arc<Principal>>, Refusal> {
-        let Access::Needs(scope) = required_scope(path) else {
-            return Ok(None);
+        let scope = match required_scope(path) {
+            Access::Open => return Ok(None),
+            Access::AnyKey => None,
+            Access::Needs(scope) => Some(scope),
         };
         let principal = self.authenticate(headers)?;
-        if principal.scopes().grants(scope) {
-            Ok(Some(principal))
-        } else {
-            Err(Refusal::Scope(principal, scope))
+        match scope {
+            Some(scope) if !principal.scopes().grants(scope) => {
+                Err(Refusal::Scope(principal, scope))
+            }
+            _ => Ok(Some(principal)),
         }
     }
 }
@@ -608,6 +616,7 @@ mod tests {
     #[test]
     fn methods_need_the_documented_scopes() {
         assert_eq!(required_scope("/grpc.health.v1.Health/Check"), Access::Open);
+        assert_eq!(required_scope("/herald.v1.Admin/WhoAmI"), Access::AnyKey);
         assert_eq!(
             required_scope("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"),
             Access::Open
@@ -623,6 +632,7 @@ mod tests {
             "GetDelivery",
             "ListDeliveries",
             "GetWebhookSummary",
+            "GetWebhookTimeline",
             "ListStoppedKeys",
         ] {
             let service = if read == "ListEvents" {

@@ -92,6 +92,21 @@ pub(crate) fn delivery_to_proto(d: &DeliveryView) -> v1::Delivery {
         attempt_history: d.attempt_history.iter().map(attempt_to_proto).collect(),
         resent_from: d.resent_from.map(|id| id.to_string()).unwrap_or_default(),
         ordering_key: d.ordering_key.clone().unwrap_or_default(),
+        // The data and the resends are GetDelivery's alone (see
+        // `delivery_detail_to_proto`); lists stay small.
+        payload: None,
+        payload_kind: String::new(),
+        resent_as: Vec::new(),
+    }
+}
+
+/// A delivery as GetDelivery answers it: with its data and its resends.
+pub(crate) fn delivery_detail_to_proto(d: &DeliveryView, resent_as: &[uuid::Uuid]) -> v1::Delivery {
+    v1::Delivery {
+        payload: d.payload.clone(),
+        payload_kind: d.payload_kind.clone(),
+        resent_as: resent_as.iter().map(uuid::Uuid::to_string).collect(),
+        ..delivery_to_proto(d)
     }
 }
 

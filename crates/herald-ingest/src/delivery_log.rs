@@ -20,6 +20,9 @@ use herald_proto::v1::{
     ListDeliveriesResponse, ReplayFailedRequest, ResendDeliveryRequest, ResendResponse,
     SendTestEventRequest, WebhookSummary, send_test_event_request,
 };
+use herald_proto::v1::{
+    GetWebhookTimelineRequest, TimelineBucket as TimelineBucketProto, WebhookTimeline,
+};
 use herald_queue::QueueError;
 use herald_store::{
     Cursor, DEFAULT_PAGE_SIZE, DeliveryFilter, DeliveryView, MAX_PAGE_SIZE, ResendError,
@@ -32,6 +35,15 @@ use crate::AdminService;
 use crate::admin::{parse_id, store_status};
 use crate::convert::delivery_to_proto;
 use crate::ingest::unix_ms;
+
+/// A timeline's bucket width when none is asked for: an hour.
+const DEFAULT_BUCKET_SECONDS: u32 = 3600;
+/// The narrowest bucket a timeline may ask for.
+const MIN_BUCKET_SECONDS: u32 = 60;
+/// The most buckets one timeline may span.
+const MAX_BUCKETS: u32 = 400;
+/// A timeline's range when no start is given.
+const DEFAULT_TIMELINE: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Most failed deliveries one ReplayFailed call resends.
 const MAX_REPLAY: u32 = 10_000;
@@ -293,6 +305,58 @@ impl AdminService {
             success_rate: summary.success_rate,
             p50_attempt_ms: summary.p50_attempt_ms.unwrap_or(0),
             p95_attempt_ms: summary.p95_attempt_ms.unwrap_or(0),
+        })
+    }
+
+    pub(crate) async fn webhook_timeline_checked(
+        &self,
+        req: GetWebhookTimelineRequest,
+    ) -> Result<WebhookTimeline, Status> {
+        let webhook_id = parse_id("webhook_id", &req.webhook_id)?;
+        let bucket_seconds = match req.bucket_seconds {
+            0 => DEFAULT_BUCKET_SECONDS,
+            n if n < MIN_BUCKET_SECONDS => {
+                return Err(Status::invalid_argument(format!(
+                    "bucket_seconds: {n} is too small; at least {MIN_BUCKET_SECONDS} (or 0 for an hour)"
+                )));
+            }
+            n => n,
+        };
+        let (from, to) = range(req.from_unix_ms, req.to_unix_ms)?;
+        let to = to.unwrap_or_else(SystemTime::now);
+        let from = from.unwrap_or_else(|| to.checked_sub(DEFAULT_TIMELINE).unwrap_or(UNIX_EPOCH));
+        let bucket = Duration::from_secs(u64::from(bucket_seconds));
+        let span = to.duration_since(from).unwrap_or_default();
+        if span > bucket * MAX_BUCKETS {
+            return Err(Status::invalid_argument(format!(
+                "bucket_seconds: {bucket_seconds} makes {} buckets of the range; at most \
+                 {MAX_BUCKETS} are allowed: widen the buckets or narrow the range",
+                span.as_secs().div_ceil(u64::from(bucket_seconds))
+            )));
+        }
+        let buckets = self
+            .reads
+            .webhook_timeline(webhook_id, from, to, bucket)
+            .await
+            .map_err(store_status)?;
+        Ok(WebhookTimeline {
+            webhook_id: webhook_id.to_string(),
+            bucket_seconds,
+            buckets: buckets
+                .into_iter()
+                .map(|b| TimelineBucketProto {
+                    start_unix_ms: b.start_unix_s.saturating_mul(1000),
+                    fired: b.fired,
+                    succeeded: b.succeeded,
+                    failed: b.failed,
+                    pending: b.pending,
+                    cancelled: b.cancelled,
+                    scheduled: b.scheduled,
+                    attempts: b.attempts,
+                    p50_attempt_ms: b.p50_attempt_ms.unwrap_or(0),
+                    p95_attempt_ms: b.p95_attempt_ms.unwrap_or(0),
+                })
+                .collect(),
         })
     }
 

@@ -84,6 +84,12 @@ pub const ROUTES: &[JsonRoute] = &[
         "herald.v1.GetWebhookSummaryRequest",
         "herald.v1.WebhookSummary",
     ),
+    route(
+        "/v1/get_webhook_timeline",
+        "/herald.v1.Admin/GetWebhookTimeline",
+        "herald.v1.GetWebhookTimelineRequest",
+        "herald.v1.WebhookTimeline",
+    ),
 ];
 
 /// Herald's messages, from the descriptor set compiled into herald-proto

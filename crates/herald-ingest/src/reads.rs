@@ -26,7 +26,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use herald_store::{
-    Cursor, DeliveryFilter, DeliveryPage, DeliveryView, Store, StoreError, WebhookSummaryView,
+    Cursor, DeliveryFilter, DeliveryPage, DeliveryView, Store, StoreError, TimelineBucket,
+    WebhookSummaryView,
 };
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -190,6 +191,23 @@ impl LogReads {
     /// `herald_read_replica_lag_seconds` until `shutdown`; a failed
     /// measurement counts as a failed read, a good one brings the replica
     /// back into use. Nothing to do without a replica.
+    pub(crate) async fn webhook_timeline(
+        &self,
+        webhook_id: Uuid,
+        from: std::time::SystemTime,
+        to: std::time::SystemTime,
+        bucket: Duration,
+    ) -> Result<Vec<TimelineBucket>, StoreError> {
+        self.read(false, |store| {
+            store.webhook_timeline(webhook_id, from, to, bucket)
+        })
+        .await
+    }
+
+    pub(crate) async fn resent_as(&self, id: Uuid) -> Result<Vec<Uuid>, StoreError> {
+        self.read(false, |store| store.resent_as(id)).await
+    }
+
     pub(crate) fn spawn_lag_poll(&self, shutdown: CancellationToken) {
         let Some(replica) = self.replica.clone() else {
             return;

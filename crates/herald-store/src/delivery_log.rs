@@ -115,6 +115,26 @@ pub struct WebhookSummaryView {
     pub p95_attempt_ms: Option<u32>,
 }
 
+/// One bucket of a webhook's timeline: its deliveries fired in the bucket
+/// by their state now, and the attempts started in it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TimelineBucket {
+    /// Start of the bucket, in whole seconds since 1970-01-01 UTC.
+    pub start_unix_s: i64,
+    pub fired: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+    pub pending: u64,
+    pub cancelled: u64,
+    pub scheduled: u64,
+    pub attempts: u64,
+    pub p50_attempt_ms: Option<u32>,
+    pub p95_attempt_ms: Option<u32>,
+}
+
+/// At most this many deliveries are named as resends of one delivery.
+pub const MAX_RESENT_AS: i64 = 100;
+
 /// What a resend / replay request is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ResendKind {
@@ -338,6 +358,86 @@ impl Store {
             p50_attempt_ms: millis(durations.try_get(0)?),
             p95_attempt_ms: millis(durations.try_get(1)?),
         })
+    }
+
+    /// The deliveries of `webhook_id` fired in `[from, to)`, counted per
+    /// bucket of `bucket` (whole seconds, aligned to the epoch) by their
+    /// state now, with the attempts of those deliveries per bucket of their
+    /// start time; oldest first, only buckets in which something happened.
+    pub async fn webhook_timeline(
+        &self,
+        webhook_id: Uuid,
+        from: SystemTime,
+        to: SystemTime,
+        bucket: Duration,
+    ) -> Result<Vec<TimelineBucket>, StoreError> {
+        #[allow(clippy::cast_precision_loss)]
+        let width = bucket.as_secs().max(1) as f64;
+        let counts_sql = "SELECT (floor(extract(epoch FROM fired_at)::float8 / $4) * $4)::bigint AS b, \
+                 count(*), \
+                 count(*) FILTER (WHERE state = 'succeeded'), \
+                 count(*) FILTER (WHERE state = 'failed'), \
+                 count(*) FILTER (WHERE state = 'pending'), \
+                 count(*) FILTER (WHERE state = 'cancelled'), \
+                 count(*) FILTER (WHERE state = 'scheduled') \
+             FROM deliveries_with_scheduled \
+             WHERE webhook_id = $1 AND fired_at >= $2 AND fired_at < $3 \
+             GROUP BY b";
+        let attempts_sql = "SELECT (floor(extract(epoch FROM a.started_at)::float8 / $4) * $4)::bigint AS b, \
+                 count(*), \
+                 percentile_cont(0.5) WITHIN GROUP (ORDER BY a.duration_ms), \
+                 percentile_cont(0.95) WITHIN GROUP (ORDER BY a.duration_ms) \
+             FROM delivery_attempts a \
+             WHERE a.delivery_id IN (SELECT id FROM deliveries \
+                 WHERE webhook_id = $1 AND fired_at >= $2 AND fired_at < $3) \
+             GROUP BY b";
+        let params: [&(dyn ToSql + Sync); 4] = [&webhook_id, &from, &to, &width];
+        let client = self.pool().get().await?;
+        let (counts, attempts) = tokio::try_join!(
+            client.query(counts_sql, &params),
+            client.query(attempts_sql, &params),
+        )?;
+        let mut buckets = std::collections::BTreeMap::<i64, TimelineBucket>::new();
+        for row in &counts {
+            let start: i64 = row.try_get(0)?;
+            let b = buckets.entry(start).or_default();
+            b.fired = count(row.try_get(1)?);
+            b.succeeded = count(row.try_get(2)?);
+            b.failed = count(row.try_get(3)?);
+            b.pending = count(row.try_get(4)?);
+            b.cancelled = count(row.try_get(5)?);
+            b.scheduled = count(row.try_get(6)?);
+        }
+        for row in &attempts {
+            let start: i64 = row.try_get(0)?;
+            let b = buckets.entry(start).or_default();
+            b.attempts = count(row.try_get(1)?);
+            b.p50_attempt_ms = millis(row.try_get(2)?);
+            b.p95_attempt_ms = millis(row.try_get(3)?);
+        }
+        Ok(buckets
+            .into_iter()
+            .map(|(start, mut b)| {
+                b.start_unix_s = start;
+                b
+            })
+            .collect())
+    }
+
+    /// The deliveries that re-send `id`, oldest first, at most
+    /// [`MAX_RESENT_AS`].
+    pub async fn resent_as(&self, id: Uuid) -> Result<Vec<Uuid>, StoreError> {
+        let client = self.pool().get().await?;
+        let rows = client
+            .query(
+                "SELECT id FROM deliveries_with_scheduled WHERE resent_from = $1 \
+                 ORDER BY fired_at, id LIMIT $2",
+                &[&id, &MAX_RESENT_AS],
+            )
+            .await?;
+        rows.iter()
+            .map(|row| row.try_get(0).map_err(StoreError::from))
+            .collect()
     }
 
     /// The failed deliveries of `webhook_id` fired in `[from, to)`, newest

@@ -57,7 +57,7 @@ pub use cache::{ConfigCache, ConfigSnapshot};
 pub use deadpool_postgres::Pool;
 pub use delivery_log::{
     Cursor, DEFAULT_PAGE_SIZE, DeliveryFilter, DeliveryPage, InvalidCursor, MAX_PAGE_SIZE,
-    ResendError, ResendKind, ResendRecord, WebhookSummaryView,
+    MAX_RESENT_AS, ResendError, ResendKind, ResendRecord, TimelineBucket, WebhookSummaryView,
 };
 pub use herald_core::{DeliveryState, Method, NewWebhook, Webhook, WebhookPatch};
 pub use idempotency::{FireDelivery, FireKeyError, FireKeys, FireOutcome, KeyedFire, StoredFire};

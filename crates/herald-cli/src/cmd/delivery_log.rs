@@ -11,6 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
+use herald_proto::v1::{Caller, GetWebhookTimelineRequest, WebhookTimeline, WhoAmIRequest};
 use herald_proto::v1::{
     Delivery, GetDeliveryRequest, GetWebhookSummaryRequest, ListDeliveriesRequest,
     ReplayFailedRequest, ResendDeliveryRequest, ResendResponse, SendTestEventRequest,
@@ -29,6 +30,14 @@ pub enum DeliveryLogCommand {
     Deliveries(DeliveriesArgs),
     /// A webhook's counts, success rate and attempt durations.
     Summary(SummaryArgs),
+    /// A webhook's deliveries per hour (or --bucket) by outcome, with the
+    /// attempt durations of each bucket; the last 7 days unless --since.
+    Timeline(TimelineArgs),
+    /// Who the API key is: its scopes and the tenant it is limited to.
+    Whoami {
+        #[command(flatten)]
+        output: OutputArgs,
+    },
     /// Send a delivery's data again as a new delivery (full retry schedule).
     Resend(ResendArgs),
     /// Resend every failed delivery of a webhook fired in a time range.
@@ -108,6 +117,19 @@ pub struct SummaryArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct TimelineArgs {
+    /// Webhook id.
+    pub webhook_id: String,
+    /// Width of a bucket in seconds (at least 60).
+    #[arg(long, default_value_t = 3600)]
+    pub bucket: u32,
+    #[command(flatten)]
+    pub range: FromArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Debug, Args)]
 pub struct ResendArgs {
     /// Delivery id.
     pub delivery_id: String,
@@ -155,6 +177,8 @@ impl DeliveryLogCommand {
         match self {
             Self::Deliveries(a) => a.output,
             Self::Summary(a) => a.output,
+            Self::Timeline(a) => a.output,
+            Self::Whoami { output } => *output,
             Self::Resend(a) => a.output,
             Self::Replay(a) => a.output,
             Self::TestSend(_) => OutputArgs::default(),
@@ -285,6 +309,63 @@ pub fn summary_text(s: &WebhookSummary) -> String {
         .collect()
 }
 
+pub fn timeline_table(t: &WebhookTimeline) -> String {
+    let rows: Vec<Vec<String>> = t
+        .buckets
+        .iter()
+        .map(|b| {
+            vec![
+                format_unix_ms(b.start_unix_ms),
+                b.fired.to_string(),
+                b.succeeded.to_string(),
+                b.failed.to_string(),
+                (b.pending + b.scheduled).to_string(),
+                b.cancelled.to_string(),
+                b.attempts.to_string(),
+                format!("{} ms", b.p95_attempt_ms),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "BUCKET",
+            "FIRED",
+            "SUCCEEDED",
+            "FAILED",
+            "PENDING",
+            "CANCELLED",
+            "ATTEMPTS",
+            "P95",
+        ],
+        &rows,
+    )
+}
+
+pub fn caller_text(c: &Caller) -> String {
+    let rows = [
+        ("kind", c.kind.clone()),
+        ("key", or_dash(&c.key_id)),
+        ("name", or_dash(&c.name)),
+        ("prefix", or_dash(&c.token_prefix)),
+        ("scopes", c.scopes.join(", ")),
+        (
+            "tenant",
+            c.tenant
+                .as_deref()
+                .map_or_else(|| "every tenant".to_owned(), tenant_label),
+        ),
+    ];
+    rows.iter().map(|(k, v)| format!("{k:<7}  {v}\n")).collect()
+}
+
+fn or_dash(text: &str) -> String {
+    if text.is_empty() {
+        "-".to_owned()
+    } else {
+        text.to_owned()
+    }
+}
+
 fn print_ids(json: bool, answer: &ResendResponse, request_id: &str) {
     if json {
         // The request id is the CLI's (generated unless given), not part
@@ -371,6 +452,35 @@ pub async fn run(
                 print_json(&answer);
             } else {
                 print!("{}", summary_text(&answer));
+            }
+        }
+        DeliveryLogCommand::Timeline(args) => {
+            let (from_unix_ms, to_unix_ms) = args.range.range()?;
+            let mut c = connect(server).await?;
+            let answer = api(c
+                .admin
+                .get_webhook_timeline(GetWebhookTimelineRequest {
+                    webhook_id: args.webhook_id,
+                    from_unix_ms,
+                    to_unix_ms,
+                    bucket_seconds: args.bucket,
+                })
+                .await)?;
+            if json {
+                print_json(&answer);
+            } else if answer.buckets.is_empty() {
+                eprintln!("no deliveries in the range");
+            } else {
+                print!("{}", timeline_table(&answer));
+            }
+        }
+        DeliveryLogCommand::Whoami { .. } => {
+            let mut c = connect(server).await?;
+            let answer = api(c.admin.who_am_i(WhoAmIRequest {}).await)?;
+            if json {
+                print_json(&answer);
+            } else {
+                print!("{}", caller_text(&answer));
             }
         }
         DeliveryLogCommand::Resend(args) => {

@@ -1,0 +1,203 @@
+//! Sign-in sessions: the API key stays here, in memory; the browser holds
+//! only a random session id in an HttpOnly, SameSite=Strict cookie (Secure
+//! over TLS). Each session has its own CSRF token, which every
+//! state-changing form carries and every POST must present.
+//!
+//! Sessions live in this process only: a restart signs everyone out, and
+//! several consoles behind a load balancer need sticky sessions (see
+//! docs/console.md). Nothing here is ever logged.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use herald_core::secret::Secret;
+use herald_proto::v1::Caller;
+
+/// The session cookie's name.
+pub const SESSION_COOKIE: &str = "herald_session";
+/// The sign-in form's CSRF cookie (there is no session yet to hold it).
+pub const LOGIN_COOKIE: &str = "herald_login";
+
+/// One signed-in person.
+pub struct Session {
+    pub token: Secret<String>,
+    pub csrf: String,
+    /// Who the key is (WhoAmI at sign-in): decides which actions pages show.
+    pub caller: Caller,
+    expires: Instant,
+    /// A signing secret to show once on a webhook's page, after the POST
+    /// that made it redirected there: (webhook id, secret). Kept here, not
+    /// in a URL, so that it never lands in history or logs.
+    shown_once: Mutex<Option<(String, Secret<String>)>>,
+}
+
+impl Session {
+    /// Whether the key may change things (admin scope).
+    pub fn is_admin(&self) -> bool {
+        self.caller.scopes.iter().any(|s| s == "admin")
+    }
+
+    /// Keeps `secret` to show on `webhook_id`'s page once.
+    pub fn show_once(&self, webhook_id: &str, secret: String) {
+        *self.shown_once.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((webhook_id.to_owned(), Secret::new(secret)));
+    }
+
+    /// The secret kept for `webhook_id`'s page, taken: the next view shows
+    /// it no more.
+    pub fn take_shown_once(&self, webhook_id: &str) -> Option<String> {
+        let mut kept = self.shown_once.lock().unwrap_or_else(|e| e.into_inner());
+        match kept.take() {
+            Some((id, secret)) if id == webhook_id => Some(secret.into_inner()),
+            other => {
+                *kept = other;
+                None
+            }
+        }
+    }
+
+    /// Whether `presented` is this session's CSRF token.
+    pub fn csrf_matches(&self, presented: &str) -> bool {
+        same(presented, &self.csrf)
+    }
+}
+
+/// Compares in time independent of where the texts differ.
+pub fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+/// 32 random bytes, base64url: session ids and CSRF tokens.
+pub fn random_token() -> String {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).expect("the operating system's random source works");
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+pub struct Sessions {
+    ttl: Duration,
+    by_id: Mutex<HashMap<String, Arc<Session>>>,
+}
+
+impl Sessions {
+    pub fn new(ttl: Duration) -> Self {
+        Self {
+            ttl,
+            by_id: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// Starts a session; returns its id (the cookie's value).
+    pub fn create(&self, token: Secret<String>, caller: Caller) -> String {
+        let id = random_token();
+        let session = Session {
+            token,
+            csrf: random_token(),
+            caller,
+            expires: Instant::now() + self.ttl,
+            shown_once: Mutex::new(None),
+        };
+        self.lock().insert(id.clone(), Arc::new(session));
+        id
+    }
+
+    /// The live session of `id`.
+    pub fn get(&self, id: &str) -> Option<Arc<Session>> {
+        let mut map = self.lock();
+        match map.get(id) {
+            Some(s) if s.expires > Instant::now() => Some(s.clone()),
+            Some(_) => {
+                map.remove(id);
+                None
+            }
+            None => None,
+        }
+    }
+
+    pub fn remove(&self, id: &str) {
+        self.lock().remove(id);
+    }
+
+    /// Drops expired sessions.
+    pub fn sweep(&self) {
+        let now = Instant::now();
+        self.lock().retain(|_, s| s.expires > now);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Session>>> {
+        self.by_id.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The value of cookie `name` in a request's `Cookie` headers.
+pub fn cookie<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// A `Set-Cookie` value: HttpOnly, SameSite=Strict, Path=/, Secure when
+/// asked; `max_age` None removes the cookie.
+pub fn set_cookie(name: &str, value: &str, max_age: Option<Duration>, secure: bool) -> String {
+    let age = max_age.map_or(0, |d| d.as_secs());
+    let secure = if secure { "; Secure" } else { "" };
+    format!("{name}={value}; Max-Age={age}; Path=/; HttpOnly; SameSite=Strict{secure}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sessions_expire_and_can_be_removed() {
+        let sessions = Sessions::new(Duration::from_millis(50));
+        let id = sessions.create(Secret::new("hrk_x".into()), Caller::default());
+        assert!(sessions.get(&id).is_some());
+        assert!(sessions.get("other").is_none());
+        sessions.remove(&id);
+        assert!(sessions.get(&id).is_none());
+        let id = sessions.create(Secret::new("hrk_x".into()), Caller::default());
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(sessions.get(&id).is_none(), "expired");
+    }
+
+    #[test]
+    fn cookies_are_read_and_written() {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            http::header::COOKIE,
+            "a=1; herald_session=abc; b=2".parse().unwrap(),
+        );
+        assert_eq!(cookie(&headers, SESSION_COOKIE), Some("abc"));
+        assert_eq!(cookie(&headers, "missing"), None);
+        assert_eq!(
+            set_cookie("n", "v", Some(Duration::from_secs(60)), true),
+            "n=v; Max-Age=60; Path=/; HttpOnly; SameSite=Strict; Secure"
+        );
+        assert!(!set_cookie("n", "", None, false).contains("Secure"));
+    }
+
+    #[test]
+    fn tokens_compare_whole() {
+        assert!(same("abc", "abc"));
+        assert!(!same("abc", "abd"));
+        assert!(!same("abc", "ab"));
+        assert_ne!(random_token(), random_token());
+    }
+}

@@ -1,0 +1,572 @@
+//! Herald Console in a real browser (docs/console.md): Debian's headless
+//! Chromium, driven through chromium-driver (WebDriver, with fantoccini),
+//! against a real ingest, sender, RabbitMQ and Postgres.
+//!
+//! One browser session walks through what a shop's operator does: sign in,
+//! create a webhook with the form, fire an event whose data and whose
+//! receiver's answers carry `<script>` and `"><img onerror>` text, watch the
+//! delivery appear in the log, open it and see the failed and then the
+//! successful attempt, Resend it, disable the webhook and see Fire refused;
+//! then a read-only key finds no action that works, and another tenant's key
+//! sees nothing of this tenant. Screenshots go to
+//! `$CARGO_TARGET_TMPDIR/console-screenshots` (or `HERALD_SCREENSHOTS`).
+//!
+//! A second test checks the session rules over plain HTTP: cookie flags,
+//! CSRF, sign-out and expiry.
+//!
+//! A missing chromium or chromedriver fails the test with the packages to
+//! install: CI installs them (.ci/run), so a skip would only hide that the
+//! test never ran.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use herald_console::ConsoleConfig;
+use herald_ingest::{AuthMode, BootstrapKey};
+use herald_proto::v1::admin_client::AdminClient;
+use herald_proto::v1::ingest_client::IngestClient;
+use herald_proto::v1::{
+    CreateApiKeyRequest, FireRequest, GetWebhookRequest, ListWebhooksRequest, fire_request,
+};
+use herald_tests::auth::{Token, channel};
+use herald_tests::receiver::Reply;
+use herald_tests::{Receiver, TestEnv};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+const ADMIN_KEY: &str = "console-test-admin-key-0123456789abcdef";
+
+/// Attacker-controlled text: in the fired data and in the receiver's answers.
+const XSS: &str =
+    r#"<script>window.__herald_xss = 1</script>"><img src=x onerror="window.__herald_xss = 2">"#;
+
+/// How long one wait for the browser to show something may take.
+const WAIT: Duration = Duration::from_secs(30);
+
+fn require_auth(c: &mut herald_ingest::IngestConfig) {
+    c.auth = AuthMode::Required;
+    c.admin_key = Some(BootstrapKey::new(ADMIN_KEY).unwrap());
+}
+
+/// A running console, stopped when dropped.
+struct Console {
+    addr: SocketAddr,
+    stop: CancellationToken,
+}
+
+impl Drop for Console {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+async fn start_console(ingest: SocketAddr, ttl: Option<Duration>) -> Console {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = CancellationToken::new();
+    let mut config = ConsoleConfig::new(format!("http://{ingest}"));
+    if let Some(ttl) = ttl {
+        config.session_ttl = ttl;
+    }
+    let token = stop.clone();
+    tokio::spawn(async move {
+        herald_console::run(config, listener, token).await.unwrap();
+    });
+    Console { addr, stop }
+}
+
+/// chromedriver on a free port with a headless chromium session.
+struct Browser {
+    client: Client,
+    driver: tokio::process::Child,
+    shots: PathBuf,
+}
+
+impl Browser {
+    async fn start() -> Browser {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let driver_bin =
+            std::env::var("HERALD_TEST_CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".into());
+        let driver = tokio::process::Command::new(&driver_bin)
+            .arg(format!("--port={port}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start {driver_bin} ({e}): apt-get install chromium chromium-driver \
+                     (deploy/local/services.sh herald_install_browser does), or set \
+                     HERALD_TEST_CHROMEDRIVER"
+                )
+            });
+        let mut caps = serde_json::Map::new();
+        caps.insert(
+            "goog:chromeOptions".into(),
+            json!({ "args": [
+                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--window-size=1280,1000", "--no-first-run",
+            ] }),
+        );
+        let started = Instant::now();
+        let client = loop {
+            let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+            match ClientBuilder::new(connector)
+                .capabilities(caps.clone())
+                .connect(&format!("http://127.0.0.1:{port}"))
+                .await
+            {
+                Ok(client) => break client,
+                Err(e) if started.elapsed() < WAIT => {
+                    tracing::debug!(error = %e, "chromedriver not ready yet");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => panic!("no WebDriver session with chromium: {e}"),
+            }
+        };
+        let shots = std::env::var_os("HERALD_SCREENSHOTS").map_or_else(
+            || PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots"),
+            PathBuf::from,
+        );
+        std::fs::create_dir_all(&shots).unwrap();
+        Browser {
+            client,
+            driver,
+            shots,
+        }
+    }
+
+    async fn screenshot(&self, name: &str) {
+        let png = self.client.screenshot().await.unwrap();
+        std::fs::write(self.shots.join(format!("{name}.png")), png).unwrap();
+    }
+
+    async fn stop(mut self) {
+        let _ = self.client.close().await;
+        let _ = self.driver.kill().await;
+    }
+}
+
+async fn text(c: &Client, css: &str) -> String {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+async fn exists(c: &Client, css: &str) -> bool {
+    !c.find_all(Locator::Css(css)).await.unwrap().is_empty()
+}
+
+/// Reloads the page until `css` matches an element whose text contains
+/// `wanted`.
+async fn wait_for_text(c: &Client, css: &str, wanted: &str) {
+    let started = Instant::now();
+    loop {
+        if let Ok(e) = c.find(Locator::Css(css)).await
+            && e.text().await.is_ok_and(|t| t.contains(wanted))
+        {
+            return;
+        }
+        assert!(
+            started.elapsed() < WAIT,
+            "the page never showed {wanted:?} in {css}; it shows:\n{}",
+            c.source().await.unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        c.refresh().await.unwrap();
+    }
+}
+
+async fn sign_in(c: &Client, base: &str, token: &str) {
+    c.goto(&format!("{base}/login")).await.unwrap();
+    c.find(Locator::Css("#token"))
+        .await
+        .unwrap()
+        .send_keys(token)
+        .await
+        .unwrap();
+    c.find(Locator::Css("#sign-in"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for_text(c, "h1", "Webhooks").await;
+}
+
+async fn sign_out(c: &Client) {
+    c.find(Locator::Css("#sign-out"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for_text(c, "h1", "Sign in").await;
+}
+
+/// Nothing of the attacker's text ran or became markup: no script or img
+/// element anywhere in the page, and the flag the text would set is unset.
+async fn assert_nothing_ran(c: &Client, page: &str) {
+    let found = c
+        .execute(
+            "return [document.querySelectorAll('script').length, \
+                     document.querySelectorAll('img').length, \
+                     typeof window.__herald_xss];",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(found, json!([0, 0, "undefined"]), "{page}: {found}");
+}
+
+/// Submits a POST form the page does not offer, as the page's own origin
+/// (so the session cookie goes with it), with the session's CSRF token
+/// from the sign-out form unless `csrf` is given.
+async fn post_form(c: &Client, action: &str, fields: &[(&str, &str)], csrf: Option<&str>) {
+    let script = r#"
+        const [action, fields, csrf] = arguments;
+        const form = document.createElement('form');
+        form.method = 'post';
+        form.action = action;
+        const add = (name, value) => {
+            const input = document.createElement('input');
+            input.type = 'hidden'; input.name = name; input.value = value;
+            form.appendChild(input);
+        };
+        add('csrf', csrf ?? document.querySelector('form[action="/logout"] input[name=csrf]').value);
+        for (const [name, value] of fields) add(name, value);
+        document.body.appendChild(form);
+        form.submit();
+    "#;
+    c.execute(script, vec![json!(action), json!(fields), json!(csrf)])
+        .await
+        .unwrap();
+}
+
+async fn create_key(
+    admin: &mut AdminClient<
+        tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Token>,
+    >,
+    name: &str,
+    scope: &str,
+    tenant: &str,
+) -> String {
+    admin
+        .create_api_key(CreateApiKeyRequest {
+            name: name.into(),
+            scopes: vec![scope.into()],
+            tenant: Some(tenant.into()),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .token
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_follows_a_delivery_in_the_browser_and_keys_limit_what_works() {
+    let mut env = TestEnv::new("0s,500ms,500ms").await.unwrap();
+    // The first attempt of each delivery fails with 503, later ones
+    // succeed; both answers carry the attacker's text.
+    let receiver = Receiver::start(|_, n| {
+        if n == 0 {
+            Reply::with_body(503, XSS)
+        } else {
+            Reply::with_body(200, XSS)
+        }
+    })
+    .await;
+    let ingest = env
+        .start_ingest(env.queue.clone(), require_auth)
+        .await
+        .unwrap();
+    env.start_sender(|_| {}).await.unwrap();
+    let console = start_console(ingest, None).await;
+    let base = format!("http://{}", console.addr);
+
+    let mut bootstrap =
+        AdminClient::with_interceptor(channel(ingest).await, Token::bearer(ADMIN_KEY));
+    let shop_admin = create_key(&mut bootstrap, "shop-a admin", "admin", "shop-a").await;
+    let shop_reader = create_key(&mut bootstrap, "shop-a reader", "read", "shop-a").await;
+    let other_shop = create_key(&mut bootstrap, "shop-b admin", "admin", "shop-b").await;
+
+    let browser = Browser::start().await;
+    let c = &browser.client;
+
+    // Sign in; create the webhook with the form.
+    sign_in(c, &base, &shop_admin).await;
+    c.find(Locator::Css("#events"))
+        .await
+        .unwrap()
+        .send_keys("order.paid")
+        .await
+        .unwrap();
+    c.find(Locator::Css("#url"))
+        .await
+        .unwrap()
+        .send_keys(&receiver.url("/orders"))
+        .await
+        .unwrap();
+    c.find(Locator::Css("#description"))
+        .await
+        .unwrap()
+        .send_keys("orders to the ERP")
+        .await
+        .unwrap();
+    c.find(Locator::Css("#create-webhook"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for_text(c, "h1", "Webhook order.paid").await;
+    assert!(
+        text(c, "#new-secret").await.starts_with("whsec_"),
+        "the signing secret is shown once, on creation"
+    );
+    let webhook_id = text(c, "#configuration code").await;
+    let listed = bootstrap
+        .list_webhooks(ListWebhooksRequest {
+            tenant: Some("shop-a".into()),
+            event: None,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .webhooks;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].id, webhook_id);
+    assert_eq!(listed[0].url, receiver.url("/orders"));
+    c.goto(&format!("{base}/webhooks/{webhook_id}"))
+        .await
+        .unwrap();
+    assert!(
+        !exists(c, "#new-secret").await,
+        "the secret is not shown again"
+    );
+
+    // Fire, with the attacker's text in the data.
+    let mut fire =
+        IngestClient::with_interceptor(channel(ingest).await, Token::bearer(&shop_admin));
+    let data = json!({ "order": 42, "note": XSS }).to_string();
+    let fired = fire
+        .fire(FireRequest {
+            tenant: "shop-a".into(),
+            event: "order.paid".into(),
+            data: Some(fire_request::Data::Json(data)),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .delivery_ids;
+    let id = fired[0].clone();
+
+    // It appears in the log; open it; the failed, then the successful attempt.
+    c.find(Locator::Css("#delivery-log"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for_text(c, "#deliveries", &id).await;
+    browser.screenshot("delivery-log").await;
+    c.find(Locator::Css(&format!("a[href='/deliveries/{id}']")))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for_text(c, "#state", "succeeded").await;
+    assert_eq!(text(c, "tr[data-attempt='1'] .status").await, "503");
+    assert_eq!(text(c, "tr[data-attempt='2'] .status").await, "200");
+    // In the data it is a JSON string, so its quotes show escaped.
+    let escaped = serde_json::to_string(XSS).unwrap();
+    assert!(
+        text(c, "#payload")
+            .await
+            .contains(escaped.trim_matches('"')),
+        "the data shows as text"
+    );
+    assert!(
+        text(c, "#attempts").await.contains(XSS),
+        "so does the response"
+    );
+    assert_nothing_ran(c, "delivery page").await;
+    browser.screenshot("delivery").await;
+
+    // Resend: a new delivery, linked both ways, that succeeds too.
+    c.find(Locator::Css("#resend"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for_text(c, "#resent", "Resent as").await;
+    let resent = text(c, "#resent code").await;
+    assert_ne!(resent, id);
+    c.find(Locator::Css("#resent a"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for_text(c, "#state", "succeeded").await;
+    assert_eq!(text(c, "#original").await, id);
+    c.goto(&format!("{base}/deliveries/{id}")).await.unwrap();
+    assert!(text(c, "#resent-as").await.contains(&resent));
+
+    // Search by the id a receiver reports.
+    c.find(Locator::Css("input[name=id]"))
+        .await
+        .unwrap()
+        .send_keys(&resent)
+        .await
+        .unwrap();
+    c.find(Locator::Css("form.search button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for_text(c, "#delivery-id", &resent).await;
+
+    // The webhook page: its charts count the deliveries; disable it.
+    c.goto(&format!("{base}/webhooks/{webhook_id}"))
+        .await
+        .unwrap();
+    assert!(
+        text(c, "#chart-deliveries figcaption")
+            .await
+            .contains("(2 in 7 days")
+    );
+    assert_nothing_ran(c, "webhook page").await;
+    browser.screenshot("webhook").await;
+    c.find(Locator::Css("#disable"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for_text(c, "#disabled", "disabled").await;
+    let refused = fire
+        .fire(FireRequest {
+            tenant: "shop-a".into(),
+            event: "order.paid".into(),
+            data: Some(fire_request::Data::Json("{}".into())),
+            ..Default::default()
+        })
+        .await
+        .expect_err("Fire is refused while the only webhook is disabled");
+    assert!(refused.message().contains("disabled"), "{refused:?}");
+    c.find(Locator::Css("#enable"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for_text(c, ".notice", "Webhook enabled").await;
+
+    // The webhooks list shows the day's figures.
+    c.goto(&format!("{base}/webhooks")).await.unwrap();
+    let row = text(c, "#webhooks tbody tr").await;
+    assert!(
+        row.contains("order.paid") && row.contains("100.0 %"),
+        "{row}"
+    );
+    sign_out(c).await;
+    // The old session is gone: pages send to the sign-in page.
+    c.goto(&format!("{base}/webhooks")).await.unwrap();
+    wait_for_text(c, "h1", "Sign in").await;
+
+    // A read-only key: everything readable, no action, and POSTs refused.
+    sign_in(c, &base, &shop_reader).await;
+    c.goto(&format!("{base}/webhooks/{webhook_id}"))
+        .await
+        .unwrap();
+    for action in [
+        "#disable",
+        "#enable",
+        "#edit",
+        "#test-send",
+        "#rotate",
+        "#replay",
+    ] {
+        assert!(!exists(c, action).await, "a read key sees no {action}");
+    }
+    assert!(!exists(c, "#create-webhook").await);
+    post_form(
+        c,
+        &format!("/webhooks/{webhook_id}/enabled"),
+        &[("enabled", "false")],
+        None,
+    )
+    .await;
+    wait_for_text(c, "h1", "Not allowed").await;
+    assert!(text(c, ".error").await.contains("not an admin key"));
+    c.goto(&format!("{base}/deliveries/{id}")).await.unwrap();
+    assert!(!exists(c, "#resend").await);
+    post_form(
+        c,
+        &format!("/deliveries/{id}/resend"),
+        &[("request_id", "r-1")],
+        None,
+    )
+    .await;
+    wait_for_text(c, "h1", "Not allowed").await;
+    browser.screenshot("read-only").await;
+    sign_out(c).await;
+
+    // An admin key whose CSRF token is wrong changes nothing either.
+    sign_in(c, &base, &shop_admin).await;
+    post_form(
+        c,
+        &format!("/webhooks/{webhook_id}/enabled"),
+        &[("enabled", "false")],
+        Some("forged"),
+    )
+    .await;
+    wait_for_text(c, "h1", "Not allowed").await;
+    let webhook = bootstrap
+        .get_webhook(GetWebhookRequest {
+            id: webhook_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(webhook.enabled, "no refused POST changed the webhook");
+    sign_out(c).await;
+
+    // Another tenant's key sees nothing of shop-a.
+    sign_in(c, &base, &other_shop).await;
+    assert!(text(c, "main").await.contains("No webhooks yet"));
+    for page in [
+        format!("/webhooks/{webhook_id}"),
+        format!("/webhooks/{webhook_id}/deliveries"),
+        format!("/deliveries/{id}"),
+        format!("/search?id={id}"),
+    ] {
+        c.goto(&format!("{base}{page}")).await.unwrap();
+        wait_for_text(c, "h1", "Not found").await;
+        assert!(!text(c, "main").await.contains("order.paid"), "{page}");
+    }
+    browser.stop().await;
+
+    // Exactly the fired delivery and its resend reached the receiver: two
+    // requests each (503, then 200), nothing from refused actions.
+    assert_eq!(receiver.for_delivery(&id).len(), 2);
+    assert_eq!(receiver.for_delivery(&resent).len(), 2);
+    assert_eq!(receiver.requests().len(), 4);
+    drop(console);
+    env.stop().await;
+}
