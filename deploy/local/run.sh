@@ -7,15 +7,17 @@
 # 1. installs what is missing (Debian packages, rustup), only if missing;
 # 2. starts PostgreSQL and RabbitMQ if they are not answering (else reuses them)
 #    and creates the database "herald";
-# 3. builds herald-ingest, herald-sender and the herald CLI;
+# 3. builds herald-ingest, herald-sender, herald-console and the herald CLI;
 # 4. starts a demo receiver (127.0.0.1:9000, fails its first request),
-#    herald-ingest (127.0.0.1:50051) and herald-sender, with a short retry
-#    schedule (1s,2s,4s) and queue prefix herald-demo;
+#    herald-ingest (127.0.0.1:50051) and herald-sender (short retry schedule
+#    1s,2s,4s, queue prefix herald-demo), and Herald Console, the web UI
+#    (http://127.0.0.1:8080; sign in with the admin key it prints);
 # 5. creates a webhook for order.created (tenant local-demo), fires an event,
 #    waits until the delivery succeeded and prints it: through the API and as
 #    the raw rows in Postgres.
 #
-# Everything it started is stopped on exit, unless --keep is given.
+# Everything it started is stopped on exit, unless --keep is given (then the
+# console stays up to look at the delivery in a browser).
 # Environment: HERALD_DATABASE_URL, HERALD_AMQP_URL and PGPASSWORD override the
 # local defaults; HERALD_ADMIN_KEY sets the bootstrap admin key (default: one
 # made up per run); RUST_LOG sets the services' log filter (default info).
@@ -34,7 +36,7 @@ for arg in "$@"; do
     --release) PROFILE=release ;;
     --keep) KEEP=1 ;;
     -h | --help)
-        sed -n '3,22p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '3,24p' "$0" | sed 's/^# \{0,1\}//'
         exit 0
         ;;
     *) herald_die "unknown option $arg (use --release, --keep or --help)" ;;
@@ -46,6 +48,7 @@ TENANT=local-demo
 EVENT=order.created
 GRPC_PORT=50051
 RECEIVER_PORT=9000
+CONSOLE_PORT=8080
 DATA='{"order_id":42,"customer":{"email":"a@example.com"}}'
 
 # --- 1. what is installed ----------------------------------------------------
@@ -113,21 +116,26 @@ if [ -z "${HERALD_ADMIN_KEY:-}" ]; then
 fi
 export HERALD_ADMIN_KEY
 export HERALD_TOKEN="$HERALD_ADMIN_KEY"
+# Herald Console talks only to ingest's gRPC port; people sign in with an API
+# key (this run's admin key, or one made with `herald keys create`).
+export HERALD_CONSOLE_LISTEN="127.0.0.1:$CONSOLE_PORT"
+export HERALD_CONSOLE_INGEST_URL="$HERALD_SERVER"
+CONSOLE_URL="http://127.0.0.1:$CONSOLE_PORT"
 export RUST_LOG="${RUST_LOG:-info}"
 
 # --- 3. build ----------------------------------------------------------------
 build_flags=()
 [ "$PROFILE" = release ] && build_flags+=(--release)
-herald_log "cargo build ${build_flags[*]} -p herald-ingest -p herald-sender -p herald-cli"
-cargo build "${build_flags[@]}" -p herald-ingest -p herald-sender -p herald-cli
+herald_log "cargo build ${build_flags[*]} -p herald-ingest -p herald-sender -p herald-cli -p herald-console"
+cargo build "${build_flags[@]}" -p herald-ingest -p herald-sender -p herald-cli -p herald-console
 BIN="${CARGO_TARGET_DIR:-$ROOT/target}/$PROFILE"
 HERALD="$BIN/herald"
-for b in herald herald-ingest herald-sender; do
+for b in herald herald-ingest herald-sender herald-console; do
     [ -x "$BIN/$b" ] || herald_die "$BIN/$b was not built"
 done
 
 # --- 4. start the processes --------------------------------------------------
-for port in "$GRPC_PORT" "$RECEIVER_PORT"; do
+for port in "$GRPC_PORT" "$RECEIVER_PORT" "$CONSOLE_PORT"; do
     if herald_port_open "$port"; then
         herald_die "port $port on 127.0.0.1 is already in use (an earlier run with --keep?); stop that process first"
     fi
@@ -204,12 +212,21 @@ start ingest "$BIN/herald-ingest" serve
 INGEST_PID=${PIDS[-1]}
 start sender "$BIN/herald-sender" serve
 SENDER_PID=${PIDS[-1]}
+# The console gets none of the credentials exported above: it acts through
+# ingest with the API key of whoever signs in.
+start console env -u HERALD_DATABASE_URL -u HERALD_AMQP_URL -u HERALD_ADMIN_KEY \
+    -u HERALD_TOKEN -u PGPASSWORD "$BIN/herald-console"
+CONSOLE_PID=${PIDS[-1]}
 
 wait_port receiver "$RECEIVER_PID" "$RECEIVER_PORT"
 wait_port ingest "$INGEST_PID" "$GRPC_PORT"
+wait_port console "$CONSOLE_PID" "$CONSOLE_PORT"
+curl -fsS -o /dev/null "$CONSOLE_URL/healthz" ||
+    herald_die "Herald Console does not answer $CONSOLE_URL/healthz; see $LOG_DIR/console.log"
 sleep 1
 check_alive sender "$SENDER_PID"
-herald_log "all running: gRPC API on $HERALD_SERVER, receiver on http://127.0.0.1:$RECEIVER_PORT"
+herald_log "all running: gRPC API on $HERALD_SERVER, receiver on http://127.0.0.1:$RECEIVER_PORT, console on $CONSOLE_URL"
+herald_log "Herald Console: $CONSOLE_URL — sign in with the admin key $HERALD_ADMIN_KEY"
 
 # --- 5. a webhook, an event, a delivery ---------------------------------------
 # Webhooks of earlier runs would each get a delivery too: remove them.
@@ -251,7 +268,7 @@ herald_psql -d herald -c "select * from delivery_attempts where delivery_id = '$
 echo
 herald_log "what the receiver got ($LOG_DIR/receiver.log):"
 cat "$LOG_DIR/receiver.log"
-herald_log "logs: $LOG_DIR/{ingest,sender,receiver,migrate}.log"
+herald_log "logs: $LOG_DIR/{ingest,sender,console,receiver,migrate}.log"
 
 case "$state" in
 succeeded) herald_log "done: the delivery succeeded" ;;
@@ -262,4 +279,7 @@ esac
 if [ "$KEEP" -eq 1 ]; then
     herald_log "try: HERALD_TOKEN=$HERALD_TOKEN $HERALD events --tenant $TENANT"
     herald_log "(HERALD_TOKEN is this run's bootstrap admin key; create keys with: $HERALD keys create --name NAME --scope fire)"
+    herald_log "Herald Console: $CONSOLE_URL — sign in with the admin key $HERALD_ADMIN_KEY"
+else
+    herald_log "(run with --keep to leave the services and Herald Console on $CONSOLE_URL running)"
 fi

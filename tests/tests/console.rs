@@ -380,7 +380,7 @@ async fn an_operator_follows_a_delivery_in_the_browser_and_keys_limit_what_works
         .await
         .unwrap();
     wait_for_text(c, "#deliveries", &id).await;
-    browser.screenshot("delivery-log").await;
+    browser.screenshot("delivery-log-first").await;
     c.find(Locator::Css(&format!("a[href='/deliveries/{id}']")))
         .await
         .unwrap()
@@ -425,6 +425,11 @@ async fn an_operator_follows_a_delivery_in_the_browser_and_keys_limit_what_works
     assert_eq!(text(c, "#original").await, id);
     c.goto(&format!("{base}/deliveries/{id}")).await.unwrap();
     assert!(text(c, "#resent-as").await.contains(&resent));
+    c.goto(&format!("{base}/webhooks/{webhook_id}/deliveries"))
+        .await
+        .unwrap();
+    wait_for_text(c, "#deliveries", &resent).await;
+    browser.screenshot("delivery-log").await;
 
     // Search by the id a receiver reports.
     c.find(Locator::Css("input[name=id]"))
@@ -567,6 +572,143 @@ async fn an_operator_follows_a_delivery_in_the_browser_and_keys_limit_what_works
     assert_eq!(receiver.for_delivery(&id).len(), 2);
     assert_eq!(receiver.for_delivery(&resent).len(), 2);
     assert_eq!(receiver.requests().len(), 4);
+    drop(console);
+    env.stop().await;
+}
+
+/// An HTTP/1.1 request to the console; returns status, headers and body.
+async fn http(
+    console: SocketAddr,
+    method: &str,
+    path: &str,
+    cookie: &str,
+    form: Option<&str>,
+) -> (u16, hyper::HeaderMap, String) {
+    use http_body_util::{BodyExt, Full};
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Full<bytes::Bytes>>();
+    let mut request = hyper::Request::builder()
+        .method(method)
+        .uri(format!("http://{console}{path}"));
+    if !cookie.is_empty() {
+        request = request.header("cookie", cookie);
+    }
+    if form.is_some() {
+        request = request.header("content-type", "application/x-www-form-urlencoded");
+    }
+    let body = Full::new(bytes::Bytes::from(form.unwrap_or_default().to_owned()));
+    let response = client.request(request.body(body).unwrap()).await.unwrap();
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, headers, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// The `Set-Cookie` header that sets `name`, whole.
+fn set_cookie(headers: &hyper::HeaderMap, name: &str) -> String {
+    headers
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with(&format!("{name}=")))
+        .unwrap_or_else(|| panic!("no {name} cookie in {headers:?}"))
+        .to_owned()
+}
+
+fn cookie_pair(set_cookie: &str) -> &str {
+    set_cookie.split(';').next().unwrap()
+}
+
+/// The login form's CSRF field.
+fn csrf_of(body: &str) -> String {
+    body.split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a CSRF field")
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_are_httponly_strict_csrf_checked_and_expire() {
+    let mut env = TestEnv::new("0s").await.unwrap();
+    let ingest = env
+        .start_ingest(env.queue.clone(), require_auth)
+        .await
+        .unwrap();
+    let ttl = Duration::from_secs(2);
+    let console = start_console(ingest, Some(ttl)).await;
+    let addr = console.addr;
+
+    // Pages need a session; without one they send to the sign-in page.
+    let (status, headers, _) = http(addr, "GET", "/webhooks", "", None).await;
+    assert_eq!(status, 303);
+    assert_eq!(headers["location"], "/login");
+
+    let (status, headers, body) = http(addr, "GET", "/login", "", None).await;
+    assert_eq!(status, 200);
+    let login = set_cookie(&headers, "herald_login");
+    let csrf = csrf_of(&body);
+    assert!(
+        headers["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("default-src 'none'")
+    );
+    assert!(
+        headers["server-timing"]
+            .to_str()
+            .unwrap()
+            .starts_with("app;dur=")
+    );
+
+    // A sign-in without the login cookie's token is refused (login CSRF).
+    let form = format!("token={ADMIN_KEY}&csrf=forged");
+    let (status, _, body) = http(addr, "POST", "/login", cookie_pair(&login), Some(&form)).await;
+    assert_eq!(status, 403, "{body}");
+    // A key Herald does not know: 401 and a message, no session.
+    let form = format!("token=hrk_not-a-key&csrf={csrf}");
+    let (status, headers, body) =
+        http(addr, "POST", "/login", cookie_pair(&login), Some(&form)).await;
+    assert_eq!(status, 401);
+    assert!(body.contains("does not accept that key"), "{body}");
+    assert!(
+        headers
+            .get_all("set-cookie")
+            .iter()
+            .all(|v| !v.to_str().unwrap().starts_with("herald_session="))
+    );
+
+    // The right key: a session cookie that scripts cannot read and other
+    // sites cannot send, lasting the configured lifetime.
+    let form = format!("token={ADMIN_KEY}&csrf={csrf}");
+    let (status, headers, _) = http(addr, "POST", "/login", cookie_pair(&login), Some(&form)).await;
+    assert_eq!(status, 303);
+    let session = set_cookie(&headers, "herald_session");
+    for flag in ["HttpOnly", "SameSite=Strict", "Path=/", "Max-Age=2"] {
+        assert!(session.contains(flag), "{session} lacks {flag}");
+    }
+    assert!(
+        !session.contains("Secure"),
+        "plain HTTP without --secure-cookies"
+    );
+    assert!(!session.contains(ADMIN_KEY), "the key stays on the server");
+    let cookie = cookie_pair(&session).to_owned();
+    let (status, _, body) = http(addr, "GET", "/webhooks", &cookie, None).await;
+    assert_eq!(status, 200);
+    assert!(body.contains("bootstrap admin key"), "{body}");
+    assert!(!body.contains(ADMIN_KEY), "the key is never rendered");
+
+    // A POST without the session's CSRF token changes nothing.
+    let (status, _, _) = http(addr, "POST", "/logout", &cookie, Some("csrf=forged")).await;
+    assert_eq!(status, 403);
+    let (status, _, _) = http(addr, "GET", "/webhooks", &cookie, None).await;
+    assert_eq!(status, 200, "still signed in");
+
+    // The session expires after its lifetime.
+    tokio::time::sleep(ttl + Duration::from_millis(200)).await;
+    let (status, headers, _) = http(addr, "GET", "/webhooks", &cookie, None).await;
+    assert_eq!(status, 303);
+    assert_eq!(headers["location"], "/login");
     drop(console);
     env.stop().await;
 }

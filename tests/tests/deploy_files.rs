@@ -8,29 +8,33 @@
 
 use std::path::{Path, PathBuf};
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
+use herald_console::ConsoleArgs;
 use serde_norway::Value;
 
 /// A service option as `docs/configuration.md` documents it:
-/// (flag, environment variable, applies to ingest, applies to sender).
+/// (flag, environment variable, applies to ingest, applies to sender,
+/// applies to the console).
 struct Documented {
     flag: String,
     env: String,
     ingest: bool,
     sender: bool,
+    console: bool,
 }
 
 /// The rows of the generated tables of `docs/configuration.md` (the
 /// `configuration_doc` test keeps them equal to the services' clap
 /// structs). The `common` table applies to both services, the
-/// `herald-ingest` and `herald-sender` tables to one.
+/// `herald-ingest`, `herald-sender` and `herald-console` tables to one.
 fn documented_options() -> Vec<Documented> {
     let doc = read("docs/configuration.md");
     let mut rows = Vec::new();
-    for (table, ingest, sender) in [
-        ("common", true, true),
-        ("herald-ingest", true, false),
-        ("herald-sender", false, true),
+    for (table, ingest, sender, console) in [
+        ("common", true, true, false),
+        ("herald-ingest", true, false, false),
+        ("herald-sender", false, true, false),
+        ("herald-console", false, false, true),
     ] {
         let start = format!("<!-- generated: {table} -->");
         let end = format!("<!-- end generated: {table} -->");
@@ -50,6 +54,7 @@ fn documented_options() -> Vec<Documented> {
                 env,
                 ingest,
                 sender,
+                console,
             });
         }
     }
@@ -62,6 +67,9 @@ fn documented_options() -> Vec<Documented> {
 
 /// The documented (flag, env) pairs of one service binary.
 fn options_of(binary: &str) -> Vec<(String, String)> {
+    if binary == "herald-console" {
+        return console_options();
+    }
     documented_options()
         .into_iter()
         .filter(|d| match binary {
@@ -72,6 +80,63 @@ fn options_of(binary: &str) -> Vec<(String, String)> {
         .map(|d| (d.flag, d.env))
         .collect()
 }
+
+/// Herald Console's (flag, env) pairs, read from its clap struct
+/// (`herald_console::ConsoleArgs`) and checked against
+/// `docs/configuration.md`: its own table, plus `HERALD_LOG_FORMAT`, the one
+/// option of the common table it takes. It has no database, broker or
+/// admin-key option at all.
+fn console_options() -> Vec<(String, String)> {
+    let command = ConsoleArgs::command();
+    let options: Vec<(String, String)> = command
+        .get_arguments()
+        .filter_map(|arg| {
+            let env = arg.get_env()?.to_string_lossy().into_owned();
+            let long = arg.get_long()?;
+            Some((format!("--{long}"), env))
+        })
+        .collect();
+    assert!(
+        options.iter().any(|(_, e)| e == "HERALD_CONSOLE_LISTEN")
+            && options
+                .iter()
+                .any(|(_, e)| e == "HERALD_CONSOLE_INGEST_URL"),
+        "ConsoleArgs reads HERALD_CONSOLE_LISTEN and HERALD_CONSOLE_INGEST_URL: {options:?}"
+    );
+    let documented = documented_options();
+    for (flag, env) in &options {
+        assert!(
+            documented.iter().any(|d| d.flag == *flag
+                && d.env == *env
+                && (d.console || (d.ingest && d.sender && env == "HERALD_LOG_FORMAT"))),
+            "herald-console: {flag} ({env}) is not documented for it in docs/configuration.md"
+        );
+        assert!(
+            !CREDENTIALS.contains(&env.as_str()),
+            "herald-console must not take {env}"
+        );
+    }
+    for d in documented.iter().filter(|d| d.console) {
+        assert!(
+            options.iter().any(|(f, e)| *f == d.flag && *e == d.env),
+            "docs/configuration.md documents {} ({}) for herald-console, which ConsoleArgs lacks",
+            d.flag,
+            d.env
+        );
+    }
+    options
+}
+
+/// Variables that hold passwords or keys of the services: the console gets
+/// none of them (it acts with the signed-in person's API key only).
+const CREDENTIALS: &[&str] = &[
+    "HERALD_DATABASE_URL",
+    "HERALD_READ_DATABASE_URL",
+    "HERALD_AMQP_URL",
+    "HERALD_ADMIN_KEY",
+    "HERALD_ENCRYPTION_KEY",
+    "HERALD_TOKEN",
+];
 
 /// Environment variables the `herald` CLI reads.
 const CLI_ENV: &[&str] = &[
@@ -261,6 +326,14 @@ fn herald_services_run_herald_binaries_with_documented_options() {
                 );
                 (options, env)
             }
+            "herald-console" => {
+                // No subcommands: the console's own parser takes the command.
+                ConsoleArgs::try_parse_from(&cmd)
+                    .unwrap_or_else(|e| panic!("{name}: `{}` does not parse: {e}", cmd.join(" ")));
+                let options = options_of(&binary);
+                let env = options.iter().map(|(_, e)| e.clone()).collect();
+                (options, env)
+            }
             "herald" => {
                 // The real CLI parses the command, so compose cannot drift from it.
                 herald_cli::Cli::try_parse_from(&cmd)
@@ -268,7 +341,7 @@ fn herald_services_run_herald_binaries_with_documented_options() {
                 (Vec::new(), CLI_ENV.iter().map(|e| e.to_string()).collect())
             }
             other => panic!(
-                "{name}: command must start with herald-ingest, herald-sender or herald, not {other:?}"
+                "{name}: command must start with herald-ingest, herald-sender, herald-console or herald, not {other:?}"
             ),
         };
         for arg in cmd.iter().skip(1).filter(|a| a.starts_with("--")) {
@@ -292,25 +365,114 @@ fn herald_services_run_herald_binaries_with_documented_options() {
         }
         seen.push(binary);
     }
-    for binary in ["herald-ingest", "herald-sender", "herald"] {
+    for binary in ["herald-ingest", "herald-sender", "herald-console", "herald"] {
         assert!(seen.iter().any(|b| b == binary), "no service runs {binary}");
     }
 }
 
 #[test]
-fn dockerfile_builds_and_ships_the_three_binaries() {
+fn compose_runs_the_console_against_ingest_without_credentials() {
+    let compose = compose();
+    let console = find_service(&compose, "console");
+    assert!(
+        !console.is_null(),
+        "docker-compose.yml has a console service"
+    );
+    assert_eq!(command(&console), ["herald-console"]);
+    assert!(
+        is_herald_image(&console),
+        "the console runs the Herald image"
+    );
+
+    // It reaches ingest's gRPC port by its compose name.
+    let ingest = find_service(&compose, "ingest");
+    let grpc_port = ingest["environment"]["HERALD_LISTEN"]
+        .as_str()
+        .and_then(|a| a.rsplit(':').next())
+        .expect("ingest sets HERALD_LISTEN");
+    assert_eq!(
+        console["environment"]["HERALD_CONSOLE_INGEST_URL"].as_str(),
+        Some(format!("http://ingest:{grpc_port}").as_str()),
+        "the console calls ingest's gRPC port"
+    );
+    assert!(
+        strings(&ingest["ports"]).contains(&format!("{grpc_port}:{grpc_port}")),
+        "ingest publishes its gRPC port"
+    );
+    assert_eq!(
+        console["depends_on"]["ingest"]["condition"].as_str(),
+        Some("service_healthy"),
+        "the console waits for ingest"
+    );
+    for dep in ["postgres", "rabbitmq", "migrate"] {
+        assert!(
+            console["depends_on"][dep].is_null(),
+            "the console talks to ingest only, not {dep}"
+        );
+    }
+
+    // No database, broker or admin credentials: nothing but its own options
+    // and the log settings, and no value that is a database or broker URL.
+    let names = env_names(&console);
+    for var in CREDENTIALS {
+        assert!(
+            !names.iter().any(|n| n == var),
+            "console must not get {var}"
+        );
+    }
+    let own: Vec<String> = console_options().into_iter().map(|(_, e)| e).collect();
+    for var in &names {
+        assert!(
+            own.contains(var) || var == "RUST_LOG",
+            "console: {var} is not one of herald-console's variables ({own:?})"
+        );
+    }
+    if let Some(env) = console["environment"].as_mapping() {
+        for (k, v) in env {
+            let v = v.as_str().unwrap_or_default();
+            assert!(
+                !v.starts_with("postgres") && !v.starts_with("amqp"),
+                "console: {k:?} holds a database or broker URL"
+            );
+        }
+    }
+
+    // People open it from the host.
+    assert!(
+        strings(&console["ports"]).iter().any(|p| p == "8080:8080"),
+        "the console publishes :8080"
+    );
+}
+
+#[test]
+fn dockerfile_builds_and_ships_the_four_binaries() {
     let dockerfile = read("deploy/docker/Dockerfile");
     assert!(dockerfile.contains("FROM rust:1.95-bookworm AS build"));
     assert!(dockerfile.contains("FROM debian:bookworm-slim"));
     assert!(
-        dockerfile.contains("-p herald-ingest -p herald-sender -p herald-cli"),
-        "builds the three packages"
+        dockerfile.contains("-p herald-ingest -p herald-sender -p herald-cli -p herald-console"),
+        "builds the four packages"
     );
-    for binary in ["herald-ingest", "herald-sender", "herald"] {
+    for binary in ["herald-ingest", "herald-sender", "herald", "herald-console"] {
+        assert!(
+            dockerfile.contains(&format!("target/dist/{binary} "))
+                || dockerfile.contains(&format!("target/dist/{binary}\n")),
+            "the build stage copies the dist {binary} out"
+        );
         assert!(
             dockerfile.contains(&format!("/out/{binary} "))
                 || dockerfile.contains(&format!("/out/{binary}\n")),
             "the runtime image gets {binary}"
+        );
+    }
+    let expose = dockerfile
+        .lines()
+        .find(|l| l.starts_with("EXPOSE "))
+        .expect("the image declares its ports");
+    for port in ["50051", "9464", "9090", "8080"] {
+        assert!(
+            expose.split_whitespace().any(|p| p == port),
+            "EXPOSE {port}"
         );
     }
     // Stripped binaries: the release profile keeps line tables for
@@ -428,6 +590,81 @@ fn the_local_demo_uses_real_cli_commands() {
     }
 }
 
+#[test]
+fn the_local_demo_starts_the_console() {
+    let script = read("deploy/local/run.sh");
+    let build = script
+        .lines()
+        .find(|l| l.starts_with("cargo build "))
+        .expect("run.sh builds with cargo");
+    for package in [
+        "herald-ingest",
+        "herald-sender",
+        "herald-cli",
+        "herald-console",
+    ] {
+        assert!(
+            build.contains(&format!("-p {package}")),
+            "run.sh builds {package}: {build}"
+        );
+    }
+    // Continued lines joined, so that a command is one line.
+    let joined = script.replace("\\\n", " ");
+    let start = joined
+        .lines()
+        .find(|l| l.starts_with("start console "))
+        .expect("run.sh starts the console with `start console ...`");
+    assert!(
+        start.ends_with("\"$BIN/herald-console\""),
+        "the console takes its options from the environment: {start}"
+    );
+    // run.sh exports the services' credentials; the console gets none.
+    let exports = |var: &str| {
+        script.lines().map(str::trim).any(|l| {
+            l.strip_prefix("export ")
+                .is_some_and(|rest| rest == var || rest.starts_with(&format!("{var}=")))
+        })
+    };
+    assert!(exports("HERALD_DATABASE_URL") && exports("HERALD_ADMIN_KEY"));
+    for var in CREDENTIALS.iter().filter(|v| exports(v)) {
+        assert!(
+            start.contains(&format!("-u {var} ")),
+            "run.sh exports {var}; the console must be started without it: {start}"
+        );
+    }
+    // Started like the others, and waited for on its port.
+    assert!(script.contains("wait_port console \"$CONSOLE_PID\" \"$CONSOLE_PORT\""));
+    assert!(script.contains("CONSOLE_PORT=8080"));
+    assert!(script.contains("\"$CONSOLE_URL/healthz\""));
+    // Every HERALD_CONSOLE_* variable it sets is one of the console's.
+    let own: Vec<String> = console_options().into_iter().map(|(_, e)| e).collect();
+    let exported: Vec<&str> = script
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("export HERALD_CONSOLE_"))
+        .map(|rest| rest.split('=').next().unwrap())
+        .collect();
+    assert!(!exported.is_empty(), "run.sh sets the console's options");
+    for var in exported {
+        let var = format!("HERALD_CONSOLE_{var}");
+        assert!(
+            own.contains(&var),
+            "run.sh sets {var}, which the console lacks"
+        );
+    }
+    assert!(
+        script.contains("export HERALD_CONSOLE_LISTEN=\"127.0.0.1:$CONSOLE_PORT\""),
+        "the console listens on loopback"
+    );
+    assert!(
+        script.contains("export HERALD_CONSOLE_INGEST_URL=\"$HERALD_SERVER\""),
+        "the console calls the local ingest"
+    );
+    assert!(
+        script.contains("Herald Console: $CONSOLE_URL"),
+        "run.sh prints the console's URL"
+    );
+}
+
 // --- compose: healthchecks, Grafana ---------------------------------------------
 
 fn find_service(compose: &Value, name: &str) -> Value {
@@ -438,9 +675,13 @@ fn find_service(compose: &Value, name: &str) -> Value {
 fn compose_healthchecks_use_the_http_endpoints() {
     let compose = compose();
     let dockerfile = read("deploy/docker/Dockerfile");
-    for (service, port, var) in [
-        ("ingest", 9464, "HERALD_METRICS_LISTEN"),
-        ("sender", 9090, "HERALD_HTTP_LISTEN"),
+    // (service, port of its /healthz, the variable that sets it, whether it
+    // drains for HERALD_DRAIN_TIMEOUT_SECS on stop)
+    for (service, port, var, drains) in [
+        ("ingest", 9464, "HERALD_METRICS_LISTEN", true),
+        ("sender", 9090, "HERALD_HTTP_LISTEN", true),
+        // The console finishes its in-flight requests; it has no drain timeout.
+        ("console", 8080, "HERALD_CONSOLE_LISTEN", false),
     ] {
         let s = find_service(&compose, service);
         let test = strings(&s["healthcheck"]["test"]).join(" ");
@@ -453,6 +694,17 @@ fn compose_healthchecks_use_the_http_endpoints() {
             Some(format!("0.0.0.0:{port}").as_str()),
             "{service} must listen on 0.0.0.0:{port} ({var}) for its healthcheck"
         );
+        let binary = command(&s).first().cloned().unwrap_or_default();
+        assert_eq!(
+            drains,
+            options_of(&binary)
+                .iter()
+                .any(|(_, e)| e == "HERALD_DRAIN_TIMEOUT_SECS"),
+            "{service}: whether {binary} has HERALD_DRAIN_TIMEOUT_SECS"
+        );
+        if !drains {
+            continue;
+        }
         let grace = s["stop_grace_period"].as_str().unwrap_or("10s");
         let grace: u64 = grace.trim_end_matches('s').parse().unwrap();
         let drain: u64 = s["environment"]["HERALD_DRAIN_TIMEOUT_SECS"]
@@ -786,6 +1038,8 @@ fn every_herald_variable_in_the_manifests_is_documented() {
         ("HERALD_METRICS_LISTEN", "0.0.0.0:9464"),
         ("HERALD_HTTP_LISTEN", "0.0.0.0:9090"),
         ("HERALD_PREFETCH", "256"),
+        ("HERALD_CONSOLE_LISTEN", "0.0.0.0:8080"),
+        ("HERALD_CONSOLE_INGEST_URL", "http://herald-ingest:50051"),
     ] {
         assert_eq!(config["data"][var].as_str(), Some(value), "ConfigMap {var}");
     }
@@ -818,7 +1072,13 @@ fn k8s_containers_run_herald_commands_with_secrets_and_probes_on_declared_ports(
             );
             let cmd = strings(&c["command"]);
             let binary = cmd.first().cloned().unwrap_or_default();
+            let sub = cmd.get(1).map_or("", String::as_str);
             match binary.as_str() {
+                "herald-console" => {
+                    ConsoleArgs::try_parse_from(&cmd).unwrap_or_else(|e| {
+                        panic!("{what}: `{}` does not parse: {e}", cmd.join(" "))
+                    });
+                }
                 "herald-ingest" | "herald-sender" => {
                     assert_eq!(cmd.len(), 2, "{what}: `{}`", cmd.join(" "));
                     assert!(
@@ -857,8 +1117,39 @@ fn k8s_containers_run_herald_commands_with_secrets_and_probes_on_declared_ports(
             });
             assert!(from_config, "{what}: envFrom the ConfigMap herald-config");
             let env = c["env"].as_sequence().cloned().unwrap_or_default();
-            let mut secrets = vec!["HERALD_DATABASE_URL"];
-            if cmd[1] == "serve" {
+            if binary == "herald-console" {
+                // The console holds no credentials: no Secret at all.
+                for e in &env {
+                    let var = e["name"].as_str().unwrap_or_default();
+                    assert!(
+                        !CREDENTIALS.contains(&var) && e["valueFrom"]["secretKeyRef"].is_null(),
+                        "{what}: the console reads no Secret ({var})"
+                    );
+                }
+                let from_secret = c["envFrom"]
+                    .as_sequence()
+                    .is_some_and(|s| s.iter().any(|e| !e["secretRef"].is_null()));
+                assert!(
+                    !from_secret,
+                    "{what}: the console reads no Secret (envFrom)"
+                );
+                let secret_volume = pod_spec(&doc)["volumes"]
+                    .as_sequence()
+                    .is_some_and(|s| s.iter().any(|v| !v["secret"].is_null()));
+                assert!(!secret_volume, "{what}: the console mounts no Secret");
+                for probe in ["readinessProbe", "livenessProbe"] {
+                    assert_eq!(
+                        c[probe]["httpGet"]["path"].as_str(),
+                        Some("/healthz"),
+                        "{what}: {probe} GETs /healthz (no sign-in needed)"
+                    );
+                }
+            }
+            let mut secrets = Vec::new();
+            if binary != "herald-console" {
+                secrets.push("HERALD_DATABASE_URL");
+            }
+            if sub == "serve" {
                 secrets.push("HERALD_AMQP_URL");
             }
             for var in secrets {
@@ -905,8 +1196,9 @@ fn k8s_containers_run_herald_commands_with_secrets_and_probes_on_declared_ports(
             }
             // Every declared port is one the process listens on (per the ConfigMap).
             let listen_vars: &[&str] = match binary.as_str() {
-                "herald-ingest" if cmd[1] == "serve" => &["HERALD_LISTEN", "HERALD_METRICS_LISTEN"],
-                "herald-sender" if cmd[1] == "serve" => &["HERALD_HTTP_LISTEN"],
+                "herald-ingest" if sub == "serve" => &["HERALD_LISTEN", "HERALD_METRICS_LISTEN"],
+                "herald-sender" if sub == "serve" => &["HERALD_HTTP_LISTEN"],
+                "herald-console" => &["HERALD_CONSOLE_LISTEN"],
                 _ => &[],
             };
             let listening: Vec<u64> = listen_vars
@@ -937,8 +1229,13 @@ fn k8s_containers_run_herald_commands_with_secrets_and_probes_on_declared_ports(
                 let grace = pod_spec(&doc)["terminationGracePeriodSeconds"]
                     .as_u64()
                     .unwrap_or(30);
+                // Only the services that drain for HERALD_DRAIN_TIMEOUT_SECS
+                // (not the console) need the longer grace period.
+                let drains = options_of(&binary)
+                    .iter()
+                    .any(|(_, e)| e == "HERALD_DRAIN_TIMEOUT_SECS");
                 assert!(
-                    grace > drain,
+                    !drains || grace > drain,
                     "{what}: terminationGracePeriodSeconds {grace} must exceed HERALD_DRAIN_TIMEOUT_SECS {drain}"
                 );
             }
@@ -948,6 +1245,7 @@ fn k8s_containers_run_herald_commands_with_secrets_and_probes_on_declared_ports(
     assert_eq!(
         commands,
         [
+            "herald-console",
             "herald-ingest migrate",
             "herald-ingest serve",
             "herald-sender serve"
@@ -1027,6 +1325,52 @@ fn k8s_services_target_declared_ports_and_budgets_select_pods() {
             .iter()
             .any(|(_, o)| kind(o) == "Job" && name(o) == "herald-migrate")
     );
+
+    // The console: a Deployment and a Service, and the ingest URL it is
+    // given names the ingest Service's gRPC port.
+    let find = |k: &str, n: &str| {
+        objects
+            .iter()
+            .map(|(_, o)| o)
+            .find(|o| kind(o) == k && name(o) == n)
+            .unwrap_or_else(|| panic!("the base has the {k} {n}"))
+    };
+    let console = find("Deployment", "herald-console");
+    let console_service = find("Service", "herald-console");
+    assert!(matches(&console_service["spec"]["selector"], console));
+    assert_eq!(
+        console["spec"]["replicas"].as_u64(),
+        Some(1),
+        "sign-in sessions live in the console's memory: one replica"
+    );
+    assert!(
+        console_service["spec"]["ports"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .any(|p| p["port"].as_u64() == Some(8080)),
+        "the Service herald-console serves 8080"
+    );
+    let config = base_config_map();
+    let url = config["data"]["HERALD_CONSOLE_INGEST_URL"]
+        .as_str()
+        .expect("the ConfigMap sets HERALD_CONSOLE_INGEST_URL");
+    let (host, port) = url
+        .strip_prefix("http://")
+        .and_then(|a| a.split_once(':'))
+        .unwrap_or_else(|| panic!("HERALD_CONSOLE_INGEST_URL={url}: http://SERVICE:PORT"));
+    let ingest_service = find("Service", host);
+    let grpc = ingest_service["spec"]["ports"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|p| p["port"].as_u64() == port.parse().ok())
+        .unwrap_or_else(|| panic!("the Service {host} has no port {port}"));
+    assert_eq!(
+        grpc["targetPort"].as_str(),
+        Some("grpc"),
+        "{url}: the console calls ingest's gRPC port"
+    );
 }
 
 #[test]
@@ -1043,6 +1387,15 @@ fn production_overlay_scales_and_spreads() {
     };
     assert_eq!(replicas("herald-ingest"), Some(3));
     assert_eq!(replicas("herald-sender"), Some(3));
+    // Sessions in memory: the console keeps the base's one replica.
+    assert!(
+        k["replicas"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .all(|r| r["name"].as_str() != Some("herald-console")),
+        "the overlay does not scale the console"
+    );
     let objects: Vec<Value> = yaml_files(dir)
         .iter()
         .filter(|f| !f.ends_with("kustomization.yaml"))

@@ -63,6 +63,13 @@ pub struct Proc {
 }
 
 impl Proc {
+    pub fn new(name: &str, child: Child) -> Self {
+        Self {
+            name: name.to_owned(),
+            child,
+        }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -106,6 +113,8 @@ pub fn build_binaries(workspace: &Path, profile_dir: &Path) -> anyhow::Result<Pa
             "herald-ingest",
             "-p",
             "herald-sender",
+            "-p",
+            "herald-console",
         ])
         .status()
         .context("running cargo build")?;

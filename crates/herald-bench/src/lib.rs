@@ -8,6 +8,7 @@
 //! own that are removed at the end. Not part of `cargo test`.
 
 pub mod baseline;
+pub mod console;
 pub mod herald;
 pub mod otlp_sink;
 pub mod procfs;

@@ -94,6 +94,15 @@ struct Cli {
     /// Where the JSON goes; default: crates/herald-bench/results.
     #[arg(long)]
     output_dir: Option<PathBuf>,
+    /// Run only the console case: Herald Console's pages over
+    /// --console-rows deliveries of one webhook (server time per page and
+    /// the plans of the queries behind them); written to
+    /// `<date>-console.json`.
+    #[arg(long)]
+    console: bool,
+    /// Deliveries the console case writes for its webhook.
+    #[arg(long, default_value_t = 1_000_000)]
+    console_rows: usize,
     /// Export traces from ingest and the senders (OTLP/gRPC) to a sink in
     /// this process, to measure what tracing costs; off by default, as in
     /// Herald.
@@ -161,6 +170,31 @@ async fn main() -> anyhow::Result<()> {
         env.prefix,
         log_dir.display()
     );
+    if cli.console {
+        let result = tokio::select! {
+            result = console_case(&cli, &env) => result,
+            signal = interrupted() => Err(anyhow::anyhow!("interrupted by {signal}")),
+        };
+        let _ = delete_queues(&env).await;
+        let _ = admin
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"))
+            .await;
+        let result = result?;
+        println!("\n{}", herald_bench::console::render(&result));
+        let dir = cli
+            .output_dir
+            .clone()
+            .unwrap_or_else(|| workspace.join("crates/herald-bench/results"));
+        std::fs::create_dir_all(&dir)?;
+        let path = dir.join(format!(
+            "{}-console.json",
+            report::civil_date(SystemTime::now())
+        ));
+        std::fs::write(&path, serde_json::to_string_pretty(&result)? + "\n")?;
+        println!("results written to {}", path.display());
+        let _ = std::fs::remove_dir_all(&log_dir);
+        return Ok(());
+    }
     let mut machine = Machine::probe();
     // Interrupted, the run's processes are killed (dropping them does) and
     // its database and queues are removed below like after a normal end.
@@ -212,6 +246,21 @@ async fn main() -> anyhow::Result<()> {
     println!("results written to {}", path.display());
     let _ = std::fs::remove_dir_all(&log_dir);
     Ok(())
+}
+
+/// The console case alone: ingest as a process, the rows, the console.
+async fn console_case(
+    cli: &Cli,
+    env: &Env,
+) -> anyhow::Result<herald_bench::console::ConsoleResult> {
+    herald_store::migrate(&env.database_url)
+        .await
+        .context("migrating the bench database")?;
+    let db = pg(&env.database_url).await?;
+    let mut ingest = herald::start_ingest(env).await?;
+    let result = herald_bench::console::run(env, &mut ingest, &db, cli.console_rows).await;
+    ingest.proc.stop(Duration::from_secs(15)).await;
+    result
 }
 
 type Outcome = (Vec<baseline::Stage>, f64, Vec<herald::CaseResult>);

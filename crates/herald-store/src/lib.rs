@@ -65,7 +65,7 @@ pub use ordering::{DeliveryProgress, OrderingStore};
 pub use retention::{RetentionPolicy, RetentionReport};
 pub use scheduled::{ScheduledLog, ScheduledLogConfig, ScheduledRecord};
 pub use secrets::{SecretBox, SecretBoxError};
-pub use store::{AttemptView, DeliveryView, Store};
+pub use store::{AttemptView, DELIVERY_COLUMNS, DeliveryView, Store};
 pub use writer::{
     AttemptRecord, AttemptWriter, DeliveryRecord, WriteError, WriteRequest, WriterConfig,
 };

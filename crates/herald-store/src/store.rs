@@ -22,8 +22,9 @@ const WEBHOOK_COLUMNS: &str = "id, tenant, event, enabled, method, url, headers,
      signing_secret, previous_signing_secret, previous_secret_expires_at, older_signing_secrets, \
      id_header, trace_context, more_events, filter, ordered, ordered_on_failure";
 
-/// Column list of `deliveries`, as [`delivery_from_row`] reads it.
-pub(crate) const DELIVERY_COLUMNS: &str = "id, tenant, event, webhook_id, target_url, method, \
+/// Column list of `deliveries`, as [`delivery_from_row`] reads it (public
+/// so that the bench can show the plans of the log's real queries).
+pub const DELIVERY_COLUMNS: &str = "id, tenant, event, webhook_id, target_url, method, \
      payload, payload_kind, fired_at, state, attempts, last_status_code, last_error, \
      last_attempt_at, next_attempt_at, finished_at, resent_from, ordering_key";
 
