@@ -337,9 +337,19 @@ pub async fn run(
         measure(
             &http,
             &cookie,
-            "webhook page (7-day charts)",
+            "webhook page",
             &[format!("{base}/webhooks/{webhook_id}")],
-            "chart-deliveries",
+            "charts.svg",
+        )
+        .await?,
+    );
+    pages.push(
+        measure(
+            &http,
+            &cookie,
+            "webhook charts (7 days, SVG image)",
+            &[format!("{base}/webhooks/{webhook_id}/charts.svg")],
+            "deliveries in 7 days",
         )
         .await?,
     );

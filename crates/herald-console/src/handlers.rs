@@ -54,6 +54,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/webhooks/{id}/rotate", post(rotate_secret))
         .route("/webhooks/{id}/replay", post(replay_failed))
         .route("/webhooks/{id}/deliveries", get(delivery_log))
+        .route("/webhooks/{id}/charts.svg", get(charts))
         .route("/deliveries/{id}", get(show_delivery))
         .route("/deliveries/{id}/resend", post(resend))
         .route("/search", get(search))
@@ -559,29 +560,16 @@ async fn show_webhook(
         Some(secret) => webhook::Notice::Secret(secret),
         None => notice,
     };
-    webhook_page(&state, &signed, w, notice, None).await
+    webhook_page(&signed, w, notice, None)
 }
 
-async fn webhook_page(
-    state: &AppState,
+fn webhook_page(
     signed: &Signed,
     w: herald_proto::v1::Webhook,
     notice: webhook::Notice,
     problem: Option<(StatusCode, String)>,
 ) -> Response {
     let now = now_ms();
-    let timeline = signed
-        .admin(state)
-        .get_webhook_timeline(GetWebhookTimelineRequest {
-            webhook_id: w.id.clone(),
-            from_unix_ms: Some(now - 7 * 24 * 3600 * 1000 - 3600 * 1000),
-            to_unix_ms: Some(now + 1),
-            bucket_seconds: 3600,
-        })
-        .await
-        .map_err(|status| tracing::warn!(error = %status.message(), "timeline unavailable"))
-        .ok()
-        .map(tonic::Response::into_inner);
     let (status, problem) = match problem {
         Some((status, text)) => (status, Some(text)),
         None => (StatusCode::OK, None),
@@ -589,13 +577,34 @@ async fn webhook_page(
     let page = webhook::Page {
         session: &signed.0,
         webhook: w,
-        timeline,
         notice,
         problem,
         now_ms: now,
         request_id: uuid::Uuid::new_v4().to_string(),
     };
     html(status, webhook::page(&page))
+}
+
+/// The webhook's 7-day charts as an SVG image (see `pages::chart`).
+async fn charts(State(state): State<AppState>, signed: Signed, Path(id): Path<String>) -> Response {
+    let now = now_ms();
+    let timeline = signed
+        .admin(&state)
+        .get_webhook_timeline(GetWebhookTimelineRequest {
+            webhook_id: id,
+            from_unix_ms: Some(now - 7 * 24 * 3600 * 1000 - 3600 * 1000),
+            to_unix_ms: Some(now + 1),
+            bucket_seconds: 3600,
+        })
+        .await;
+    match timeline {
+        Ok(t) => (
+            [(CONTENT_TYPE, "image/svg+xml")],
+            pages::chart::document(&t.into_inner(), now).into_string(),
+        )
+            .into_response(),
+        Err(status) => signed.failed(&state, &status),
+    }
 }
 
 #[derive(serde::Deserialize)]
@@ -787,16 +796,12 @@ async fn replay_failed(
         Ok(range) => range,
         Err(problem) => {
             return match get_webhook(&state, &signed, &id).await {
-                Ok(w) => {
-                    webhook_page(
-                        &state,
-                        &signed,
-                        w,
-                        webhook::Notice::None,
-                        Some((StatusCode::BAD_REQUEST, problem)),
-                    )
-                    .await
-                }
+                Ok(w) => webhook_page(
+                    &signed,
+                    w,
+                    webhook::Notice::None,
+                    Some((StatusCode::BAD_REQUEST, problem)),
+                ),
                 Err(page) => page,
             };
         }
@@ -822,16 +827,12 @@ async fn replay_failed(
         )),
         Err(status) if status.code() == Code::InvalidArgument => {
             match get_webhook(&state, &signed, &id).await {
-                Ok(w) => {
-                    webhook_page(
-                        &state,
-                        &signed,
-                        w,
-                        webhook::Notice::None,
-                        Some((StatusCode::BAD_REQUEST, status.message().to_owned())),
-                    )
-                    .await
-                }
+                Ok(w) => webhook_page(
+                    &signed,
+                    w,
+                    webhook::Notice::None,
+                    Some((StatusCode::BAD_REQUEST, status.message().to_owned())),
+                ),
                 Err(page) => page,
             }
         }

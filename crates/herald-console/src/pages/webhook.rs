@@ -1,7 +1,7 @@
 //! Page 2: one webhook: its configuration, the actions on it, and its last
 //! 7 days as charts. Also its edit form.
 
-use herald_proto::v1::{Webhook, WebhookTimeline};
+use herald_proto::v1::Webhook;
 use maud::{Markup, html};
 
 use super::webhooks::{WebhookForm, events_text, webhook_fields};
@@ -22,10 +22,9 @@ pub enum Notice {
 pub struct Page<'a> {
     pub session: &'a Session,
     pub webhook: Webhook,
-    pub timeline: Option<WebhookTimeline>,
     pub notice: Notice,
     pub problem: Option<String>,
-    /// Now, for the replay form's defaults and the chart's range.
+    /// Now, for the replay form's defaults.
     pub now_ms: i64,
     /// A fresh request id for the replay form (a repeated submit replays once).
     pub request_id: String,
@@ -53,9 +52,9 @@ pub fn page(p: &Page<'_>) -> Markup {
                 (actions(p))
             }
             h2 { "Last 7 days" }
-            @match &p.timeline {
-                Some(t) => { (chart::deliveries(t, p.now_ms)) (chart::latency(t, p.now_ms)) }
-                None => { p { "The charts are not available right now." } }
+            figure #charts {
+                img src={ "/webhooks/" (w.id) "/charts.svg" } width="840" height=(chart::HEIGHT)
+                    alt="Deliveries per hour by outcome, and attempt durations per hour, over the last 7 days";
             }
         },
     )
