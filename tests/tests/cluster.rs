@@ -218,19 +218,29 @@ const ORDERED_EVENT: &str = "cluster.ordered";
 /// partitions, most partitions get one); returns the ids of the calls
 /// answered OK and how many answered UNAVAILABLE. Any other answer fails.
 async fn fire_ordered(env: &TestEnv) -> (Vec<Uuid>, usize) {
+    // All 32 at once: a call whose partition sits on the node that is down
+    // answers UNAVAILABLE only after its publish gave up, and how many
+    // partitions that node holds varies from run to run. One after the
+    // other, those waits added up to 30-90 s and pushed the test past its
+    // limit; side by side they cost one wait.
+    let ingest = env.ingest().await;
+    let answers = futures_util::future::join_all((0..32).map(|key| {
+        let mut ingest = ingest.clone();
+        async move {
+            ingest
+                .fire(herald_proto::v1::FireRequest {
+                    event: ORDERED_EVENT.into(),
+                    data: Some(herald_proto::v1::fire_request::Data::Json("{}".into())),
+                    ordering_key: format!("k{key}"),
+                    ..Default::default()
+                })
+                .await
+        }
+    }))
+    .await;
     let mut confirmed = Vec::new();
     let mut unavailable = 0;
-    for key in 0..32 {
-        let answer = env
-            .ingest()
-            .await
-            .fire(herald_proto::v1::FireRequest {
-                event: ORDERED_EVENT.into(),
-                data: Some(herald_proto::v1::fire_request::Data::Json("{}".into())),
-                ordering_key: format!("k{key}"),
-                ..Default::default()
-            })
-            .await;
+    for answer in answers {
         match answer {
             Ok(fired) => confirmed.extend(
                 fired

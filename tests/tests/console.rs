@@ -93,8 +93,11 @@ impl Browser {
         };
         let driver_bin =
             std::env::var("HERALD_TEST_CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".into());
+        // A process group of its own, which chromium joins, so that a
+        // failed test kills the browser too (see Drop).
         let driver = tokio::process::Command::new(&driver_bin)
             .arg(format!("--port={port}"))
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -148,9 +151,22 @@ impl Browser {
         std::fs::write(self.shots.join(format!("{name}.png")), png).unwrap();
     }
 
-    async fn stop(mut self) {
-        let _ = self.client.close().await;
-        let _ = self.driver.kill().await;
+    /// Ends the WebDriver session (chromium quits), then the driver.
+    async fn stop(self) {
+        let _ = self.client.clone().close().await;
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        // chromedriver and the chromium it started share a process group:
+        // kill the whole group, or a test that failed half-way would leave
+        // a browser behind, refreshing its pages and eating CPU.
+        if let Some(pid) = self.driver.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pid}")])
+                .status();
+        }
     }
 }
 
@@ -318,6 +334,12 @@ async fn an_operator_follows_a_delivery_in_the_browser_and_keys_limit_what_works
         .send_keys(&receiver.url("/orders"))
         .await
         .unwrap();
+    c.find(Locator::Css("#secret_headers"))
+        .await
+        .unwrap()
+        .send_keys("X-Api-Key: s3cret-value-for-the-erp")
+        .await
+        .unwrap();
     c.find(Locator::Css("#description"))
         .await
         .unwrap()
@@ -336,6 +358,13 @@ async fn an_operator_follows_a_delivery_in_the_browser_and_keys_limit_what_works
         "the signing secret is shown once, on creation"
     );
     let webhook_id = text(c, "#configuration code").await;
+    // A secret header's value is never shown, only its name.
+    let configuration = text(c, "#configuration").await;
+    assert!(
+        configuration.contains("X-Api-Key: ••••••"),
+        "{configuration}"
+    );
+    assert!(!c.source().await.unwrap().contains("s3cret-value"));
     let listed = bootstrap
         .list_webhooks(ListWebhooksRequest {
             tenant: Some("shop-a".into()),
@@ -403,6 +432,7 @@ async fn an_operator_follows_a_delivery_in_the_browser_and_keys_limit_what_works
         text(c, "#attempts").await.contains(XSS),
         "so does the response"
     );
+    assert!(!c.source().await.unwrap().contains("s3cret-value"));
     assert_nothing_ran(c, "delivery page").await;
     browser.screenshot("delivery").await;
 
@@ -589,6 +619,11 @@ async fn an_operator_follows_a_delivery_in_the_browser_and_keys_limit_what_works
     // Exactly the fired delivery and its resend reached the receiver: two
     // requests each (503, then 200), nothing from refused actions.
     assert_eq!(receiver.for_delivery(&id).len(), 2);
+    assert_eq!(
+        receiver.for_delivery(&id)[0].header("x-api-key"),
+        Some("s3cret-value-for-the-erp"),
+        "the secret header goes to the receiver, only there"
+    );
     assert_eq!(receiver.for_delivery(&resent).len(), 2);
     assert_eq!(receiver.requests().len(), 4);
     drop(console);
@@ -715,6 +750,7 @@ async fn sessions_are_httponly_strict_csrf_checked_and_expire() {
     let (status, _, body) = http(addr, "GET", "/webhooks", &cookie, None).await;
     assert_eq!(status, 200);
     assert!(body.contains("bootstrap admin key"), "{body}");
+    assert!(!body.contains("<script"), "the pages need no JavaScript");
     assert!(!body.contains(ADMIN_KEY), "the key is never rendered");
 
     // A POST without the session's CSRF token changes nothing.
@@ -729,5 +765,56 @@ async fn sessions_are_httponly_strict_csrf_checked_and_expire() {
     assert_eq!(status, 303);
     assert_eq!(headers["location"], "/login");
     drop(console);
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_the_session_cookie_is_secure() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    herald_tests::init();
+    let mut env = TestEnv::new("0s").await.unwrap();
+    let ingest = env
+        .start_ingest(env.queue.clone(), require_auth)
+        .await
+        .unwrap();
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut config = ConsoleConfig::new(format!("http://{ingest}"));
+    config.tls = Some((
+        certified.cert.pem().into_bytes(),
+        certified.signing_key.serialize_pem().into_bytes(),
+    ));
+    let stop = CancellationToken::new();
+    let token = stop.clone();
+    let served = tokio::spawn(async move { herald_console::run(config, listener, token).await });
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(certified.cert.der().clone()).unwrap();
+    let client = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(client));
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = connector.connect(name, tcp).await.unwrap();
+    tls.write_all(b"GET /login HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    tls.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let cookie = answer
+        .lines()
+        .find(|l| {
+            l.to_ascii_lowercase()
+                .starts_with("set-cookie: herald_login=")
+        })
+        .unwrap_or_else(|| panic!("no login cookie: {answer}"));
+    assert!(cookie.ends_with("; Secure"), "{cookie}");
+
+    // A shutdown ends the server cleanly.
+    stop.cancel();
+    served.await.unwrap().unwrap();
     env.stop().await;
 }
