@@ -379,6 +379,34 @@ async fn scopes_decide_what_a_key_may_call() {
         ),
         Code::PermissionDenied
     );
+    // Any valid key may learn what it is (the console shows only what it
+    // may do), and nothing more: WhoAmI names no other key.
+    let me = fire_admin
+        .who_am_i(herald_proto::v1::WhoAmIRequest {})
+        .await
+        .expect("a fire key may ask who it is")
+        .into_inner();
+    assert_eq!(me.kind, "api_key");
+    assert_eq!(me.scopes, ["fire"]);
+    assert_eq!(me.tenant, None);
+    assert!(fire_key.starts_with(&me.token_prefix), "{me:?}");
+    let bootstrap = admin(addr, Token::bearer(ADMIN_KEY))
+        .await
+        .who_am_i(herald_proto::v1::WhoAmIRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(bootstrap.kind, "bootstrap");
+    assert_eq!(bootstrap.scopes, ["fire", "read", "admin"]);
+    assert_eq!(
+        code(
+            admin(addr, Token::none())
+                .await
+                .who_am_i(herald_proto::v1::WhoAmIRequest {})
+                .await
+        ),
+        Code::Unauthenticated
+    );
 
     // read: the read calls, but neither Fire nor changes nor secrets.
     assert_eq!(
