@@ -781,6 +781,34 @@ struct ReplayForm {
     to: String,
 }
 
+/// The webhook's page again, saying why the form was refused (400).
+async fn webhook_with_problem(
+    state: &AppState,
+    signed: &Signed,
+    id: &str,
+    problem: String,
+) -> Response {
+    match get_webhook(state, signed, id).await {
+        Ok(w) => webhook_page(
+            signed,
+            w,
+            webhook::Notice::None,
+            Some((StatusCode::BAD_REQUEST, problem)),
+        ),
+        Err(page) => page,
+    }
+}
+
+/// The form's request id (made when the page was rendered, so that a
+/// double submit resends once), or a fresh one if the form had none.
+fn request_id_or_new(from_form: String) -> String {
+    if from_form.is_empty() {
+        uuid::Uuid::new_v4().to_string()
+    } else {
+        from_form
+    }
+}
+
 async fn replay_failed(
     State(state): State<AppState>,
     signed: Signed,
@@ -794,23 +822,9 @@ async fn replay_failed(
         .and_then(|from| Ok((from, time_fmt::parse_input("To", &form.to)?)));
     let (from, to) = match range {
         Ok(range) => range,
-        Err(problem) => {
-            return match get_webhook(&state, &signed, &id).await {
-                Ok(w) => webhook_page(
-                    &signed,
-                    w,
-                    webhook::Notice::None,
-                    Some((StatusCode::BAD_REQUEST, problem)),
-                ),
-                Err(page) => page,
-            };
-        }
+        Err(problem) => return webhook_with_problem(&state, &signed, &id, problem).await,
     };
-    let request_id = if form.request_id.is_empty() {
-        uuid::Uuid::new_v4().to_string()
-    } else {
-        form.request_id
-    };
+    let request_id = request_id_or_new(form.request_id);
     match signed
         .admin(&state)
         .replay_failed(ReplayFailedRequest {
@@ -826,15 +840,7 @@ async fn replay_failed(
             r.into_inner().delivery_ids.len()
         )),
         Err(status) if status.code() == Code::InvalidArgument => {
-            match get_webhook(&state, &signed, &id).await {
-                Ok(w) => webhook_page(
-                    &signed,
-                    w,
-                    webhook::Notice::None,
-                    Some((StatusCode::BAD_REQUEST, status.message().to_owned())),
-                ),
-                Err(page) => page,
-            }
+            webhook_with_problem(&state, &signed, &id, status.message().to_owned()).await
         }
         Err(status) => signed.failed(&state, &status),
     }
@@ -961,11 +967,7 @@ async fn resend(
     if let Err(refused) = signed.may_change(&form.csrf) {
         return refused;
     }
-    let request_id = if form.request_id.is_empty() {
-        uuid::Uuid::new_v4().to_string()
-    } else {
-        form.request_id
-    };
+    let request_id = request_id_or_new(form.request_id);
     match signed
         .admin(&state)
         .resend_delivery(ResendDeliveryRequest {
