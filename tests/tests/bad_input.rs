@@ -577,6 +577,28 @@ fn cases(f: &Fixtures) -> Vec<Case> {
             "ordered_on_failure: \"skip\" is not a choice; use stop (the default) or continue",
         ),
         case(
+            "create: rate limit above the maximum",
+            create(|r| {
+                r.rate_limit = Some(herald_proto::v1::RateLimit {
+                    per_second: 100_001,
+                    burst: 0,
+                });
+            }),
+            InvalidArgument,
+            "rate_limit.per_second: 100001 is above the maximum of 100000",
+        ),
+        case(
+            "create: burst without a rate",
+            create(|r| {
+                r.rate_limit = Some(herald_proto::v1::RateLimit {
+                    per_second: 0,
+                    burst: 5,
+                });
+            }),
+            InvalidArgument,
+            "rate_limit.burst: is given without rate_limit.per_second",
+        ),
+        case(
             "create: tenant with a space",
             create(|r| r.tenant = "shop 1".into()),
             InvalidArgument,
@@ -865,6 +887,17 @@ fn cases(f: &Fixtures) -> Vec<Case> {
             update(active, |r| r.ordered_on_failure = Some("later".into())),
             InvalidArgument,
             "ordered_on_failure: \"later\" is not a choice",
+        ),
+        case(
+            "update: burst over ten seconds of the rate",
+            update(active, |r| {
+                r.rate_limit = Some(herald_proto::v1::RateLimit {
+                    per_second: 5,
+                    burst: 51,
+                });
+            }),
+            InvalidArgument,
+            "rate_limit.burst: 51 is more than ten seconds' worth of the rate (5/s); use at most 50",
         ),
         case(
             "update: empty method",

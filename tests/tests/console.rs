@@ -340,6 +340,12 @@ async fn an_operator_follows_a_delivery_in_the_browser_and_keys_limit_what_works
         .send_keys("X-Api-Key: s3cret-value-for-the-erp")
         .await
         .unwrap();
+    c.find(Locator::Css("#rate_limit"))
+        .await
+        .unwrap()
+        .send_keys("500")
+        .await
+        .unwrap();
     c.find(Locator::Css("#description"))
         .await
         .unwrap()
@@ -364,6 +370,10 @@ async fn an_operator_follows_a_delivery_in_the_browser_and_keys_limit_what_works
         configuration.contains("X-Api-Key: ••••••"),
         "{configuration}"
     );
+    assert!(
+        configuration.contains("500/s, burst 100"),
+        "the rate limit with its default burst: {configuration}"
+    );
     assert!(!c.source().await.unwrap().contains("s3cret-value"));
     let listed = bootstrap
         .list_webhooks(ListWebhooksRequest {
@@ -377,6 +387,7 @@ async fn an_operator_follows_a_delivery_in_the_browser_and_keys_limit_what_works
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].id, webhook_id);
     assert_eq!(listed[0].url, receiver.url("/orders"));
+    assert_eq!(listed[0].rate_limit.map(|l| l.per_second), Some(500));
     c.goto(&format!("{base}/webhooks/{webhook_id}"))
         .await
         .unwrap();

@@ -323,6 +323,13 @@ pub fn webhook_details(w: &Webhook) -> String {
             },
         ),
         (
+            "rate limit",
+            match &w.rate_limit {
+                Some(l) => format!("{}/s, burst {}", l.per_second, l.burst),
+                None => "(senders' default, HERALD_DEFAULT_RATE_LIMIT)".to_owned(),
+            },
+        ),
+        (
             "signing",
             if w.signing_enabled {
                 "yes (Standard Webhooks)"

@@ -16,7 +16,7 @@ use herald_proto::v1::{
     ListStoppedKeysResponse, PreviousSigningSecret, ResendResponse, ResumeOrderingKeyResponse,
     SigningSecret, StoppedKey, WebhookSummary,
 };
-use herald_proto::v1::{Caller, TimelineBucket, WebhookTimeline};
+use herald_proto::v1::{Caller, RateLimit, TimelineBucket, WebhookTimeline};
 use prost::Message;
 use prost_types::field_descriptor_proto::{Label, Type};
 use prost_types::{DescriptorProto, FieldDescriptorProto, FileDescriptorSet};
@@ -50,6 +50,7 @@ fn printed(name: &str) -> Option<Value> {
         "WebhookTimeline" => to_json(&WebhookTimeline::default()),
         "TimelineBucket" => to_json(&TimelineBucket::default()),
         "Caller" => to_json(&Caller::default()),
+        "RateLimit" => to_json(&RateLimit::default()),
         _ => return None,
     })
 }

@@ -21,9 +21,9 @@ use herald_core::secret::Secret;
 use herald_proto::v1::{
     CreateWebhookRequest, EventList, GetDeliveryRequest, GetWebhookRequest,
     GetWebhookSummaryRequest, GetWebhookTimelineRequest, Headers, ListDeliveriesRequest,
-    ListWebhooksRequest, ReplayFailedRequest, ResendDeliveryRequest, RotateSigningSecretRequest,
-    SendTestEventRequest, SetWebhookEnabledRequest, UpdateWebhookRequest, WhoAmIRequest,
-    send_test_event_request,
+    ListWebhooksRequest, RateLimit, ReplayFailedRequest, ResendDeliveryRequest,
+    RotateSigningSecretRequest, SendTestEventRequest, SetWebhookEnabledRequest,
+    UpdateWebhookRequest, WhoAmIRequest, send_test_event_request,
 };
 use maud::Markup;
 use tonic::{Code, Status};
@@ -441,6 +441,18 @@ fn events_of(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// The form's rate limit: empty is none (a rate of 0, which an update
+/// takes as "remove").
+fn rate_limit_of(text: &str) -> Result<RateLimit, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(RateLimit::default());
+    }
+    let (per_second, burst) = herald_core::rate_limit::parse_spec(text)
+        .map_err(|e| format!("Rate limit: {e}; leave it empty for none"))?;
+    Ok(RateLimit { per_second, burst })
+}
+
 fn timeout_of(text: &str) -> Result<Option<u32>, String> {
     let text = text.trim();
     if text.is_empty() {
@@ -471,6 +483,7 @@ async fn create_webhook(
             body_template: form.body_template.clone(),
             body_mode: form.body_mode.clone(),
             timeout_ms: timeout_of(&form.timeout_ms)?,
+            rate_limit: Some(rate_limit_of(&form.rate_limit)?).filter(|l| l.per_second > 0),
             description: form.description.clone(),
             ..CreateWebhookRequest::default()
         })
@@ -690,6 +703,7 @@ async fn save_edit(
             body_template: Some(form.body_template.clone()),
             body_mode: Some(form.body_mode.clone()),
             timeout_ms: timeout_of(&form.timeout_ms)?,
+            rate_limit: Some(rate_limit_of(&form.rate_limit)?),
             description: Some(form.description.clone()),
             ..UpdateWebhookRequest::default()
         })

@@ -37,7 +37,8 @@ pub const PARK_DELAY: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     /// No attempt was made: the webhook already has its maximum of requests
-    /// in flight.
+    /// in flight, or more of its deliveries wait for its rate limit than a
+    /// sender keeps.
     Busy,
     /// The target answered 2xx.
     Delivered,

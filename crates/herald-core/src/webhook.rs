@@ -13,6 +13,7 @@ use crate::Payload;
 use crate::filter::Filter;
 use crate::name::Tenant;
 use crate::ordering::OnFinalFailure;
+use crate::rate_limit::RateLimit;
 use crate::signing::{SecretError, SigningSecret};
 use crate::ssrf::AddressPolicy;
 use crate::subscription::Subscription;
@@ -127,6 +128,9 @@ pub struct Webhook {
     /// shown) when the webhook is not ordered, so that turning ordering on
     /// again brings back the operator's choice.
     pub on_failure: OnFinalFailure,
+    /// Requests per second the whole deployment may send it; `None` = the
+    /// senders' default (no limit unless the operator set one).
+    pub rate_limit: Option<RateLimit>,
 }
 
 impl Webhook {
@@ -253,6 +257,7 @@ pub struct NewWebhook {
     pub trace_context: bool,
     pub ordered: bool,
     pub on_failure: OnFinalFailure,
+    pub rate_limit: Option<RateLimit>,
 }
 
 /// Changes to a webhook; `None` keeps the current value. Validated.
@@ -278,6 +283,8 @@ pub struct WebhookPatch {
     pub trace_context: Option<bool>,
     pub ordered: Option<bool>,
     pub on_failure: Option<OnFinalFailure>,
+    /// `Some(None)` removes the webhook's own limit.
+    pub rate_limit: Option<Option<RateLimit>>,
 }
 
 impl WebhookPatch {
@@ -331,6 +338,9 @@ impl WebhookPatch {
         }
         if let Some(v) = self.on_failure {
             w.on_failure = v;
+        }
+        if let Some(v) = self.rate_limit {
+            w.rate_limit = v;
         }
         w
     }
@@ -605,6 +615,10 @@ pub struct NewWebhookInput {
     pub ordered: bool,
     /// `stop` (or empty, the default) or `continue`.
     pub ordered_on_failure: String,
+    /// Requests per second; 0 = none.
+    pub rate_limit_per_second: u32,
+    /// 0 = the default burst ([`RateLimit::default_burst`]).
+    pub rate_limit_burst: u32,
 }
 
 /// The subscription of an API call that gives either one `event` or a
@@ -708,6 +722,7 @@ impl NewWebhookInput {
             trace_context: self.trace_context,
             ordered: self.ordered,
             on_failure: OnFinalFailure::parse(&self.ordered_on_failure)?,
+            rate_limit: RateLimit::parse(self.rate_limit_per_second, self.rate_limit_burst)?,
         };
         validate_target(
             &Target {
@@ -938,6 +953,8 @@ pub struct WebhookPatchInput {
     pub ordered: Option<bool>,
     /// `stop` or `continue`.
     pub ordered_on_failure: Option<String>,
+    /// Requests per second and burst; a rate of 0 removes the limit.
+    pub rate_limit: Option<(u32, u32)>,
 }
 
 impl WebhookPatchInput {
@@ -992,6 +1009,10 @@ impl WebhookPatchInput {
                 .ordered_on_failure
                 .as_deref()
                 .map(OnFinalFailure::parse)
+                .transpose()?,
+            rate_limit: self
+                .rate_limit
+                .map(|(per_second, burst)| RateLimit::parse(per_second, burst))
                 .transpose()?,
         })
     }
@@ -1223,6 +1244,7 @@ mod tests {
             trace_context: false,
             ordered: false,
             on_failure: OnFinalFailure::Stop,
+            rate_limit: None,
         };
         let updated = |webhook: &Webhook, patch: WebhookPatchInput| {
             let changed = patch.validate().unwrap().apply(webhook);
@@ -1549,6 +1571,7 @@ mod tests {
             trace_context: false,
             ordered: false,
             on_failure: OnFinalFailure::Stop,
+            rate_limit: None,
         };
         let patch = WebhookPatchInput {
             enabled: Some(false),

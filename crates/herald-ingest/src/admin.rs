@@ -243,6 +243,8 @@ impl Admin for AdminService {
             trace_context: req.trace_context,
             ordered: req.ordered,
             ordered_on_failure: req.ordered_on_failure,
+            rate_limit_per_second: req.rate_limit.map_or(0, |l| l.per_second),
+            rate_limit_burst: req.rate_limit.map_or(0, |l| l.burst),
         }
         .validate(&self.rules())
         .map_err(|e| Status::invalid_argument(e.to_string()))?;
@@ -290,6 +292,7 @@ impl Admin for AdminService {
             trace_context: req.trace_context,
             ordered: req.ordered,
             ordered_on_failure: req.ordered_on_failure,
+            rate_limit: req.rate_limit.map(|l| (l.per_second, l.burst)),
         }
         .validate()
         .map_err(|e| Status::invalid_argument(e.to_string()))?;

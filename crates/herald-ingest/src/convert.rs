@@ -40,6 +40,10 @@ pub(crate) fn webhook_to_proto(w: &Webhook) -> v1::Webhook {
         trace_context: w.trace_context,
         ordered: w.ordered,
         ordered_on_failure: w.on_failure.as_str().to_owned(),
+        rate_limit: w.rate_limit.map(|l| v1::RateLimit {
+            per_second: l.per_second(),
+            burst: l.burst(),
+        }),
     }
 }
 

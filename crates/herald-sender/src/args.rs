@@ -90,6 +90,13 @@ pub struct SenderArgs {
     #[arg(long, env = "HERALD_PARK_AFTER_MS", default_value_t = 200,
           value_parser = clap::value_parser!(u64).range(0..=60_000))]
     pub park_after_ms: u64,
+    /// Rate limit of webhooks that set none of their own, for the whole
+    /// deployment: requests per second, optionally /burst (50 or 50/20);
+    /// 0 = no limit (docs/protection.md).
+    #[arg(long, env = "HERALD_DEFAULT_RATE_LIMIT", default_value = "0",
+          value_name = "PER_SECOND[/BURST]",
+          value_parser = herald_core::rate_limit::parse_spec)]
+    pub default_rate_limit: (u32, u32),
     /// Threads of the sender's async runtime; 0 = one per CPU core. A sender
     /// waits on the network most of the time, so more threads mostly add
     /// wake-ups between them: where it shares few cores with RabbitMQ and
@@ -113,6 +120,8 @@ pub enum ArgsError {
          ({days})"
     )]
     PayloadRetention { days: u32, payload_days: u32 },
+    #[error("HERALD_DEFAULT_RATE_LIMIT: {0}")]
+    RateLimit(String),
     #[error("{setting} does not fit this platform's memory")]
     TooLarge {
         setting: &'static str,
@@ -153,6 +162,11 @@ impl SenderConfig {
             max_in_flight_per_webhook: usize::try_from(args.max_in_flight_per_webhook)
                 .map_err(too_large("--max-in-flight-per-webhook"))?,
             park_after: Duration::from_millis(args.park_after_ms),
+            default_rate_limit: herald_core::RateLimit::parse(
+                args.default_rate_limit.0,
+                args.default_rate_limit.1,
+            )
+            .map_err(|e| ArgsError::RateLimit(e.message))?,
         })
     }
 }

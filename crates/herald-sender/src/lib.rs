@@ -23,6 +23,7 @@ pub mod header_case;
 mod limits;
 mod ordered;
 mod process;
+mod rate;
 mod request;
 pub mod resolver;
 mod stats;
@@ -98,6 +99,9 @@ pub struct SenderConfig {
     /// How long a webhook at its limit may go without progress before its
     /// waiting deliveries are parked.
     pub park_after: Duration,
+    /// The rate limit of webhooks that have none of their own; `None` = no
+    /// limit.
+    pub default_rate_limit: Option<herald_core::RateLimit>,
 }
 
 impl SenderConfig {
@@ -136,6 +140,10 @@ pub(crate) struct Shared {
     pub republisher: Publisher,
     pub client: HttpSender,
     pub limits: limits::WebhookLimits,
+    /// Per-webhook rate limits, shared with every sender through Postgres.
+    pub rates: rate::RateLimiter,
+    /// The limit of webhooks without one of their own.
+    pub default_rate_limit: Option<herald_core::RateLimit>,
     pub stats: stats::Stats,
     /// Stopped keys and redelivered progress, for ordered delivery.
     pub ordering: herald_store::OrderingStore,
@@ -198,6 +206,8 @@ pub async fn run(
         republisher: republisher.clone(),
         client: sender,
         limits: limits::WebhookLimits::new(config.max_in_flight_per_webhook, config.park_after),
+        rates: rate::RateLimiter::new(herald_store::RateBuckets::new(pool.clone())),
+        default_rate_limit: config.default_rate_limit,
         stats: stats::Stats::register(),
         ordering: herald_store::OrderingStore::new(pool.clone()),
     });

@@ -311,6 +311,14 @@ impl Lease {
             if self.lost.is_cancelled() {
                 return None;
             }
+            if let Some(limit) = crate::rate::limit_of(&webhook, self.shared.default_rate_limit) {
+                // An ordered delivery waits its turn in the sender (the key's
+                // next one waits behind it anyway); it is never parked.
+                tokio::select! {
+                    () = self.lost.cancelled() => return None,
+                    _ = self.shared.rates.turn(webhook_id, limit, false) => {}
+                }
+            }
             match self.attempt(delivery_id, &webhook, message).await {
                 Step::Retry(delay) => {
                     message.attempt += 1;

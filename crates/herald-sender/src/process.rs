@@ -267,19 +267,33 @@ async fn deliver(
         };
         return Box::pin(cancel(shared, delivery_id, webhook_id, message, reason)).await;
     };
+    if let Some(limit) = crate::rate::limit_of(&webhook, shared.default_rate_limit) {
+        // Boxed: only rate-limited deliveries carry the wait's state.
+        let turn = Box::pin(shared.rates.turn(webhook_id, limit, true)).await;
+        if turn == crate::rate::Turn::Park {
+            return Box::pin(park_busy(shared, route, message)).await;
+        }
+    }
     let Some(slot) = shared.limits.acquire(webhook_id).await else {
-        let next = retry::decide(
-            retry::Outcome::Busy,
-            message.attempt,
-            route.topology.schedule(),
-            route.topology.declared_delays(),
-        );
-        let Next::Park { delay } = next else {
-            unreachable!("a busy webhook's delivery is always parked")
-        };
-        return Box::pin(park(shared, route.shard, message, delay)).await;
+        return Box::pin(park_busy(shared, route, message)).await;
     };
     Box::pin(attempt(shared, route, delivery_id, webhook, slot, message)).await
+}
+
+/// Parks a delivery that was held back, not attempted: its webhook is at its
+/// in-flight limit without progress, or more of its deliveries wait for the
+/// rate limit here than this sender keeps.
+async fn park_busy(shared: &Shared, route: ShardRoute<'_>, message: &DeliveryMessage) -> Settle {
+    let next = retry::decide(
+        retry::Outcome::Busy,
+        message.attempt,
+        route.topology.schedule(),
+        route.topology.declared_delays(),
+    );
+    let Next::Park { delay } = next else {
+        unreachable!("a busy webhook's delivery is always parked")
+    };
+    park(shared, route.shard, message, delay).await
 }
 
 /// The delivery row as the message describes it, before this attempt;
@@ -549,8 +563,8 @@ pub(crate) fn failure(
     outcome.error.as_ref().map(tracing::field::display)
 }
 
-/// Parks a delivery whose webhook is at its in-flight limit for `delay`
-/// (the retry decision's for a busy webhook): the same message goes to the
+/// Parks a delivery that was held back for `delay` (the retry decision's
+/// for a busy webhook): the same message goes to the
 /// parking delay queue and comes back after it. No attempt is made, so
 /// nothing is recorded; the ack waits for the confirm.
 async fn park(shared: &Shared, shard: u16, message: &DeliveryMessage, delay: Duration) -> Settle {
@@ -563,7 +577,7 @@ async fn park(shared: &Shared, shard: u16, message: &DeliveryMessage, delay: Dur
         .await
     {
         Ok(_) => {
-            tracing::debug!("webhook at its in-flight limit; delivery parked");
+            tracing::debug!("webhook at its in-flight or rate limit; delivery parked");
             shared.stats.count(Fate::Parked);
             Settle::Ack
         }

@@ -465,6 +465,7 @@ mod tests {
         Webhook {
             ordered: Default::default(),
             on_failure: Default::default(),
+            rate_limit: None,
             id: Uuid::nil(),
             tenant: String::new(),
             events: herald_core::subscription::Subscription::parse(&["order.created"]).unwrap(),

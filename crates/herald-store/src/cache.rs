@@ -271,6 +271,7 @@ mod tests {
         Webhook {
             ordered: Default::default(),
             on_failure: Default::default(),
+            rate_limit: None,
             id: Uuid::now_v7(),
             tenant: tenant.into(),
             events: herald_core::subscription::Subscription::parse(&[event]).unwrap(),
@@ -339,6 +340,7 @@ mod tests {
         NewWebhook {
             ordered: Default::default(),
             on_failure: Default::default(),
+            rate_limit: None,
             tenant: "shop".into(),
             events: herald_core::subscription::Subscription::parse(&[event]).unwrap(),
             filter: None,

@@ -24,6 +24,8 @@
 //! - [`AttemptWriter`] records delivery outcomes in batches (group commit) and
 //!   tells each caller when its record is durable.
 //! - [`FireKeys`] records Fire idempotency keys with their delivery ids.
+//! - [`RateBuckets`] holds the token buckets of rate-limited webhooks,
+//!   shared by every sender.
 //! - [`OrderingStore`] keeps the ordering keys a final failure stopped and
 //!   reads a redelivered ordered delivery's progress.
 //! - [`retention`] removes old deliveries and clears old payloads in small
@@ -34,6 +36,7 @@ mod cache;
 mod delivery_log;
 pub mod idempotency;
 pub mod ordering;
+mod rate;
 mod replica;
 pub mod retention;
 mod scheduled;
@@ -62,6 +65,7 @@ pub use delivery_log::{
 pub use herald_core::{DeliveryState, Method, NewWebhook, Webhook, WebhookPatch};
 pub use idempotency::{FireDelivery, FireKeyError, FireKeys, FireOutcome, KeyedFire, StoredFire};
 pub use ordering::{DeliveryProgress, OrderingStore};
+pub use rate::{RateBuckets, Take};
 pub use retention::{RetentionPolicy, RetentionReport};
 pub use scheduled::{ScheduledLog, ScheduledLogConfig, ScheduledRecord};
 pub use secrets::{SecretBox, SecretBoxError};

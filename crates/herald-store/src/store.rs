@@ -9,7 +9,9 @@ use herald_core::ordering::OnFinalFailure;
 use herald_core::signing::SigningSecret;
 use herald_core::subscription::Subscription;
 use herald_core::webhook::{BodyMode, PreviousSecret, SecretHeaders, Signing};
-use herald_core::{DeliveryState, Method, NewWebhook, ValidationError, Webhook, WebhookPatch};
+use herald_core::{
+    DeliveryState, Method, NewWebhook, RateLimit, ValidationError, Webhook, WebhookPatch,
+};
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
@@ -20,7 +22,8 @@ use crate::{SecretBox, StoreError};
 const WEBHOOK_COLUMNS: &str = "id, tenant, event, enabled, method, url, headers, body_template, \
      timeout_ms, description, created_at, updated_at, body_mode, content_type, secret_headers, \
      signing_secret, previous_signing_secret, previous_secret_expires_at, older_signing_secrets, \
-     id_header, trace_context, more_events, filter, ordered, ordered_on_failure";
+     id_header, trace_context, more_events, filter, ordered, ordered_on_failure, \
+     rate_limit_per_second, rate_limit_burst";
 
 /// Column list of `deliveries`, as [`delivery_from_row`] reads it (public
 /// so that the bench can show the plans of the log's real queries).
@@ -113,9 +116,9 @@ impl Store {
             "INSERT INTO webhooks (id, tenant, event, enabled, method, url, headers, \
                  body_template, timeout_ms, description, body_mode, content_type, secret_headers, \
                  signing_secret, id_header, trace_context, more_events, filter, ordered, \
-                 ordered_on_failure) \
+                 ordered_on_failure, rate_limit_per_second, rate_limit_burst) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
-                     $17, $18, $19, $20) \
+                     $17, $18, $19, $20, $21, $22) \
              RETURNING {WEBHOOK_COLUMNS}"
         );
         let row = client
@@ -142,6 +145,8 @@ impl Store {
                     &new.filter.as_ref().map(Filter::source),
                     &new.ordered,
                     &new.on_failure.as_str(),
+                    &rate_column(new.rate_limit.map(RateLimit::per_second)),
+                    &rate_column(new.rate_limit.map(RateLimit::burst)),
                 ],
             )
             .await?;
@@ -172,7 +177,7 @@ impl Store {
                  body_template = $7, timeout_ms = $8, description = $9, body_mode = $10, \
                  content_type = $11, secret_headers = $12, id_header = $13, trace_context = $14, \
                  more_events = $15, filter = $16, ordered = $17, ordered_on_failure = $18, \
-                 updated_at = now() \
+                 rate_limit_per_second = $19, rate_limit_burst = $20, updated_at = now() \
              WHERE id = $1 \
              RETURNING {WEBHOOK_COLUMNS}"
         );
@@ -198,6 +203,8 @@ impl Store {
                     &changed.filter.as_ref().map(Filter::source),
                     &changed.ordered,
                     &changed.on_failure.as_str(),
+                    &rate_column(changed.rate_limit.map(RateLimit::per_second)),
+                    &rate_column(changed.rate_limit.map(RateLimit::burst)),
                 ],
             )
             .await?;
@@ -449,6 +456,25 @@ fn headers_to_json(headers: &BTreeMap<String, String>) -> serde_json::Value {
     )
 }
 
+/// A rate or burst as its nullable column stores it.
+fn rate_column(value: Option<u32>) -> Option<i32> {
+    value.map(u32_to_i32)
+}
+
+/// The webhook's own rate limit, if it has one; a stored limit this release
+/// would refuse is unreadable, like a method it does not know.
+fn rate_limit_from_row(row: &Row) -> Result<Option<RateLimit>, String> {
+    let per_second: Option<i32> = row
+        .try_get("rate_limit_per_second")
+        .map_err(|e| e.to_string())?;
+    let burst: Option<i32> = row.try_get("rate_limit_burst").map_err(|e| e.to_string())?;
+    let (Some(per_second), Some(burst)) = (per_second, burst) else {
+        return Ok(None);
+    };
+    let unsigned = |v: i32| u32::try_from(v).unwrap_or(0);
+    RateLimit::parse(unsigned(per_second), unsigned(burst)).map_err(|e| format!("rate limit: {e}"))
+}
+
 pub(crate) fn webhook_from_row(row: &Row, secrets: &SecretBox) -> Result<Webhook, StoreError> {
     let id: Uuid = row.try_get("id")?;
     let corrupt = |detail: String| StoreError::Corrupt {
@@ -540,6 +566,7 @@ pub(crate) fn webhook_from_row(row: &Row, secrets: &SecretBox) -> Result<Webhook
         ordered: row.try_get("ordered")?,
         on_failure: OnFinalFailure::parse(row.try_get("ordered_on_failure")?)
             .map_err(|e| corrupt(e.to_string()))?,
+        rate_limit: rate_limit_from_row(row).map_err(corrupt)?,
         id,
         tenant: row.try_get("tenant")?,
         events: Subscription::from_stored(
@@ -644,6 +671,7 @@ mod tests {
         NewWebhook {
             ordered: true,
             on_failure: OnFinalFailure::Continue,
+            rate_limit: RateLimit::parse(50, 0).unwrap(),
             tenant: tenant.into(),
             events: herald_core::subscription::Subscription::parse(&[event]).unwrap(),
             filter: None,
@@ -682,6 +710,10 @@ mod tests {
         assert!(created.trace_context);
         assert!(created.ordered);
         assert_eq!(created.on_failure, OnFinalFailure::Continue);
+        assert_eq!(
+            created.rate_limit.map(|l| (l.per_second(), l.burst())),
+            Some((50, 10))
+        );
         assert_eq!(created.created_at, created.updated_at);
         assert_eq!(store.get_webhook(created.id).await.unwrap(), created);
 
@@ -702,6 +734,7 @@ mod tests {
             trace_context: Some(false),
             ordered: Some(false),
             on_failure: Some(OnFinalFailure::Stop),
+            rate_limit: Some(None),
             ..Default::default()
         };
         let updated = store
@@ -714,6 +747,7 @@ mod tests {
         assert_eq!(updated.body_template, None);
         assert!(!updated.trace_context);
         assert!(!updated.ordered);
+        assert_eq!(updated.rate_limit, None, "removed");
         assert_eq!(updated.on_failure, OnFinalFailure::Stop);
         assert_eq!(updated.description, "orders", "unset fields are kept");
         assert_eq!(updated.created_at, created.created_at);

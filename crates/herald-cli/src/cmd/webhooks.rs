@@ -13,7 +13,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use herald_proto::v1::{
     CreateWebhookRequest, DeleteWebhookRequest, EventList, GetSigningSecretRequest,
-    GetWebhookRequest, Headers, ListStoppedKeysRequest, ListWebhooksRequest,
+    GetWebhookRequest, Headers, ListStoppedKeysRequest, ListWebhooksRequest, RateLimit,
     ResumeOrderingKeyRequest, RotateSigningSecretRequest, SetWebhookEnabledRequest,
     UpdateWebhookRequest,
 };
@@ -209,6 +209,10 @@ pub struct CreateArgs {
     /// ones until `herald webhooks resume-key`; the default) or continue.
     #[arg(long, value_name = "WHAT", value_parser = ON_FAILURE)]
     pub ordered_on_failure: Option<String>,
+    /// Requests per second the whole deployment may send this webhook,
+    /// optionally with a burst: 50 or 50/20 (docs/protection.md).
+    #[arg(long, value_name = "PER_SECOND[/BURST]", value_parser = parse_rate_limit)]
+    pub rate_limit: Option<RateLimit>,
     /// Request timeout in milliseconds (default 3000).
     #[arg(long)]
     pub timeout_ms: Option<u32>,
@@ -273,6 +277,9 @@ pub struct UpdateArgs {
     /// stop or continue: what an ordered key does after a final failure.
     #[arg(long, value_name = "WHAT", value_parser = ON_FAILURE)]
     pub ordered_on_failure: Option<String>,
+    /// New rate limit, 50 or 50/20 (per second / burst); none removes it.
+    #[arg(long, value_name = "PER_SECOND[/BURST]|none", value_parser = parse_rate_limit)]
+    pub rate_limit: Option<RateLimit>,
     /// New request timeout in milliseconds.
     #[arg(long)]
     pub timeout_ms: Option<u32>,
@@ -504,7 +511,16 @@ pub fn create_request(args: CreateArgs) -> anyhow::Result<CreateWebhookRequest> 
         trace_context: args.trace_context.unwrap_or_default(),
         ordered: args.ordered,
         ordered_on_failure: args.ordered_on_failure.unwrap_or_default(),
+        rate_limit: args.rate_limit,
     })
+}
+
+/// Parses `--rate-limit`: `PER_SECOND`, `PER_SECOND/BURST`, or `none`,
+/// which an update sends as a rate of 0 to remove the limit. The server
+/// checks the ranges.
+fn parse_rate_limit(value: &str) -> Result<RateLimit, String> {
+    let (per_second, burst) = herald_core::rate_limit::parse_spec(value)?;
+    Ok(RateLimit { per_second, burst })
 }
 
 /// Builds the update request: only the flags given are set.
@@ -553,6 +569,7 @@ pub fn update_request(args: UpdateArgs) -> anyhow::Result<UpdateWebhookRequest> 
         trace_context: args.trace_context,
         ordered: args.ordered,
         ordered_on_failure: args.ordered_on_failure,
+        rate_limit: args.rate_limit,
     };
     let unchanged = UpdateWebhookRequest {
         id: request.id.clone(),
@@ -668,6 +685,14 @@ mod tests {
             update(&["--trace-context", "true"]).unwrap().trace_context,
             Some(true)
         );
+        let limit = |value: &str| update(&["--rate-limit", value]).map(|r| r.rate_limit);
+        let rate = |per_second, burst| Some(RateLimit { per_second, burst });
+        assert_eq!(limit("50").unwrap(), rate(50, 0));
+        assert_eq!(limit("50/20").unwrap(), rate(50, 20));
+        assert_eq!(limit("none").unwrap(), rate(0, 0), "none removes it");
+        assert!(parse_rate_limit("fast").unwrap_err().contains("50/20"));
+        assert!(parse_rate_limit("50/x").is_err());
+        assert_eq!(update(&["--enabled"]).unwrap().rate_limit, None);
         assert_eq!(
             update(&["--trace-context", "false"]).unwrap().trace_context,
             Some(false)

@@ -102,6 +102,14 @@ fn configuration(w: &Webhook) -> Markup {
         ("Headers", headers(w)),
         ("Timeout", html! { (w.timeout_ms) " ms" }),
         (
+            "Rate limit",
+            html! {
+                @if let Some(l) = &w.rate_limit {
+                    (l.per_second) "/s, burst " (l.burst)
+                } @else { "– (the senders' default)" }
+            },
+        ),
+        (
             "Signing",
             html! { @if w.signing_enabled { "Standard Webhooks signature" } @else { "off" } },
         ),
@@ -236,6 +244,10 @@ pub fn form_of(w: &Webhook) -> WebhookForm {
         headers: headers.join("\n"),
         secret_headers: String::new(),
         timeout_ms: w.timeout_ms.to_string(),
+        rate_limit: w
+            .rate_limit
+            .map(|l| format!("{}/{}", l.per_second, l.burst))
+            .unwrap_or_default(),
         description: w.description.clone(),
     }
 }

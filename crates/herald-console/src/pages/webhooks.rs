@@ -36,6 +36,9 @@ pub struct WebhookForm {
     pub secret_headers: String,
     #[serde(default)]
     pub timeout_ms: String,
+    /// `50` or `50/20` (per second / burst); empty = none.
+    #[serde(default)]
+    pub rate_limit: String,
     #[serde(default)]
     pub description: String,
 }
@@ -187,6 +190,8 @@ pub fn webhook_fields(form: &WebhookForm) -> Markup {
         textarea #secret_headers name="secret_headers" rows="2" cols="70" { (form.secret_headers) }
         label for="timeout_ms" { "Timeout (ms; empty for the default)" }
         input #timeout_ms name="timeout_ms" inputmode="numeric" value=(form.timeout_ms) size="8";
+        label for="rate_limit" { "Rate limit for the whole deployment: requests per second, optionally /burst (50 or 50/20; empty for none)" }
+        input #rate_limit name="rate_limit" value=(form.rate_limit) size="10";
         label for="description" { "Description" }
         input #description name="description" value=(form.description) size="70";
     }

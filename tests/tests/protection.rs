@@ -1,0 +1,170 @@
+//! Protecting receivers (docs/protection.md), with real `herald-sender`
+//! processes sharing one queue: a per-webhook rate limit that holds for the
+//! whole deployment while senders die and join.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use herald_proto::v1::{CreateWebhookRequest, RateLimit};
+use herald_tests::TestEnv;
+use herald_tests::load::{
+    assert_all_succeeded, fire_closed_loop, recorded, requests_per_delivery, wait_all_final,
+};
+use herald_tests::process::SenderProcess;
+use herald_tests::receiver::{Receiver, Reply};
+
+/// The most requests that arrived within any `window`, given their times.
+fn busiest_window(mut times: Vec<Instant>, window: Duration) -> usize {
+    times.sort();
+    let mut start = 0;
+    let mut most = 0;
+    for end in 0..times.len() {
+        while times[end].duration_since(times[start]) >= window {
+            start += 1;
+        }
+        most = most.max(end - start + 1);
+    }
+    most
+}
+
+#[test]
+fn the_busiest_window_counts_what_it_should() {
+    let t0 = Instant::now();
+    let at = |ms: u64| t0 + Duration::from_millis(ms);
+    let times = vec![
+        at(0),
+        at(500),
+        at(9_999),
+        at(10_000),
+        at(10_001),
+        at(19_000),
+    ];
+    assert_eq!(busiest_window(times, Duration::from_secs(10)), 4);
+    assert_eq!(busiest_window(vec![], Duration::from_secs(10)), 0);
+}
+
+/// 2,000 deliveries to a webhook limited to 50/s, three senders; half-way
+/// one sender is killed (SIGKILL) and another one started. No 10-second
+/// window of the receiver's log holds more than 550 requests (the limit ×
+/// 10 × 1.1), every delivery succeeds, and the whole takes within 20 % of
+/// the 40 s the limit makes it last.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limit_holds_across_senders_that_die_and_join() {
+    const EVENTS: usize = 2_000;
+    const PER_SECOND: u32 = 50;
+    let started = Instant::now();
+    let mut env = TestEnv::new("0s").await.unwrap();
+    env.start_ingest(env.queue.clone(), |_| {}).await.unwrap();
+    let receiver = Receiver::start(|_, _| Reply::status(200)).await;
+    env.admin()
+        .await
+        .create_webhook(CreateWebhookRequest {
+            event: "sale.item".into(),
+            method: "POST".into(),
+            url: receiver.url("/limited"),
+            rate_limit: Some(RateLimit {
+                per_second: PER_SECOND,
+                burst: 0,
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let env = Arc::new(env);
+    let mut senders = Vec::new();
+    for name in ["sender-1", "sender-2", "sender-3"] {
+        senders.push(SenderProcess::start(&env, name, &[]).await.unwrap());
+    }
+    eprintln!("set-up with 3 senders: {:.1?}", started.elapsed());
+
+    let firing = Instant::now();
+    let fired = fire_closed_loop(&env, "sale.item", EVENTS, 32).await;
+    assert!(
+        fired.unavailable == 0 && fired.other.is_empty(),
+        "{fired:?}"
+    );
+    let ids = fired.confirmed;
+    assert_eq!(ids.len(), EVENTS);
+    eprintln!("fired {EVENTS} in {:.1?}", firing.elapsed());
+
+    // Half-way, one sender dies without a word and a new one joins.
+    receiver.wait_for(EVENTS / 2, Duration::from_secs(60)).await;
+    senders[1].sigkill().unwrap();
+    eprintln!("sender-2 killed at {:.1?}", firing.elapsed());
+    senders.push(SenderProcess::start(&env, "sender-4", &[]).await.unwrap());
+    eprintln!("sender-4 ready at {:.1?}", firing.elapsed());
+
+    wait_all_final(&env, &ids, Duration::from_secs(90)).await;
+    let took = firing.elapsed();
+    assert_all_succeeded(&ids, &recorded(&env, &ids).await);
+    let requests = receiver.requests();
+    let per_id = requests_per_delivery(&receiver);
+    assert_eq!(per_id.len(), EVENTS, "every delivery reached the receiver");
+    // A request in flight when its sender was killed is made again by the
+    // sender that takes the delivery over (at least once): only those.
+    let repeated = requests.len() - EVENTS;
+    assert!(repeated <= 20, "{repeated} requests were repeated");
+
+    let busiest = busiest_window(
+        requests.iter().map(|r| r.at).collect(),
+        Duration::from_secs(10),
+    );
+    let allowed = usize::try_from(PER_SECOND * 10 * 11 / 10).unwrap();
+    eprintln!(
+        "{} requests in {took:.1?}; busiest 10 s window: {busiest} (allowed {allowed}); {repeated} repeated",
+        requests.len()
+    );
+    assert!(busiest <= allowed, "{busiest} requests within 10 s");
+    let expected = Duration::from_secs_f64(EVENTS as f64 / f64::from(PER_SECOND));
+    assert!(
+        took <= expected.mul_f64(1.2),
+        "{EVENTS} deliveries at {PER_SECOND}/s took {took:.1?}, over 20 % more than {expected:?}"
+    );
+}
+
+/// The Admin API sets, shows, keeps and removes a webhook's rate limit.
+#[tokio::test]
+async fn a_rate_limit_is_set_kept_and_removed_over_the_api() {
+    use herald_proto::v1::{GetWebhookRequest, UpdateWebhookRequest};
+    let mut env = TestEnv::new("0s").await.unwrap();
+    env.start_ingest(env.queue.clone(), |_| {}).await.unwrap();
+    let mut admin = env.admin().await;
+    let limit = |per_second, burst| Some(RateLimit { per_second, burst });
+    let created = admin
+        .create_webhook(CreateWebhookRequest {
+            event: "order.paid".into(),
+            url: "https://shop.example/hook".into(),
+            rate_limit: limit(50, 0),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(created.rate_limit, limit(50, 10), "default burst: a fifth");
+    let get = |id: &str| GetWebhookRequest { id: id.to_owned() };
+    let fetched = admin.get_webhook(get(&created.id)).await.unwrap();
+    assert_eq!(fetched.into_inner().rate_limit, limit(50, 10));
+
+    let update = |rate_limit| UpdateWebhookRequest {
+        id: created.id.clone(),
+        description: Some("limited".into()),
+        rate_limit,
+        ..Default::default()
+    };
+    let kept = admin.update_webhook(update(None)).await.unwrap();
+    assert_eq!(
+        kept.into_inner().rate_limit,
+        limit(50, 10),
+        "unset keeps it"
+    );
+    let changed = admin.update_webhook(update(limit(5, 50))).await.unwrap();
+    assert_eq!(changed.into_inner().rate_limit, limit(5, 50));
+    let removed = admin.update_webhook(update(limit(0, 0))).await.unwrap();
+    assert_eq!(
+        removed.into_inner().rate_limit,
+        None,
+        "a rate of 0 removes it"
+    );
+    let fetched = admin.get_webhook(get(&created.id)).await.unwrap();
+    assert_eq!(fetched.into_inner().rate_limit, None);
+}
