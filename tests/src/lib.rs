@@ -235,6 +235,10 @@ impl TestEnv {
         config.addresses = loopback_allowed();
         config.config_refresh = Duration::from_millis(500);
         config.drain_timeout = Duration::from_secs(5);
+        // Many tests fail dozens of first attempts on purpose; the circuit
+        // breaker (tests/tests/protection.rs) would park those deliveries
+        // for its cool-down. Webhooks that test it set their own threshold.
+        config.breaker.failures = std::num::NonZeroU32::new(10_000).expect("not zero");
         config.name = format!(
             "{}-sender-{}",
             self.queue.prefix,

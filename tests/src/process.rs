@@ -195,6 +195,9 @@ fn service_command(binary: &Path, env: &TestEnv) -> Command {
         .env("HERALD_DRAIN_TIMEOUT_SECS", "10")
         .env("HERALD_DB_POOL_SIZE", "4")
         .env("HERALD_CONFIG_REFRESH_MS", "500")
+        // As in `TestEnv::start_sender_on`: the breaker stays out of tests
+        // that fail many attempts on purpose, unless a webhook sets its own.
+        .env("HERALD_BREAKER_FAILURES", "10000")
         // Test receivers are on loopback.
         .env("HERALD_SSRF_ALLOW", "127.0.0.0/8")
         .env("HERALD_LOG_FORMAT", "text")

@@ -371,6 +371,10 @@ async fn an_operator_follows_a_delivery_in_the_browser_and_keys_limit_what_works
         "{configuration}"
     );
     assert!(
+        configuration.contains("Breaker closed"),
+        "a new webhook's breaker: {configuration}"
+    );
+    assert!(
         configuration.contains("500/s, burst 100"),
         "the rate limit with its default burst: {configuration}"
     );

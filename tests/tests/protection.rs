@@ -135,12 +135,20 @@ async fn a_rate_limit_is_set_kept_and_removed_over_the_api() {
             event: "order.paid".into(),
             url: "https://shop.example/hook".into(),
             rate_limit: limit(50, 0),
+            breaker: Some(herald_proto::v1::CircuitBreaker {
+                failures: 0,
+                cooldown_ms: 5_000,
+            }),
             ..Default::default()
         })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(created.rate_limit, limit(50, 10), "default burst: a fifth");
+    assert_eq!(
+        created.breaker.map(|b| (b.failures, b.cooldown_ms)),
+        Some((0, 5_000))
+    );
     let get = |id: &str| GetWebhookRequest { id: id.to_owned() };
     let fetched = admin.get_webhook(get(&created.id)).await.unwrap();
     assert_eq!(fetched.into_inner().rate_limit, limit(50, 10));
@@ -167,4 +175,148 @@ async fn a_rate_limit_is_set_kept_and_removed_over_the_api() {
     );
     let fetched = admin.get_webhook(get(&created.id)).await.unwrap();
     assert_eq!(fetched.into_inner().rate_limit, None);
+}
+
+/// A receiver that answers 503 for 60 s under 1,000 deliveries, with three
+/// senders, and a healthy webhook beside it.
+///
+/// The bound on requests the down receiver sees while down: the failures
+/// that open the breaker (10), plus what the senders had in flight when it
+/// opened (a sender records a failure before it frees the request's slot,
+/// so each learns of the opening before it starts another request to that
+/// webhook: at most its in-flight limit of 4 each, 12 for three), plus one
+/// probe per cool-down (5 s, then 10 s: at most 12 in 60 s). That is 34; the
+/// breaker makes the rest of the 1,000 deliveries wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_breaker_spares_a_down_receiver_and_its_deliveries() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use herald_proto::v1::{CircuitBreaker, GetWebhookRequest};
+    use herald_tests::load::{fire_paced, wait_all_final};
+
+    const DOWN_EVENTS: usize = 1_000;
+    const HEALTHY_EVENTS: usize = 300;
+    const DOWN_FOR: Duration = Duration::from_secs(60);
+    const IN_FLIGHT: usize = 4;
+    let bound = 10 + 3 * IN_FLIGHT + 12;
+
+    let mut env = TestEnv::new("0s,1s,1s,1s,1s").await.unwrap();
+    env.start_ingest(env.queue.clone(), |_| {}).await.unwrap();
+    let down = Arc::new(AtomicBool::new(true));
+    let receiver = Receiver::start({
+        let down = down.clone();
+        move |request, _| {
+            if request.uri.starts_with("/down") && down.load(Ordering::SeqCst) {
+                Reply::status(503)
+            } else {
+                Reply::status(200)
+            }
+        }
+    })
+    .await;
+    let mut admin = env.admin().await;
+    let down_hook = admin
+        .create_webhook(CreateWebhookRequest {
+            event: "sale.down".into(),
+            method: "POST".into(),
+            url: receiver.url("/down"),
+            breaker: Some(CircuitBreaker {
+                failures: 10,
+                cooldown_ms: 5_000,
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    env.webhook("sale.ok", "POST", &receiver.url("/healthy"))
+        .await;
+    let env = Arc::new(env);
+    let in_flight = IN_FLIGHT.to_string();
+    let overrides = [
+        ("HERALD_BREAKER_MAX_COOLDOWN_MS", "10000"),
+        ("HERALD_MAX_IN_FLIGHT_PER_WEBHOOK", in_flight.as_str()),
+    ];
+    let mut senders = Vec::new();
+    for name in ["sender-a", "sender-b", "sender-c"] {
+        senders.push(SenderProcess::start(&env, name, &overrides).await.unwrap());
+    }
+
+    let went_down = Instant::now();
+    let fired = fire_closed_loop(&env, "sale.down", DOWN_EVENTS, 32).await;
+    assert!(
+        fired.unavailable == 0 && fired.other.is_empty(),
+        "{fired:?}"
+    );
+    let down_ids = fired.confirmed;
+    // The healthy webhook gets 10/s for 30 s meanwhile.
+    let healthy = fire_paced(&env, "sale.ok", HEALTHY_EVENTS, 10).await;
+    assert_eq!(healthy.confirmed.len(), HEALTHY_EVENTS, "{healthy:?}");
+    let healthy_fired = Instant::now();
+    let healthy_count = || {
+        receiver
+            .requests()
+            .iter()
+            .filter(|r| r.uri.starts_with("/healthy"))
+            .count()
+    };
+    herald_tests::eventually(
+        Duration::from_secs(5),
+        "the healthy webhook keeps up",
+        || async { healthy_count() >= HEALTHY_EVENTS },
+    )
+    .await;
+    eprintln!(
+        "healthy: {} received {:.1?} after its last Fire",
+        healthy_count(),
+        healthy_fired.elapsed()
+    );
+
+    let shown = admin
+        .get_webhook(GetWebhookRequest {
+            id: down_hook.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .health
+        .unwrap();
+    assert_ne!(shown.breaker, "closed", "{shown:?}");
+    assert!(shown.opened_at_unix_ms > 0 && shown.failing_since_unix_ms > 0);
+
+    tokio::time::sleep(DOWN_FOR.saturating_sub(went_down.elapsed())).await;
+    down.store(false, Ordering::SeqCst);
+    let while_down = receiver
+        .requests()
+        .iter()
+        .filter(|r| r.uri.starts_with("/down"))
+        .count();
+    eprintln!(
+        "down for {:.1?}: the receiver saw {while_down} requests (bound {bound})",
+        went_down.elapsed()
+    );
+    assert!(while_down <= bound, "{while_down} requests while down");
+
+    wait_all_final(&env, &down_ids, Duration::from_secs(90)).await;
+    eprintln!(
+        "recovered: all final {:.1?} after it came back",
+        went_down.elapsed() - DOWN_FOR
+    );
+    assert_all_succeeded(&down_ids, &recorded(&env, &down_ids).await);
+    let healthy_ids = healthy.confirmed;
+    let healthy_recorded = recorded(&env, &healthy_ids).await;
+    let retried = assert_all_succeeded(&healthy_ids, &healthy_recorded);
+    assert_eq!(
+        retried, 0,
+        "the healthy webhook's deliveries succeeded at once"
+    );
+    let shown = admin
+        .get_webhook(GetWebhookRequest { id: down_hook.id })
+        .await
+        .unwrap()
+        .into_inner()
+        .health
+        .unwrap();
+    assert_eq!(shown.breaker, "closed");
+    assert_eq!(shown.failing_since_unix_ms, 0);
 }

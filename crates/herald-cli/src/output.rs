@@ -339,10 +339,53 @@ pub fn webhook_details(w: &Webhook) -> String {
             .to_owned(),
         ),
         ("timeout ms", w.timeout_ms.to_string()),
+        ("breaker after", breaker_settings(w)),
+        ("breaker", health_line(w.health.as_ref())),
         ("description", or_dash(&w.description)),
         ("created at", format_unix_ms(w.created_at_unix_ms)),
         ("updated at", format_unix_ms(w.updated_at_unix_ms)),
     ])
+}
+
+/// The breaker's settings: the webhook's own, or the senders' defaults.
+fn breaker_settings(w: &Webhook) -> String {
+    let own = w.breaker.unwrap_or_default();
+    let failures = match own.failures {
+        0 => "(default) failures".to_owned(),
+        n => format!("{n} failures"),
+    };
+    let cooldown = match own.cooldown_ms {
+        0 => "cool-down (default)".to_owned(),
+        ms => format!("cool-down {ms} ms"),
+    };
+    format!("{failures} in a row, {cooldown}")
+}
+
+/// `closed`, `closed; failing since …`, or `open since … until …`.
+fn health_line(health: Option<&herald_proto::v1::WebhookHealth>) -> String {
+    let Some(h) = health else {
+        return "-".to_owned();
+    };
+    let failing = (h.failing_since_unix_ms > 0).then(|| {
+        format!(
+            "failing since {} ({} in a row)",
+            format_unix_ms(h.failing_since_unix_ms),
+            h.consecutive_failures
+        )
+    });
+    let state = match h.breaker.as_str() {
+        "open" | "half_open" => format!(
+            "{} since {} until {}",
+            h.breaker,
+            format_unix_ms(h.opened_at_unix_ms),
+            format_unix_ms(h.open_until_unix_ms)
+        ),
+        other => other.to_owned(),
+    };
+    match failing {
+        Some(failing) => format!("{state}; {failing}"),
+        None => state,
+    }
 }
 
 /// The line `herald webhooks create` prints after the webhook: the signing

@@ -16,7 +16,9 @@ use herald_proto::v1::{
     ListStoppedKeysResponse, PreviousSigningSecret, ResendResponse, ResumeOrderingKeyResponse,
     SigningSecret, StoppedKey, WebhookSummary,
 };
-use herald_proto::v1::{Caller, RateLimit, TimelineBucket, WebhookTimeline};
+use herald_proto::v1::{
+    Caller, CircuitBreaker, RateLimit, TimelineBucket, WebhookHealth, WebhookTimeline,
+};
 use prost::Message;
 use prost_types::field_descriptor_proto::{Label, Type};
 use prost_types::{DescriptorProto, FieldDescriptorProto, FileDescriptorSet};
@@ -51,6 +53,8 @@ fn printed(name: &str) -> Option<Value> {
         "TimelineBucket" => to_json(&TimelineBucket::default()),
         "Caller" => to_json(&Caller::default()),
         "RateLimit" => to_json(&RateLimit::default()),
+        "CircuitBreaker" => to_json(&CircuitBreaker::default()),
+        "WebhookHealth" => to_json(&WebhookHealth::default()),
         _ => return None,
     })
 }

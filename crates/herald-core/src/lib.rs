@@ -8,6 +8,7 @@
 
 pub mod api_key;
 pub mod backoff;
+pub mod breaker;
 pub mod delivery;
 pub mod filter;
 pub mod idempotency;

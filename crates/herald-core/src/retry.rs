@@ -18,7 +18,10 @@
 //! - a `Retry-After` on a 429 or 503 answer makes the next attempt wait at
 //!   least that long, never less than the schedule says;
 //! - a delivery whose webhook has its maximum of requests in flight is
-//!   parked: it waits [`PARK_DELAY`] and comes back without an attempt.
+//!   parked: it waits [`PARK_DELAY`] and comes back without an attempt;
+//! - a delivery whose webhook's circuit breaker is open is parked for the
+//!   longest delay queue within the rest of the cool-down (at least
+//!   [`PARK_DELAY`]), also without an attempt.
 
 use std::time::Duration;
 
@@ -40,6 +43,9 @@ pub enum Outcome {
     /// in flight, or more of its deliveries wait for its rate limit than a
     /// sender keeps.
     Busy,
+    /// No attempt was made: the webhook's circuit breaker is open for
+    /// `remaining` still (zero: its probe is out elsewhere).
+    BreakerOpen { remaining: Duration },
     /// The target answered 2xx.
     Delivered,
     /// The attempt failed.
@@ -128,6 +134,19 @@ impl DelayQueues {
         &self.delays
     }
 
+    /// The wait of the queue for a delivery that should come back after
+    /// about `delay` but not later: the longest declared delay within it,
+    /// and never shorter than [`PARK_DELAY`] (so that parked deliveries do
+    /// not circle faster than that).
+    pub fn at_most(&self, delay: Duration) -> Duration {
+        self.delays
+            .iter()
+            .copied()
+            .filter(|d| *d >= PARK_DELAY && *d <= delay)
+            .max()
+            .unwrap_or(PARK_DELAY)
+    }
+
     /// The wait of the queue for a delivery that must wait at least `delay`:
     /// the shortest declared delay that is as long, or the longest one when
     /// none is (a `Retry-After` longer than every queue). Zero stays zero:
@@ -151,6 +170,9 @@ pub fn decide(outcome: Outcome, attempt: u32, schedule: &Schedule, delays: &Dela
     match outcome {
         Outcome::Busy => Next::Park {
             delay: delays.at_least(PARK_DELAY),
+        },
+        Outcome::BreakerOpen { remaining } => Next::Park {
+            delay: delays.at_most(remaining),
         },
         Outcome::Delivered => Next::Succeed,
         Outcome::Failed {
@@ -349,6 +371,28 @@ mod tests {
                 "parking does not depend on the attempt",
                 Outcome::Busy,
                 3,
+                Next::Park { delay: PARK_DELAY },
+            ),
+            (
+                "an open breaker parks for the longest queue within its rest",
+                Outcome::BreakerOpen {
+                    remaining: secs(300),
+                },
+                3,
+                Next::Park { delay: secs(240) },
+            ),
+            (
+                "an open breaker with a short rest parks for the parking delay",
+                Outcome::BreakerOpen { remaining: secs(2) },
+                1,
+                Next::Park { delay: PARK_DELAY },
+            ),
+            (
+                "a probe out elsewhere parks for the parking delay",
+                Outcome::BreakerOpen {
+                    remaining: Duration::ZERO,
+                },
+                2,
                 Next::Park { delay: PARK_DELAY },
             ),
         ];

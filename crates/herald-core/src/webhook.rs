@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime};
 use uuid::Uuid;
 
 use crate::Payload;
+use crate::breaker::BreakerSettings;
 use crate::filter::Filter;
 use crate::name::Tenant;
 use crate::ordering::OnFinalFailure;
@@ -131,6 +132,8 @@ pub struct Webhook {
     /// Requests per second the whole deployment may send it; `None` = the
     /// senders' default (no limit unless the operator set one).
     pub rate_limit: Option<RateLimit>,
+    /// Its own circuit-breaker settings; `None` = the senders' defaults.
+    pub breaker: Option<BreakerSettings>,
 }
 
 impl Webhook {
@@ -258,6 +261,7 @@ pub struct NewWebhook {
     pub ordered: bool,
     pub on_failure: OnFinalFailure,
     pub rate_limit: Option<RateLimit>,
+    pub breaker: Option<BreakerSettings>,
 }
 
 /// Changes to a webhook; `None` keeps the current value. Validated.
@@ -285,6 +289,8 @@ pub struct WebhookPatch {
     pub on_failure: Option<OnFinalFailure>,
     /// `Some(None)` removes the webhook's own limit.
     pub rate_limit: Option<Option<RateLimit>>,
+    /// `Some(None)` goes back to the senders' defaults.
+    pub breaker: Option<Option<BreakerSettings>>,
 }
 
 impl WebhookPatch {
@@ -341,6 +347,9 @@ impl WebhookPatch {
         }
         if let Some(v) = self.rate_limit {
             w.rate_limit = v;
+        }
+        if let Some(v) = self.breaker {
+            w.breaker = v;
         }
         w
     }
@@ -619,6 +628,10 @@ pub struct NewWebhookInput {
     pub rate_limit_per_second: u32,
     /// 0 = the default burst ([`RateLimit::default_burst`]).
     pub rate_limit_burst: u32,
+    /// Consecutive failures that open the breaker; 0 = the default.
+    pub breaker_failures: u32,
+    /// The breaker's first cool-down; 0 = the default.
+    pub breaker_cooldown_ms: u32,
 }
 
 /// The subscription of an API call that gives either one `event` or a
@@ -723,6 +736,7 @@ impl NewWebhookInput {
             ordered: self.ordered,
             on_failure: OnFinalFailure::parse(&self.ordered_on_failure)?,
             rate_limit: RateLimit::parse(self.rate_limit_per_second, self.rate_limit_burst)?,
+            breaker: BreakerSettings::parse(self.breaker_failures, self.breaker_cooldown_ms)?,
         };
         validate_target(
             &Target {
@@ -955,6 +969,8 @@ pub struct WebhookPatchInput {
     pub ordered_on_failure: Option<String>,
     /// Requests per second and burst; a rate of 0 removes the limit.
     pub rate_limit: Option<(u32, u32)>,
+    /// Failures and cool-down (ms); both 0 = back to the defaults.
+    pub breaker: Option<(u32, u32)>,
 }
 
 impl WebhookPatchInput {
@@ -1013,6 +1029,10 @@ impl WebhookPatchInput {
             rate_limit: self
                 .rate_limit
                 .map(|(per_second, burst)| RateLimit::parse(per_second, burst))
+                .transpose()?,
+            breaker: self
+                .breaker
+                .map(|(failures, cooldown_ms)| BreakerSettings::parse(failures, cooldown_ms))
                 .transpose()?,
         })
     }
@@ -1245,6 +1265,7 @@ mod tests {
             ordered: false,
             on_failure: OnFinalFailure::Stop,
             rate_limit: None,
+            breaker: None,
         };
         let updated = |webhook: &Webhook, patch: WebhookPatchInput| {
             let changed = patch.validate().unwrap().apply(webhook);
@@ -1572,6 +1593,7 @@ mod tests {
             ordered: false,
             on_failure: OnFinalFailure::Stop,
             rate_limit: None,
+            breaker: None,
         };
         let patch = WebhookPatchInput {
             enabled: Some(false),

@@ -245,6 +245,8 @@ impl Admin for AdminService {
             ordered_on_failure: req.ordered_on_failure,
             rate_limit_per_second: req.rate_limit.map_or(0, |l| l.per_second),
             rate_limit_burst: req.rate_limit.map_or(0, |l| l.burst),
+            breaker_failures: req.breaker.map_or(0, |b| b.failures),
+            breaker_cooldown_ms: req.breaker.map_or(0, |b| b.cooldown_ms),
         }
         .validate(&self.rules())
         .map_err(|e| Status::invalid_argument(e.to_string()))?;
@@ -293,6 +295,7 @@ impl Admin for AdminService {
             ordered: req.ordered,
             ordered_on_failure: req.ordered_on_failure,
             rate_limit: req.rate_limit.map(|l| (l.per_second, l.burst)),
+            breaker: req.breaker.map(|b| (b.failures, b.cooldown_ms)),
         }
         .validate()
         .map_err(|e| Status::invalid_argument(e.to_string()))?;
@@ -317,7 +320,10 @@ impl Admin for AdminService {
         let id = parse_id("id", &request.into_inner().id)?;
         let webhook = self.store.get_webhook(id).await.map_err(store_status)?;
         principal.require_visible(&webhook.tenant, not_found("webhook", id))?;
-        Ok(Response::new(webhook_to_proto(&webhook)))
+        let health = self.store.webhook_health(id).await.map_err(store_status)?;
+        let mut answer = webhook_to_proto(&webhook);
+        answer.health = Some(crate::convert::health_to_proto(&health));
+        Ok(Response::new(answer))
     }
 
     async fn list_webhooks(

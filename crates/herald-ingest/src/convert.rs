@@ -44,6 +44,23 @@ pub(crate) fn webhook_to_proto(w: &Webhook) -> v1::Webhook {
             per_second: l.per_second(),
             burst: l.burst(),
         }),
+        breaker: w.breaker.map(|b| v1::CircuitBreaker {
+            failures: b.failures_or_zero(),
+            cooldown_ms: b.cooldown_ms_or_zero(),
+        }),
+        health: None,
+    }
+}
+
+/// A webhook's health as the API shows it.
+pub(crate) fn health_to_proto(h: &herald_core::breaker::HealthRecord) -> v1::WebhookHealth {
+    let ms = |t: Option<std::time::SystemTime>| t.map_or(0, unix_ms);
+    v1::WebhookHealth {
+        breaker: h.state.as_str().to_owned(),
+        consecutive_failures: h.consecutive_failures,
+        failing_since_unix_ms: ms(h.failing_since),
+        opened_at_unix_ms: ms(h.opened_at),
+        open_until_unix_ms: ms(h.open_until),
     }
 }
 

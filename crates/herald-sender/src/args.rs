@@ -97,6 +97,22 @@ pub struct SenderArgs {
           value_name = "PER_SECOND[/BURST]",
           value_parser = herald_core::rate_limit::parse_spec)]
     pub default_rate_limit: (u32, u32),
+    /// Consecutive failed attempts (timeouts, connection errors, 5xx, 408,
+    /// 429) that open a webhook's circuit breaker, unless the webhook sets
+    /// its own (docs/protection.md).
+    #[arg(long, env = "HERALD_BREAKER_FAILURES", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub breaker_failures: u32,
+    /// Milliseconds an open breaker parks a webhook's deliveries before one
+    /// probe attempt, unless the webhook sets its own; doubles after each
+    /// failed probe.
+    #[arg(long, env = "HERALD_BREAKER_COOLDOWN_MS", default_value_t = 30_000,
+          value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub breaker_cooldown_ms: u64,
+    /// Longest cool-down the doubling reaches, in milliseconds.
+    #[arg(long, env = "HERALD_BREAKER_MAX_COOLDOWN_MS", default_value_t = 600_000,
+          value_parser = clap::value_parser!(u64).range(1..=86_400_000))]
+    pub breaker_max_cooldown_ms: u64,
     /// Threads of the sender's async runtime; 0 = one per CPU core. A sender
     /// waits on the network most of the time, so more threads mostly add
     /// wake-ups between them: where it shares few cores with RabbitMQ and
@@ -167,6 +183,12 @@ impl SenderConfig {
                 args.default_rate_limit.1,
             )
             .map_err(|e| ArgsError::RateLimit(e.message))?,
+            breaker: herald_core::breaker::BreakerPolicy {
+                failures: std::num::NonZeroU32::new(args.breaker_failures)
+                    .unwrap_or(std::num::NonZeroU32::MIN),
+                cooldown: Duration::from_millis(args.breaker_cooldown_ms),
+                max_cooldown: Duration::from_millis(args.breaker_max_cooldown_ms),
+            },
         })
     }
 }
@@ -217,6 +239,10 @@ mod tests {
         assert_eq!(config.retention_interval, Duration::from_secs(3600));
         assert_eq!(config.max_in_flight_per_webhook, 32);
         assert_eq!(config.park_after, Duration::from_millis(200));
+        assert_eq!(
+            config.breaker,
+            herald_core::breaker::BreakerPolicy::default()
+        );
         assert!(config.metrics.is_none());
     }
 

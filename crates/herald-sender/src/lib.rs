@@ -17,6 +17,7 @@
 
 mod acks;
 mod args;
+mod breaker;
 mod client;
 mod consume;
 pub mod header_case;
@@ -102,6 +103,8 @@ pub struct SenderConfig {
     /// The rate limit of webhooks that have none of their own; `None` = no
     /// limit.
     pub default_rate_limit: Option<herald_core::RateLimit>,
+    /// The circuit breaker of webhooks without settings of their own.
+    pub breaker: herald_core::breaker::BreakerPolicy,
 }
 
 impl SenderConfig {
@@ -144,6 +147,8 @@ pub(crate) struct Shared {
     pub rates: rate::RateLimiter,
     /// The limit of webhooks without one of their own.
     pub default_rate_limit: Option<herald_core::RateLimit>,
+    /// Circuit breakers: this sender's view of the troubled webhooks.
+    pub breakers: Arc<breaker::Breakers>,
     pub stats: stats::Stats,
     /// Stopped keys and redelivered progress, for ordered delivery.
     pub ordering: herald_store::OrderingStore,
@@ -208,6 +213,11 @@ pub async fn run(
         limits: limits::WebhookLimits::new(config.max_in_flight_per_webhook, config.park_after),
         rates: rate::RateLimiter::new(herald_store::RateBuckets::new(pool.clone())),
         default_rate_limit: config.default_rate_limit,
+        breakers: breaker::Breakers::start(
+            herald_store::HealthStore::new(pool.clone()),
+            config.breaker,
+            background.clone(),
+        ),
         stats: stats::Stats::register(),
         ordering: herald_store::OrderingStore::new(pool.clone()),
     });

@@ -29,6 +29,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::StreamExt;
 use herald_core::backoff::Backoff;
+use herald_core::breaker::{self, Health};
 use herald_core::ordering::OnFinalFailure;
 use herald_core::retry::{self, Next};
 use herald_core::{DeliveryState, Webhook};
@@ -311,6 +312,26 @@ impl Lease {
             if self.lost.is_cancelled() {
                 return None;
             }
+            // An open breaker holds the key's delivery here (it is never
+            // republished, so it keeps its place), not as an attempt.
+            let mut probe = false;
+            while self.shared.breakers.troubled(webhook_id) {
+                match self.shared.breakers.gate(&webhook).await {
+                    crate::breaker::Gate::Go => break,
+                    crate::breaker::Gate::Probe => {
+                        probe = true;
+                        break;
+                    }
+                    crate::breaker::Gate::Park(remaining) => {
+                        let wait =
+                            remaining.clamp(Duration::from_millis(100), crate::breaker::REFRESH);
+                        tokio::select! {
+                            () = self.lost.cancelled() => return None,
+                            () = tokio::time::sleep(wait) => {}
+                        }
+                    }
+                }
+            }
             if let Some(limit) = crate::rate::limit_of(&webhook, self.shared.default_rate_limit) {
                 // An ordered delivery waits its turn in the sender (the key's
                 // next one waits behind it anyway); it is never parked.
@@ -319,7 +340,7 @@ impl Lease {
                     _ = self.shared.rates.turn(webhook_id, limit, false) => {}
                 }
             }
-            match self.attempt(delivery_id, &webhook, message).await {
+            match self.attempt(delivery_id, &webhook, probe, message).await {
                 Step::Retry(delay) => {
                     message.attempt += 1;
                     due = SystemTime::now() + delay;
@@ -349,6 +370,7 @@ impl Lease {
         &self,
         delivery_id: Uuid,
         webhook: &Webhook,
+        probe: bool,
         message: &mut DeliveryMessage,
     ) -> Step {
         let shared = &self.shared;
@@ -367,12 +389,21 @@ impl Lease {
         let (mut record, attempt) =
             process::attempted(delivery_id, webhook, message, payload, &mut outcome);
         let topology = &self.topology;
-        let next = retry::decide(
-            process::retry_outcome(&outcome),
+        let decided = process::retry_outcome(&outcome);
+        let health = Health::of(&decided);
+        let mut next = retry::decide(
+            decided,
             message.attempt,
             topology.schedule(),
             topology.declared_delays(),
         );
+        if probe && health == Some(Health::Down) {
+            let park = topology.declared_delays().at_least(retry::PARK_DELAY);
+            next = breaker::after_failed_probe(next, message.attempt, park);
+        }
+        if let Some(health) = health {
+            shared.breakers.record(webhook, health, probe).await;
+        }
         let (retry_in, fate) = match next {
             Next::Succeed => {
                 tracing::info!(status = ?outcome.status_code, duration_ms = attempt.duration_ms, "delivered in order");

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use futures_util::future::Either;
+use herald_core::breaker::{self, Health};
 use herald_core::ordering::OrderingKey;
 use herald_core::retry::{self, IfRefused, Next};
 use herald_core::{DeliveryState, EventName, Payload, Tenant};
@@ -22,6 +23,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::acks::Acks;
+use crate::breaker::Gate;
 use crate::stats::Fate;
 use crate::{DeliveryInfo, Shared};
 
@@ -271,29 +273,64 @@ async fn deliver(
         // Boxed: only rate-limited deliveries carry the wait's state.
         let turn = Box::pin(shared.rates.turn(webhook_id, limit, true)).await;
         if turn == crate::rate::Turn::Park {
-            return Box::pin(park_busy(shared, route, message)).await;
+            return Box::pin(park_held(shared, route, message, retry::Outcome::Busy)).await;
         }
     }
     let Some(slot) = shared.limits.acquire(webhook_id).await else {
-        return Box::pin(park_busy(shared, route, message)).await;
+        return Box::pin(park_held(shared, route, message, retry::Outcome::Busy)).await;
     };
-    Box::pin(attempt(shared, route, delivery_id, webhook, slot, message)).await
+    // The breaker is asked last, right before the request: a delivery may
+    // have waited for its turn above while the breaker opened. Only a
+    // webhook in trouble costs more than a lookup in memory here.
+    let mut probe = false;
+    if shared.breakers.troubled(webhook_id) {
+        match Box::pin(shared.breakers.gate(&webhook)).await {
+            Gate::Go => {}
+            Gate::Probe => probe = true,
+            Gate::Park(remaining) => {
+                drop(slot);
+                let held = retry::Outcome::BreakerOpen { remaining };
+                return Box::pin(park_held(shared, route, message, held)).await;
+            }
+        }
+    }
+    Box::pin(attempt(
+        shared,
+        route,
+        delivery_id,
+        webhook,
+        Attempting { slot, probe },
+        message,
+    ))
+    .await
 }
 
-/// Parks a delivery that was held back, not attempted: its webhook is at its
-/// in-flight limit without progress, or more of its deliveries wait for the
-/// rate limit here than this sender keeps.
-async fn park_busy(shared: &Shared, route: ShardRoute<'_>, message: &DeliveryMessage) -> Settle {
+/// Parks a delivery that was held back, not attempted (`held`): its webhook
+/// is at its in-flight limit without progress, more of its deliveries wait
+/// for the rate limit here than this sender keeps, or its breaker is open.
+async fn park_held(
+    shared: &Shared,
+    route: ShardRoute<'_>,
+    message: &DeliveryMessage,
+    held: retry::Outcome,
+) -> Settle {
     let next = retry::decide(
-        retry::Outcome::Busy,
+        held,
         message.attempt,
         route.topology.schedule(),
         route.topology.declared_delays(),
     );
     let Next::Park { delay } = next else {
-        unreachable!("a busy webhook's delivery is always parked")
+        unreachable!("a delivery that was not attempted is always parked")
     };
     park(shared, route.shard, message, delay).await
+}
+
+/// What an attempt holds: its in-flight slot, and whether it is its
+/// webhook's breaker probe.
+struct Attempting {
+    slot: crate::limits::Slot,
+    probe: bool,
 }
 
 /// The delivery row as the message describes it, before this attempt;
@@ -381,9 +418,10 @@ async fn attempt(
     route: ShardRoute<'_>,
     delivery_id: Uuid,
     webhook: Arc<herald_core::Webhook>,
-    slot: crate::limits::Slot,
+    attempting: Attempting,
     message: &mut DeliveryMessage,
 ) -> Settle {
+    let Attempting { slot, probe } = attempting;
     // Moved out rather than copied: the request is built from it, and the
     // record then takes it. Only a retry needs a copy (below).
     let payload = herald_queue::message_payload(message.data.take());
@@ -405,17 +443,30 @@ async fn attempt(
     // a prefetch of thousands, many do when Postgres lags) holds only
     // what it records.
     let mut outcome = Box::pin(shared.client.send(&webhook, &payload, &info)).await;
+    let decided = retry_outcome(&outcome);
+    let health = Health::of(&decided);
+    // The breaker learns of a failure before the slot is freed: the next
+    // delivery to this webhook then sees the breaker as this answer left it,
+    // so a sender makes at most its in-flight limit of attempts after the
+    // breaker opened. A success of a healthy webhook records nothing.
+    if let Some(health) = health {
+        Box::pin(shared.breakers.record(&webhook, health, probe)).await;
+    }
     drop(slot);
     let finished = outcome.started_at + outcome.duration;
     shared.stats.attempt(&outcome);
     let (mut record, attempt) = attempted(delivery_id, &webhook, message, payload, &mut outcome);
 
-    let next = retry::decide(
-        retry_outcome(&outcome),
+    let mut next = retry::decide(
+        decided,
         message.attempt,
         route.topology.schedule(),
         route.topology.declared_delays(),
     );
+    if probe && health == Some(Health::Down) {
+        let park = route.topology.declared_delays().at_least(retry::PARK_DELAY);
+        next = breaker::after_failed_probe(next, message.attempt, park);
+    }
     if shared.republisher.tracing().is_on() {
         crate::traces::record_attempt(&outcome, &next);
     }

@@ -466,6 +466,7 @@ mod tests {
             ordered: Default::default(),
             on_failure: Default::default(),
             rate_limit: None,
+            breaker: None,
             id: Uuid::nil(),
             tenant: String::new(),
             events: herald_core::subscription::Subscription::parse(&["order.created"]).unwrap(),

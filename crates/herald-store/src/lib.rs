@@ -24,6 +24,8 @@
 //! - [`AttemptWriter`] records delivery outcomes in batches (group commit) and
 //!   tells each caller when its record is durable.
 //! - [`FireKeys`] records Fire idempotency keys with their delivery ids.
+//! - [`HealthStore`] keeps each webhook's failure streak and circuit
+//!   breaker, shared by every sender.
 //! - [`RateBuckets`] holds the token buckets of rate-limited webhooks,
 //!   shared by every sender.
 //! - [`OrderingStore`] keeps the ordering keys a final failure stopped and
@@ -34,6 +36,7 @@
 mod api_keys;
 mod cache;
 mod delivery_log;
+mod health;
 pub mod idempotency;
 pub mod ordering;
 mod rate;
@@ -62,6 +65,7 @@ pub use delivery_log::{
     Cursor, DEFAULT_PAGE_SIZE, DeliveryFilter, DeliveryPage, InvalidCursor, MAX_PAGE_SIZE,
     MAX_RESENT_AS, ResendError, ResendKind, ResendRecord, TimelineBucket, WebhookSummaryView,
 };
+pub use health::{HealthStore, Recorded, Troubled};
 pub use herald_core::{DeliveryState, Method, NewWebhook, Webhook, WebhookPatch};
 pub use idempotency::{FireDelivery, FireKeyError, FireKeys, FireOutcome, KeyedFire, StoredFire};
 pub use ordering::{DeliveryProgress, OrderingStore};

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use deadpool_postgres::Pool;
+use herald_core::breaker::BreakerSettings;
 use herald_core::filter::Filter;
 use herald_core::ordering::OnFinalFailure;
 use herald_core::signing::SigningSecret;
@@ -23,7 +24,7 @@ const WEBHOOK_COLUMNS: &str = "id, tenant, event, enabled, method, url, headers,
      timeout_ms, description, created_at, updated_at, body_mode, content_type, secret_headers, \
      signing_secret, previous_signing_secret, previous_secret_expires_at, older_signing_secrets, \
      id_header, trace_context, more_events, filter, ordered, ordered_on_failure, \
-     rate_limit_per_second, rate_limit_burst";
+     rate_limit_per_second, rate_limit_burst, breaker_failures, breaker_cooldown_ms";
 
 /// Column list of `deliveries`, as [`delivery_from_row`] reads it (public
 /// so that the bench can show the plans of the log's real queries).
@@ -101,6 +102,15 @@ impl Store {
         &self.pool
     }
 
+    /// The failure streak and breaker of webhook `id` (the default record
+    /// for one that never failed).
+    pub async fn webhook_health(
+        &self,
+        id: Uuid,
+    ) -> Result<herald_core::breaker::HealthRecord, StoreError> {
+        crate::HealthStore::new(self.pool.clone()).get(id).await
+    }
+
     /// Saves a new webhook under a fresh UUIDv7 and returns it as stored (with
     /// the database's timestamps).
     pub async fn create_webhook(&self, new: &NewWebhook) -> Result<Webhook, StoreError> {
@@ -116,9 +126,10 @@ impl Store {
             "INSERT INTO webhooks (id, tenant, event, enabled, method, url, headers, \
                  body_template, timeout_ms, description, body_mode, content_type, secret_headers, \
                  signing_secret, id_header, trace_context, more_events, filter, ordered, \
-                 ordered_on_failure, rate_limit_per_second, rate_limit_burst) \
+                 ordered_on_failure, rate_limit_per_second, rate_limit_burst, breaker_failures, \
+                 breaker_cooldown_ms) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
-                     $17, $18, $19, $20, $21, $22) \
+                     $17, $18, $19, $20, $21, $22, $23, $24) \
              RETURNING {WEBHOOK_COLUMNS}"
         );
         let row = client
@@ -147,6 +158,8 @@ impl Store {
                     &new.on_failure.as_str(),
                     &rate_column(new.rate_limit.map(RateLimit::per_second)),
                     &rate_column(new.rate_limit.map(RateLimit::burst)),
+                    &breaker_failures(new.breaker),
+                    &breaker_cooldown(new.breaker),
                 ],
             )
             .await?;
@@ -177,7 +190,8 @@ impl Store {
                  body_template = $7, timeout_ms = $8, description = $9, body_mode = $10, \
                  content_type = $11, secret_headers = $12, id_header = $13, trace_context = $14, \
                  more_events = $15, filter = $16, ordered = $17, ordered_on_failure = $18, \
-                 rate_limit_per_second = $19, rate_limit_burst = $20, updated_at = now() \
+                 rate_limit_per_second = $19, rate_limit_burst = $20, breaker_failures = $21, \
+                 breaker_cooldown_ms = $22, updated_at = now() \
              WHERE id = $1 \
              RETURNING {WEBHOOK_COLUMNS}"
         );
@@ -205,6 +219,8 @@ impl Store {
                     &changed.on_failure.as_str(),
                     &rate_column(changed.rate_limit.map(RateLimit::per_second)),
                     &rate_column(changed.rate_limit.map(RateLimit::burst)),
+                    &breaker_failures(changed.breaker),
+                    &breaker_cooldown(changed.breaker),
                 ],
             )
             .await?;
@@ -475,6 +491,29 @@ fn rate_limit_from_row(row: &Row) -> Result<Option<RateLimit>, String> {
     RateLimit::parse(unsigned(per_second), unsigned(burst)).map_err(|e| format!("rate limit: {e}"))
 }
 
+fn breaker_failures(breaker: Option<BreakerSettings>) -> Option<i32> {
+    breaker
+        .and_then(|b| b.failures)
+        .map(|f| u32_to_i32(f.get()))
+}
+
+fn breaker_cooldown(breaker: Option<BreakerSettings>) -> Option<i32> {
+    breaker
+        .and_then(|b| b.cooldown)
+        .map(|c| i32::try_from(c.as_millis()).unwrap_or(i32::MAX))
+}
+
+/// The webhook's own breaker settings, if it has any.
+fn breaker_from_row(row: &Row) -> Result<Option<BreakerSettings>, String> {
+    let failures: Option<i32> = row.try_get("breaker_failures").map_err(|e| e.to_string())?;
+    let cooldown: Option<i32> = row
+        .try_get("breaker_cooldown_ms")
+        .map_err(|e| e.to_string())?;
+    let unsigned = |v: Option<i32>| v.map_or(0, |v| u32::try_from(v).unwrap_or(0));
+    BreakerSettings::parse(unsigned(failures), unsigned(cooldown))
+        .map_err(|e| format!("breaker: {e}"))
+}
+
 pub(crate) fn webhook_from_row(row: &Row, secrets: &SecretBox) -> Result<Webhook, StoreError> {
     let id: Uuid = row.try_get("id")?;
     let corrupt = |detail: String| StoreError::Corrupt {
@@ -567,6 +606,7 @@ pub(crate) fn webhook_from_row(row: &Row, secrets: &SecretBox) -> Result<Webhook
         on_failure: OnFinalFailure::parse(row.try_get("ordered_on_failure")?)
             .map_err(|e| corrupt(e.to_string()))?,
         rate_limit: rate_limit_from_row(row).map_err(corrupt)?,
+        breaker: breaker_from_row(row).map_err(corrupt)?,
         id,
         tenant: row.try_get("tenant")?,
         events: Subscription::from_stored(
@@ -672,6 +712,7 @@ mod tests {
             ordered: true,
             on_failure: OnFinalFailure::Continue,
             rate_limit: RateLimit::parse(50, 0).unwrap(),
+            breaker: BreakerSettings::parse(3, 0).unwrap(),
             tenant: tenant.into(),
             events: herald_core::subscription::Subscription::parse(&[event]).unwrap(),
             filter: None,

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use herald_proto::v1::{
-    CreateWebhookRequest, DeleteWebhookRequest, EventList, GetSigningSecretRequest,
+    CircuitBreaker, CreateWebhookRequest, DeleteWebhookRequest, EventList, GetSigningSecretRequest,
     GetWebhookRequest, Headers, ListStoppedKeysRequest, ListWebhooksRequest, RateLimit,
     ResumeOrderingKeyRequest, RotateSigningSecretRequest, SetWebhookEnabledRequest,
     UpdateWebhookRequest,
@@ -213,6 +213,14 @@ pub struct CreateArgs {
     /// optionally with a burst: 50 or 50/20 (docs/protection.md).
     #[arg(long, value_name = "PER_SECOND[/BURST]", value_parser = parse_rate_limit)]
     pub rate_limit: Option<RateLimit>,
+    /// Consecutive failed attempts that open the circuit breaker (default:
+    /// the senders' HERALD_BREAKER_FAILURES).
+    #[arg(long, value_name = "N")]
+    pub breaker_failures: Option<u32>,
+    /// The breaker's first cool-down in milliseconds (default: the senders'
+    /// HERALD_BREAKER_COOLDOWN_MS).
+    #[arg(long, value_name = "MS")]
+    pub breaker_cooldown_ms: Option<u32>,
     /// Request timeout in milliseconds (default 3000).
     #[arg(long)]
     pub timeout_ms: Option<u32>,
@@ -280,6 +288,13 @@ pub struct UpdateArgs {
     /// New rate limit, 50 or 50/20 (per second / burst); none removes it.
     #[arg(long, value_name = "PER_SECOND[/BURST]|none", value_parser = parse_rate_limit)]
     pub rate_limit: Option<RateLimit>,
+    /// New breaker settings (with --breaker-cooldown-ms; one given alone
+    /// sets the other back to the default; 0 = the default).
+    #[arg(long, value_name = "N")]
+    pub breaker_failures: Option<u32>,
+    /// New first cool-down of the breaker in milliseconds; 0 = the default.
+    #[arg(long, value_name = "MS")]
+    pub breaker_cooldown_ms: Option<u32>,
     /// New request timeout in milliseconds.
     #[arg(long)]
     pub timeout_ms: Option<u32>,
@@ -512,6 +527,16 @@ pub fn create_request(args: CreateArgs) -> anyhow::Result<CreateWebhookRequest> 
         ordered: args.ordered,
         ordered_on_failure: args.ordered_on_failure.unwrap_or_default(),
         rate_limit: args.rate_limit,
+        breaker: breaker(args.breaker_failures, args.breaker_cooldown_ms),
+    })
+}
+
+/// The breaker settings the flags give, if any (a missing one is 0: the
+/// default).
+fn breaker(failures: Option<u32>, cooldown_ms: Option<u32>) -> Option<CircuitBreaker> {
+    (failures.is_some() || cooldown_ms.is_some()).then(|| CircuitBreaker {
+        failures: failures.unwrap_or_default(),
+        cooldown_ms: cooldown_ms.unwrap_or_default(),
     })
 }
 
@@ -570,6 +595,7 @@ pub fn update_request(args: UpdateArgs) -> anyhow::Result<UpdateWebhookRequest> 
         ordered: args.ordered,
         ordered_on_failure: args.ordered_on_failure,
         rate_limit: args.rate_limit,
+        breaker: breaker(args.breaker_failures, args.breaker_cooldown_ms),
     };
     let unchanged = UpdateWebhookRequest {
         id: request.id.clone(),

@@ -101,6 +101,7 @@ fn configuration(w: &Webhook) -> Markup {
         ),
         ("Headers", headers(w)),
         ("Timeout", html! { (w.timeout_ms) " ms" }),
+        ("Breaker", breaker(w)),
         (
             "Rate limit",
             html! {
@@ -230,6 +231,27 @@ pub fn edit_page(
 }
 
 /// The form filled from a webhook, for editing.
+/// The breaker's state, and how long the webhook has been failing.
+fn breaker(w: &Webhook) -> Markup {
+    let Some(h) = &w.health else {
+        return html! { "–" };
+    };
+    html! {
+        @match h.breaker.as_str() {
+            "open" | "half_open" => {
+                strong { (h.breaker.replace('_', " ")) }
+                " since " (time_fmt::show(h.opened_at_unix_ms))
+                ", next probe at " (time_fmt::show(h.open_until_unix_ms))
+            }
+            other => { (other) }
+        }
+        @if h.failing_since_unix_ms > 0 {
+            "; failing since " (time_fmt::show(h.failing_since_unix_ms))
+            " (" (h.consecutive_failures) " in a row)"
+        }
+    }
+}
+
 pub fn form_of(w: &Webhook) -> WebhookForm {
     let mut headers: Vec<String> = w.headers.iter().map(|(k, v)| format!("{k}: {v}")).collect();
     headers.sort();

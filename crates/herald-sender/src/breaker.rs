@@ -1,0 +1,236 @@
+//! Circuit breakers per webhook, as one sender sees and feeds them.
+//!
+//! Each sender keeps a view of the webhooks that are in trouble (failing,
+//! or with a breaker that is not closed), read from Postgres every second
+//! and updated at once from what its own records return; a webhook not in
+//! the view is attempted without any database work. A delivery to a
+//! webhook whose breaker is open is parked for up to the rest of the
+//! cool-down (not an attempt: its schedule is not used up). When the
+//! cool-down is over, the first sender to take the probe (one statement,
+//! one winner for the fleet) makes one attempt; its answer closes the
+//! breaker or opens it again for twice as long.
+//!
+//! The rules are herald-core's (`breaker`); the shared state is
+//! herald-store's (`HealthStore`).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use herald_core::Webhook;
+use herald_core::breaker::{BreakerPolicy, BreakerState, Health, Transition};
+use herald_store::{HealthStore, Recorded};
+use metrics::{Counter, Gauge};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// How often a sender reads which webhooks are in trouble.
+pub(crate) const REFRESH: Duration = Duration::from_secs(1);
+
+/// How long recording an attempt's health may take before the sender goes
+/// on without it: the request's slot waits for it, and a slow or absent
+/// Postgres must not hold a failing webhook's slots (the attempt itself
+/// cannot be stored then either, so the delivery is repeated anyway).
+const RECORD_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What a delivery may do now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Gate {
+    /// Attempt it.
+    Go,
+    /// Attempt it as the breaker's one probe.
+    Probe,
+    /// Park it: the breaker is open (or its probe is out) for about this
+    /// long still.
+    Park(Duration),
+}
+
+/// One troubled webhook in this sender's view.
+#[derive(Debug, Clone, Copy)]
+struct Local {
+    state: BreakerState,
+    /// Open: when the cool-down ends; half open: when the probe's lease ends.
+    until: Instant,
+}
+
+pub(crate) struct Breakers {
+    store: HealthStore,
+    policy: BreakerPolicy,
+    view: Mutex<HashMap<Uuid, Local>>,
+    parked: Counter,
+    opened: Counter,
+    reopened: Counter,
+    recovered: Counter,
+    open: Gauge,
+}
+
+impl Breakers {
+    /// Starts the view's refresh, which runs until `stop`.
+    pub(crate) fn start(
+        store: HealthStore,
+        policy: BreakerPolicy,
+        stop: CancellationToken,
+    ) -> Arc<Self> {
+        let transition =
+            |to: &'static str| metrics::counter!("herald_breaker_transitions_total", "to" => to);
+        let breakers = Arc::new(Self {
+            store,
+            policy,
+            view: Mutex::new(HashMap::new()),
+            parked: metrics::counter!("herald_breaker_parked_total"),
+            opened: transition("opened"),
+            reopened: transition("reopened"),
+            recovered: transition("recovered"),
+            open: metrics::gauge!("herald_breakers_open"),
+        });
+        let refreshing = breakers.clone();
+        tokio::spawn(async move {
+            loop {
+                refreshing.refresh().await;
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(REFRESH) => {}
+                }
+            }
+        });
+        breakers
+    }
+
+    fn view(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Local>> {
+        self.view.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    async fn refresh(&self) {
+        match self.store.troubled().await {
+            Ok(troubled) => {
+                let now = Instant::now();
+                let view: HashMap<Uuid, Local> = troubled
+                    .into_iter()
+                    .map(|t| {
+                        let local = Local {
+                            state: t.state,
+                            until: now + t.wait,
+                        };
+                        (t.webhook_id, local)
+                    })
+                    .collect();
+                let open = view
+                    .values()
+                    .filter(|l| l.state != BreakerState::Closed)
+                    .count();
+                #[allow(clippy::cast_precision_loss)]
+                self.open.set(open as f64);
+                *self.view() = view;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the webhooks' breakers; keeping the last view")
+            }
+        }
+    }
+
+    /// Whether `webhook` is in trouble as far as this sender knows (a
+    /// lookup in memory; false for nearly every delivery).
+    pub(crate) fn troubled(&self, webhook: Uuid) -> bool {
+        self.view().contains_key(&webhook)
+    }
+
+    /// What a delivery to `webhook` may do now.
+    pub(crate) async fn gate(&self, webhook: &Webhook) -> Gate {
+        let Some(local) = self.view().get(&webhook.id).copied() else {
+            return Gate::Go;
+        };
+        let now = Instant::now();
+        match local.state {
+            BreakerState::Closed => return Gate::Go,
+            BreakerState::Open | BreakerState::HalfOpen if local.until > now => {
+                self.parked.increment(1);
+                return Gate::Park(local.until - now);
+            }
+            BreakerState::Open | BreakerState::HalfOpen => {}
+        }
+        // The probe's lease: the request's timeout and a margin for
+        // recording it; a sender that dies with the probe frees it then.
+        let lease = webhook.timeout() + Duration::from_secs(5);
+        let taking = tokio::time::timeout(RECORD_TIMEOUT, self.store.take_probe(webhook.id, lease));
+        match taking.await.unwrap_or(Ok(false)) {
+            Ok(true) => {
+                self.view().insert(
+                    webhook.id,
+                    Local {
+                        state: BreakerState::HalfOpen,
+                        until: now + lease,
+                    },
+                );
+                tracing::info!(webhook_id = %webhook.id, "breaker half open: this attempt is its probe");
+                Gate::Probe
+            }
+            Ok(false) => {
+                self.parked.increment(1);
+                Gate::Park(Duration::ZERO)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, webhook_id = %webhook.id, "cannot take the breaker's probe");
+                self.parked.increment(1);
+                Gate::Park(Duration::ZERO)
+            }
+        }
+    }
+
+    /// Records an attempt of `webhook` whose answer says `health`. Nothing
+    /// is written for a success of a webhook that is not in trouble.
+    pub(crate) async fn record(
+        &self,
+        webhook: &Webhook,
+        health: Health,
+        probe: bool,
+    ) -> Option<Recorded> {
+        if health == Health::Up && !probe && !self.troubled(webhook.id) {
+            return None;
+        }
+        let policy = self.policy.for_webhook(webhook.breaker);
+        let recording = self.store.record(webhook.id, health, probe, policy);
+        let recorded = match tokio::time::timeout(RECORD_TIMEOUT, recording).await {
+            Ok(Ok(recorded)) => recorded,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, webhook_id = %webhook.id, "cannot record the webhook's health");
+                return None;
+            }
+            Err(_) => {
+                tracing::warn!(webhook_id = %webhook.id, "recording the webhook's health took over {RECORD_TIMEOUT:?}; going on without it");
+                return None;
+            }
+        };
+        {
+            let mut view = self.view();
+            if recorded.record == Default::default() {
+                view.remove(&webhook.id);
+            } else {
+                let until = Instant::now() + recorded.open_for.unwrap_or_default();
+                view.insert(
+                    webhook.id,
+                    Local {
+                        state: recorded.record.state,
+                        until,
+                    },
+                );
+            }
+        }
+        match recorded.transition {
+            Some(Transition::Opened) => {
+                self.opened.increment(1);
+                tracing::warn!(webhook_id = %webhook.id, failures = recorded.record.consecutive_failures, cooldown = ?recorded.record.cooldown, "breaker opened: deliveries are parked until the cool-down ends");
+            }
+            Some(Transition::Reopened) => {
+                self.reopened.increment(1);
+                tracing::warn!(webhook_id = %webhook.id, cooldown = ?recorded.record.cooldown, "the probe failed; breaker open again");
+            }
+            Some(Transition::Recovered) => {
+                self.recovered.increment(1);
+                tracing::info!(webhook_id = %webhook.id, "breaker closed: the webhook recovered");
+            }
+            None => {}
+        }
+        Some(recorded)
+    }
+}
