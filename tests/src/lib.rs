@@ -563,6 +563,14 @@ pub fn loopback_allowed() -> herald_core::ssrf::AddressPolicy {
     herald_core::ssrf::AddressPolicy::parse_allowlist("127.0.0.0/8").expect("valid allowlist")
 }
 
+/// Now, in Unix milliseconds (the API's time fields).
+pub fn unix_ms_now() -> i64 {
+    let since = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+}
+
 pub async fn connect_pg(url: &str) -> anyhow::Result<tokio_postgres::Client> {
     let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await

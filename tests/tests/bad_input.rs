@@ -252,6 +252,7 @@ fn replay(webhook_id: &str, from: Option<i64>, to: Option<i64>, request_id: &str
         from_unix_ms: from,
         to_unix_ms: to,
         request_id: request_id.into(),
+        include_cancelled: false,
     })
 }
 
@@ -586,6 +587,23 @@ fn cases(f: &Fixtures) -> Vec<Case> {
             }),
             InvalidArgument,
             "rate_limit.per_second: 100001 is above the maximum of 100000",
+        ),
+        case(
+            "create: auto-disable after more than a year",
+            create(|r| r.auto_disable_after_s = 31_536_001),
+            InvalidArgument,
+            "auto_disable_after_s: 31536001 is more than a year",
+        ),
+        case(
+            "create: breaker cool-down over an hour",
+            create(|r| {
+                r.breaker = Some(herald_proto::v1::CircuitBreaker {
+                    failures: 0,
+                    cooldown_ms: 3_600_001,
+                });
+            }),
+            InvalidArgument,
+            "breaker.cooldown_ms: 3600001 is above the maximum",
         ),
         case(
             "create: burst without a rate",

@@ -431,6 +431,7 @@ async fn resend_creates_a_linked_delivery_once_per_request_id() {
             from_unix_ms: Some(0),
             to_unix_ms: Some(now_ms()),
             request_id: request.request_id.clone(),
+            include_cancelled: false,
         })
         .await
         .unwrap_err();
@@ -514,6 +515,7 @@ async fn replay_resends_the_failed_deliveries_of_a_range() {
         from_unix_ms: Some(from),
         to_unix_ms: Some(to),
         request_id: Uuid::new_v4().to_string(),
+        include_cancelled: false,
     };
     let replayed = env
         .admin()
@@ -559,6 +561,7 @@ async fn replay_resends_the_failed_deliveries_of_a_range() {
             from_unix_ms: Some(0),
             to_unix_ms: Some(from),
             request_id: Uuid::new_v4().to_string(),
+            include_cancelled: false,
         })
         .await
         .unwrap()
@@ -572,6 +575,7 @@ async fn replay_resends_the_failed_deliveries_of_a_range() {
             from_unix_ms: Some(0),
             to_unix_ms: Some(to),
             request_id: String::new(),
+            include_cancelled: false,
         })
         .await
         .unwrap_err();

@@ -320,3 +320,139 @@ async fn a_breaker_spares_a_down_receiver_and_its_deliveries() {
     assert_eq!(shown.breaker, "closed");
     assert_eq!(shown.failing_since_unix_ms, 0);
 }
+
+/// The webhook as GetWebhook shows it.
+async fn shown(env: &TestEnv, id: &str) -> herald_proto::v1::Webhook {
+    env.admin()
+        .await
+        .get_webhook(herald_proto::v1::GetWebhookRequest { id: id.to_owned() })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// A webhook whose every attempt failed for its window (2 s here) is
+/// disabled with its reason; its pending deliveries end cancelled, stay in
+/// the log, and are replayed once it is enabled again, which clears the
+/// reason and the failure streak.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_failing_too_long_is_disabled_then_replayed() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use herald_proto::v1::{ReplayFailedRequest, SetWebhookEnabledRequest};
+
+    let mut env = TestEnv::new("0s,1s,1s,1s,1s,1s").await.unwrap();
+    env.start_ingest(env.queue.clone(), |_| {}).await.unwrap();
+    let failing = Arc::new(AtomicBool::new(true));
+    let receiver = Receiver::start({
+        let failing = failing.clone();
+        move |_, _| {
+            Reply::status(if failing.load(Ordering::SeqCst) {
+                500
+            } else {
+                200
+            })
+        }
+    })
+    .await;
+    let hook = env
+        .admin()
+        .await
+        .create_webhook(CreateWebhookRequest {
+            event: "order.paid".into(),
+            method: "POST".into(),
+            url: receiver.url("/orders"),
+            auto_disable_after_s: 2,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(hook.auto_disable_after_s, 2);
+    env.start_sender(|_| {}).await.unwrap();
+    let started = herald_tests::unix_ms_now();
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.extend(env.fire_json("order.paid", r#"{"n":1}"#).await);
+    }
+
+    for id in &ids {
+        let row = env.wait_final(id, Duration::from_secs(30)).await;
+        assert_eq!(row.state, "cancelled", "{id}: {row:?}");
+        assert!(row.attempts >= 2, "{id} was attempted before: {row:?}");
+    }
+    let disabled = shown(&env, &hook.id).await;
+    assert!(!disabled.enabled);
+    assert!(
+        disabled
+            .disabled_reason
+            .starts_with("every attempt failed for 2 s"),
+        "{}",
+        disabled.disabled_reason
+    );
+    assert!(disabled.disabled_at_unix_ms >= started);
+    assert!(disabled.health.unwrap().failing_since_unix_ms >= started);
+
+    failing.store(false, Ordering::SeqCst);
+    let mut admin = env.admin().await;
+    let enabled = admin
+        .set_webhook_enabled(SetWebhookEnabledRequest {
+            id: hook.id.clone(),
+            enabled: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(enabled.enabled);
+    assert_eq!(enabled.disabled_reason, "", "enabling clears the reason");
+    assert_eq!(enabled.disabled_at_unix_ms, 0);
+    let health = shown(&env, &hook.id).await.health.unwrap();
+    assert_eq!(
+        (health.failing_since_unix_ms, health.breaker.as_str()),
+        (0, "closed")
+    );
+
+    let range = |include_cancelled| ReplayFailedRequest {
+        webhook_id: hook.id.clone(),
+        from_unix_ms: Some(started - 60_000),
+        to_unix_ms: Some(herald_tests::unix_ms_now() + 60_000),
+        request_id: format!("replay-{include_cancelled}"),
+        include_cancelled,
+    };
+    let only_failed = admin
+        .replay_failed(range(false))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        only_failed.delivery_ids.is_empty(),
+        "none failed: {only_failed:?}"
+    );
+    let replayed = admin.replay_failed(range(true)).await.unwrap().into_inner();
+    assert_eq!(replayed.delivery_ids.len(), 3, "{replayed:?}");
+    for id in &replayed.delivery_ids {
+        let row = env.wait_final(id, Duration::from_secs(30)).await;
+        assert_eq!(row.state, "succeeded", "{id}: {row:?}");
+    }
+}
+
+/// A receiver that answers 410 Gone gets its webhook disabled at once: one
+/// request, and the delivery's retry is cancelled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_410_gone_disables_the_webhook_at_once() {
+    let mut env = TestEnv::new("0s,1s,1s").await.unwrap();
+    env.start_ingest(env.queue.clone(), |_| {}).await.unwrap();
+    let receiver = Receiver::start(|_, _| Reply::status(410)).await;
+    let hook = env
+        .webhook("order.paid", "POST", &receiver.url("/gone"))
+        .await;
+    env.start_sender(|_| {}).await.unwrap();
+    let ids = env.fire_json("order.paid", r#"{"n":1}"#).await;
+    let row = env.wait_final(&ids[0], Duration::from_secs(30)).await;
+    assert_eq!(row.state, "cancelled", "{row:?}");
+    assert_eq!(row.attempts, 1);
+    assert_eq!(receiver.requests().len(), 1);
+    let disabled = shown(&env, &hook.id).await;
+    assert!(!disabled.enabled);
+    assert_eq!(disabled.disabled_reason, "the receiver answered 410 Gone");
+}

@@ -286,7 +286,18 @@ pub fn webhook_details(w: &Webhook) -> String {
         ("tenant", tenant_label(&w.tenant)),
         ("events", events_label(w)),
         ("filter", or_dash(&w.filter)),
-        ("enabled", if w.enabled { "yes" } else { "no" }.to_owned()),
+        (
+            "enabled",
+            match (w.enabled, w.disabled_reason.is_empty()) {
+                (true, _) => "yes".to_owned(),
+                (false, true) => "no".to_owned(),
+                (false, false) => format!(
+                    "no: disabled by Herald at {}, {}",
+                    format_unix_ms(w.disabled_at_unix_ms),
+                    w.disabled_reason
+                ),
+            },
+        ),
         ("method", w.method.clone()),
         ("url", w.url.clone()),
         ("headers", headers),
@@ -340,6 +351,14 @@ pub fn webhook_details(w: &Webhook) -> String {
         ),
         ("timeout ms", w.timeout_ms.to_string()),
         ("breaker after", breaker_settings(w)),
+        (
+            "auto-disable",
+            match w.auto_disable_after_s {
+                0 => "after failing for the senders' default (HERALD_AUTO_DISABLE_AFTER_SECS)"
+                    .to_owned(),
+                s => format!("after failing for {s} s"),
+            },
+        ),
         ("breaker", health_line(w.health.as_ref())),
         ("description", or_dash(&w.description)),
         ("created at", format_unix_ms(w.created_at_unix_ms)),

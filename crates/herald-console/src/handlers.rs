@@ -846,6 +846,7 @@ async fn replay_failed(
             from_unix_ms: from,
             to_unix_ms: to,
             request_id,
+            include_cancelled: false,
         })
         .await
     {

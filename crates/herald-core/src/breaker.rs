@@ -158,6 +158,35 @@ pub fn after_failed_probe(next: Next, attempt: u32, park: Duration) -> Next {
     }
 }
 
+/// The deployment's default for how long a webhook may fail every attempt
+/// before Herald disables it (as Svix does).
+pub const DEFAULT_AUTO_DISABLE_AFTER: Duration = Duration::from_secs(5 * 24 * 3600);
+/// Longest time a webhook may ask to fail before it is disabled: a year.
+pub const MAX_AUTO_DISABLE_AFTER_S: u32 = 365 * 24 * 3600;
+
+/// Why Herald disables a webhook after an attempt, if it does: the
+/// receiver answered `410 Gone` (and `disable_on_gone` is set), or every
+/// attempt has failed for `window` or longer (`failing_for`; a zero window
+/// never disables).
+pub fn disable_reason(
+    status: Option<u16>,
+    failing_for: Option<Duration>,
+    window: Duration,
+    disable_on_gone: bool,
+) -> Option<String> {
+    if disable_on_gone && status == Some(410) {
+        return Some("the receiver answered 410 Gone".to_owned());
+    }
+    let failing_for = failing_for?;
+    (!window.is_zero() && failing_for >= window).then(|| {
+        format!(
+            "every attempt failed for {} s (the limit is {} s)",
+            failing_for.as_secs(),
+            window.as_secs()
+        )
+    })
+}
+
 /// Where a breaker stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum BreakerState {
@@ -449,6 +478,38 @@ mod tests {
             "closed already"
         );
         assert_eq!(h.failing_since, None);
+    }
+
+    #[test]
+    fn when_herald_disables_a_webhook() {
+        let day = Duration::from_secs(86_400);
+        let window = 5 * day;
+        let table = [
+            (Some(410), None, true, Some("410 Gone")),
+            (Some(410), None, false, None),
+            (Some(500), Some(4 * day), true, None),
+            (
+                Some(500),
+                Some(5 * day),
+                true,
+                Some("every attempt failed for 432000 s"),
+            ),
+            (None, Some(6 * day), true, Some("(the limit is 432000 s)")),
+            (Some(404), None, true, None),
+        ];
+        for (status, failing_for, on_gone, reason) in table {
+            let got = disable_reason(status, failing_for, window, on_gone);
+            match (reason, &got) {
+                (None, None) => {}
+                (Some(part), Some(text)) if text.contains(part) => {}
+                _ => panic!("{status:?} {failing_for:?} {on_gone}: {got:?}"),
+            }
+        }
+        assert_eq!(
+            disable_reason(None, Some(100 * day), Duration::ZERO, true),
+            None,
+            "a zero window never disables"
+        );
     }
 
     #[test]

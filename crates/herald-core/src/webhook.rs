@@ -134,6 +134,13 @@ pub struct Webhook {
     pub rate_limit: Option<RateLimit>,
     /// Its own circuit-breaker settings; `None` = the senders' defaults.
     pub breaker: Option<BreakerSettings>,
+    /// How long every attempt may fail before Herald disables it; `None` =
+    /// the senders' default.
+    pub auto_disable_after: Option<Duration>,
+    /// Why Herald disabled it (`None`: enabled, or disabled by a person).
+    pub disabled_reason: Option<String>,
+    /// When Herald disabled it.
+    pub disabled_at: Option<SystemTime>,
 }
 
 impl Webhook {
@@ -262,6 +269,7 @@ pub struct NewWebhook {
     pub on_failure: OnFinalFailure,
     pub rate_limit: Option<RateLimit>,
     pub breaker: Option<BreakerSettings>,
+    pub auto_disable_after: Option<Duration>,
 }
 
 /// Changes to a webhook; `None` keeps the current value. Validated.
@@ -291,6 +299,8 @@ pub struct WebhookPatch {
     pub rate_limit: Option<Option<RateLimit>>,
     /// `Some(None)` goes back to the senders' defaults.
     pub breaker: Option<Option<BreakerSettings>>,
+    /// `Some(None)` goes back to the senders' default.
+    pub auto_disable_after: Option<Option<Duration>>,
 }
 
 impl WebhookPatch {
@@ -350,6 +360,9 @@ impl WebhookPatch {
         }
         if let Some(v) = self.breaker {
             w.breaker = v;
+        }
+        if let Some(v) = self.auto_disable_after {
+            w.auto_disable_after = v;
         }
         w
     }
@@ -632,6 +645,9 @@ pub struct NewWebhookInput {
     pub breaker_failures: u32,
     /// The breaker's first cool-down; 0 = the default.
     pub breaker_cooldown_ms: u32,
+    /// Seconds every attempt may fail before Herald disables it; 0 = the
+    /// default.
+    pub auto_disable_after_s: u32,
 }
 
 /// The subscription of an API call that gives either one `event` or a
@@ -652,6 +668,20 @@ fn subscription(event: String, events: Vec<String>) -> Result<Subscription, Vali
             "is given together with event; give one event, or the whole list in events",
         )),
     }
+}
+
+/// Seconds of failing before Herald disables a webhook; 0 = the default.
+fn parse_auto_disable_after(seconds: u32) -> Result<Option<Duration>, ValidationError> {
+    if seconds > crate::breaker::MAX_AUTO_DISABLE_AFTER_S {
+        return Err(ValidationError::new(
+            "auto_disable_after_s",
+            format!(
+                "{seconds} is more than a year ({} s)",
+                crate::breaker::MAX_AUTO_DISABLE_AFTER_S
+            ),
+        ));
+    }
+    Ok((seconds > 0).then(|| Duration::from_secs(u64::from(seconds))))
 }
 
 fn parse_body_mode(mode: &str) -> Result<BodyMode, ValidationError> {
@@ -737,6 +767,7 @@ impl NewWebhookInput {
             on_failure: OnFinalFailure::parse(&self.ordered_on_failure)?,
             rate_limit: RateLimit::parse(self.rate_limit_per_second, self.rate_limit_burst)?,
             breaker: BreakerSettings::parse(self.breaker_failures, self.breaker_cooldown_ms)?,
+            auto_disable_after: parse_auto_disable_after(self.auto_disable_after_s)?,
         };
         validate_target(
             &Target {
@@ -971,6 +1002,8 @@ pub struct WebhookPatchInput {
     pub rate_limit: Option<(u32, u32)>,
     /// Failures and cool-down (ms); both 0 = back to the defaults.
     pub breaker: Option<(u32, u32)>,
+    /// 0 = back to the default.
+    pub auto_disable_after_s: Option<u32>,
 }
 
 impl WebhookPatchInput {
@@ -1033,6 +1066,10 @@ impl WebhookPatchInput {
             breaker: self
                 .breaker
                 .map(|(failures, cooldown_ms)| BreakerSettings::parse(failures, cooldown_ms))
+                .transpose()?,
+            auto_disable_after: self
+                .auto_disable_after_s
+                .map(parse_auto_disable_after)
                 .transpose()?,
         })
     }
@@ -1266,6 +1303,9 @@ mod tests {
             on_failure: OnFinalFailure::Stop,
             rate_limit: None,
             breaker: None,
+            auto_disable_after: None,
+            disabled_reason: None,
+            disabled_at: None,
         };
         let updated = |webhook: &Webhook, patch: WebhookPatchInput| {
             let changed = patch.validate().unwrap().apply(webhook);
@@ -1594,6 +1634,9 @@ mod tests {
             on_failure: OnFinalFailure::Stop,
             rate_limit: None,
             breaker: None,
+            auto_disable_after: None,
+            disabled_reason: None,
+            disabled_at: None,
         };
         let patch = WebhookPatchInput {
             enabled: Some(false),

@@ -247,6 +247,7 @@ impl Admin for AdminService {
             rate_limit_burst: req.rate_limit.map_or(0, |l| l.burst),
             breaker_failures: req.breaker.map_or(0, |b| b.failures),
             breaker_cooldown_ms: req.breaker.map_or(0, |b| b.cooldown_ms),
+            auto_disable_after_s: req.auto_disable_after_s,
         }
         .validate(&self.rules())
         .map_err(|e| Status::invalid_argument(e.to_string()))?;
@@ -296,6 +297,7 @@ impl Admin for AdminService {
             ordered_on_failure: req.ordered_on_failure,
             rate_limit: req.rate_limit.map(|l| (l.per_second, l.burst)),
             breaker: req.breaker.map(|b| (b.failures, b.cooldown_ms)),
+            auto_disable_after_s: req.auto_disable_after_s,
         }
         .validate()
         .map_err(|e| Status::invalid_argument(e.to_string()))?;

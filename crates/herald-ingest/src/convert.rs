@@ -49,6 +49,11 @@ pub(crate) fn webhook_to_proto(w: &Webhook) -> v1::Webhook {
             cooldown_ms: b.cooldown_ms_or_zero(),
         }),
         health: None,
+        disabled_reason: w.disabled_reason.clone().unwrap_or_default(),
+        disabled_at_unix_ms: w.disabled_at.map_or(0, unix_ms),
+        auto_disable_after_s: w
+            .auto_disable_after
+            .map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX)),
     }
 }
 

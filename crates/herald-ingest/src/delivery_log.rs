@@ -429,7 +429,7 @@ impl AdminService {
         let webhook = self.enabled_webhook(webhook_id)?;
         let failed = self
             .store
-            .failed_deliveries(webhook_id, from, to, MAX_REPLAY + 1)
+            .failed_deliveries(webhook_id, from, to, MAX_REPLAY + 1, req.include_cancelled)
             .await
             .map_err(store_status)?;
         if failed.len() > MAX_REPLAY as usize {

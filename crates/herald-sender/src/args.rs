@@ -113,6 +113,16 @@ pub struct SenderArgs {
     #[arg(long, env = "HERALD_BREAKER_MAX_COOLDOWN_MS", default_value_t = 600_000,
           value_parser = clap::value_parser!(u64).range(1..=86_400_000))]
     pub breaker_max_cooldown_ms: u64,
+    /// Seconds every attempt of a webhook may fail before Herald disables
+    /// it (its pending deliveries are cancelled), unless the webhook sets
+    /// its own; 0 = never. Default: 5 days.
+    #[arg(long, env = "HERALD_AUTO_DISABLE_AFTER_SECS", default_value_t = 432_000,
+          value_parser = clap::value_parser!(u64).range(0..=31_536_000))]
+    pub auto_disable_after_secs: u64,
+    /// Disable a webhook at once when its receiver answers 410 Gone.
+    #[arg(long, env = "HERALD_DISABLE_ON_GONE", default_value_t = true,
+          action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
+    pub disable_on_gone: bool,
     /// Threads of the sender's async runtime; 0 = one per CPU core. A sender
     /// waits on the network most of the time, so more threads mostly add
     /// wake-ups between them: where it shares few cores with RabbitMQ and
@@ -188,6 +198,10 @@ impl SenderConfig {
                     .unwrap_or(std::num::NonZeroU32::MIN),
                 cooldown: Duration::from_millis(args.breaker_cooldown_ms),
                 max_cooldown: Duration::from_millis(args.breaker_max_cooldown_ms),
+            },
+            auto_disable: crate::AutoDisable {
+                after: Duration::from_secs(args.auto_disable_after_secs),
+                on_gone: args.disable_on_gone,
             },
         })
     }

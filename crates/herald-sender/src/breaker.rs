@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use herald_core::Webhook;
-use herald_core::breaker::{BreakerPolicy, BreakerState, Health, Transition};
+use herald_core::breaker::{BreakerPolicy, BreakerState, Health, Transition, disable_reason};
 use herald_store::{HealthStore, Recorded};
 use metrics::{Counter, Gauge};
 use tokio::time::Instant;
@@ -54,15 +54,27 @@ struct Local {
     until: Instant,
 }
 
+/// When Herald disables a failing webhook, for the whole deployment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AutoDisable {
+    /// How long every attempt may fail first (a webhook may set its own);
+    /// zero = never.
+    pub after: Duration,
+    /// A `410 Gone` answer disables at once.
+    pub on_gone: bool,
+}
+
 pub(crate) struct Breakers {
     store: HealthStore,
     policy: BreakerPolicy,
+    auto_disable: AutoDisable,
     view: Mutex<HashMap<Uuid, Local>>,
     parked: Counter,
     opened: Counter,
     reopened: Counter,
     recovered: Counter,
     open: Gauge,
+    disabled: Counter,
 }
 
 impl Breakers {
@@ -70,6 +82,7 @@ impl Breakers {
     pub(crate) fn start(
         store: HealthStore,
         policy: BreakerPolicy,
+        auto_disable: AutoDisable,
         stop: CancellationToken,
     ) -> Arc<Self> {
         let transition =
@@ -77,12 +90,14 @@ impl Breakers {
         let breakers = Arc::new(Self {
             store,
             policy,
+            auto_disable,
             view: Mutex::new(HashMap::new()),
             parked: metrics::counter!("herald_breaker_parked_total"),
             opened: transition("opened"),
             reopened: transition("reopened"),
             recovered: transition("recovered"),
             open: metrics::gauge!("herald_breakers_open"),
+            disabled: metrics::counter!("herald_webhooks_auto_disabled_total"),
         });
         let refreshing = breakers.clone();
         tokio::spawn(async move {
@@ -177,12 +192,15 @@ impl Breakers {
         }
     }
 
-    /// Records an attempt of `webhook` whose answer says `health`. Nothing
-    /// is written for a success of a webhook that is not in trouble.
+    /// Records an attempt of `webhook` whose answer says `health` (with
+    /// `status`, if the receiver answered), and disables the webhook when
+    /// it has failed for too long or is gone. Nothing is written for a
+    /// success of a webhook that is not in trouble.
     pub(crate) async fn record(
         &self,
         webhook: &Webhook,
         health: Health,
+        status: Option<u16>,
         probe: bool,
     ) -> Option<Recorded> {
         if health == Health::Up && !probe && !self.troubled(webhook.id) {
@@ -230,6 +248,27 @@ impl Breakers {
                 tracing::info!(webhook_id = %webhook.id, "breaker closed: the webhook recovered");
             }
             None => {}
+        }
+        let window = webhook
+            .auto_disable_after
+            .unwrap_or(self.auto_disable.after);
+        let reason = disable_reason(
+            status,
+            recorded.failing_for,
+            window,
+            self.auto_disable.on_gone,
+        );
+        if let Some(reason) = reason {
+            match self.store.disable_webhook(webhook.id, &reason).await {
+                Ok(true) => {
+                    self.disabled.increment(1);
+                    tracing::warn!(webhook_id = %webhook.id, %reason, "webhook disabled; its pending deliveries will be cancelled");
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, webhook_id = %webhook.id, "cannot disable the webhook");
+                }
+            }
         }
         Some(recorded)
     }

@@ -46,6 +46,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use crate::args::{ArgsError, SenderArgs};
+pub use crate::breaker::AutoDisable;
 pub use crate::client::{AttemptOutcome, EXCERPT_BYTES, HttpSender, TlsSetupError, tls_config};
 pub use crate::header_case::WrittenHeaderName;
 pub use crate::request::DeliveryInfo;
@@ -105,6 +106,8 @@ pub struct SenderConfig {
     pub default_rate_limit: Option<herald_core::RateLimit>,
     /// The circuit breaker of webhooks without settings of their own.
     pub breaker: herald_core::breaker::BreakerPolicy,
+    /// When Herald disables a failing or gone webhook.
+    pub auto_disable: AutoDisable,
 }
 
 impl SenderConfig {
@@ -216,6 +219,7 @@ pub async fn run(
         breakers: breaker::Breakers::start(
             herald_store::HealthStore::new(pool.clone()),
             config.breaker,
+            config.auto_disable,
             background.clone(),
         ),
         stats: stats::Stats::register(),

@@ -402,7 +402,8 @@ impl Lease {
             next = breaker::after_failed_probe(next, message.attempt, park);
         }
         if let Some(health) = health {
-            shared.breakers.record(webhook, health, probe).await;
+            let status = outcome.status_code;
+            shared.breakers.record(webhook, health, status, probe).await;
         }
         let (retry_in, fate) = match next {
             Next::Succeed => {

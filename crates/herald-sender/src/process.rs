@@ -450,7 +450,8 @@ async fn attempt(
     // so a sender makes at most its in-flight limit of attempts after the
     // breaker opened. A success of a healthy webhook records nothing.
     if let Some(health) = health {
-        Box::pin(shared.breakers.record(&webhook, health, probe)).await;
+        let status = outcome.status_code;
+        Box::pin(shared.breakers.record(&webhook, health, status, probe)).await;
     }
     drop(slot);
     let finished = outcome.started_at + outcome.duration;

@@ -440,26 +440,33 @@ impl Store {
             .collect()
     }
 
-    /// The failed deliveries of `webhook_id` fired in `[from, to)`, newest
-    /// first, at most `limit` (without attempt history).
+    /// The failed deliveries of `webhook_id` fired in `[from, to)`, with
+    /// `with_cancelled` the cancelled ones too, newest first, at most
+    /// `limit` (without attempt history).
     pub async fn failed_deliveries(
         &self,
         webhook_id: Uuid,
         from: SystemTime,
         to: SystemTime,
         limit: u32,
+        with_cancelled: bool,
     ) -> Result<Vec<DeliveryView>, StoreError> {
         let client = self.pool().get().await?;
         let limit = i64::from(limit);
+        let states: &[&str] = if with_cancelled {
+            &["failed", "cancelled"]
+        } else {
+            &["failed"]
+        };
         let rows = client
             .query(
                 &format!(
                     "SELECT {DELIVERY_COLUMNS} FROM deliveries \
-                     WHERE webhook_id = $1 AND state = 'failed' \
+                     WHERE webhook_id = $1 AND state = ANY($5) \
                        AND fired_at >= $2 AND fired_at < $3 \
                      ORDER BY fired_at DESC, id DESC LIMIT $4"
                 ),
-                &[&webhook_id, &from, &to, &limit],
+                &[&webhook_id, &from, &to, &limit, &states],
             )
             .await?;
         rows.iter()

@@ -35,6 +35,9 @@ pub struct Recorded {
     pub transition: Option<Transition>,
     /// Until the cool-down ends, when the breaker is open now.
     pub open_for: Option<Duration>,
+    /// How long every attempt has failed, by the database's clock; `None`
+    /// when the last one succeeded.
+    pub failing_for: Option<Duration>,
 }
 
 /// Reads and writes `webhook_health`.
@@ -119,10 +122,14 @@ impl HealthStore {
         let open_for = (after.state == BreakerState::Open)
             .then(|| after.open_until.and_then(|u| u.duration_since(now).ok()))
             .flatten();
+        let failing_for = after
+            .failing_since
+            .map(|since| now.duration_since(since).unwrap_or_default());
         Ok(Recorded {
             record: after,
             transition,
             open_for,
+            failing_for,
         })
     }
 
@@ -187,17 +194,24 @@ impl HealthStore {
             .map_or(Ok(HealthRecord::default()), record_from_row)
     }
 
-    /// Forgets `webhook_id`'s failures and closes its breaker (an operator
-    /// re-enabled it, or reset it by hand).
-    pub async fn reset(&self, webhook_id: Uuid) -> Result<(), StoreError> {
+    /// Disables `webhook_id` because of `reason` (Herald's own decision,
+    /// recorded with the time), unless it is disabled already. True = this
+    /// call disabled it. The configuration's trigger tells every service.
+    pub async fn disable_webhook(
+        &self,
+        webhook_id: Uuid,
+        reason: &str,
+    ) -> Result<bool, StoreError> {
         let client = self.pool.get().await?;
-        client
+        let changed = client
             .execute(
-                "DELETE FROM webhook_health WHERE webhook_id = $1",
-                &[&webhook_id],
+                "UPDATE webhooks SET enabled = false, disabled_reason = $2, disabled_at = now(), \
+                     updated_at = now() \
+                 WHERE id = $1 AND enabled",
+                &[&webhook_id, &reason],
             )
             .await?;
-        Ok(())
+        Ok(changed == 1)
     }
 }
 

@@ -24,7 +24,8 @@ const WEBHOOK_COLUMNS: &str = "id, tenant, event, enabled, method, url, headers,
      timeout_ms, description, created_at, updated_at, body_mode, content_type, secret_headers, \
      signing_secret, previous_signing_secret, previous_secret_expires_at, older_signing_secrets, \
      id_header, trace_context, more_events, filter, ordered, ordered_on_failure, \
-     rate_limit_per_second, rate_limit_burst, breaker_failures, breaker_cooldown_ms";
+     rate_limit_per_second, rate_limit_burst, breaker_failures, breaker_cooldown_ms, \
+     auto_disable_after_s, disabled_reason, disabled_at";
 
 /// Column list of `deliveries`, as [`delivery_from_row`] reads it (public
 /// so that the bench can show the plans of the log's real queries).
@@ -127,9 +128,9 @@ impl Store {
                  body_template, timeout_ms, description, body_mode, content_type, secret_headers, \
                  signing_secret, id_header, trace_context, more_events, filter, ordered, \
                  ordered_on_failure, rate_limit_per_second, rate_limit_burst, breaker_failures, \
-                 breaker_cooldown_ms) \
+                 breaker_cooldown_ms, auto_disable_after_s) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
-                     $17, $18, $19, $20, $21, $22, $23, $24) \
+                     $17, $18, $19, $20, $21, $22, $23, $24, $25) \
              RETURNING {WEBHOOK_COLUMNS}"
         );
         let row = client
@@ -160,6 +161,7 @@ impl Store {
                     &rate_column(new.rate_limit.map(RateLimit::burst)),
                     &breaker_failures(new.breaker),
                     &breaker_cooldown(new.breaker),
+                    &seconds_column(new.auto_disable_after),
                 ],
             )
             .await?;
@@ -191,7 +193,9 @@ impl Store {
                  content_type = $11, secret_headers = $12, id_header = $13, trace_context = $14, \
                  more_events = $15, filter = $16, ordered = $17, ordered_on_failure = $18, \
                  rate_limit_per_second = $19, rate_limit_burst = $20, breaker_failures = $21, \
-                 breaker_cooldown_ms = $22, updated_at = now() \
+                 breaker_cooldown_ms = $22, auto_disable_after_s = $23, \
+                 disabled_reason = CASE WHEN $3 THEN NULL ELSE disabled_reason END, \
+                 disabled_at = CASE WHEN $3 THEN NULL ELSE disabled_at END, updated_at = now() \
              WHERE id = $1 \
              RETURNING {WEBHOOK_COLUMNS}"
         );
@@ -221,10 +225,14 @@ impl Store {
                     &rate_column(changed.rate_limit.map(RateLimit::burst)),
                     &breaker_failures(changed.breaker),
                     &breaker_cooldown(changed.breaker),
+                    &seconds_column(changed.auto_disable_after),
                 ],
             )
             .await?;
         let updated = self.read_webhook(&row)?;
+        if updated.enabled && !current.enabled {
+            forget_failures(&tx, id).await?;
+        }
         tx.commit().await?;
         Ok(updated)
     }
@@ -350,19 +358,30 @@ impl Store {
         id: Uuid,
         enabled: bool,
     ) -> Result<Webhook, StoreError> {
-        let client = self.pool.get().await?;
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        // Enabling clears why Herald disabled it, and forgets the failures
+        // that led there: the webhook starts afresh.
         let sql = format!(
-            "UPDATE webhooks SET enabled = $2, updated_at = now() WHERE id = $1 \
+            "UPDATE webhooks SET enabled = $2, updated_at = now(), \
+                 disabled_reason = CASE WHEN $2 THEN NULL ELSE disabled_reason END, \
+                 disabled_at = CASE WHEN $2 THEN NULL ELSE disabled_at END \
+             WHERE id = $1 \
              RETURNING {WEBHOOK_COLUMNS}"
         );
-        let row = client
+        let row = tx
             .query_opt(&sql, &[&id, &enabled])
             .await?
             .ok_or(StoreError::NotFound {
                 what: "webhook",
                 id,
             })?;
-        self.read_webhook(&row)
+        let webhook = self.read_webhook(&row)?;
+        if enabled {
+            forget_failures(&tx, id).await?;
+        }
+        tx.commit().await?;
+        Ok(webhook)
     }
 
     /// A delivery as recorded for dashboards, with its attempts in order.
@@ -491,6 +510,21 @@ fn rate_limit_from_row(row: &Row) -> Result<Option<RateLimit>, String> {
     RateLimit::parse(unsigned(per_second), unsigned(burst)).map_err(|e| format!("rate limit: {e}"))
 }
 
+/// A duration in whole seconds, as its nullable column stores it.
+fn seconds_column(value: Option<Duration>) -> Option<i32> {
+    value.map(|d| i32::try_from(d.as_secs()).unwrap_or(i32::MAX))
+}
+
+/// Forgets a webhook's failure streak and closes its breaker.
+async fn forget_failures(
+    tx: &deadpool_postgres::Transaction<'_>,
+    id: Uuid,
+) -> Result<(), StoreError> {
+    tx.execute("DELETE FROM webhook_health WHERE webhook_id = $1", &[&id])
+        .await?;
+    Ok(())
+}
+
 fn breaker_failures(breaker: Option<BreakerSettings>) -> Option<i32> {
     breaker
         .and_then(|b| b.failures)
@@ -607,6 +641,12 @@ pub(crate) fn webhook_from_row(row: &Row, secrets: &SecretBox) -> Result<Webhook
             .map_err(|e| corrupt(e.to_string()))?,
         rate_limit: rate_limit_from_row(row).map_err(corrupt)?,
         breaker: breaker_from_row(row).map_err(corrupt)?,
+        auto_disable_after: row
+            .try_get::<_, Option<i32>>("auto_disable_after_s")?
+            .and_then(|s| u64::try_from(s).ok())
+            .map(Duration::from_secs),
+        disabled_reason: row.try_get("disabled_reason")?,
+        disabled_at: row.try_get("disabled_at")?,
         id,
         tenant: row.try_get("tenant")?,
         events: Subscription::from_stored(
@@ -713,6 +753,7 @@ mod tests {
             on_failure: OnFinalFailure::Continue,
             rate_limit: RateLimit::parse(50, 0).unwrap(),
             breaker: BreakerSettings::parse(3, 0).unwrap(),
+            auto_disable_after: Some(Duration::from_secs(3600)),
             tenant: tenant.into(),
             events: herald_core::subscription::Subscription::parse(&[event]).unwrap(),
             filter: None,

@@ -151,6 +151,10 @@ pub struct ReplayArgs {
     /// End of the range (exclusive): RFC 3339, an age, or `now`.
     #[arg(long, value_name = "TIME")]
     pub to: String,
+    /// Also the cancelled deliveries (e.g. those cancelled while the webhook
+    /// was disabled).
+    #[arg(long)]
+    pub include_cancelled: bool,
     /// Makes a retried command safe: the same id never sends twice.
     /// Generated when not given.
     #[arg(long)]
@@ -507,6 +511,7 @@ pub async fn run(
                     from_unix_ms: Some(from_unix_ms),
                     to_unix_ms: Some(to_unix_ms),
                     request_id: request_id.clone(),
+                    include_cancelled: args.include_cancelled,
                 })
                 .await)?;
             print_ids(json, &answer, &request_id);

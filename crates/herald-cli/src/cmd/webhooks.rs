@@ -221,6 +221,10 @@ pub struct CreateArgs {
     /// HERALD_BREAKER_COOLDOWN_MS).
     #[arg(long, value_name = "MS")]
     pub breaker_cooldown_ms: Option<u32>,
+    /// Seconds every attempt may fail before Herald disables the webhook
+    /// (default: the senders' HERALD_AUTO_DISABLE_AFTER_SECS, 5 days).
+    #[arg(long, value_name = "SECS")]
+    pub auto_disable_after: Option<u32>,
     /// Request timeout in milliseconds (default 3000).
     #[arg(long)]
     pub timeout_ms: Option<u32>,
@@ -295,6 +299,10 @@ pub struct UpdateArgs {
     /// New first cool-down of the breaker in milliseconds; 0 = the default.
     #[arg(long, value_name = "MS")]
     pub breaker_cooldown_ms: Option<u32>,
+    /// New time in seconds every attempt may fail before Herald disables
+    /// the webhook; 0 = the senders' default.
+    #[arg(long, value_name = "SECS")]
+    pub auto_disable_after: Option<u32>,
     /// New request timeout in milliseconds.
     #[arg(long)]
     pub timeout_ms: Option<u32>,
@@ -528,6 +536,7 @@ pub fn create_request(args: CreateArgs) -> anyhow::Result<CreateWebhookRequest> 
         ordered_on_failure: args.ordered_on_failure.unwrap_or_default(),
         rate_limit: args.rate_limit,
         breaker: breaker(args.breaker_failures, args.breaker_cooldown_ms),
+        auto_disable_after_s: args.auto_disable_after.unwrap_or_default(),
     })
 }
 
@@ -596,6 +605,7 @@ pub fn update_request(args: UpdateArgs) -> anyhow::Result<UpdateWebhookRequest> 
         ordered_on_failure: args.ordered_on_failure,
         rate_limit: args.rate_limit,
         breaker: breaker(args.breaker_failures, args.breaker_cooldown_ms),
+        auto_disable_after_s: args.auto_disable_after,
     };
     let unchanged = UpdateWebhookRequest {
         id: request.id.clone(),

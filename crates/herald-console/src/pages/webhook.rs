@@ -103,6 +103,14 @@ fn configuration(w: &Webhook) -> Markup {
         ("Timeout", html! { (w.timeout_ms) " ms" }),
         ("Breaker", breaker(w)),
         (
+            "Disabled by Herald",
+            html! {
+                @if w.disabled_reason.is_empty() { "–" } @else {
+                    (w.disabled_reason) " (" (time_fmt::show(w.disabled_at_unix_ms)) ")"
+                }
+            },
+        ),
+        (
             "Rate limit",
             html! {
                 @if let Some(l) = &w.rate_limit {
