@@ -311,6 +311,12 @@ fn cases(f: &Fixtures) -> Vec<Case> {
             "event: is required",
         ),
         case(
+            "fire: one of Herald's own events",
+            fire("herald.delivery.failed", json("{}")),
+            InvalidArgument,
+            "starts with \"herald.\", which is kept for Herald's own events",
+        ),
+        case(
             "fire: event over 200 bytes",
             fire(&long_name, json("{}")),
             InvalidArgument,

@@ -456,3 +456,135 @@ async fn a_410_gone_disables_the_webhook_at_once() {
     assert!(!disabled.enabled);
     assert_eq!(disabled.disabled_reason, "the receiver answered 410 Gone");
 }
+
+/// Herald's own events go through Herald to the webhook subscribed to
+/// them: one `herald.delivery.failed` per delivery that failed for good and
+/// one `herald.webhook.disabled` when the failing webhook is disabled;
+/// nothing to a webhook subscribed to `*`, nothing about a webhook to
+/// itself, and Fire refuses the `herald.` prefix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operational_events_tell_the_on_call_webhook() {
+    use std::collections::HashMap;
+
+    use herald_proto::v1::{FireRequest, fire_request};
+
+    let mut env = TestEnv::new("0s,1s").await.unwrap();
+    env.start_ingest(env.queue.clone(), |_| {}).await.unwrap();
+    let failing = Receiver::start(|_, _| Reply::status(500)).await;
+    let on_call = Receiver::ok().await;
+    let everything = Receiver::ok().await;
+    let mut admin = env.admin().await;
+    let create = |url: String, events: Vec<&str>, auto_disable_after_s| CreateWebhookRequest {
+        events: events.into_iter().map(String::from).collect(),
+        method: "POST".into(),
+        url,
+        auto_disable_after_s,
+        ..Default::default()
+    };
+    let hook = admin
+        .create_webhook(create(failing.url("/orders"), vec!["order.paid"], 3))
+        .await
+        .unwrap()
+        .into_inner();
+    let subscribed = vec!["herald.delivery.failed", "herald.webhook.disabled"];
+    admin
+        .create_webhook(create(on_call.url("/on-call"), subscribed, 0))
+        .await
+        .unwrap();
+    admin
+        .create_webhook(create(everything.url("/all"), vec!["*"], 0))
+        .await
+        .unwrap();
+    env.start_sender(|_| {}).await.unwrap();
+
+    // Events every 400 ms until the failing webhook is disabled (the `*`
+    // webhook keeps Fire answering).
+    let mut ingest = env.ingest().await;
+    let mut ids = Vec::new();
+    for n in 0..15 {
+        let fired = ingest
+            .fire(FireRequest {
+                event: "order.paid".into(),
+                data: Some(fire_request::Data::Json(format!(r#"{{"n":{n}}}"#))),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        ids.extend(fired.into_inner().delivery_ids);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    herald_tests::eventually(
+        Duration::from_secs(20),
+        "the failing webhook is disabled",
+        || async { !shown(&env, &hook.id).await.enabled },
+    )
+    .await;
+    let mut states = HashMap::new();
+    for id in &ids {
+        let row = env.wait_final(id, Duration::from_secs(30)).await;
+        if row.target_url.contains("/orders") {
+            *states.entry(row.state).or_insert(0) += 1;
+        }
+    }
+    let failed = states.get("failed").copied().unwrap_or(0);
+    eprintln!("the failing webhook's deliveries: {states:?}");
+    assert!(failed >= 1, "{states:?}");
+
+    // Every operational delivery finishes; then the on-call receiver holds
+    // exactly what they carried.
+    let db = env.db().await;
+    herald_tests::eventually(
+        Duration::from_secs(30),
+        "operational deliveries finish",
+        || async {
+            let pending: i64 = db
+                .query_one(
+                    "SELECT count(*) FROM deliveries WHERE event LIKE 'herald.%' \
+                 AND state <> 'succeeded'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            let all: i64 = db
+                .query_one(
+                    "SELECT count(*) FROM deliveries WHERE event LIKE 'herald.%'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            pending == 0 && all == i64::try_from(failed).unwrap() + 1
+        },
+    )
+    .await;
+    let mut told: HashMap<String, Vec<String>> = HashMap::new();
+    for request in on_call.requests() {
+        let data: serde_json::Value = serde_json::from_slice(&request.body).unwrap();
+        let kind = data["type"].as_str().unwrap().to_owned();
+        let about = data["delivery_id"]
+            .as_str()
+            .or(data["webhook_id"].as_str())
+            .unwrap()
+            .to_owned();
+        told.entry(kind).or_default().push(about);
+    }
+    let mut failed_told = told.remove("herald.delivery.failed").unwrap_or_default();
+    failed_told.sort();
+    let before = failed_told.len();
+    failed_told.dedup();
+    assert_eq!(before, failed_told.len(), "one per failed delivery");
+    assert_eq!(failed_told.len(), failed, "{failed_told:?}");
+    assert_eq!(
+        told.remove("herald.webhook.disabled"),
+        Some(vec![hook.id.clone()])
+    );
+    assert!(told.is_empty(), "nothing else: {told:?}");
+    assert!(
+        everything
+            .requests()
+            .iter()
+            .all(|r| !String::from_utf8_lossy(&r.body).contains("herald.")),
+        "a `*` webhook gets none of Herald's own events"
+    );
+}

@@ -13,6 +13,7 @@ pub mod delivery;
 pub mod filter;
 pub mod idempotency;
 pub mod name;
+pub mod operational;
 pub mod ordering;
 pub mod payload;
 pub mod rate_limit;

@@ -272,6 +272,13 @@ impl Fire {
                 event.as_str()
             )));
         }
+        if herald_core::operational::is_operational(&event) {
+            return Err(Status::invalid_argument(format!(
+                "event: {:?} starts with \"herald.\", which is kept for Herald's own events \
+                 (docs/protection.md); name the shop's event differently",
+                event.as_str()
+            )));
+        }
         if idempotency_key.len() > MAX_IDEMPOTENCY_KEY_LEN {
             return Err(Status::invalid_argument(format!(
                 "idempotency_key: is {} bytes long; at most {MAX_IDEMPOTENCY_KEY_LEN} are allowed",

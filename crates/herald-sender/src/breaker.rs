@@ -15,11 +15,12 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use herald_core::Webhook;
 use herald_core::breaker::{BreakerPolicy, BreakerState, Health, Transition, disable_reason};
-use herald_store::{HealthStore, Recorded};
+use herald_core::operational::{self, OperationalEvent};
+use herald_store::HealthStore;
 use metrics::{Counter, Gauge};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -195,16 +196,18 @@ impl Breakers {
     /// Records an attempt of `webhook` whose answer says `health` (with
     /// `status`, if the receiver answered), and disables the webhook when
     /// it has failed for too long or is gone. Nothing is written for a
-    /// success of a webhook that is not in trouble.
+    /// success of a webhook that is not in trouble. Returns the operational
+    /// events the changes call for (the caller sends them).
     pub(crate) async fn record(
         &self,
         webhook: &Webhook,
         health: Health,
         status: Option<u16>,
         probe: bool,
-    ) -> Option<Recorded> {
+    ) -> Vec<Notice> {
+        let mut notices = Vec::new();
         if health == Health::Up && !probe && !self.troubled(webhook.id) {
-            return None;
+            return notices;
         }
         let policy = self.policy.for_webhook(webhook.breaker);
         let recording = self.store.record(webhook.id, health, probe, policy);
@@ -212,11 +215,11 @@ impl Breakers {
             Ok(Ok(recorded)) => recorded,
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, webhook_id = %webhook.id, "cannot record the webhook's health");
-                return None;
+                return notices;
             }
             Err(_) => {
                 tracing::warn!(webhook_id = %webhook.id, "recording the webhook's health took over {RECORD_TIMEOUT:?}; going on without it");
-                return None;
+                return notices;
             }
         };
         {
@@ -237,6 +240,17 @@ impl Breakers {
         match recorded.transition {
             Some(Transition::Opened) => {
                 self.opened.increment(1);
+                let opened_at = recorded.record.opened_at.unwrap_or_else(SystemTime::now);
+                notices.push(Notice {
+                    event: OperationalEvent::BreakerOpened,
+                    key: format!("{}", unix_ms(opened_at)),
+                    data: operational::breaker_opened_data(
+                        webhook.id,
+                        recorded.record.consecutive_failures,
+                        opened_at,
+                        recorded.record.cooldown.unwrap_or_default(),
+                    ),
+                });
                 tracing::warn!(webhook_id = %webhook.id, failures = recorded.record.consecutive_failures, cooldown = ?recorded.record.cooldown, "breaker opened: deliveries are parked until the cool-down ends");
             }
             Some(Transition::Reopened) => {
@@ -245,6 +259,12 @@ impl Breakers {
             }
             Some(Transition::Recovered) => {
                 self.recovered.increment(1);
+                let now = SystemTime::now();
+                notices.push(Notice {
+                    event: OperationalEvent::WebhookRecovered,
+                    key: format!("{}", unix_ms(now)),
+                    data: operational::webhook_recovered_data(webhook.id, now),
+                });
                 tracing::info!(webhook_id = %webhook.id, "breaker closed: the webhook recovered");
             }
             None => {}
@@ -263,6 +283,12 @@ impl Breakers {
                 Ok(true) => {
                     self.disabled.increment(1);
                     tracing::warn!(webhook_id = %webhook.id, %reason, "webhook disabled; its pending deliveries will be cancelled");
+                    let now = SystemTime::now();
+                    notices.push(Notice {
+                        event: OperationalEvent::WebhookDisabled,
+                        key: format!("{}", unix_ms(now)),
+                        data: operational::webhook_disabled_data(webhook.id, &reason, now),
+                    });
                 }
                 Ok(false) => {}
                 Err(e) => {
@@ -270,6 +296,20 @@ impl Breakers {
                 }
             }
         }
-        Some(recorded)
+        notices
     }
+}
+
+/// An operational event a breaker's change calls for.
+#[derive(Debug)]
+pub(crate) struct Notice {
+    pub event: OperationalEvent,
+    /// What makes it unique for its webhook (its delivery id comes from it).
+    pub key: String,
+    pub data: String,
+}
+
+fn unix_ms(t: SystemTime) -> i64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }

@@ -22,6 +22,7 @@ mod client;
 mod consume;
 pub mod header_case;
 mod limits;
+mod operational;
 mod ordered;
 mod process;
 mod rate;

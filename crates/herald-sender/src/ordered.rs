@@ -403,7 +403,8 @@ impl Lease {
         }
         if let Some(health) = health {
             let status = outcome.status_code;
-            shared.breakers.record(webhook, health, status, probe).await;
+            let notices = shared.breakers.record(webhook, health, status, probe).await;
+            crate::operational::send_notices(shared, webhook, notices).await;
         }
         let (retry_in, fate) = match next {
             Next::Succeed => {
@@ -431,6 +432,7 @@ impl Lease {
                 unreachable!("the retry decision parks only a delivery that was not attempted")
             }
         };
+        let failed = process::Failed::of(fate, &message.event, &record);
         let written = process::write_to(
             &shared.ordered_writer,
             WriteRequest {
@@ -458,6 +460,9 @@ impl Lease {
                     Settle::Requeue => Step::Lost,
                 };
             }
+        }
+        if let Some(failed) = failed {
+            process::send_failed(shared, &message.tenant, failed).await;
         }
         shared.stats.count(fate);
         match retry_in {

@@ -451,7 +451,10 @@ async fn attempt(
     // breaker opened. A success of a healthy webhook records nothing.
     if let Some(health) = health {
         let status = outcome.status_code;
-        Box::pin(shared.breakers.record(&webhook, health, status, probe)).await;
+        let notices = Box::pin(shared.breakers.record(&webhook, health, status, probe)).await;
+        if !notices.is_empty() {
+            Box::pin(crate::operational::send_notices(shared, &webhook, notices)).await;
+        }
     }
     drop(slot);
     let finished = outcome.started_at + outcome.duration;
@@ -511,6 +514,7 @@ async fn attempt(
             unreachable!("the retry decision parks only a delivery that was not attempted")
         }
     };
+    let failed = Failed::of(fate, &message.event, &record);
 
     let stored = write(
         shared,
@@ -556,8 +560,63 @@ async fn attempt(
             };
         }
     }
+    if let Some(failed) = failed {
+        Box::pin(send_failed(shared, &message.tenant, failed)).await;
+    }
     shared.stats.count(fate);
     Settle::Ack
+}
+
+/// What a finally failed delivery's `herald.delivery.failed` tells of.
+pub(crate) struct Failed {
+    delivery_id: Uuid,
+    webhook_id: Uuid,
+    event: String,
+    fired_at: SystemTime,
+    attempts: u32,
+    last_status_code: Option<u16>,
+    last_error: Option<String>,
+}
+
+impl Failed {
+    /// What to tell of a delivery whose attempt ended in `fate` with
+    /// `record`; `None` unless it failed for good. Herald's own events
+    /// never cause another one, so they cannot loop.
+    pub(crate) fn of(fate: Fate, event: &str, record: &DeliveryRecord) -> Option<Self> {
+        (fate == Fate::Failed && !herald_core::operational::is_operational(event)).then(|| Self {
+            delivery_id: record.id,
+            webhook_id: record.webhook_id,
+            event: event.to_owned(),
+            fired_at: record.fired_at,
+            attempts: record.attempts,
+            last_status_code: record.last_status_code,
+            last_error: record.last_error.clone(),
+        })
+    }
+}
+
+/// Sends `herald.delivery.failed` for a delivery that failed for good.
+pub(crate) async fn send_failed(shared: &Shared, tenant: &str, failed: Failed) {
+    let data =
+        herald_core::operational::delivery_failed_data(&herald_core::operational::FailedDelivery {
+            delivery_id: failed.delivery_id,
+            webhook_id: failed.webhook_id,
+            event: &failed.event,
+            fired_at: failed.fired_at,
+            attempts: failed.attempts,
+            last_status_code: failed.last_status_code,
+            last_error: failed.last_error.as_deref(),
+            failed_at: SystemTime::now(),
+        });
+    crate::operational::send(
+        shared,
+        tenant,
+        failed.webhook_id,
+        herald_core::operational::OperationalEvent::DeliveryFailed,
+        &failed.delivery_id.to_string(),
+        data,
+    )
+    .await;
 }
 
 /// The delivery row and the attempt row of the attempt `outcome` tells of
