@@ -346,6 +346,12 @@ async fn an_operator_follows_a_delivery_in_the_browser_and_keys_limit_what_works
         .send_keys("500")
         .await
         .unwrap();
+    c.find(Locator::Css("#breaker_failures"))
+        .await
+        .unwrap()
+        .send_keys("7")
+        .await
+        .unwrap();
     c.find(Locator::Css("#description"))
         .await
         .unwrap()
@@ -373,6 +379,10 @@ async fn an_operator_follows_a_delivery_in_the_browser_and_keys_limit_what_works
     assert!(
         configuration.contains("Breaker closed"),
         "a new webhook's breaker: {configuration}"
+    );
+    assert!(
+        configuration.contains("after 7 failures in a row, for the default cool-down"),
+        "{configuration}"
     );
     assert!(
         configuration.contains("500/s, burst 100"),

@@ -19,7 +19,7 @@ use axum::routing::{get, post};
 use axum::{Form, Router};
 use herald_core::secret::Secret;
 use herald_proto::v1::{
-    CreateWebhookRequest, EventList, GetDeliveryRequest, GetWebhookRequest,
+    CircuitBreaker, CreateWebhookRequest, EventList, GetDeliveryRequest, GetWebhookRequest,
     GetWebhookSummaryRequest, GetWebhookTimelineRequest, Headers, ListDeliveriesRequest,
     ListWebhooksRequest, RateLimit, ReplayFailedRequest, ResendDeliveryRequest,
     RotateSigningSecretRequest, SendTestEventRequest, SetWebhookEnabledRequest,
@@ -453,6 +453,25 @@ fn rate_limit_of(text: &str) -> Result<RateLimit, String> {
     Ok(RateLimit { per_second, burst })
 }
 
+/// A whole number field where empty means 0 (the senders' default).
+fn count_of(field: &str, text: &str) -> Result<u32, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(0);
+    }
+    text.parse().map_err(|_| {
+        format!("{field}: {text:?} is not a whole number; leave it empty for the default")
+    })
+}
+
+/// The form's breaker settings (both empty = the senders' defaults).
+fn breaker_of(form: &webhooks::WebhookForm) -> Result<CircuitBreaker, String> {
+    Ok(CircuitBreaker {
+        failures: count_of("Circuit breaker failures", &form.breaker_failures)?,
+        cooldown_ms: count_of("Circuit breaker cool-down", &form.breaker_cooldown_ms)?,
+    })
+}
+
 fn timeout_of(text: &str) -> Result<Option<u32>, String> {
     let text = text.trim();
     if text.is_empty() {
@@ -484,6 +503,8 @@ async fn create_webhook(
             body_mode: form.body_mode.clone(),
             timeout_ms: timeout_of(&form.timeout_ms)?,
             rate_limit: Some(rate_limit_of(&form.rate_limit)?).filter(|l| l.per_second > 0),
+            breaker: Some(breaker_of(&form)?).filter(|b| b.failures > 0 || b.cooldown_ms > 0),
+            auto_disable_after_s: count_of("Disable after", &form.auto_disable_after_s)?,
             description: form.description.clone(),
             ..CreateWebhookRequest::default()
         })
@@ -704,6 +725,8 @@ async fn save_edit(
             body_mode: Some(form.body_mode.clone()),
             timeout_ms: timeout_of(&form.timeout_ms)?,
             rate_limit: Some(rate_limit_of(&form.rate_limit)?),
+            breaker: Some(breaker_of(&form)?),
+            auto_disable_after_s: Some(count_of("Disable after", &form.auto_disable_after_s)?),
             description: Some(form.description.clone()),
             ..UpdateWebhookRequest::default()
         })

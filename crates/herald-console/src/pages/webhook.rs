@@ -103,6 +103,19 @@ fn configuration(w: &Webhook) -> Markup {
         ("Timeout", html! { (w.timeout_ms) " ms" }),
         ("Breaker", breaker(w)),
         (
+            "Breaker opens",
+            html! {
+                @let own = w.breaker.unwrap_or_default();
+                "after "
+                @if own.failures > 0 { (own.failures) } @else { "the default number of" }
+                " failures in a row, for "
+                @if own.cooldown_ms > 0 { (own.cooldown_ms) " ms" } @else { "the default cool-down" }
+                "; disabled after "
+                @if w.auto_disable_after_s > 0 { (w.auto_disable_after_s) " s" } @else { "the default time" }
+                " of failing"
+            },
+        ),
+        (
             "Disabled by Herald",
             html! {
                 @if w.disabled_reason.is_empty() { "–" } @else {
@@ -277,6 +290,19 @@ pub fn form_of(w: &Webhook) -> WebhookForm {
         rate_limit: w
             .rate_limit
             .map(|l| format!("{}/{}", l.per_second, l.burst))
+            .unwrap_or_default(),
+        breaker_failures: w
+            .breaker
+            .filter(|b| b.failures > 0)
+            .map(|b| b.failures.to_string())
+            .unwrap_or_default(),
+        breaker_cooldown_ms: w
+            .breaker
+            .filter(|b| b.cooldown_ms > 0)
+            .map(|b| b.cooldown_ms.to_string())
+            .unwrap_or_default(),
+        auto_disable_after_s: (w.auto_disable_after_s > 0)
+            .then(|| w.auto_disable_after_s.to_string())
             .unwrap_or_default(),
         description: w.description.clone(),
     }

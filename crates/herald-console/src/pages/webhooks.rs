@@ -39,6 +39,15 @@ pub struct WebhookForm {
     /// `50` or `50/20` (per second / burst); empty = none.
     #[serde(default)]
     pub rate_limit: String,
+    /// Consecutive failures that open the breaker; empty = the default.
+    #[serde(default)]
+    pub breaker_failures: String,
+    /// The breaker's first cool-down in ms; empty = the default.
+    #[serde(default)]
+    pub breaker_cooldown_ms: String,
+    /// Seconds of failing before Herald disables it; empty = the default.
+    #[serde(default)]
+    pub auto_disable_after_s: String,
     #[serde(default)]
     pub description: String,
 }
@@ -192,6 +201,12 @@ pub fn webhook_fields(form: &WebhookForm) -> Markup {
         input #timeout_ms name="timeout_ms" inputmode="numeric" value=(form.timeout_ms) size="8";
         label for="rate_limit" { "Rate limit for the whole deployment: requests per second, optionally /burst (50 or 50/20; empty for none)" }
         input #rate_limit name="rate_limit" value=(form.rate_limit) size="10";
+        label for="breaker_failures" { "Circuit breaker: consecutive failures that open it (empty for the senders' default, 10)" }
+        input #breaker_failures name="breaker_failures" inputmode="numeric" value=(form.breaker_failures) size="6";
+        label for="breaker_cooldown_ms" { "Circuit breaker: first cool-down in ms (empty for the senders' default, 30000)" }
+        input #breaker_cooldown_ms name="breaker_cooldown_ms" inputmode="numeric" value=(form.breaker_cooldown_ms) size="8";
+        label for="auto_disable_after_s" { "Disable after every attempt failed for this many seconds (empty for the senders' default, 5 days)" }
+        input #auto_disable_after_s name="auto_disable_after_s" inputmode="numeric" value=(form.auto_disable_after_s) size="8";
         label for="description" { "Description" }
         input #description name="description" value=(form.description) size="70";
     }
