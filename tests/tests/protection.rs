@@ -231,6 +231,16 @@ async fn a_breaker_spares_a_down_receiver_and_its_deliveries() {
         .into_inner();
     env.webhook("sale.ok", "POST", &receiver.url("/healthy"))
         .await;
+    // The on-call webhook hears of the breaker through Herald itself.
+    admin
+        .create_webhook(CreateWebhookRequest {
+            event: "herald.webhook.*".into(),
+            method: "POST".into(),
+            url: receiver.url("/on-call"),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     let env = Arc::new(env);
     let in_flight = IN_FLIGHT.to_string();
     let overrides = [
@@ -311,7 +321,9 @@ async fn a_breaker_spares_a_down_receiver_and_its_deliveries() {
         "the healthy webhook's deliveries succeeded at once"
     );
     let shown = admin
-        .get_webhook(GetWebhookRequest { id: down_hook.id })
+        .get_webhook(GetWebhookRequest {
+            id: down_hook.id.clone(),
+        })
         .await
         .unwrap()
         .into_inner()
@@ -319,6 +331,39 @@ async fn a_breaker_spares_a_down_receiver_and_its_deliveries() {
         .unwrap();
     assert_eq!(shown.breaker, "closed");
     assert_eq!(shown.failing_since_unix_ms, 0);
+
+    // One breaker_opened (a failed probe reopens it, which is no news) and
+    // one recovered, both about the down webhook.
+    let told = || {
+        let mut told: Vec<(String, String)> = receiver
+            .requests()
+            .iter()
+            .filter(|r| r.uri.starts_with("/on-call"))
+            .map(|r| {
+                let data: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+                let field = |name: &str| data[name].as_str().unwrap_or_default().to_owned();
+                (field("type"), field("webhook_id"))
+            })
+            .collect();
+        told.sort();
+        told
+    };
+    herald_tests::eventually(
+        Duration::from_secs(10),
+        "the on-call webhook is told",
+        || async { told().len() >= 2 },
+    )
+    .await;
+    assert_eq!(
+        told(),
+        vec![
+            (
+                "herald.webhook.breaker_opened".to_owned(),
+                down_hook.id.clone()
+            ),
+            ("herald.webhook.recovered".to_owned(), down_hook.id.clone()),
+        ]
+    );
 }
 
 /// The webhook as GetWebhook shows it.
