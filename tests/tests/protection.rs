@@ -191,7 +191,7 @@ async fn a_rate_limit_is_set_kept_and_removed_over_the_api() {
 async fn a_breaker_spares_a_down_receiver_and_its_deliveries() {
     use std::sync::atomic::{AtomicBool, Ordering};
 
-    use herald_proto::v1::{CircuitBreaker, GetWebhookRequest};
+    use herald_proto::v1::CircuitBreaker;
     use herald_tests::load::{fire_paced, wait_all_final};
 
     const DOWN_EVENTS: usize = 1_000;
@@ -282,17 +282,9 @@ async fn a_breaker_spares_a_down_receiver_and_its_deliveries() {
         healthy_fired.elapsed()
     );
 
-    let shown = admin
-        .get_webhook(GetWebhookRequest {
-            id: down_hook.id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .health
-        .unwrap();
-    assert_ne!(shown.breaker, "closed", "{shown:?}");
-    assert!(shown.opened_at_unix_ms > 0 && shown.failing_since_unix_ms > 0);
+    let health = shown(&env, &down_hook.id).await.health.unwrap();
+    assert_ne!(health.breaker, "closed", "{health:?}");
+    assert!(health.opened_at_unix_ms > 0 && health.failing_since_unix_ms > 0);
 
     tokio::time::sleep(DOWN_FOR.saturating_sub(went_down.elapsed())).await;
     down.store(false, Ordering::SeqCst);
@@ -320,17 +312,9 @@ async fn a_breaker_spares_a_down_receiver_and_its_deliveries() {
         retried, 0,
         "the healthy webhook's deliveries succeeded at once"
     );
-    let shown = admin
-        .get_webhook(GetWebhookRequest {
-            id: down_hook.id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .health
-        .unwrap();
-    assert_eq!(shown.breaker, "closed");
-    assert_eq!(shown.failing_since_unix_ms, 0);
+    let health = shown(&env, &down_hook.id).await.health.unwrap();
+    assert_eq!(health.breaker, "closed");
+    assert_eq!(health.failing_since_unix_ms, 0);
 
     // One breaker_opened (a failed probe reopens it, which is no news) and
     // one recovered, both about the down webhook.

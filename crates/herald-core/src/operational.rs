@@ -102,7 +102,8 @@ pub fn delivery_id(event: OperationalEvent, key: &str, recipient: Uuid) -> Uuid 
     uuid::Builder::from_custom_bytes(bytes).into_uuid()
 }
 
-fn unix_ms(t: SystemTime) -> i64 {
+/// `t` in Unix milliseconds, as the data and the API carry times.
+pub fn unix_ms(t: SystemTime) -> i64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }

@@ -14,12 +14,13 @@
 //! herald-store's (`HealthStore`).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use herald_core::Webhook;
 use herald_core::breaker::{BreakerPolicy, BreakerState, Health, Transition, disable_reason};
-use herald_core::operational::{self, OperationalEvent};
+use herald_core::operational::{self, OperationalEvent, unix_ms};
 use herald_store::HealthStore;
 use metrics::{Counter, Gauge};
 use tokio::time::Instant;
@@ -70,6 +71,9 @@ pub(crate) struct Breakers {
     policy: BreakerPolicy,
     auto_disable: AutoDisable,
     view: Mutex<HashMap<Uuid, Local>>,
+    /// Whether the view holds any webhook: with none in trouble (nearly
+    /// always), a delivery does not even take the view's lock.
+    any: AtomicBool,
     parked: Counter,
     opened: Counter,
     reopened: Counter,
@@ -93,6 +97,7 @@ impl Breakers {
             policy,
             auto_disable,
             view: Mutex::new(HashMap::new()),
+            any: AtomicBool::new(false),
             parked: metrics::counter!("herald_breaker_parked_total"),
             opened: transition("opened"),
             reopened: transition("reopened"),
@@ -117,6 +122,14 @@ impl Breakers {
         self.view.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Changes the view (every change goes through here, which keeps `any`
+    /// true).
+    fn change(&self, f: impl FnOnce(&mut HashMap<Uuid, Local>)) {
+        let mut view = self.view();
+        f(&mut view);
+        self.any.store(!view.is_empty(), Ordering::Release);
+    }
+
     async fn refresh(&self) {
         match self.store.troubled().await {
             Ok(troubled) => {
@@ -137,7 +150,7 @@ impl Breakers {
                     .count();
                 #[allow(clippy::cast_precision_loss)]
                 self.open.set(open as f64);
-                *self.view() = view;
+                self.change(|current| *current = view);
             }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the webhooks' breakers; keeping the last view")
@@ -148,7 +161,7 @@ impl Breakers {
     /// Whether `webhook` is in trouble as far as this sender knows (a
     /// lookup in memory; false for nearly every delivery).
     pub(crate) fn troubled(&self, webhook: Uuid) -> bool {
-        self.view().contains_key(&webhook)
+        self.any.load(Ordering::Acquire) && self.view().contains_key(&webhook)
     }
 
     /// What a delivery to `webhook` may do now.
@@ -171,13 +184,15 @@ impl Breakers {
         let taking = tokio::time::timeout(RECORD_TIMEOUT, self.store.take_probe(webhook.id, lease));
         match taking.await.unwrap_or(Ok(false)) {
             Ok(true) => {
-                self.view().insert(
-                    webhook.id,
-                    Local {
-                        state: BreakerState::HalfOpen,
-                        until: now + lease,
-                    },
-                );
+                self.change(|view| {
+                    view.insert(
+                        webhook.id,
+                        Local {
+                            state: BreakerState::HalfOpen,
+                            until: now + lease,
+                        },
+                    );
+                });
                 tracing::info!(webhook_id = %webhook.id, "breaker half open: this attempt is its probe");
                 Gate::Probe
             }
@@ -222,8 +237,7 @@ impl Breakers {
                 return notices;
             }
         };
-        {
-            let mut view = self.view();
+        self.change(|view| {
             if recorded.record == Default::default() {
                 view.remove(&webhook.id);
             } else {
@@ -236,7 +250,7 @@ impl Breakers {
                     },
                 );
             }
-        }
+        });
         match recorded.transition {
             Some(Transition::Opened) => {
                 self.opened.increment(1);
@@ -307,9 +321,4 @@ pub(crate) struct Notice {
     /// What makes it unique for its webhook (its delivery id comes from it).
     pub key: String,
     pub data: String,
-}
-
-fn unix_ms(t: SystemTime) -> i64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }

@@ -33,9 +33,7 @@ pub(crate) async fn send(
     let messages: Vec<DeliveryMessage> = {
         let snapshot = shared.cache.snapshot();
         let candidates = snapshot.webhooks_for(tenant, event.name());
-        let fired_at_unix_ms = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let fired_at_unix_ms = operational::unix_ms(SystemTime::now());
         operational::recipients(candidates.iter().map(AsRef::as_ref), event, about)
             .into_iter()
             .map(|webhook| DeliveryMessage {

@@ -225,16 +225,7 @@ mod tests {
     #[tokio::test]
     async fn senders_share_one_breaker() {
         let db = TestDb::migrated().await;
-        let id = Uuid::now_v7();
-        db.connect()
-            .await
-            .execute(
-                "INSERT INTO webhooks (id, event, method, url) \
-                 VALUES ($1, 'order.created', 'POST', 'https://example.com/')",
-                &[&id],
-            )
-            .await
-            .unwrap();
+        let id = db.webhook_row().await;
         let health = HealthStore::new(db.pool());
         let policy = BreakerPolicy {
             failures: NonZeroU32::new(3).unwrap(),

@@ -86,16 +86,7 @@ mod tests {
     #[tokio::test]
     async fn one_bucket_for_every_taker() {
         let db = TestDb::migrated().await;
-        let id = Uuid::now_v7();
-        db.connect()
-            .await
-            .execute(
-                "INSERT INTO webhooks (id, event, method, url) \
-                 VALUES ($1, 'order.created', 'POST', 'https://example.com/')",
-                &[&id],
-            )
-            .await
-            .unwrap();
+        let id = db.webhook_row().await;
         let buckets = RateBuckets::new(db.pool());
         let limit = RateLimit::parse(50, 10).unwrap().unwrap();
 

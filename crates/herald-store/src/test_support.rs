@@ -52,6 +52,22 @@ impl TestDb {
         pool(&self.url, 8).expect("pool")
     }
 
+    /// Inserts a bare webhook row (the columns without defaults only) and
+    /// returns its id, for tests of tables that refer to one.
+    pub(crate) async fn webhook_row(&self) -> Uuid {
+        let id = Uuid::now_v7();
+        self.connect()
+            .await
+            .execute(
+                "INSERT INTO webhooks (id, event, method, url) \
+                 VALUES ($1, 'order.created', 'POST', 'https://example.com/')",
+                &[&id],
+            )
+            .await
+            .expect("webhook row");
+        id
+    }
+
     /// A plain connection to the test database, outside any pool.
     pub(crate) async fn connect(&self) -> tokio_postgres::Client {
         connect(&self.url).await
