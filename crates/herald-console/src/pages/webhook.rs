@@ -301,9 +301,10 @@ pub fn form_of(w: &Webhook) -> WebhookForm {
             .filter(|b| b.cooldown_ms > 0)
             .map(|b| b.cooldown_ms.to_string())
             .unwrap_or_default(),
-        auto_disable_after_s: (w.auto_disable_after_s > 0)
-            .then(|| w.auto_disable_after_s.to_string())
-            .unwrap_or_default(),
+        auto_disable_after_s: match w.auto_disable_after_s {
+            0 => String::new(),
+            seconds => seconds.to_string(),
+        },
         description: w.description.clone(),
     }
 }
