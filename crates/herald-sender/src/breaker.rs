@@ -196,12 +196,24 @@ impl Breakers {
                 tracing::info!(webhook_id = %webhook.id, "breaker half open: this attempt is its probe");
                 Gate::Probe
             }
-            Ok(false) => {
-                self.parked.increment(1);
-                Gate::Park(Duration::ZERO)
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, webhook_id = %webhook.id, "cannot take the breaker's probe");
+            taken => {
+                if let Err(e) = taken {
+                    tracing::warn!(error = %e, webhook_id = %webhook.id, "cannot take the breaker's probe");
+                }
+                // Another sender probes (or the database did not answer):
+                // this one parks the webhook's deliveries without asking
+                // again until the next refresh, so that a backlog coming
+                // back from the parking queue costs one round trip, not one
+                // each.
+                self.change(|view| {
+                    view.insert(
+                        webhook.id,
+                        Local {
+                            state: BreakerState::HalfOpen,
+                            until: now + REFRESH,
+                        },
+                    );
+                });
                 self.parked.increment(1);
                 Gate::Park(Duration::ZERO)
             }
