@@ -12,6 +12,7 @@ pub mod console;
 pub mod herald;
 pub mod otlp_sink;
 pub mod procfs;
+pub mod protection;
 pub mod receiver;
 pub mod report;
 pub mod stats;

@@ -103,6 +103,24 @@ struct Cli {
     /// Deliveries the console case writes for its webhook.
     #[arg(long, default_value_t = 1_000_000)]
     console_rows: usize,
+    /// Run only the protection cases of issue 19 (docs/protection.md): the
+    /// circuit breaker (five webhooks, one sender, all healthy and then one
+    /// answering 503) and the rate limit (a backlog of one webhook limited
+    /// to --protection-rate, two senders); written to
+    /// `<date>-protection.json`.
+    #[arg(long)]
+    protection: bool,
+    /// Events of each circuit-breaker run (five deliveries each); the
+    /// default makes a run last 10 to 20 s on a 2-core machine, so that the
+    /// down webhook's parked deliveries come back a few times meanwhile.
+    #[arg(long, default_value_t = 15_000)]
+    protection_events: usize,
+    /// Deliveries of the rate-limit case's backlog.
+    #[arg(long, default_value_t = 4_000)]
+    protection_backlog: usize,
+    /// Requests per second of the rate-limit case's webhook.
+    #[arg(long, default_value_t = 200)]
+    protection_rate: u32,
     /// Export traces from ingest and the senders (OTLP/gRPC) to a sink in
     /// this process, to measure what tracing costs; off by default, as in
     /// Herald.
@@ -195,6 +213,37 @@ async fn main() -> anyhow::Result<()> {
         let _ = std::fs::remove_dir_all(&log_dir);
         return Ok(());
     }
+    if cli.protection {
+        let result = tokio::select! {
+            result = protection_case(&cli, &env, &admin, began) => result,
+            signal = interrupted() => Err(anyhow::anyhow!("interrupted by {signal}")),
+        };
+        // Each run cleans up after itself; this is for a run that failed or
+        // was interrupted half-way. Removing what is gone already is harmless.
+        for tag in PROTECTION_RUNS {
+            let (sub, name) = protection_env(&cli, &env, tag);
+            let _ = delete_queues(&sub).await;
+            let _ = admin
+                .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .await;
+        }
+        let _ = delete_queues(&env).await;
+        let _ = admin
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"))
+            .await;
+        let result = result?;
+        println!("\n{}", herald_bench::protection::render(&result));
+        let dir = cli
+            .output_dir
+            .clone()
+            .unwrap_or_else(|| workspace.join("crates/herald-bench/results"));
+        std::fs::create_dir_all(&dir)?;
+        let path = dir.join(format!("{}-protection.json", result.date));
+        std::fs::write(&path, serde_json::to_string_pretty(&result)? + "\n")?;
+        println!("results written to {}", path.display());
+        let _ = std::fs::remove_dir_all(&log_dir);
+        return Ok(());
+    }
     let mut machine = Machine::probe();
     // Interrupted, the run's processes are killed (dropping them does) and
     // its database and queues are removed below like after a normal end.
@@ -261,6 +310,127 @@ async fn console_case(
     let result = herald_bench::console::run(env, &mut ingest, &db, cli.console_rows).await;
     ingest.proc.stop(Duration::from_secs(15)).await;
     result
+}
+
+/// The protection case's runs; each gets a database and queue prefix of its
+/// own, named after the bench run's with the tag appended.
+const PROTECTION_RUNS: [&str; 3] = ["healthy", "one_down", "limited"];
+
+/// The environment of one protection run: the bench run's, with a database,
+/// queue prefix and log directory of its own. The down webhook's parked
+/// deliveries keep circulating through its delay queues until those are
+/// deleted, and must not reach a later run's sender.
+fn protection_env(cli: &Cli, env: &Env, tag: &str) -> (Env, String) {
+    let name = format!("{}_{tag}", env.prefix);
+    let sub = Env {
+        log_dir: env.log_dir.join(tag),
+        database_url: herald_store::with_database(&cli.postgres_url, &name),
+        prefix: name.clone(),
+        ..env.clone()
+    };
+    (sub, name)
+}
+
+/// The protection cases alone (`--protection`).
+async fn protection_case(
+    cli: &Cli,
+    env: &Env,
+    admin: &tokio_postgres::Client,
+    began: Instant,
+) -> anyhow::Result<herald_bench::protection::ProtectionResult> {
+    use herald_bench::protection::{self, BreakerCase, ProtectionResult};
+    let mut machine = Machine::probe();
+    let events = cli.protection_events;
+    let c = cli.concurrency;
+    let prepare = async |tag: &str| {
+        let (sub, name) = protection_env(cli, env, tag);
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .with_context(|| format!("creating the database of the {tag} run"))?;
+        herald_store::migrate(&sub.database_url)
+            .await
+            .with_context(|| format!("migrating the database of the {tag} run"))?;
+        std::fs::create_dir_all(&sub.log_dir)?;
+        anyhow::Ok((sub, name))
+    };
+    let finish = async |sub: &Env, name: &str| {
+        let _ = delete_queues(sub).await;
+        let _ = admin
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .await;
+    };
+    // Generous: a healthy run takes 10 to 20 s on the 2-core machine.
+    let timeout = Duration::from_secs(60 + (events * protection::BREAKER_WEBHOOKS / 200) as u64);
+
+    println!(
+        "circuit breaker: {} webhooks, 1 sender, {events} events, all healthy…",
+        protection::BREAKER_WEBHOOKS
+    );
+    let (sub, name) = prepare("healthy").await?;
+    let healthy =
+        protection::breaker_run(&sub, "all healthy", false, events, c, PAYLOAD, timeout).await;
+    finish(&sub, &name).await;
+    let healthy = healthy?;
+    println!(
+        "    {:.0} deliveries/s per webhook; all done in {:.1} s",
+        healthy.healthy_per_webhook_per_s, healthy.healthy_done_s
+    );
+
+    println!("circuit breaker: the same with one webhook's receiver answering 503…");
+    let (sub, name) = prepare("one_down").await?;
+    let one_down =
+        protection::breaker_run(&sub, "one down", true, events, c, PAYLOAD, timeout).await;
+    finish(&sub, &name).await;
+    let one_down = one_down?;
+    println!(
+        "    {:.0} deliveries/s per healthy webhook; the four done in {:.1} s; the down path got {} requests",
+        one_down.healthy_per_webhook_per_s,
+        one_down.healthy_done_s,
+        one_down.down_requests.unwrap_or(0)
+    );
+    let ratio = if healthy.healthy_per_webhook_per_s > 0.0 {
+        one_down.healthy_per_webhook_per_s / healthy.healthy_per_webhook_per_s
+    } else {
+        0.0
+    };
+
+    let rate = cli.protection_rate;
+    let backlog = cli.protection_backlog;
+    println!("rate limit: one webhook at {rate}/s, a backlog of {backlog}, 2 senders…");
+    let (sub, name) = prepare("limited").await?;
+    // The limit makes the drain last backlog / rate seconds; twice that
+    // and a minute for start-up is ample.
+    let limited_timeout = Duration::from_secs(60 + 2 * (backlog as u64) / u64::from(rate.max(1)));
+    let limited =
+        protection::rate_limit_run(&sub, backlog, rate, 2, c, PAYLOAD, limited_timeout).await;
+    finish(&sub, &name).await;
+    let limited = limited?;
+    println!(
+        "    {} in {:.1} s, {:.1}/s; busiest 1 s {}, 10 s {}",
+        limited.delivered,
+        limited.drain_s,
+        limited.deliveries_per_s,
+        limited.busiest_1s,
+        limited.busiest_10s
+    );
+
+    machine.load_average_end = procfs::load_average();
+    let breaker = BreakerCase {
+        all_healthy: healthy,
+        one_down,
+        ratio,
+    };
+    let targets = protection::targets(&breaker, &limited);
+    Ok(ProtectionResult {
+        date: report::civil_date(SystemTime::now()),
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        machine,
+        breaker,
+        rate_limit: limited,
+        targets,
+        duration_s: began.elapsed().as_secs_f64(),
+    })
 }
 
 type Outcome = (Vec<baseline::Stage>, f64, Vec<herald::CaseResult>);
