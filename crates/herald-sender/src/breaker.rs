@@ -48,6 +48,15 @@ pub(crate) enum Gate {
     Park(Duration),
 }
 
+/// A webhook's answers not yet recorded, and the right to record them.
+#[derive(Default)]
+struct Recording {
+    /// What each answer said, whether it was the probe, its status.
+    queue: Mutex<Vec<(Health, bool, Option<u16>)>>,
+    /// Held while one record of the webhook is being written.
+    writing: tokio::sync::Mutex<()>,
+}
+
 /// One troubled webhook in this sender's view.
 #[derive(Debug, Clone, Copy)]
 struct Local {
@@ -71,6 +80,8 @@ pub(crate) struct Breakers {
     policy: BreakerPolicy,
     auto_disable: AutoDisable,
     view: Mutex<HashMap<Uuid, Local>>,
+    /// Each webhook's answers waiting to be recorded (see `record`).
+    recordings: Mutex<HashMap<Uuid, Arc<Recording>>>,
     /// Whether the view holds any webhook: with none in trouble (nearly
     /// always), a delivery does not even take the view's lock.
     any: AtomicBool,
@@ -97,6 +108,7 @@ impl Breakers {
             policy,
             auto_disable,
             view: Mutex::new(HashMap::new()),
+            recordings: Mutex::new(HashMap::new()),
             any: AtomicBool::new(false),
             parked: metrics::counter!("herald_breaker_parked_total"),
             opened: transition("opened"),
@@ -220,6 +232,48 @@ impl Breakers {
         }
     }
 
+    /// The counters, the log line and the operational event of one change
+    /// of `webhook`'s breaker.
+    fn notice(
+        &self,
+        webhook: &Webhook,
+        recorded: &herald_store::Recorded,
+        transition: Transition,
+        notices: &mut Vec<Notice>,
+    ) {
+        match transition {
+            Transition::Opened => {
+                self.opened.increment(1);
+                let opened_at = recorded.record.opened_at.unwrap_or_else(SystemTime::now);
+                notices.push(Notice {
+                    event: OperationalEvent::BreakerOpened,
+                    key: format!("{}", unix_ms(opened_at)),
+                    data: operational::breaker_opened_data(
+                        webhook.id,
+                        recorded.record.consecutive_failures,
+                        opened_at,
+                        recorded.record.cooldown.unwrap_or_default(),
+                    ),
+                });
+                tracing::warn!(webhook_id = %webhook.id, failures = recorded.record.consecutive_failures, cooldown = ?recorded.record.cooldown, "breaker opened: deliveries are parked until the cool-down ends");
+            }
+            Transition::Reopened => {
+                self.reopened.increment(1);
+                tracing::warn!(webhook_id = %webhook.id, cooldown = ?recorded.record.cooldown, "the probe failed; breaker open again");
+            }
+            Transition::Recovered => {
+                self.recovered.increment(1);
+                let now = SystemTime::now();
+                notices.push(Notice {
+                    event: OperationalEvent::WebhookRecovered,
+                    key: format!("{}", unix_ms(now)),
+                    data: operational::webhook_recovered_data(webhook.id, now),
+                });
+                tracing::info!(webhook_id = %webhook.id, "breaker closed: the webhook recovered");
+            }
+        }
+    }
+
     /// Records an attempt of `webhook` whose answer says `health` (with
     /// `status`, if the receiver answered), and disables the webhook when
     /// it has failed for too long or is gone. Nothing is written for a
@@ -236,8 +290,45 @@ impl Breakers {
         if health == Health::Up && !probe && !self.troubled(webhook.id) {
             return notices;
         }
+        // Group commit: the answer joins the webhook's queue, and one
+        // record at a time per webhook (in this sender) writes all that
+        // queued meanwhile. A failure storm then costs one transaction on
+        // the webhook's row at a time per sender, instead of one per attempt
+        // waiting on the row's lock and holding a pooled connection. Each
+        // caller still returns only once its answer is written (by itself or
+        // by the record before it).
+        let recording = {
+            let mut recordings = self
+                .recordings
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            recordings.entry(webhook.id).or_default().clone()
+        };
+        recording
+            .queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((health, probe, status));
+        let _writing = recording.writing.lock().await;
+        let batch = std::mem::take(
+            &mut *recording
+                .queue
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        if batch.is_empty() {
+            // The record before this one wrote this answer too.
+            return notices;
+        }
+        let answers: Vec<(Health, bool)> = batch.iter().map(|&(h, p, _)| (h, p)).collect();
+        // A 410 anywhere in the batch counts, as if it came alone.
+        let status = batch
+            .iter()
+            .map(|&(_, _, status)| status)
+            .find(|s| *s == Some(410))
+            .unwrap_or(batch.last().and_then(|&(_, _, status)| status));
         let policy = self.policy.for_webhook(webhook.breaker);
-        let recording = self.store.record(webhook.id, health, probe, policy);
+        let recording = self.store.record(webhook.id, &answers, policy);
         let recorded = match tokio::time::timeout(RECORD_TIMEOUT, recording).await {
             Ok(Ok(recorded)) => recorded,
             Ok(Err(e)) => {
@@ -263,37 +354,8 @@ impl Breakers {
                 );
             }
         });
-        match recorded.transition {
-            Some(Transition::Opened) => {
-                self.opened.increment(1);
-                let opened_at = recorded.record.opened_at.unwrap_or_else(SystemTime::now);
-                notices.push(Notice {
-                    event: OperationalEvent::BreakerOpened,
-                    key: format!("{}", unix_ms(opened_at)),
-                    data: operational::breaker_opened_data(
-                        webhook.id,
-                        recorded.record.consecutive_failures,
-                        opened_at,
-                        recorded.record.cooldown.unwrap_or_default(),
-                    ),
-                });
-                tracing::warn!(webhook_id = %webhook.id, failures = recorded.record.consecutive_failures, cooldown = ?recorded.record.cooldown, "breaker opened: deliveries are parked until the cool-down ends");
-            }
-            Some(Transition::Reopened) => {
-                self.reopened.increment(1);
-                tracing::warn!(webhook_id = %webhook.id, cooldown = ?recorded.record.cooldown, "the probe failed; breaker open again");
-            }
-            Some(Transition::Recovered) => {
-                self.recovered.increment(1);
-                let now = SystemTime::now();
-                notices.push(Notice {
-                    event: OperationalEvent::WebhookRecovered,
-                    key: format!("{}", unix_ms(now)),
-                    data: operational::webhook_recovered_data(webhook.id, now),
-                });
-                tracing::info!(webhook_id = %webhook.id, "breaker closed: the webhook recovered");
-            }
-            None => {}
+        for transition in &recorded.transitions {
+            self.notice(webhook, &recorded, *transition, &mut notices);
         }
         let window = webhook
             .auto_disable_after

@@ -32,7 +32,8 @@ pub struct Troubled {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Recorded {
     pub record: HealthRecord,
-    pub transition: Option<Transition>,
+    /// What changed, in order (usually nothing, at most a few).
+    pub transitions: Vec<Transition>,
     /// Until the cool-down ends, when the breaker is open now.
     pub open_for: Option<Duration>,
     /// How long every attempt has failed, by the database's clock; `None`
@@ -68,13 +69,16 @@ impl HealthStore {
         Self { pool }
     }
 
-    /// Records an attempt of `webhook_id` whose answer says `health`;
-    /// `probe` = it was the half-open breaker's probe.
+    /// Records attempts of `webhook_id`, in the order they ended: what each
+    /// answer says, and whether it was the half-open breaker's probe. A
+    /// sender records the answers that ended while its previous record of
+    /// the webhook was being written in one go (one transaction), so that a
+    /// failure storm costs one row lock at a time per sender, not one per
+    /// attempt.
     pub async fn record(
         &self,
         webhook_id: Uuid,
-        health: Health,
-        probe: bool,
+        answers: &[(Health, bool)],
         policy: BreakerPolicy,
     ) -> Result<Recorded, StoreError> {
         let mut client = self.pool.get().await?;
@@ -95,8 +99,14 @@ impl HealthStore {
             .await?;
         let now: SystemTime = row.try_get("now")?;
         let before = record_from_row(&row)?;
-        let (after, transition) = before.after(health, probe, policy, now);
-        if after != before || transition.is_some() {
+        let mut after = before;
+        let mut transitions = Vec::new();
+        for &(health, probe) in answers {
+            let (next, transition) = after.after(health, probe, policy, now);
+            after = next;
+            transitions.extend(transition);
+        }
+        if after != before || !transitions.is_empty() {
             let cooldown = after
                 .cooldown
                 .map(|c| i64::try_from(c.as_millis()).unwrap_or(i64::MAX));
@@ -127,7 +137,7 @@ impl HealthStore {
             .map(|since| now.duration_since(since).unwrap_or_default());
         Ok(Recorded {
             record: after,
-            transition,
+            transitions,
             open_for,
             failing_for,
         })
@@ -234,14 +244,15 @@ mod tests {
         };
         assert!(health.troubled().await.unwrap().is_empty());
         // Three failures recorded at once by three "senders" open it once.
+        let down = [(Health::Down, false)];
         let (a, b, c) = tokio::join!(
-            health.record(id, Health::Down, false, policy),
-            health.record(id, Health::Down, false, policy),
-            health.record(id, Health::Down, false, policy),
+            health.record(id, &down, policy),
+            health.record(id, &down, policy),
+            health.record(id, &down, policy),
         );
         let transitions: Vec<_> = [a, b, c]
             .into_iter()
-            .filter_map(|r| r.unwrap().transition)
+            .flat_map(|r| r.unwrap().transitions)
             .collect();
         assert_eq!(transitions, vec![Transition::Opened]);
         let troubled = health.troubled().await.unwrap();
@@ -259,8 +270,15 @@ mod tests {
             health.take_probe(id, Duration::from_secs(5)),
         );
         assert!(x.unwrap() ^ y.unwrap(), "exactly one probe");
-        let reopened = health.record(id, Health::Down, true, policy).await.unwrap();
-        assert_eq!(reopened.transition, Some(Transition::Reopened));
+        let reopened = health
+            .record(id, &[(Health::Down, true), (Health::Down, false)], policy)
+            .await
+            .unwrap();
+        assert_eq!(
+            reopened.transitions,
+            vec![Transition::Reopened],
+            "a batch: the probe's failure reopens it, the next one changes nothing"
+        );
         assert_eq!(reopened.record.cooldown, Some(Duration::from_millis(600)));
         assert!(reopened.open_for.unwrap() <= Duration::from_millis(600));
 
@@ -268,8 +286,11 @@ mod tests {
         assert_eq!(shown.state, BreakerState::Open);
         assert!(shown.failing_since.is_some() && shown.opened_at.is_some());
 
-        let recovered = health.record(id, Health::Up, true, policy).await.unwrap();
-        assert_eq!(recovered.transition, Some(Transition::Recovered));
+        let recovered = health
+            .record(id, &[(Health::Up, true)], policy)
+            .await
+            .unwrap();
+        assert_eq!(recovered.transitions, vec![Transition::Recovered]);
         assert!(health.troubled().await.unwrap().is_empty());
         assert_eq!(health.get(id).await.unwrap(), HealthRecord::default());
     }
