@@ -348,7 +348,7 @@ pub async fn delete_crowd(ingest: &mut Ingest, ids: Vec<String>) -> anyhow::Resu
 
 /// Waits until what ingest lists for the default tenant satisfies `done`;
 /// `what` names it in the error.
-async fn wait_for_events(
+pub(crate) async fn wait_for_events(
     ingest: &mut Ingest,
     what: &str,
     done: impl Fn(&[herald_proto::v1::EventInfo]) -> bool,

@@ -24,8 +24,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use bytes::Bytes;
 use herald_proto::v1::{
-    CreateWebhookRequest, FireRequest, ListEventsRequest, ListWebhooksRequest, RateLimit,
-    fire_request,
+    CreateWebhookRequest, FireRequest, ListWebhooksRequest, RateLimit, fire_request,
 };
 use http_body_util::{BodyExt, Empty};
 use hyper::{Request, Response, StatusCode};
@@ -34,7 +33,9 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 use uuid::Uuid;
 
-use crate::herald::{Env, Ingest, Proc, create_webhooks, start_ingest, start_sender};
+use crate::herald::{
+    Env, Ingest, Proc, create_webhooks, start_ingest, start_sender, wait_for_events,
+};
 use crate::report::{Machine, Target};
 use crate::stats::{self, closed_loop};
 
@@ -498,20 +499,10 @@ pub async fn rate_limit_run(
     let burst = created.rate_limit.map_or(0, |r| r.burst);
     // Ingest learns of webhooks from its configuration cache (refreshed
     // every second in the bench): a Fire before that reaches none.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let events = ingest
-            .ingest
-            .list_events(ListEventsRequest::default())
-            .await?
-            .into_inner()
-            .events;
-        if events.iter().any(|e| e.event == LIMITED_EVENT) {
-            break;
-        }
-        anyhow::ensure!(Instant::now() < deadline, "ingest does not see the webhook");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_events(&mut ingest, "the rate-limited webhook", |events| {
+        events.iter().any(|e| e.event == LIMITED_EVENT)
+    })
+    .await?;
     let (fire_ok, fire_errors, fire_first_error, _) =
         fire(&ingest, LIMITED_EVENT, events, concurrency, payload).await;
 
