@@ -604,7 +604,8 @@ async fn https_target_with_an_unknown_ca_is_a_connection_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_after_on_429_and_503_is_obeyed_never_sooner_than_the_schedule() {
     use herald_tests::pathological::{Misbehaviour, Pathological};
-    // Declared delay queues: 100 ms (the schedule) and 5 s (parking).
+    // Declared delay queues: 100 ms (the schedule), 5 s (parking) and 30 s
+    // (the breaker's parking).
     let env = TestEnv::start("0s,100ms,100ms").await.unwrap();
     let pause = |status: u16, retry_after: &str| {
         (

@@ -19,9 +19,9 @@
 //!   least that long, never less than the schedule says;
 //! - a delivery whose webhook has its maximum of requests in flight is
 //!   parked: it waits [`PARK_DELAY`] and comes back without an attempt;
-//! - a delivery whose webhook's circuit breaker is open is parked for the
-//!   longest delay queue within the rest of the cool-down (at least
-//!   [`PARK_DELAY`]), also without an attempt.
+//! - a delivery whose webhook's circuit breaker is open is parked until
+//!   about the end of the cool-down (see [`DelayQueues::for_breaker`]), also
+//!   without an attempt.
 
 use std::time::Duration;
 
@@ -35,6 +35,15 @@ use crate::schedule::{RetryDecision, Schedule};
 /// once its webhook has a free slot again. It always has a delay queue of
 /// its own (see [`DelayQueues`]).
 pub const PARK_DELAY: Duration = Duration::from_secs(5);
+
+/// The delay queue every broker also has for deliveries held by an open
+/// circuit breaker: the default cool-down.
+///
+/// Without it, a dead webhook's deliveries would circle through the
+/// [`PARK_DELAY`] queue six times per 30-second cool-down, each round a
+/// publish, a dead-lettering and a consume; the bench measured that churn
+/// taking a third of the healthy webhooks' rate (docs/performance.md).
+pub const BREAKER_PARK_DELAY: Duration = Duration::from_secs(30);
 
 /// What became of one attempt of a delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,12 +114,12 @@ pub fn honours_retry_after(status: u16) -> bool {
 }
 
 /// The delays that have a delay queue on the broker: every non-zero delay of
-/// the schedule, and [`PARK_DELAY`]. Only those can be waited, so every
+/// the schedule, [`PARK_DELAY`] and [`BREAKER_PARK_DELAY`]. Only those can be waited, so every
 /// delay [`decide`] returns is one of them (or zero).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DelayQueues {
     /// Sorted, without duplicates, none zero; never empty (the parking
-    /// delay is always there).
+    /// delays are always there).
     delays: Vec<Duration>,
 }
 
@@ -122,7 +131,7 @@ impl DelayQueues {
             .iter()
             .copied()
             .filter(|d| !d.is_zero())
-            .chain([PARK_DELAY])
+            .chain([PARK_DELAY, BREAKER_PARK_DELAY])
             .collect();
         delays.sort();
         delays.dedup();
@@ -145,6 +154,24 @@ impl DelayQueues {
             .filter(|d| *d >= PARK_DELAY && *d <= delay)
             .max()
             .unwrap_or(PARK_DELAY)
+    }
+
+    /// The wait of the queue for a delivery held by a breaker that stays open
+    /// for `remaining` still (zero: its probe is out elsewhere).
+    ///
+    /// The shortest declared delay that covers the rest of the cool-down,
+    /// when it is at most one and a half times that rest; otherwise the
+    /// longest one within it ([`Self::at_most`]). So a held delivery is back
+    /// at most half the rest it was parked for after the cool-down ends (and
+    /// at most [`PARK_DELAY`] late when less than that was left), and it
+    /// circles about once per cool-down rather than once per [`PARK_DELAY`].
+    pub fn for_breaker(&self, remaining: Duration) -> Duration {
+        let covering = self.at_least(remaining.max(PARK_DELAY));
+        if covering >= remaining && covering * 2 <= remaining * 3 {
+            covering
+        } else {
+            self.at_most(remaining)
+        }
     }
 
     /// The wait of the queue for a delivery that must wait at least `delay`:
@@ -172,7 +199,7 @@ pub fn decide(outcome: Outcome, attempt: u32, schedule: &Schedule, delays: &Dela
             delay: delays.at_least(PARK_DELAY),
         },
         Outcome::BreakerOpen { remaining } => Next::Park {
-            delay: delays.at_most(remaining),
+            delay: delays.for_breaker(remaining),
         },
         Outcome::Delivered => Next::Succeed,
         Outcome::Failed {
@@ -382,6 +409,24 @@ mod tests {
                 Next::Park { delay: secs(240) },
             ),
             (
+                "most of a default cool-down left parks until its end",
+                Outcome::BreakerOpen {
+                    remaining: secs(25),
+                },
+                1,
+                Next::Park {
+                    delay: BREAKER_PARK_DELAY,
+                },
+            ),
+            (
+                "less than two thirds of it left parks for the parking delay",
+                Outcome::BreakerOpen {
+                    remaining: secs(19),
+                },
+                1,
+                Next::Park { delay: PARK_DELAY },
+            ),
+            (
                 "an open breaker with a short rest parks for the parking delay",
                 Outcome::BreakerOpen { remaining: secs(2) },
                 1,
@@ -409,7 +454,10 @@ mod tests {
     fn a_retry_after_picks_among_the_declared_queues_and_the_parking_one() {
         let schedule: Schedule = "0s,250ms,240s".parse().unwrap();
         let delays = DelayQueues::for_schedule(&schedule);
-        assert_eq!(delays.delays(), &[ms(250), PARK_DELAY, secs(240)]);
+        assert_eq!(
+            delays.delays(),
+            &[ms(250), PARK_DELAY, BREAKER_PARK_DELAY, secs(240)]
+        );
         let after = |pause: Duration| decide(self::pause(429, pause), 1, &schedule, &delays);
         assert_eq!(after(ms(100)), retry(2, ms(250)), "the schedule wins");
         assert_eq!(
@@ -435,11 +483,15 @@ mod tests {
     #[test]
     fn at_least_takes_the_shortest_declared_delay_that_covers_it() {
         let delays = DelayQueues::for_schedule(&"0s,250ms,240s,240s".parse().unwrap());
-        assert_eq!(delays.delays(), &[ms(250), PARK_DELAY, secs(240)]);
+        assert_eq!(
+            delays.delays(),
+            &[ms(250), PARK_DELAY, BREAKER_PARK_DELAY, secs(240)]
+        );
         assert_eq!(delays.at_least(Duration::ZERO), Duration::ZERO);
         assert_eq!(delays.at_least(ms(1)), ms(250));
         assert_eq!(delays.at_least(ms(250)), ms(250));
         assert_eq!(delays.at_least(ms(251)), PARK_DELAY);
+        assert_eq!(delays.at_least(secs(29)), BREAKER_PARK_DELAY);
         assert_eq!(delays.at_least(secs(120)), secs(240));
         assert_eq!(delays.at_least(secs(3_600)), secs(240), "the longest");
         assert_eq!(delays.at_least(PARK_DELAY), PARK_DELAY);

@@ -11,6 +11,9 @@
 //!   delivery whose webhook already has its maximum of requests in flight
 //!   (a slow or hanging target), so that it does not hold a prefetch slot
 //!   that a healthy webhook's delivery could use. Parking is not an attempt.
+//! - `p.delay.30000ms` (herald-core's `BREAKER_PARK_DELAY`): where a sender
+//!   parks most deliveries of a webhook whose circuit breaker is open, so
+//!   that they come back about once per cool-down, not once per 5 s.
 //! - `p.dead` (queue): messages no sender can ever finish — one that does not
 //!   decode as a delivery, or one whose record Postgres refuses as data —
 //!   kept for an operator instead of being dropped or redelivered forever.
@@ -602,7 +605,7 @@ impl Shard<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use herald_core::retry::PARK_DELAY;
+    use herald_core::retry::{BREAKER_PARK_DELAY, PARK_DELAY};
     use lapin::types::ShortString;
 
     #[test]
@@ -631,6 +634,7 @@ mod tests {
             &[
                 Duration::from_millis(250),
                 PARK_DELAY,
+                BREAKER_PARK_DELAY,
                 Duration::from_secs(240)
             ]
         );
@@ -682,8 +686,8 @@ mod tests {
         assert_eq!(t.work_queues(), ["p.work"]);
         assert_eq!(
             t.delay_queues(),
-            ["p.delay.5000ms", "p.delay.240000ms"],
-            "the parking delay is the schedule's 5 s"
+            ["p.delay.5000ms", "p.delay.30000ms", "p.delay.240000ms"],
+            "the parking delay is the schedule's 5 s; the breaker's is added"
         );
         let id = [7u8; 16];
         assert_eq!(t.shard_of(&id), 0);
@@ -706,10 +710,13 @@ mod tests {
             t.delay_queues(),
             [
                 "p.delay.5000ms",
+                "p.delay.30000ms",
                 "p.delay.240000ms",
                 "p.work.1.delay.5000ms",
+                "p.work.1.delay.30000ms",
                 "p.work.1.delay.240000ms",
                 "p.work.2.delay.5000ms",
+                "p.work.2.delay.30000ms",
                 "p.work.2.delay.240000ms",
             ]
         );
@@ -730,7 +737,7 @@ mod tests {
             "p.work.2.delay.5000ms"
         );
         assert_eq!(
-            two.route_at_least(Duration::from_secs(6)),
+            two.route_at_least(Duration::from_secs(31)),
             (
                 Route {
                     exchange: String::new(),
