@@ -24,8 +24,8 @@ const EVENTS: usize = 2_000;
 async fn deliveries_spread_over_four_work_queues_and_retry_in_their_shard() {
     let started = Instant::now();
     // An immediate first attempt, a retry 200 ms later (plus the 5 s
-    // parking queue), so each delivery takes one round trip through its
-    // shard's delay queue.
+    // parking queue and the 30 s one for open breakers), so each delivery
+    // takes one round trip through its shard's delay queue.
     let mut env = TestEnv::new("0s,200ms").await.unwrap();
     env.queue.work_queues = SHARDS;
     env.start_ingest(env.queue.clone(), |_| {}).await.unwrap();
@@ -109,7 +109,7 @@ async fn deliveries_spread_over_four_work_queues_and_retry_in_their_shard() {
     let mut queues = topology.work_queues();
     queues.extend(topology.delay_queues());
     queues.push(topology.dead_queue());
-    assert_eq!(queues.len(), 4 + 4 * 2 + 1, "4 work, 8 delay, 1 dead");
+    assert_eq!(queues.len(), 4 + 4 * 3 + 1, "4 work, 12 delay, 1 dead");
     for queue in queues {
         // A missing queue closes the channel it was asked on.
         let channel = connection.create_channel().await.unwrap();
