@@ -483,7 +483,7 @@ pub struct CaseResult {
 }
 
 #[derive(Clone, Copy)]
-struct CpuSnapshot {
+pub(crate) struct CpuSnapshot {
     ingest: f64,
     senders: f64,
     rabbitmq: f64,
@@ -493,7 +493,7 @@ struct CpuSnapshot {
 
 impl CpuSnapshot {
     /// CPU seconds per 1,000 deliveries spent from `self` to `after`.
-    fn per_1000_until(&self, after: &CpuSnapshot, deliveries: usize) -> CpuPer1000 {
+    pub(crate) fn per_1000_until(&self, after: &CpuSnapshot, deliveries: usize) -> CpuPer1000 {
         let per_1000 = |delta: f64| {
             if deliveries == 0 {
                 0.0
@@ -528,7 +528,7 @@ async fn purge_work_queue(env: &Env) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn cpu_snapshot(ingest: u32, senders: &[u32]) -> CpuSnapshot {
+pub(crate) fn cpu_snapshot(ingest: u32, senders: &[u32]) -> CpuSnapshot {
     CpuSnapshot {
         ingest: procfs::cpu_seconds(ingest),
         senders: senders.iter().map(|p| procfs::cpu_seconds(*p)).sum(),

@@ -118,6 +118,11 @@ struct Cli {
     /// Deliveries of the rate-limit case's backlog.
     #[arg(long, default_value_t = 4_000)]
     protection_backlog: usize,
+    /// Times each protection case runs (the breaker's healthy and one-down
+    /// runs alternate); the targets judge the median, as the machine's
+    /// noise moves a single run by 10 % and more.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..))]
+    protection_repeats: u16,
     /// Requests per second of the rate-limit case's webhook.
     #[arg(long, default_value_t = 200)]
     protection_rate: u32,
@@ -220,8 +225,8 @@ async fn main() -> anyhow::Result<()> {
         };
         // Each run cleans up after itself; this is for a run that failed or
         // was interrupted half-way. Removing what is gone already is harmless.
-        for tag in PROTECTION_RUNS {
-            let (sub, name) = protection_env(&cli, &env, tag);
+        for tag in protection_tags(cli.protection_repeats) {
+            let (sub, name) = protection_env(&cli, &env, &tag);
             let _ = delete_queues(&sub).await;
             let _ = admin
                 .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
@@ -312,9 +317,14 @@ async fn console_case(
     result
 }
 
-/// The protection case's runs; each gets a database and queue prefix of its
-/// own, named after the bench run's with the tag appended.
-const PROTECTION_RUNS: [&str; 3] = ["healthy", "one_down", "limited"];
+/// The protection case's runs, `repeats` of each; each gets a database and
+/// queue prefix of its own, named after the bench run's with the tag
+/// appended.
+fn protection_tags(repeats: u16) -> Vec<String> {
+    (1..=repeats)
+        .flat_map(|i| ["healthy", "one_down", "limited"].map(|kind| format!("{kind}{i}")))
+        .collect()
+}
 
 /// The environment of one protection run: the bench run's, with a database,
 /// queue prefix and log directory of its own. The down webhook's parked
@@ -363,71 +373,75 @@ async fn protection_case(
     // Generous: a healthy run takes 10 to 20 s on the 2-core machine.
     let timeout = Duration::from_secs(60 + (events * protection::BREAKER_WEBHOOKS / 200) as u64);
 
-    println!(
-        "circuit breaker: {} webhooks, 1 sender, {events} events, all healthy…",
-        protection::BREAKER_WEBHOOKS
-    );
-    let (sub, name) = prepare("healthy").await?;
-    let healthy =
-        protection::breaker_run(&sub, "all healthy", false, events, c, PAYLOAD, timeout).await;
-    finish(&sub, &name).await;
-    let healthy = healthy?;
-    println!(
-        "    {:.0} deliveries/s per webhook; all done in {:.1} s",
-        healthy.healthy_per_webhook_per_s, healthy.healthy_done_s
-    );
+    let repeats = cli.protection_repeats;
+    let mut pairs = Vec::new();
+    for i in 1..=repeats {
+        println!(
+            "circuit breaker {i}/{repeats}: {} webhooks, 1 sender, {events} events, all healthy…",
+            protection::BREAKER_WEBHOOKS
+        );
+        let (sub, name) = prepare(&format!("healthy{i}")).await?;
+        let healthy =
+            protection::breaker_run(&sub, "all healthy", false, events, c, PAYLOAD, timeout).await;
+        finish(&sub, &name).await;
+        let healthy = healthy?;
+        println!(
+            "    {:.0} deliveries/s per webhook; all done in {:.1} s",
+            healthy.healthy_per_webhook_per_s, healthy.healthy_done_s
+        );
 
-    println!("circuit breaker: the same with one webhook's receiver answering 503…");
-    let (sub, name) = prepare("one_down").await?;
-    let one_down =
-        protection::breaker_run(&sub, "one down", true, events, c, PAYLOAD, timeout).await;
-    finish(&sub, &name).await;
-    let one_down = one_down?;
-    println!(
-        "    {:.0} deliveries/s per healthy webhook; the four done in {:.1} s; the down path got {} requests",
-        one_down.healthy_per_webhook_per_s,
-        one_down.healthy_done_s,
-        one_down.down_requests.unwrap_or(0)
-    );
-    let ratio = if healthy.healthy_per_webhook_per_s > 0.0 {
-        one_down.healthy_per_webhook_per_s / healthy.healthy_per_webhook_per_s
-    } else {
-        0.0
-    };
+        println!(
+            "circuit breaker {i}/{repeats}: the same with one webhook's receiver answering 503…"
+        );
+        let (sub, name) = prepare(&format!("one_down{i}")).await?;
+        let one_down =
+            protection::breaker_run(&sub, "one down", true, events, c, PAYLOAD, timeout).await;
+        finish(&sub, &name).await;
+        let one_down = one_down?;
+        println!(
+            "    {:.0} deliveries/s per healthy webhook; the four done in {:.1} s; the down path got {} requests",
+            one_down.healthy_per_webhook_per_s,
+            one_down.healthy_done_s,
+            one_down.down_requests.unwrap_or(0)
+        );
+        pairs.push(protection::BreakerPair::new(healthy, one_down));
+    }
 
     let rate = cli.protection_rate;
     let backlog = cli.protection_backlog;
-    println!("rate limit: one webhook at {rate}/s, a backlog of {backlog}, 2 senders…");
-    let (sub, name) = prepare("limited").await?;
     // The limit makes the drain last backlog / rate seconds; twice that
     // and a minute for start-up is ample.
     let limited_timeout = Duration::from_secs(60 + 2 * (backlog as u64) / u64::from(rate.max(1)));
-    let limited =
-        protection::rate_limit_run(&sub, backlog, rate, 2, c, PAYLOAD, limited_timeout).await;
-    finish(&sub, &name).await;
-    let limited = limited?;
-    println!(
-        "    {} in {:.1} s, {:.1}/s; busiest 1 s {}, 10 s {}",
-        limited.delivered,
-        limited.drain_s,
-        limited.deliveries_per_s,
-        limited.busiest_1s,
-        limited.busiest_10s
-    );
+    let mut limits = Vec::new();
+    for i in 1..=repeats {
+        println!(
+            "rate limit {i}/{repeats}: one webhook at {rate}/s, a backlog of {backlog}, 2 senders…"
+        );
+        let (sub, name) = prepare(&format!("limited{i}")).await?;
+        let limited =
+            protection::rate_limit_run(&sub, backlog, rate, 2, c, PAYLOAD, limited_timeout).await;
+        finish(&sub, &name).await;
+        let limited = limited?;
+        println!(
+            "    {} in {:.1} s, {:.1}/s; busiest 1 s {}, 10 s {}",
+            limited.delivered,
+            limited.drain_s,
+            limited.deliveries_per_s,
+            limited.busiest_1s,
+            limited.busiest_10s
+        );
+        limits.push(limited);
+    }
 
     machine.load_average_end = procfs::load_average();
-    let breaker = BreakerCase {
-        all_healthy: healthy,
-        one_down,
-        ratio,
-    };
-    let targets = protection::targets(&breaker, &limited);
+    let breaker = BreakerCase::new(pairs);
+    let targets = protection::targets(&breaker, &limits);
     Ok(ProtectionResult {
         date: report::civil_date(SystemTime::now()),
         command: std::env::args().collect::<Vec<_>>().join(" "),
         machine,
         breaker,
-        rate_limit: limited,
+        rate_limits: limits,
         targets,
         duration_s: began.elapsed().as_secs_f64(),
     })
