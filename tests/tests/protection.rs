@@ -12,6 +12,7 @@ use herald_tests::load::{
 };
 use herald_tests::process::SenderProcess;
 use herald_tests::receiver::{Receiver, Reply};
+use uuid::Uuid;
 
 /// The most requests that arrived within any `window`, given their times.
 fn busiest_window(mut times: Vec<Instant>, window: Duration) -> usize {
@@ -285,6 +286,41 @@ async fn a_breaker_spares_a_down_receiver_and_its_deliveries() {
     let health = shown(&env, &down_hook.id).await.health.unwrap();
     assert_ne!(health.breaker, "closed", "{health:?}");
     assert!(health.opened_at_unix_ms > 0 && health.failing_since_unix_ms > 0);
+
+    // While the breaker is open, Fire publishes the webhook's deliveries
+    // straight into a delay queue (no sender has to take and park them):
+    // their log rows are due seconds after their Fire, not at once. Fired in
+    // small batches until five were seen held, as ingest's view of the
+    // breaker is up to a second old and the breaker is half open now and
+    // then (its probe).
+    let mut later = Vec::new();
+    let mut held = std::collections::HashSet::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while held.len() < 5 && Instant::now() < deadline {
+        let fired = fire_closed_loop(&env, "sale.down", 5, 5).await;
+        assert_eq!(fired.confirmed.len(), 5, "{fired:?}");
+        later.extend(fired.confirmed);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let rows = env
+            .db()
+            .await
+            .query(
+                "SELECT id FROM scheduled_deliveries WHERE id = ANY($1) \
+                 AND next_attempt_at >= fired_at + interval '4 seconds'",
+                &[&later],
+            )
+            .await
+            .unwrap();
+        held.extend(rows.iter().map(|row| row.get::<_, Uuid>(0)));
+    }
+    assert!(
+        held.len() >= 5,
+        "{} of {} deliveries fired while the breaker was open were held by Fire",
+        held.len(),
+        later.len()
+    );
+    let mut down_ids = down_ids;
+    down_ids.extend(later);
 
     tokio::time::sleep(DOWN_FOR.saturating_sub(went_down.elapsed())).await;
     down.store(false, Ordering::SeqCst);

@@ -7,8 +7,9 @@
 //! on any replica and after restarts, answer the same ids.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use futures_util::future::try_join_all;
 use herald_core::filter::{FilterData, FilterInput};
 use herald_core::idempotency::{MAX_IDEMPOTENCY_KEY_LEN, fire_request_hash};
 use herald_core::ordering::OrderingKey;
@@ -25,6 +26,7 @@ use herald_store::{
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
+use crate::breakers::OpenBreakers;
 use crate::convert::webhook_to_proto_redacted;
 use crate::scheduled::first_attempt_in;
 
@@ -40,6 +42,11 @@ pub struct IngestService {
     keys: FireKeys,
     /// Where confirmed deliveries go to appear in the log as `scheduled`.
     log: ScheduledLog,
+    /// Which webhooks' breakers are open.
+    breakers: Arc<OpenBreakers>,
+    /// `herald_breaker_parked_total`: deliveries Fire published straight
+    /// to a delay queue because their webhook's breaker was open.
+    held: metrics::Counter,
 }
 
 impl IngestService {
@@ -49,6 +56,7 @@ impl IngestService {
         max_payload_bytes: usize,
         keys: FireKeys,
         log: ScheduledLog,
+        breakers: Arc<OpenBreakers>,
     ) -> Self {
         Self {
             fire_calls: std::array::from_fn(|i| {
@@ -60,6 +68,8 @@ impl IngestService {
             max_payload_bytes,
             keys,
             log,
+            breakers,
+            held: metrics::counter!("herald_breaker_parked_total"),
         }
     }
 }
@@ -297,6 +307,52 @@ impl Fire {
 }
 
 impl IngestService {
+    /// Publishes Fire's deliveries, each confirmed, and queues their log
+    /// rows. A delivery to a webhook whose breaker is open goes straight
+    /// to the delay queue a sender would park it in (see
+    /// [`OpenBreakers`]); every other one to its first attempt's queue.
+    async fn publish_fired(&self, messages: Vec<DeliveryMessage>) -> Result<(), QueueError> {
+        let first = first_attempt_in(&self.publisher);
+        let holds: Vec<Option<Duration>> = messages.iter().map(|m| self.hold(m, first)).collect();
+        try_join_all(messages.iter().zip(&holds).map(|(m, hold)| async move {
+            match hold {
+                Some(delay) => self.publisher.publish_after(m, *delay).await.map(drop),
+                None => self.publisher.publish(m).await,
+            }
+        }))
+        .await?;
+        let mut due_now = Vec::with_capacity(messages.len());
+        for (m, hold) in messages.into_iter().zip(holds) {
+            match hold {
+                Some(delay) => {
+                    self.held.increment(1);
+                    crate::scheduled::record(&self.log, [m], delay);
+                }
+                None => due_now.push(m),
+            }
+        }
+        crate::scheduled::record(&self.log, due_now, first);
+        Ok(())
+    }
+
+    /// How long `message` should wait before a sender sees it, if its
+    /// webhook's breaker is open and would make it wait longer than its
+    /// first attempt's delay `first`. Ordered deliveries go to their
+    /// partition as always.
+    fn hold(&self, message: &DeliveryMessage, first: Duration) -> Option<Duration> {
+        if !message.ordering_key.is_empty() {
+            return None;
+        }
+        let webhook = Uuid::from_slice(&message.webhook_id).ok()?;
+        let remaining = self.breakers.remaining(webhook)?;
+        let delay = self
+            .publisher
+            .topology()
+            .declared_delays()
+            .for_breaker(remaining);
+        (delay > first).then_some(delay)
+    }
+
     async fn fire_checked(&self, req: FireRequest) -> Result<FireResponse, Status> {
         let (fire, data) = Fire::parse(req)?;
         // No data at all is an empty text: an event can be a bare signal.
@@ -322,17 +378,13 @@ impl IngestService {
             .iter()
             .map(|w| message(&fire, w, Uuid::now_v7(), fired_at_unix_ms, &data))
             .collect();
-        self.publisher
-            .publish_all(&messages)
-            .await
-            .map_err(queue_status)?;
         let delivery_ids: Vec<String> = messages
             .iter()
             .filter_map(|m| Uuid::from_slice(&m.delivery_id).ok())
             .map(|id| id.to_string())
             .collect();
+        self.publish_fired(messages).await.map_err(queue_status)?;
         tracing::debug!(event = %fire.event, tenant = %fire.tenant, deliveries = ?delivery_ids, "fired");
-        crate::scheduled::record(&self.log, messages, first_attempt_in(&self.publisher));
         Ok(FireResponse { delivery_ids })
     }
 
@@ -391,10 +443,9 @@ impl IngestService {
                     ))
                 })
                 .collect();
-            self.publisher.publish_all(&messages).await?;
             // The deliveries of an earlier call may be logged already; the
             // log keeps the first row of each.
-            crate::scheduled::record(&self.log, messages, first_attempt_in(&self.publisher));
+            self.publish_fired(messages).await?;
             Ok(())
         };
         let outcome = self.keys.fire(&request, publish).await;

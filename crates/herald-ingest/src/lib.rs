@@ -8,11 +8,14 @@
 //! down; with a key it records the key and its delivery ids in one Postgres
 //! transaction (and answers UNAVAILABLE while Postgres is down). This crate
 //! must not send HTTP requests or record attempts: that is the sender's job.
+//! It reads the webhooks' circuit breakers (`breakers`) and never changes
+//! them: the senders own them.
 
 mod admin;
 mod api_keys;
 mod args;
 mod auth;
+mod breakers;
 mod convert;
 mod cors;
 mod delivery_log;
@@ -177,6 +180,10 @@ pub async fn run(
         config.max_payload_bytes,
         herald_store::FireKeys::new(store.pool().clone(), config.idempotency_window),
         log.clone(),
+        breakers::OpenBreakers::start(
+            herald_store::HealthStore::new(store.pool().clone()),
+            shutdown.child_token(),
+        ),
     );
     let admin = AdminService::new(store, cache, publisher.clone(), config.targets.clone(), log)
         .with_max_payload_bytes(config.max_payload_bytes)
