@@ -15,4 +15,5 @@ pub mod procfs;
 pub mod protection;
 pub mod receiver;
 pub mod report;
+pub mod runs;
 pub mod stats;

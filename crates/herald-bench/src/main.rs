@@ -94,6 +94,12 @@ struct Cli {
     /// Where the JSON goes; default: crates/herald-bench/results.
     #[arg(long)]
     output_dir: Option<PathBuf>,
+    /// Runs the whole bench this many times, one process after the other,
+    /// each writing its JSON to `<date>-runs/run-<i>/` of the output
+    /// directory, then prints issue 23's cost figures over the runs (their
+    /// medians) and writes them to `<date>-runs/summary.json`.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    runs: u16,
     /// Run only the console case: Herald Console's pages over
     /// --console-rows deliveries of one webhook (server time per page and
     /// the plans of the queries behind them); written to
@@ -160,6 +166,13 @@ async fn main() -> anyhow::Result<()> {
     if !cli.no_build {
         println!("building herald-ingest and herald-sender (release)…");
         herald::build_binaries(&workspace, &bin_dir)?;
+    }
+    if cli.runs > 1 && !cli.console && !cli.protection {
+        let dir = cli
+            .output_dir
+            .clone()
+            .unwrap_or_else(|| workspace.join("crates/herald-bench/results"));
+        return repeat_runs(cli.runs, &bin_dir, &dir);
     }
     let run_id = Uuid::new_v4().simple().to_string();
     let db_name = format!("herald_bench_{run_id}");
@@ -273,6 +286,7 @@ async fn main() -> anyhow::Result<()> {
         ingest_idle_rss_mib,
         machine.cpus,
     );
+    let cost_figures = report::cost_figures(&baselines, &cases, machine.cpus);
     let date = report::civil_date(SystemTime::now());
     let report = Report {
         date: date.clone(),
@@ -283,6 +297,7 @@ async fn main() -> anyhow::Result<()> {
         cases,
         ratios,
         targets,
+        cost_figures,
         duration_s: began.elapsed().as_secs_f64(),
         otlp_spans: sink.as_ref().map(herald_bench::otlp_sink::OtlpSink::spans),
     };
@@ -315,6 +330,60 @@ async fn console_case(
     let result = herald_bench::console::run(env, &mut ingest, &db, cli.console_rows).await;
     ingest.proc.stop(Duration::from_secs(15)).await;
     result
+}
+
+/// `--runs N`: this bench again, N times in a row as child processes with
+/// the same options (binaries built once), then issue 23's figures over
+/// the runs. A child that fails stops the series: a median over the runs
+/// that happened to work would flatter.
+fn repeat_runs(runs: u16, bin_dir: &Path, dir: &Path) -> anyhow::Result<()> {
+    let series = dir.join(format!("{}-runs", report::civil_date(SystemTime::now())));
+    let mut args: Vec<String> = Vec::new();
+    let mut given = std::env::args().skip(1);
+    while let Some(arg) = given.next() {
+        match arg.as_str() {
+            "--runs" | "--output-dir" | "--bin-dir" => {
+                given.next();
+            }
+            "--no-build" => {}
+            _ if arg.starts_with("--runs=")
+                || arg.starts_with("--output-dir=")
+                || arg.starts_with("--bin-dir=") => {}
+            _ => args.push(arg),
+        }
+    }
+    let mut figures = Vec::new();
+    for i in 1..=runs {
+        let out = series.join(format!("run-{i}"));
+        std::fs::create_dir_all(&out)?;
+        println!("\n=== run {i} of {runs}: results in {}", out.display());
+        let status = std::process::Command::new(std::env::current_exe()?)
+            .args(&args)
+            .arg("--no-build")
+            .arg("--bin-dir")
+            .arg(bin_dir)
+            .arg("--output-dir")
+            .arg(&out)
+            .status()
+            .context("starting a run of the bench")?;
+        anyhow::ensure!(status.success(), "run {i} of {runs} failed: {status}");
+        let json = std::fs::read_dir(&out)?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|e| e == "json"))
+            .with_context(|| format!("run {i} wrote no JSON to {}", out.display()))?;
+        let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json)?)?;
+        let run: Vec<report::CostFigure> =
+            serde_json::from_value(report["cost_figures"].clone())
+                .with_context(|| format!("reading cost_figures of {}", json.display()))?;
+        figures.push(run);
+    }
+    let summary = herald_bench::runs::summarize(&figures);
+    println!("\n{}", herald_bench::runs::render(&summary, figures.len()));
+    let path = series.join("summary.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&summary)? + "\n")?;
+    println!("summary written to {}", path.display());
+    Ok(())
 }
 
 /// The protection case's runs, `repeats` of each; each gets a database and

@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::baseline::Stage;
 use crate::herald::CaseResult;
@@ -64,6 +64,115 @@ pub struct Target {
     pub met: Option<bool>,
 }
 
+/// One of issue 23's cost figures: a ratio to the raw stages of the same
+/// run, with the bound it must keep.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CostFigure {
+    pub figure: String,
+    pub value: f64,
+    pub bound: Bound,
+    /// How several runs are judged: this machine's noise moves one run by
+    /// 10 % and more, so most figures are judged on their median, and the
+    /// Fire ratio, which the issue asks of every run, on each run.
+    pub judged_on: JudgedOn,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Bound {
+    AtMost(f64),
+    AtLeast(f64),
+}
+
+impl Bound {
+    pub fn holds(self, value: f64) -> bool {
+        match self {
+            Self::AtMost(limit) => value <= limit,
+            Self::AtLeast(limit) => value >= limit,
+        }
+    }
+}
+
+impl std::fmt::Display for Bound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::AtMost(limit) => write!(f, "<= {limit}"),
+            Self::AtLeast(limit) => write!(f, ">= {limit}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JudgedOn {
+    Median,
+    EveryRun,
+}
+
+/// Issue 23's figures of one run; a figure whose cases did not run, or did
+/// not complete, is left out.
+pub fn cost_figures(stages: &[Stage], cases: &[CaseResult], cpus: usize) -> Vec<CostFigure> {
+    let mut out = Vec::new();
+    let mut push = |figure: &str, value: f64, bound: Bound, judged_on: JudgedOn| {
+        if value.is_finite() {
+            out.push(CostFigure {
+                figure: figure.to_owned(),
+                value,
+                bound,
+                judged_on,
+            });
+        }
+    };
+    if let Some(c) = case(cases, "1 webhook, c=32, 20k").filter(|c| c.complete) {
+        if let Some(raw) = raw_stages_cpu_ms(stages) {
+            push(
+                "1 webhook: CPU per delivery, all processes / raw stages' summed CPU",
+                c.cpu_s_per_1000.total() / raw,
+                Bound::AtMost(1.3),
+                JudgedOn::Median,
+            );
+        }
+        if let Some(row) = stage(stages, "postgres_insert").map(|s| s.cpu_ms_per_op) {
+            push(
+                "1 webhook: Postgres CPU per delivery / raw inserted row's",
+                c.cpu_s_per_1000.postgres / row,
+                Bound::AtMost(2.0),
+                JudgedOn::Median,
+            );
+        }
+    }
+    let one = case(cases, "backlog 10k, 1 sender").filter(|c| c.complete);
+    if let (Some(c), Some((_, ceiling))) = (one, raw_pipeline_ceiling(stages, cpus)) {
+        push(
+            "backlog 10k, 1 sender: drain / raw-pipeline ceiling",
+            c.deliveries_per_s / ceiling,
+            Bound::AtLeast(0.8),
+            JudgedOn::Median,
+        );
+    }
+    let two = case(cases, "backlog 10k, 2 senders").filter(|c| c.complete);
+    if let (Some(one), Some(two)) = (one, two) {
+        push(
+            "backlog 10k: drain with 2 senders / with 1",
+            two.deliveries_per_s / one.deliveries_per_s,
+            Bound::AtLeast(1.0),
+            JudgedOn::Median,
+        );
+    }
+    if let (Some(c), Some((mean, _, _))) = (
+        case(cases, "Fire only, c=32, 20k").filter(|c| c.complete),
+        adjacent_publish(stages),
+    ) {
+        push(
+            "Fire alone / raw publish right before and after it",
+            c.fire_calls_per_s / mean,
+            Bound::AtLeast(0.6),
+            JudgedOn::EveryRun,
+        );
+    }
+    out
+}
+
 #[derive(Debug, Serialize)]
 pub struct Report {
     pub date: String,
@@ -74,6 +183,9 @@ pub struct Report {
     pub cases: Vec<CaseResult>,
     pub ratios: Vec<Ratio>,
     pub targets: Vec<Target>,
+    /// Issue 23's cost figures as numbers, which `--runs N` takes the
+    /// medians of.
+    pub cost_figures: Vec<CostFigure>,
     pub duration_s: f64,
     /// With `--otlp`: the spans the services exported to the bench's sink.
     #[serde(skip_serializing_if = "Option::is_none")]
