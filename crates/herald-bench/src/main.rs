@@ -442,6 +442,13 @@ async fn protection_case(
     // Generous: a healthy run takes 10 to 20 s on the 2-core machine.
     let timeout = Duration::from_secs(60 + (events * protection::BREAKER_WEBHOOKS / 200) as u64);
 
+    // One breaker run in a database and queue prefix of its own.
+    let breaker = async |tag: String, label: &str, down: bool| {
+        let (sub, name) = prepare(&tag).await?;
+        let run = protection::breaker_run(&sub, label, down, events, c, PAYLOAD, timeout).await;
+        finish(&sub, &name).await;
+        run
+    };
     let repeats = cli.protection_repeats;
     let mut pairs = Vec::new();
     for i in 1..=repeats {
@@ -449,11 +456,7 @@ async fn protection_case(
             "circuit breaker {i}/{repeats}: {} webhooks, 1 sender, {events} events, all healthy…",
             protection::BREAKER_WEBHOOKS
         );
-        let (sub, name) = prepare(&format!("healthy{i}")).await?;
-        let healthy =
-            protection::breaker_run(&sub, "all healthy", false, events, c, PAYLOAD, timeout).await;
-        finish(&sub, &name).await;
-        let healthy = healthy?;
+        let healthy = breaker(format!("healthy{i}"), "all healthy", false).await?;
         println!(
             "    {:.0} deliveries/s per webhook; all done in {:.1} s",
             healthy.healthy_per_webhook_per_s, healthy.healthy_done_s
@@ -462,11 +465,7 @@ async fn protection_case(
         println!(
             "circuit breaker {i}/{repeats}: the same with one webhook's receiver answering 503…"
         );
-        let (sub, name) = prepare(&format!("one_down{i}")).await?;
-        let one_down =
-            protection::breaker_run(&sub, "one down", true, events, c, PAYLOAD, timeout).await;
-        finish(&sub, &name).await;
-        let one_down = one_down?;
+        let one_down = breaker(format!("one_down{i}"), "one down", true).await?;
         println!(
             "    {:.0} deliveries/s per healthy webhook; the four done in {:.1} s; the down path got {} requests",
             one_down.healthy_per_webhook_per_s,
