@@ -615,7 +615,7 @@ pub struct BreakerCase {
 impl BreakerCase {
     /// The case of `pairs` (at least one).
     pub fn new(pairs: Vec<BreakerPair>) -> Self {
-        let ratio = median(pairs.iter().map(|p| p.ratio));
+        let ratio = stats::median(pairs.iter().map(|p| p.ratio));
         Self { pairs, ratio }
     }
 
@@ -625,13 +625,6 @@ impl BreakerCase {
         order.sort_by(|a, b| a.ratio.total_cmp(&b.ratio));
         order[order.len() / 2]
     }
-}
-
-/// The median of `values` (the upper one of an even count; 0 for none).
-pub fn median(values: impl IntoIterator<Item = f64>) -> f64 {
-    let mut values: Vec<f64> = values.into_iter().collect();
-    values.sort_by(f64::total_cmp);
-    values.get(values.len() / 2).copied().unwrap_or(0.0)
 }
 
 /// What `--protection` writes to `<date>-protection.json`.
@@ -720,7 +713,7 @@ pub fn targets(breaker: &BreakerCase, limits: &[RateLimitRun]) -> Vec<Target> {
         ),
         met: Some(limits_complete && busiest_10s <= goal_10s),
     });
-    let drain = median(limits.iter().map(|l| l.deliveries_per_s));
+    let drain = stats::median(limits.iter().map(|l| l.deliveries_per_s));
     targets.push(Target {
         target: format!(
             "rate limit {}/s: a backlog drains at >= 90 % of the limit ({:.0}/s; median of the runs)",
@@ -848,13 +841,5 @@ mod tests {
         assert_eq!(busiest_window(&sorted, Duration::from_secs(1)), 5);
         assert_eq!(busiest_window(&sorted, Duration::from_secs(10)), 7);
         assert_eq!(busiest_window(&[], Duration::from_secs(1)), 0);
-    }
-
-    #[test]
-    fn the_median_is_the_middle_value_or_the_upper_middle_one() {
-        assert_eq!(median([0.9, 0.7, 1.0]), 0.9);
-        assert_eq!(median([0.8, 0.6]), 0.8);
-        assert_eq!(median([0.5]), 0.5);
-        assert_eq!(median([]), 0.0);
     }
 }

@@ -7,8 +7,8 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::protection::median;
 use crate::report::{Bound, CostFigure, JudgedOn};
+use crate::stats::median;
 
 /// One cost figure over all runs.
 #[derive(Debug, Clone, PartialEq, Serialize)]

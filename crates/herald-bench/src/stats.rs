@@ -1,4 +1,5 @@
-//! Load generators (closed loop, open loop) and latency summaries.
+//! Load generators (closed loop, open loop), latency summaries and the
+//! median that several runs are judged on.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -166,6 +167,13 @@ fn merge(all: &mut LoopOutcome, outcome: LoopOutcome) {
     }
 }
 
+/// The median of `values` (the upper one of an even count; 0 for none).
+pub fn median(values: impl IntoIterator<Item = f64>) -> f64 {
+    let mut values: Vec<f64> = values.into_iter().collect();
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(0.0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -200,5 +208,13 @@ mod tests {
         let mut seen = seen.lock().unwrap().clone();
         seen.sort_unstable();
         assert_eq!(seen, (0..100).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn the_median_is_the_middle_value_or_the_upper_middle_one() {
+        assert_eq!(median([0.9, 0.7, 1.0]), 0.9);
+        assert_eq!(median([0.8, 0.6]), 0.8);
+        assert_eq!(median([0.5]), 0.5);
+        assert_eq!(median([]), 0.0);
     }
 }
