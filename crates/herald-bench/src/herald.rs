@@ -136,7 +136,10 @@ fn spawn(env: &Env, binary: &str, name: &str, vars: &[(&str, String)]) -> anyhow
     let log = std::fs::File::create(env.log_dir.join(format!("{file}.log")))?;
     let mut command = Command::new(&path);
     command
-        .env("HERALD_DATABASE_URL", &env.database_url)
+        .env(
+            "HERALD_DATABASE_URL",
+            with_application_name(&env.database_url, binary),
+        )
         .env("HERALD_AMQP_URL", &env.amqp_url)
         .env("HERALD_QUEUE_PREFIX", &env.prefix)
         .env("HERALD_QUEUE_TYPE", env.queue_type.as_str())
@@ -160,6 +163,13 @@ fn spawn(env: &Env, binary: &str, name: &str, vars: &[(&str, String)]) -> anyhow
         name: name.to_owned(),
         child,
     })
+}
+
+/// `url` with `application_name` set, so that the case can tell which
+/// process each Postgres backend serves ([`PgBackends`]).
+fn with_application_name(url: &str, name: &str) -> String {
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}application_name={name}")
 }
 
 /// The running ingest and the clients that talk to it.
@@ -476,10 +486,79 @@ pub struct CaseResult {
     pub attempt_rows_per_s: f64,
     pub attempt_rows: i64,
     pub cpu_s_per_1000: CpuPer1000,
+    /// `cpu_s_per_1000.postgres` by whom Postgres worked for.
+    pub postgres_cpu_s_per_1000_by_client: PostgresSplit,
     pub sender_peak_rss_mib: f64,
     pub ingest_peak_rss_mib: f64,
     pub complete: bool,
     pub wall_s: f64,
+}
+
+/// Postgres' CPU seconds per 1,000 deliveries, split by the client its
+/// backends served: what each service's statements cost, apart from
+/// Postgres' own background work.
+#[derive(Debug, Default, Clone, Copy, Serialize)]
+pub struct PostgresSplit {
+    /// Backends of the senders' connections (attempt records, breakers,
+    /// configuration).
+    pub sender: f64,
+    /// Backends of ingest's connections (scheduled rows and their
+    /// clean-up, configuration).
+    pub ingest: f64,
+    /// The rest: background processes (WAL writer, checkpointer,
+    /// autovacuum), backends that ended during the case, the bench's own.
+    pub other: f64,
+}
+
+/// CPU seconds each backend of the bench's database has used so far, with
+/// the application name of its client.
+#[derive(Default)]
+pub(crate) struct PgBackends(HashMap<u32, (String, f64)>);
+
+impl PgBackends {
+    pub(crate) async fn now(db: &tokio_postgres::Client) -> Self {
+        let rows = db
+            .query(
+                "SELECT pid, application_name FROM pg_stat_activity \
+                 WHERE datname = current_database()",
+                &[],
+            )
+            .await
+            .unwrap_or_default();
+        Self(
+            rows.iter()
+                .filter_map(|row| {
+                    let pid = u32::try_from(row.get::<_, i32>(0)).ok()?;
+                    Some((pid, (row.get(1), procfs::cpu_seconds(pid))))
+                })
+                .collect(),
+        )
+    }
+
+    /// Splits `postgres` (CPU seconds per 1,000 deliveries, all of
+    /// Postgres) by client, from `self` to `after`. A backend that started
+    /// in between counts from zero.
+    fn split_until(&self, after: &PgBackends, postgres: f64, deliveries: usize) -> PostgresSplit {
+        if deliveries == 0 {
+            return PostgresSplit::default();
+        }
+        let used_by = |name: &str| -> f64 {
+            let seconds: f64 = after
+                .0
+                .iter()
+                .filter(|(_, (app, _))| app == name)
+                .map(|(pid, (_, cpu))| cpu - self.0.get(pid).map_or(0.0, |(_, before)| *before))
+                .sum();
+            seconds / deliveries as f64 * 1000.0
+        };
+        let sender = used_by("herald-sender");
+        let ingest = used_by("herald-ingest");
+        PostgresSplit {
+            sender,
+            ingest,
+            other: (postgres - sender - ingest).max(0.0),
+        }
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -592,6 +671,7 @@ pub async fn run_case(
     let mut pids: Vec<u32> = senders.iter().map(Proc::pid).collect();
     let ingest_pid = ingest.proc.pid();
     let mut cpu_before = cpu_snapshot(ingest_pid, &pids);
+    let mut pg_before = PgBackends::now(db).await;
 
     // Fire.
     let fired: Arc<Mutex<HashMap<Uuid, Instant>>> =
@@ -666,6 +746,8 @@ pub async fn run_case(
 
     if spec.fire_only() {
         let cpu_after = cpu_snapshot(ingest_pid, &[]);
+        let pg_after = PgBackends::now(db).await;
+        let cpu = cpu_before.per_1000_until(&cpu_after, expected);
         purge_work_queue(env).await?;
         return Ok(CaseResult {
             deliveries: expected,
@@ -680,7 +762,12 @@ pub async fn run_case(
             e2e_latency: None,
             attempt_rows_per_s: 0.0,
             attempt_rows: 0,
-            cpu_s_per_1000: cpu_before.per_1000_until(&cpu_after, expected),
+            cpu_s_per_1000: cpu,
+            postgres_cpu_s_per_1000_by_client: pg_before.split_until(
+                &pg_after,
+                cpu.postgres,
+                expected,
+            ),
             sender_peak_rss_mib: 0.0,
             ingest_peak_rss_mib: procfs::vm_mib(ingest_pid, "VmHWM").unwrap_or(0.0),
             complete: fire.errors == 0,
@@ -691,6 +778,7 @@ pub async fn run_case(
 
     if spec.backlog {
         cpu_before = cpu_snapshot(ingest_pid, &[]);
+        pg_before = PgBackends::now(db).await;
         let fire_cpu = cpu_before;
         senders = start_senders(spec.senders).await?;
         pids = senders.iter().map(Proc::pid).collect();
@@ -731,6 +819,8 @@ pub async fn run_case(
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let cpu_after = cpu_snapshot(ingest_pid, &pids);
+    let pg_after = PgBackends::now(db).await;
+    let cpu = cpu_before.per_1000_until(&cpu_after, expected);
     let sender_peak_rss_mib = pids
         .iter()
         .filter_map(|p| procfs::vm_mib(*p, "VmHWM"))
@@ -787,7 +877,8 @@ pub async fn run_case(
         e2e_latency,
         attempt_rows_per_s: per_second(usize::try_from(rows).unwrap_or(0), rows_window),
         attempt_rows: rows,
-        cpu_s_per_1000: cpu_before.per_1000_until(&cpu_after, expected),
+        cpu_s_per_1000: cpu,
+        postgres_cpu_s_per_1000_by_client: pg_before.split_until(&pg_after, cpu.postgres, expected),
         sender_peak_rss_mib,
         ingest_peak_rss_mib,
         complete,

@@ -578,7 +578,14 @@ fn cost_targets(stages: &[Stage], cases: &[CaseResult], cpus: usize) -> Vec<Targ
             let pg = c.cpu_s_per_1000.postgres;
             out.push(Target {
                 target: "1 webhook: Postgres CPU per delivery <= 2x the raw inserted row's".into(),
-                measured: format!("{pg:.4} ms = {:.1}x of {row:.4} ms", pg / row),
+                measured: format!(
+                    "{pg:.4} ms = {:.1}x of {row:.4} ms (for the senders' connections {:.4}, \
+                     ingest's {:.4}, other {:.4})",
+                    pg / row,
+                    c.postgres_cpu_s_per_1000_by_client.sender,
+                    c.postgres_cpu_s_per_1000_by_client.ingest,
+                    c.postgres_cpu_s_per_1000_by_client.other,
+                ),
                 met: met(POSTGRES_FIGURE),
             });
         }
