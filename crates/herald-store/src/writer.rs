@@ -5,7 +5,8 @@
 //! few thousand rows per second. So callers queue their record and wait, while
 //! a few writer tasks each take whatever has queued up (waiting a few
 //! milliseconds for more when little has), write it with one statement of
-//! two multi-row inserts, and then answer every waiting caller at once.
+//! multi-row inserts (plain ones for new rows, an upsert for deliveries
+//! written before), and then answer every waiting caller at once.
 
 use std::collections::BTreeMap;
 use std::collections::btree_map::Entry;
@@ -69,6 +70,59 @@ WITH upserted AS (
     ON CONFLICT (delivery_id, attempt) DO NOTHING
 )
 SELECT 1";
+
+/// Records a batch like [`WRITE_BATCH`], but inserts the deliveries written
+/// for the first time (`$28` is true: their first attempt) and every attempt
+/// with plain `INSERT`s. An `ON CONFLICT` insert first probes the unique
+/// index and then inserts speculatively, which costs a second index search
+/// and a second WAL record per row; nearly every row of a batch is new, so
+/// that is paid for nothing. A row that does exist (a queue message
+/// redelivered after its record committed) fails the whole statement with a
+/// unique violation, and the batch is written again with [`WRITE_BATCH`].
+const WRITE_BATCH_NEW_ROWS: &str = "\
+WITH records AS (
+    SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::text[],
+        $6::text[], $7::text[], $8::text[], $9::timestamptz[], $10::text[], $11::int4[],
+        $12::int4[], $13::text[], $14::timestamptz[], $15::timestamptz[], $16::timestamptz[],
+        $17::uuid[], $27::text[], $28::bool[])
+        AS r(id, tenant, event, webhook_id, target_url, method, payload, payload_kind, fired_at,
+            state, attempts, last_status_code, last_error, last_attempt_at, next_attempt_at,
+            finished_at, resent_from, ordering_key, first)
+), created AS (
+    INSERT INTO deliveries (id, tenant, event, webhook_id, target_url, method, payload,
+        payload_kind, fired_at, state, attempts, last_status_code, last_error, last_attempt_at,
+        next_attempt_at, finished_at, resent_from, ordering_key)
+    SELECT id, tenant, event, webhook_id, target_url, method, payload, payload_kind, fired_at,
+        state, attempts, last_status_code, last_error, last_attempt_at, next_attempt_at,
+        finished_at, resent_from, ordering_key
+    FROM records WHERE first
+), upserted AS (
+    INSERT INTO deliveries (id, tenant, event, webhook_id, target_url, method, payload,
+        payload_kind, fired_at, state, attempts, last_status_code, last_error, last_attempt_at,
+        next_attempt_at, finished_at, resent_from, ordering_key)
+    SELECT id, tenant, event, webhook_id, target_url, method, payload, payload_kind, fired_at,
+        state, attempts, last_status_code, last_error, last_attempt_at, next_attempt_at,
+        finished_at, resent_from, ordering_key
+    FROM records WHERE NOT first
+    ON CONFLICT (id) DO UPDATE SET
+        state = EXCLUDED.state,
+        attempts = EXCLUDED.attempts,
+        last_status_code = EXCLUDED.last_status_code,
+        last_error = EXCLUDED.last_error,
+        last_attempt_at = EXCLUDED.last_attempt_at,
+        next_attempt_at = EXCLUDED.next_attempt_at,
+        finished_at = EXCLUDED.finished_at
+    WHERE deliveries.attempts <= EXCLUDED.attempts
+), inserted AS (
+    INSERT INTO delivery_attempts (delivery_id, attempt, started_at, duration_ms, url,
+        status_code, error_kind, error_message, response_excerpt)
+    SELECT * FROM unnest($18::uuid[], $19::int4[], $20::timestamptz[], $21::int4[],
+        $22::text[], $23::int4[], $24::text[], $25::text[], $26::text[])
+)
+SELECT 1";
+
+/// SQLSTATE `unique_violation`.
+const UNIQUE_VIOLATION: &str = "23505";
 
 /// The state of a delivery after an attempt (a row of `deliveries`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -480,6 +534,8 @@ struct DeliveryColumns {
     finished_at: Vec<Option<SystemTime>>,
     resent_from: Vec<Option<Uuid>>,
     ordering_key: Vec<Option<String>>,
+    /// Written for the first time: the record of its first attempt.
+    first: Vec<bool>,
 }
 
 #[derive(Debug, Default)]
@@ -548,6 +604,7 @@ impl Rows {
             d.resent_from.push(record.resent_from);
             d.ordering_key
                 .push(record.ordering_key.as_deref().map(strip_nul));
+            d.first.push(record.attempts == 1);
         }
         let a = &mut rows.attempts;
         for record in attempts.into_values() {
@@ -577,43 +634,58 @@ impl Rows {
 
     async fn write_transaction(&self, pool: &Pool) -> Result<(), StoreError> {
         let client = pool.get().await?;
+        if self.deliveries.first.contains(&true) {
+            let statement = client.prepare_cached(WRITE_BATCH_NEW_ROWS).await?;
+            match client.execute(&statement, &self.params(true)).await {
+                Err(err)
+                    if err
+                        .code()
+                        .is_some_and(|code| code.code() == UNIQUE_VIOLATION) => {}
+                result => return result.map(drop).map_err(StoreError::from),
+            }
+        }
         let statement = client.prepare_cached(WRITE_BATCH).await?;
-        let (d, a) = (&self.deliveries, &self.attempts);
-        client
-            .execute(
-                &statement,
-                &[
-                    &d.id,
-                    &d.tenant,
-                    &d.event,
-                    &d.webhook_id,
-                    &d.target_url,
-                    &d.method,
-                    &d.payload,
-                    &d.payload_kind,
-                    &d.fired_at,
-                    &d.state,
-                    &d.attempts,
-                    &d.last_status_code,
-                    &d.last_error,
-                    &d.last_attempt_at,
-                    &d.next_attempt_at,
-                    &d.finished_at,
-                    &d.resent_from,
-                    &a.delivery_id,
-                    &a.attempt,
-                    &a.started_at,
-                    &a.duration_ms,
-                    &a.url,
-                    &a.status_code,
-                    &a.error_kind,
-                    &a.error_message,
-                    &a.response_excerpt,
-                    &d.ordering_key,
-                ],
-            )
-            .await?;
+        client.execute(&statement, &self.params(false)).await?;
         Ok(())
+    }
+
+    /// The parameters of [`WRITE_BATCH`], and with `new_rows` those of
+    /// [`WRITE_BATCH_NEW_ROWS`] (one more).
+    fn params(&self, new_rows: bool) -> Vec<&(dyn tokio_postgres::types::ToSql + Sync)> {
+        let (d, a) = (&self.deliveries, &self.attempts);
+        let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![
+            &d.id,
+            &d.tenant,
+            &d.event,
+            &d.webhook_id,
+            &d.target_url,
+            &d.method,
+            &d.payload,
+            &d.payload_kind,
+            &d.fired_at,
+            &d.state,
+            &d.attempts,
+            &d.last_status_code,
+            &d.last_error,
+            &d.last_attempt_at,
+            &d.next_attempt_at,
+            &d.finished_at,
+            &d.resent_from,
+            &a.delivery_id,
+            &a.attempt,
+            &a.started_at,
+            &a.duration_ms,
+            &a.url,
+            &a.status_code,
+            &a.error_kind,
+            &a.error_message,
+            &a.response_excerpt,
+            &d.ordering_key,
+        ];
+        if new_rows {
+            params.push(&d.first);
+        }
+        params
     }
 }
 
@@ -925,6 +997,47 @@ mod tests {
         assert_eq!(view.attempts, 2);
         let attempts: Vec<u32> = view.attempt_history.iter().map(|a| a.attempt).collect();
         assert_eq!(attempts, [1, 2]);
+        shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_redelivered_first_attempt_does_not_hold_back_the_new_rows_of_its_batch() {
+        let db = TestDb::migrated().await;
+        let shutdown = CancellationToken::new();
+        let (writer, _tasks) = start(&db, 512, 1, &shutdown);
+        let (old, retried) = (Uuid::now_v7(), Uuid::now_v7());
+        writer
+            .write(request(old, 1, DeliveryState::Succeeded))
+            .await
+            .unwrap();
+        writer
+            .write(request(retried, 1, DeliveryState::Pending))
+            .await
+            .unwrap();
+        // One batch: new deliveries at their first attempt (plain inserts),
+        // a retry of an existing one (an upsert), and the first attempt of
+        // `old` once more, as a redelivered message brings it. Its rows
+        // exist, so the plain insert fails and the batch is written again
+        // with the upsert.
+        let new: Vec<Uuid> = (0..3).map(|_| Uuid::now_v7()).collect();
+        let mut requests: Vec<WriteRequest> = new
+            .iter()
+            .map(|id| request(*id, 1, DeliveryState::Succeeded))
+            .collect();
+        requests.push(request(retried, 2, DeliveryState::Succeeded));
+        requests.push(request(old, 1, DeliveryState::Succeeded));
+        let results = join_all(requests.into_iter().map(|r| writer.write(r))).await;
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+
+        let store = Store::new(db.pool());
+        for id in new.iter().chain([&old]) {
+            let view = store.get_delivery(*id).await.unwrap();
+            assert_eq!(view.state, DeliveryState::Succeeded, "{id}");
+            assert_eq!(view.attempt_history.len(), 1, "{id}");
+        }
+        let view = store.get_delivery(retried).await.unwrap();
+        assert_eq!((view.state, view.attempts), (DeliveryState::Succeeded, 2));
+        assert_eq!(view.attempt_history.len(), 2);
         shutdown.cancel();
     }
 
