@@ -9,8 +9,10 @@
 //! Writing them is best effort: rows that find the queue full or Postgres
 //! unavailable are dropped and counted
 //! (`herald_scheduled_rows_total{outcome="dropped"}`), and the delivery
-//! appears when its first attempt is recorded, as it did before. A cleanup
-//! task removes the rows whose delivery the sender has written.
+//! appears when its first attempt is recorded, as it did before. A row
+//! whose delivery the sender has written by the time its batch goes out is
+//! left out (`outcome="skipped"`), and a cleanup task removes the rows
+//! whose delivery the sender wrote after them.
 //!
 //! This module never writes `deliveries` and never waits on the caller.
 
@@ -30,11 +32,22 @@ use crate::writer::strip_nul;
 /// Inserts a batch of scheduled deliveries; a row that exists (a keyed
 /// Fire published again) stays as it is. Every fire-time column of
 /// `deliveries` is here too, so a scheduled delivery reads like any other.
+///
+/// A delivery the sender has written already is left out: the log shows it
+/// from its `deliveries` row, and its scheduled row would only be removed
+/// again by the clean-up. The batch waits up to the linger before it is
+/// written, so in a pipeline that keeps up most rows are left out, at the
+/// cost of one primary-key probe each instead of an insert and a delete
+/// (issue 23, docs/performance.md). A sender that writes the delivery
+/// after the probe leaves a row to the clean-up, as before.
 const INSERT_SCHEDULED: &str = "\
 INSERT INTO scheduled_deliveries (id, tenant, event, webhook_id, target_url, method, payload,
     payload_kind, fired_at, next_attempt_at, resent_from)
 SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::text[], $6::text[],
     $7::text[], $8::text[], $9::timestamptz[], $10::timestamptz[], $11::uuid[])
+    AS s(id, tenant, event, webhook_id, target_url, method, payload, payload_kind, fired_at,
+        next_attempt_at, resent_from)
+WHERE NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.id = s.id)
 ON CONFLICT (id) DO NOTHING";
 
 /// Removes up to $1 scheduled rows whose delivery the sender has written,
@@ -124,6 +137,7 @@ impl ScheduledLog {
         let receiver = Arc::new(Mutex::new(receiver));
         let written = metrics::counter!("herald_scheduled_rows_total", "outcome" => "written");
         let dropped = metrics::counter!("herald_scheduled_rows_total", "outcome" => "dropped");
+        let skipped = metrics::counter!("herald_scheduled_rows_total", "outcome" => "skipped");
         let tasks: Vec<_> = (0..config.writers.max(1))
             .map(|_| {
                 tokio::spawn(run(
@@ -131,7 +145,11 @@ impl ScheduledLog {
                     receiver.clone(),
                     config,
                     shutdown.clone(),
-                    (written.clone(), dropped.clone()),
+                    Outcomes {
+                        written: written.clone(),
+                        dropped: dropped.clone(),
+                        skipped: skipped.clone(),
+                    },
                 ))
             })
             .collect();
@@ -211,12 +229,23 @@ async fn clean_up_until(pool: Pool, interval: Duration, shutdown: CancellationTo
     }
 }
 
+/// `herald_scheduled_rows_total` by outcome.
+struct Outcomes {
+    /// Inserted.
+    written: metrics::Counter,
+    /// Not logged: Postgres unreachable or too slow, or the queue full.
+    dropped: metrics::Counter,
+    /// Not needed: the sender had written the delivery already (or the row
+    /// existed, for a keyed Fire published again).
+    skipped: metrics::Counter,
+}
+
 async fn run(
     pool: Pool,
     receiver: Arc<Mutex<mpsc::Receiver<ScheduledRecord>>>,
     config: ScheduledLogConfig,
     shutdown: CancellationToken,
-    (written, dropped): (metrics::Counter, metrics::Counter),
+    outcomes: Outcomes,
 ) {
     let max_batch = config.max_batch.max(1);
     let mut batch = Vec::with_capacity(max_batch);
@@ -251,16 +280,19 @@ async fn run(
         // Bounded, so that a vanished connection cannot hold the rows behind
         // this batch; the sender writes any row lost here.
         match tokio::time::timeout(Duration::from_secs(5), insert(&pool, &mut batch)).await {
-            Ok(Ok(())) => written.increment(rows),
+            Ok(Ok(inserted)) => {
+                outcomes.written.increment(inserted);
+                outcomes.skipped.increment(rows.saturating_sub(inserted));
+            }
             Ok(Err(e)) => {
-                dropped.increment(rows);
+                outcomes.dropped.increment(rows);
                 warn!(
                     error = &e as &dyn std::error::Error,
                     rows, "scheduled deliveries not logged; their first attempt will log them"
                 );
             }
             Err(_) => {
-                dropped.increment(rows);
+                outcomes.dropped.increment(rows);
                 warn!(
                     rows,
                     "scheduled deliveries not logged within 5 s; their first attempt will log them"
@@ -271,14 +303,15 @@ async fn run(
     }
 }
 
-async fn insert(pool: &Pool, batch: &mut [ScheduledRecord]) -> Result<(), StoreError> {
+/// Inserts the batch; returns how many rows were inserted.
+async fn insert(pool: &Pool, batch: &mut [ScheduledRecord]) -> Result<u64, StoreError> {
     // The same order as the sender's writer, so that two statements touching
     // the same rows never wait on each other in opposite orders.
     batch.sort_unstable_by_key(|r| r.id);
     let client = pool.get().await?;
     let statement = client.prepare_cached(INSERT_SCHEDULED).await?;
     let column = |f: fn(&ScheduledRecord) -> &str| batch.iter().map(f).collect::<Vec<_>>();
-    client
+    let inserted = client
         .execute(
             &statement,
             &[
@@ -296,7 +329,7 @@ async fn insert(pool: &Pool, batch: &mut [ScheduledRecord]) -> Result<(), StoreE
             ],
         )
         .await?;
-    Ok(())
+    Ok(inserted)
 }
 
 #[cfg(test)]
@@ -334,67 +367,83 @@ mod tests {
             .map(|r| (r.get(0), r.get(1)))
     }
 
+    /// What the sender writes for `scheduled` after a successful first
+    /// attempt.
+    fn succeeded(scheduled: &ScheduledRecord) -> WriteRequest {
+        WriteRequest {
+            delivery: DeliveryRecord {
+                ordering_key: Default::default(),
+                id: scheduled.id,
+                tenant: scheduled.tenant.clone(),
+                event: scheduled.event.clone(),
+                webhook_id: scheduled.webhook_id,
+                target_url: scheduled.target_url.clone(),
+                method: scheduled.method.clone(),
+                payload: Some(scheduled.payload.clone()),
+                payload_kind: "json",
+                fired_at: scheduled.fired_at,
+                state: DeliveryState::Succeeded,
+                attempts: 1,
+                last_status_code: Some(200),
+                last_error: None,
+                last_attempt_at: Some(scheduled.next_attempt_at),
+                next_attempt_at: None,
+                finished_at: Some(scheduled.next_attempt_at),
+                resent_from: None,
+            },
+            attempt: None,
+        }
+    }
+
+    async fn wait_until_logged(pool: &Pool, id: Uuid) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while state_of(pool, id).await.is_none() {
+            assert!(std::time::Instant::now() < deadline, "never written");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     #[tokio::test]
     async fn rows_show_as_scheduled_until_the_senders_row_replaces_them() {
         let db = TestDb::migrated().await;
         let shutdown = CancellationToken::new();
         let (log, done) =
             ScheduledLog::start(db.pool(), ScheduledLogConfig::default(), shutdown.clone());
-        let now = SystemTime::now();
-        let (fresh, attempted) = (Uuid::now_v7(), Uuid::now_v7());
-
-        // The sender wrote `attempted` first: the scheduled row must not
-        // move it back.
         let (writer, writer_done) =
             AttemptWriter::start(db.pool(), WriterConfig::default(), shutdown.clone());
-        let mut scheduled = row(attempted, now);
+        let now = SystemTime::now();
         // Due already, as when the first attempt came before the row.
-        scheduled.next_attempt_at = now;
-        writer
-            .write(WriteRequest {
-                delivery: DeliveryRecord {
-                    ordering_key: Default::default(),
-                    id: attempted,
-                    tenant: scheduled.tenant.clone(),
-                    event: scheduled.event.clone(),
-                    webhook_id: scheduled.webhook_id,
-                    target_url: scheduled.target_url.clone(),
-                    method: scheduled.method.clone(),
-                    payload: Some(scheduled.payload.clone()),
-                    payload_kind: "json",
-                    fired_at: now,
-                    state: DeliveryState::Succeeded,
-                    attempts: 1,
-                    last_status_code: Some(200),
-                    last_error: None,
-                    last_attempt_at: Some(now),
-                    next_attempt_at: None,
-                    finished_at: Some(now),
-                    resent_from: None,
-                },
-                attempt: None,
-            })
-            .await
-            .unwrap();
+        let due = |id| ScheduledRecord {
+            next_attempt_at: now,
+            ..row(id, now)
+        };
+        let (fresh, raced, attempted) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
 
-        log.record([row(fresh, now), scheduled, row(fresh, now)]);
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while state_of(&db.pool(), fresh).await.is_none() {
-            assert!(std::time::Instant::now() < deadline, "never written");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        // `fresh` and `raced` are logged before any attempt.
+        log.record([row(fresh, now), due(raced), row(fresh, now)]);
+        wait_until_logged(&db.pool(), fresh).await;
+        wait_until_logged(&db.pool(), raced).await;
         assert_eq!(
             state_of(&db.pool(), fresh).await,
             Some(("scheduled".into(), 0))
         );
+        // Then the sender writes `raced`, and `attempted` before ingest
+        // logged it: that scheduled row is left out, and must not move the
+        // delivery back either.
+        writer.write(succeeded(&due(raced))).await.unwrap();
+        writer.write(succeeded(&due(attempted))).await.unwrap();
+        log.record([due(attempted)]);
+
         shutdown.cancel();
         done.await.unwrap();
         writer_done.await.unwrap();
-        assert_eq!(
-            state_of(&db.pool(), attempted).await,
-            Some(("succeeded".into(), 1)),
-            "the log shows the sender's row, once"
-        );
+        for id in [raced, attempted] {
+            assert_eq!(
+                state_of(&db.pool(), id).await,
+                Some(("succeeded".into(), 1)),
+                "the log shows the sender's row, once"
+            );
+        }
         let client = db.pool().get().await.unwrap();
         let count = |sql: &'static str| {
             let client = &client;
@@ -402,9 +451,13 @@ mod tests {
         };
         assert_eq!(
             count("SELECT count(*) FROM deliveries_with_scheduled").await,
-            2
+            3
         );
-        assert_eq!(count("SELECT count(*) FROM scheduled_deliveries").await, 2);
+        assert_eq!(
+            count("SELECT count(*) FROM scheduled_deliveries").await,
+            2,
+            "fresh and raced; attempted was left out"
+        );
         // The clean-up removes the scheduled row the sender's row replaced,
         // and keeps the one whose delivery has no row yet.
         assert_eq!(clean_up_once(&db.pool(), 100).await.unwrap(), 1);
