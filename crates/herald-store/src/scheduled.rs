@@ -50,21 +50,39 @@ SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::text[],
 WHERE NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.id = s.id)
 ON CONFLICT (id) DO NOTHING";
 
-/// Removes up to $1 scheduled rows whose delivery the sender has written,
-/// looking only at rows whose first attempt is due (before that the sender
-/// cannot have written them). One ingest at a time does it (the lock is the
+/// Looks at up to $1 scheduled rows after the id $2 (in id order) and
+/// removes those whose first attempt is due and whose delivery the sender
+/// has written; returns how many it removed, how many it looked at, and the
+/// last id it looked at. One ingest at a time does it (the lock is the
 /// transaction's), so replicas do not delete the same rows twice.
+///
+/// Each pass reads a bounded slice of the table, walking it from one pass to
+/// the next: rows pile up while deliveries wait (a backlog, a sender
+/// outage), and a pass over all of them every second, or a join with all of
+/// `deliveries` (which the planner picks for many rows), would cost
+/// Postgres in proportion to the backlog and the log. The probe of
+/// `deliveries` is a scalar subquery so that it stays one primary-key
+/// lookup per row (issue 23, docs/performance.md).
 const CLEAN_UP: &str = "\
 WITH locked AS (SELECT pg_try_advisory_xact_lock(7274693712345) AS ok),
+scanned AS (
+    SELECT s.id, s.ctid AS row_id, s.next_attempt_at FROM scheduled_deliveries s, locked
+    WHERE locked.ok AND s.id > $2
+    ORDER BY s.id
+    LIMIT $1
+),
 gone AS (
     DELETE FROM scheduled_deliveries WHERE ctid = ANY(ARRAY(
-        SELECT s.ctid FROM scheduled_deliveries s, locked
-        WHERE locked.ok AND s.next_attempt_at <= now()
-          AND EXISTS (SELECT 1 FROM deliveries d WHERE d.id = s.id)
-        LIMIT $1))
+        SELECT row_id FROM scanned
+        WHERE next_attempt_at <= now()
+          AND (SELECT true FROM deliveries d WHERE d.id = scanned.id)))
     RETURNING 1
 )
-SELECT count(*) FROM gone";
+SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM scanned),
+    (SELECT id FROM scanned ORDER BY id DESC LIMIT 1)";
+
+/// Rows one clean-up pass looks at.
+const CLEAN_UP_SLICE: i64 = 10_000;
 
 /// A delivery as Fire (or a resend, or a test send) queued it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -193,29 +211,63 @@ impl ScheduledLog {
     }
 }
 
-/// Removes scheduled rows whose delivery the sender has written, at most
-/// `limit`; returns how many. Public for tests and tools.
-pub async fn clean_up_once(pool: &Pool, limit: i64) -> Result<u64, StoreError> {
+/// What one clean-up pass did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sweep {
+    /// Rows removed.
+    pub removed: u64,
+    /// Rows looked at.
+    pub scanned: u64,
+    /// Where the next pass goes on; `None` once the end was reached (the
+    /// next pass starts over).
+    pub next: Option<Uuid>,
+}
+
+/// Looks at up to `limit` scheduled rows after `after` (`Uuid::nil()`: from
+/// the start) and removes those whose delivery the sender has written.
+/// Public for tests and tools.
+pub async fn clean_up_once(pool: &Pool, after: Uuid, limit: i64) -> Result<Sweep, StoreError> {
     let client = pool.get().await?;
     let statement = client.prepare_cached(CLEAN_UP).await?;
-    let row = client.query_one(&statement, &[&limit]).await?;
-    Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
+    let row = client.query_one(&statement, &[&limit, &after]).await?;
+    let scanned = u64::try_from(row.get::<_, i64>(1)).unwrap_or(0);
+    Ok(Sweep {
+        removed: u64::try_from(row.get::<_, i64>(0)).unwrap_or(0),
+        scanned,
+        next: if scanned < u64::try_from(limit).unwrap_or(0) {
+            None
+        } else {
+            row.get(2)
+        },
+    })
 }
 
 async fn clean_up_until(pool: Pool, interval: Duration, shutdown: CancellationToken) {
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut after = Uuid::nil();
     loop {
         tokio::select! {
             _ = ticks.tick() => {}
             () = shutdown.cancelled() => return,
         }
-        // A full batch means more is waiting: go on at once.
+        // A slice that was mostly rows to remove means more such rows are
+        // likely behind it (a backlog just drained): go on at once. A
+        // slice of rows still waiting is left for the next tick.
         loop {
-            match tokio::time::timeout(Duration::from_secs(30), clean_up_once(&pool, 10_000)).await
+            match tokio::time::timeout(
+                Duration::from_secs(30),
+                clean_up_once(&pool, after, CLEAN_UP_SLICE),
+            )
+            .await
             {
-                Ok(Ok(n)) if n >= 10_000 && !shutdown.is_cancelled() => continue,
-                Ok(Ok(_)) => break,
+                Ok(Ok(sweep)) => {
+                    after = sweep.next.unwrap_or(Uuid::nil());
+                    let more = sweep.next.is_some() && sweep.removed * 2 >= sweep.scanned;
+                    if !more || shutdown.is_cancelled() {
+                        break;
+                    }
+                }
                 Ok(Err(e)) => {
                     warn!(
                         error = &e as &dyn std::error::Error,
@@ -460,7 +512,8 @@ mod tests {
         );
         // The clean-up removes the scheduled row the sender's row replaced,
         // and keeps the one whose delivery has no row yet.
-        assert_eq!(clean_up_once(&db.pool(), 100).await.unwrap(), 1);
+        let sweep = clean_up_once(&db.pool(), Uuid::nil(), 100).await.unwrap();
+        assert_eq!((sweep.removed, sweep.next), (1, None));
         assert_eq!(count("SELECT count(*) FROM scheduled_deliveries").await, 1);
         assert_eq!(
             state_of(&db.pool(), fresh).await,
@@ -477,6 +530,62 @@ mod tests {
             .unwrap()
             .get(0);
         assert!(next.is_some_and(|t| t > now), "the first attempt's time");
+    }
+
+    #[tokio::test]
+    async fn the_clean_up_walks_the_table_a_slice_at_a_time() {
+        let db = TestDb::migrated().await;
+        let shutdown = CancellationToken::new();
+        let (writer, writer_done) =
+            AttemptWriter::start(db.pool(), WriterConfig::default(), shutdown.clone());
+        let client = db.pool().get().await.unwrap();
+        let now = SystemTime::now() - Duration::from_secs(1);
+        // Seven rows due, in id order; the sender wrote every other one
+        // (after ingest logged it, as in a race).
+        let ids: Vec<Uuid> = (0..7).map(|_| Uuid::now_v7()).collect();
+        for (i, id) in ids.iter().enumerate() {
+            let scheduled = ScheduledRecord {
+                next_attempt_at: now,
+                ..row(*id, now)
+            };
+            client
+                .execute(
+                    "INSERT INTO scheduled_deliveries (id, tenant, event, webhook_id, \
+                     target_url, method, payload, payload_kind, fired_at, next_attempt_at) \
+                     VALUES ($1, 'shop', 'order.created', $2, 'https://shop.example/h', \
+                     'POST', '{}', 'json', $3, $3)",
+                    &[id, &scheduled.webhook_id, &now],
+                )
+                .await
+                .unwrap();
+            if i % 2 == 0 {
+                writer.write(succeeded(&scheduled)).await.unwrap();
+            }
+        }
+        shutdown.cancel();
+        writer_done.await.unwrap();
+
+        // Slices of three: each pass looks at three rows and says where
+        // the next goes on, until the end.
+        let mut after = Uuid::nil();
+        let mut sweeps = Vec::new();
+        loop {
+            let sweep = clean_up_once(&db.pool(), after, 3).await.unwrap();
+            sweeps.push((sweep.removed, sweep.scanned));
+            match sweep.next {
+                Some(next) => after = next,
+                None => break,
+            }
+        }
+        assert_eq!(sweeps, [(2, 3), (1, 3), (1, 1)]);
+        let left: Vec<Uuid> = client
+            .query("SELECT id FROM scheduled_deliveries ORDER BY id", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(left, [ids[1], ids[3], ids[5]]);
     }
 
     #[tokio::test]
