@@ -30,46 +30,72 @@ use herald_core::backoff::Backoff;
 /// as TCP takes to notice.
 const BATCH_TIMEOUT: Duration = Duration::from_secs(30);
 
+// The parts the two batch statements share, as macros so that `concat!`
+// can put each statement together at compile time.
+
+/// The columns of `deliveries` a record writes.
+macro_rules! delivery_columns {
+    () => {
+        "id, tenant, event, webhook_id, target_url, method, payload, payload_kind, fired_at, \
+         state, attempts, last_status_code, last_error, last_attempt_at, next_attempt_at, \
+         finished_at, resent_from, ordering_key"
+    };
+}
+
+/// The delivery records as rows, in the order of `delivery_columns!`.
+macro_rules! delivery_rows {
+    () => {
+        "unnest($1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::text[], $6::text[], \
+         $7::text[], $8::text[], $9::timestamptz[], $10::text[], $11::int4[], $12::int4[], \
+         $13::text[], $14::timestamptz[], $15::timestamptz[], $16::timestamptz[], $17::uuid[], \
+         $27::text[]"
+    };
+}
+
+/// Only the progress columns are updated on conflict; the fire-time columns
+/// are written once. The `WHERE` keeps a late redelivery of an older attempt
+/// from moving a delivery backwards.
+macro_rules! delivery_upsert {
+    () => {
+        "ON CONFLICT (id) DO UPDATE SET state = EXCLUDED.state, \
+         attempts = EXCLUDED.attempts, last_status_code = EXCLUDED.last_status_code, \
+         last_error = EXCLUDED.last_error, last_attempt_at = EXCLUDED.last_attempt_at, \
+         next_attempt_at = EXCLUDED.next_attempt_at, finished_at = EXCLUDED.finished_at \
+         WHERE deliveries.attempts <= EXCLUDED.attempts"
+    };
+}
+
+/// Inserts the attempt records.
+macro_rules! attempts_insert {
+    () => {
+        "INSERT INTO delivery_attempts (delivery_id, attempt, started_at, duration_ms, url, \
+         status_code, error_kind, error_message, response_excerpt) \
+         SELECT * FROM unnest($18::uuid[], $19::int4[], $20::timestamptz[], $21::int4[], \
+         $22::text[], $23::int4[], $24::text[], $25::text[], $26::text[])"
+    };
+}
+
 /// Records a batch in one statement: upserts the deliveries and inserts
 /// their attempts. One statement is one implicit transaction, so the batch
 /// commits in a single round trip (no `BEGIN`/`COMMIT` of their own), and the
 /// two inserts still commit or fail together.
-///
-/// Deliveries: only the progress columns are updated on conflict; the
-/// fire-time columns are written once. The `WHERE` keeps a late redelivery of
-/// an older attempt from moving a delivery backwards.
 ///
 /// Attempts: an attempt is immutable, so a second write of the same
 /// (delivery, attempt) — a message redelivered after a crash — is ignored.
 ///
 /// Data-modifying `WITH` parts always run to completion even though the main
 /// query reads nothing from them.
-const WRITE_BATCH: &str = "\
-WITH upserted AS (
-    INSERT INTO deliveries (id, tenant, event, webhook_id, target_url, method, payload,
-        payload_kind, fired_at, state, attempts, last_status_code, last_error, last_attempt_at,
-        next_attempt_at, finished_at, resent_from, ordering_key)
-    SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::text[],
-        $6::text[], $7::text[], $8::text[], $9::timestamptz[], $10::text[], $11::int4[],
-        $12::int4[], $13::text[], $14::timestamptz[], $15::timestamptz[], $16::timestamptz[],
-        $17::uuid[], $27::text[])
-    ON CONFLICT (id) DO UPDATE SET
-        state = EXCLUDED.state,
-        attempts = EXCLUDED.attempts,
-        last_status_code = EXCLUDED.last_status_code,
-        last_error = EXCLUDED.last_error,
-        last_attempt_at = EXCLUDED.last_attempt_at,
-        next_attempt_at = EXCLUDED.next_attempt_at,
-        finished_at = EXCLUDED.finished_at
-    WHERE deliveries.attempts <= EXCLUDED.attempts
-), inserted AS (
-    INSERT INTO delivery_attempts (delivery_id, attempt, started_at, duration_ms, url,
-        status_code, error_kind, error_message, response_excerpt)
-    SELECT * FROM unnest($18::uuid[], $19::int4[], $20::timestamptz[], $21::int4[],
-        $22::text[], $23::int4[], $24::text[], $25::text[], $26::text[])
-    ON CONFLICT (delivery_id, attempt) DO NOTHING
-)
-SELECT 1";
+const WRITE_BATCH: &str = concat!(
+    "WITH upserted AS (INSERT INTO deliveries (",
+    delivery_columns!(),
+    ") SELECT * FROM ",
+    delivery_rows!(),
+    ") ",
+    delivery_upsert!(),
+    "), inserted AS (",
+    attempts_insert!(),
+    " ON CONFLICT (delivery_id, attempt) DO NOTHING) SELECT 1"
+);
 
 /// Records a batch like [`WRITE_BATCH`], but inserts the deliveries written
 /// for the first time (`$28` is true: their first attempt) and every attempt
@@ -79,47 +105,25 @@ SELECT 1";
 /// that is paid for nothing. A row that does exist (a queue message
 /// redelivered after its record committed) fails the whole statement with a
 /// unique violation, and the batch is written again with [`WRITE_BATCH`].
-const WRITE_BATCH_NEW_ROWS: &str = "\
-WITH records AS (
-    SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::text[],
-        $6::text[], $7::text[], $8::text[], $9::timestamptz[], $10::text[], $11::int4[],
-        $12::int4[], $13::text[], $14::timestamptz[], $15::timestamptz[], $16::timestamptz[],
-        $17::uuid[], $27::text[], $28::bool[])
-        AS r(id, tenant, event, webhook_id, target_url, method, payload, payload_kind, fired_at,
-            state, attempts, last_status_code, last_error, last_attempt_at, next_attempt_at,
-            finished_at, resent_from, ordering_key, first)
-), created AS (
-    INSERT INTO deliveries (id, tenant, event, webhook_id, target_url, method, payload,
-        payload_kind, fired_at, state, attempts, last_status_code, last_error, last_attempt_at,
-        next_attempt_at, finished_at, resent_from, ordering_key)
-    SELECT id, tenant, event, webhook_id, target_url, method, payload, payload_kind, fired_at,
-        state, attempts, last_status_code, last_error, last_attempt_at, next_attempt_at,
-        finished_at, resent_from, ordering_key
-    FROM records WHERE first
-), upserted AS (
-    INSERT INTO deliveries (id, tenant, event, webhook_id, target_url, method, payload,
-        payload_kind, fired_at, state, attempts, last_status_code, last_error, last_attempt_at,
-        next_attempt_at, finished_at, resent_from, ordering_key)
-    SELECT id, tenant, event, webhook_id, target_url, method, payload, payload_kind, fired_at,
-        state, attempts, last_status_code, last_error, last_attempt_at, next_attempt_at,
-        finished_at, resent_from, ordering_key
-    FROM records WHERE NOT first
-    ON CONFLICT (id) DO UPDATE SET
-        state = EXCLUDED.state,
-        attempts = EXCLUDED.attempts,
-        last_status_code = EXCLUDED.last_status_code,
-        last_error = EXCLUDED.last_error,
-        last_attempt_at = EXCLUDED.last_attempt_at,
-        next_attempt_at = EXCLUDED.next_attempt_at,
-        finished_at = EXCLUDED.finished_at
-    WHERE deliveries.attempts <= EXCLUDED.attempts
-), inserted AS (
-    INSERT INTO delivery_attempts (delivery_id, attempt, started_at, duration_ms, url,
-        status_code, error_kind, error_message, response_excerpt)
-    SELECT * FROM unnest($18::uuid[], $19::int4[], $20::timestamptz[], $21::int4[],
-        $22::text[], $23::int4[], $24::text[], $25::text[], $26::text[])
-)
-SELECT 1";
+const WRITE_BATCH_NEW_ROWS: &str = concat!(
+    "WITH records AS (SELECT * FROM ",
+    delivery_rows!(),
+    ", $28::bool[]) AS r(",
+    delivery_columns!(),
+    ", first)), created AS (INSERT INTO deliveries (",
+    delivery_columns!(),
+    ") SELECT ",
+    delivery_columns!(),
+    " FROM records WHERE first), upserted AS (INSERT INTO deliveries (",
+    delivery_columns!(),
+    ") SELECT ",
+    delivery_columns!(),
+    " FROM records WHERE NOT first ",
+    delivery_upsert!(),
+    "), inserted AS (",
+    attempts_insert!(),
+    ") SELECT 1"
+);
 
 /// SQLSTATE `unique_violation`.
 const UNIQUE_VIOLATION: &str = "23505";
