@@ -549,7 +549,8 @@ impl PgBackends {
                 .filter(|(_, (app, _))| app == name)
                 .map(|(pid, (_, cpu))| cpu - self.0.get(pid).map_or(0.0, |(_, before)| *before))
                 .sum();
-            seconds / deliveries as f64 * 1000.0
+            // `+ 0.0`: an empty sum is -0.0, which the JSON would show.
+            seconds / deliveries as f64 * 1000.0 + 0.0
         };
         let sender = used_by("herald-sender");
         let ingest = used_by("herald-ingest");
