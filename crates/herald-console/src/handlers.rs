@@ -526,10 +526,15 @@ async fn create_webhook(
         Ok(created) => {
             let created = created.into_inner();
             tracing::info!(webhook_id = %created.id, "webhook created in the console");
-            if !created.signing_secret.is_empty() {
-                signed.0.show_once(&created.id, created.signing_secret);
+            if created.signing_secret.is_empty() {
+                see_other(&format!("/webhooks/{}?done=created", created.id))
+            } else {
+                let shown = signed.0.show_once(&created.id, created.signing_secret);
+                see_other(&format!(
+                    "/webhooks/{}?done=created&shown={shown}",
+                    created.id
+                ))
             }
-            see_other(&format!("/webhooks/{}?done=created", created.id))
         }
         Err(status) if status.code() == Code::InvalidArgument => {
             let problem = status.message().to_owned();
@@ -549,6 +554,8 @@ async fn create_webhook(
 #[derive(serde::Deserialize, Default)]
 struct WebhookQuery {
     done: Option<String>,
+    /// Names the signing secret the form before kept to show here.
+    shown: Option<String>,
     sent: Option<String>,
     replayed: Option<usize>,
 }
@@ -590,7 +597,11 @@ async fn show_webhook(
         (Some("created"), ..) => webhook::Notice::Text("Webhook created.".into()),
         _ => webhook::Notice::None,
     };
-    let notice = match signed.0.take_shown_once(&w.id) {
+    let shown = q
+        .shown
+        .as_deref()
+        .and_then(|n| signed.0.shown_once(&w.id, n));
+    let notice = match shown {
         Some(secret) => webhook::Notice::Secret(secret),
         None => notice,
     };
@@ -802,8 +813,8 @@ async fn rotate_secret(
         Err(status) => return signed.failed(&state, &status),
     };
     tracing::info!(webhook_id = %id, "signing secret rotated in the console");
-    signed.0.show_once(&id, secret);
-    see_other(&format!("/webhooks/{id}"))
+    let shown = signed.0.show_once(&id, secret);
+    see_other(&format!("/webhooks/{id}?shown={shown}"))
 }
 
 #[derive(serde::Deserialize)]

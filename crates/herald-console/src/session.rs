@@ -28,10 +28,24 @@ pub struct Session {
     /// Who the key is (WhoAmI at sign-in): decides which actions pages show.
     pub caller: Caller,
     expires: Instant,
-    /// A signing secret to show once on a webhook's page, after the POST
-    /// that made it redirected there: (webhook id, secret). Kept here, not
-    /// in a URL, so that it never lands in history or logs.
-    shown_once: Mutex<Option<(String, Secret<String>)>>,
+    /// A signing secret to show on a webhook's page after the POST that made
+    /// it redirected there. Kept here, not in a URL, so that it never lands
+    /// in history or logs; the redirect carries only a one-time name for it.
+    shown_once: Mutex<Option<ShownOnce>>,
+}
+
+/// How long the page a create or rotate form redirects to shows the new
+/// secret. Not just its first view: a browser may request the redirect's
+/// target twice (Chromium 156 did, under load, showing the second answer),
+/// and a first view that consumed the secret left the user without it.
+pub const SHOWN_FOR: Duration = Duration::from_secs(60);
+
+struct ShownOnce {
+    webhook_id: String,
+    /// Names this secret in the redirect's URL (`?shown=`).
+    nonce: String,
+    secret: Secret<String>,
+    until: Instant,
 }
 
 impl Session {
@@ -40,23 +54,30 @@ impl Session {
         self.caller.scopes.iter().any(|s| s == "admin")
     }
 
-    /// Keeps `secret` to show on `webhook_id`'s page once.
-    pub fn show_once(&self, webhook_id: &str, secret: String) {
-        *self.shown_once.lock().unwrap_or_else(|e| e.into_inner()) =
-            Some((webhook_id.to_owned(), Secret::new(secret)));
+    /// Keeps `secret` to show on `webhook_id`'s page; returns the name the
+    /// redirect to that page carries (`?shown=`).
+    pub fn show_once(&self, webhook_id: &str, secret: String) -> String {
+        let nonce = random_token();
+        *self.shown_once.lock().unwrap_or_else(|e| e.into_inner()) = Some(ShownOnce {
+            webhook_id: webhook_id.to_owned(),
+            nonce: nonce.clone(),
+            secret: Secret::new(secret),
+            until: Instant::now() + SHOWN_FOR,
+        });
+        nonce
     }
 
-    /// The secret kept for `webhook_id`'s page, taken: the next view shows
-    /// it no more.
-    pub fn take_shown_once(&self, webhook_id: &str) -> Option<String> {
+    /// The secret kept for `webhook_id`'s page under `nonce`, for
+    /// [`SHOWN_FOR`] after it was kept; a view without the nonce (a later
+    /// visit, a link) never shows it.
+    pub fn shown_once(&self, webhook_id: &str, nonce: &str) -> Option<String> {
         let mut kept = self.shown_once.lock().unwrap_or_else(|e| e.into_inner());
-        match kept.take() {
-            Some((id, secret)) if id == webhook_id => Some(secret.into_inner()),
-            other => {
-                *kept = other;
-                None
-            }
+        if kept.as_ref().is_some_and(|k| Instant::now() >= k.until) {
+            *kept = None;
         }
+        kept.as_ref()
+            .filter(|k| k.webhook_id == webhook_id && same(nonce, &k.nonce))
+            .map(|k| k.secret.expose().clone())
     }
 
     /// Whether `presented` is this session's CSRF token.
@@ -191,6 +212,24 @@ mod tests {
             "n=v; Max-Age=60; Path=/; HttpOnly; SameSite=Strict; Secure"
         );
         assert!(!set_cookie("n", "", None, false).contains("Secure"));
+    }
+
+    #[test]
+    fn a_kept_secret_shows_on_its_redirect_only_and_survives_a_repeated_view() {
+        let sessions = Sessions::new(Duration::from_secs(60));
+        let id = sessions.create(Secret::new("hrk_x".into()), Caller::default());
+        let session = sessions.get(&id).unwrap();
+        let nonce = session.show_once("w1", "whsec_1".into());
+        // The browser may ask for the redirect's target twice.
+        for _ in 0..2 {
+            assert_eq!(session.shown_once("w1", &nonce).as_deref(), Some("whsec_1"));
+        }
+        assert_eq!(session.shown_once("w1", "guessed"), None);
+        assert_eq!(session.shown_once("w2", &nonce), None);
+        // A newer secret replaces it.
+        let newer = session.show_once("w1", "whsec_2".into());
+        assert_eq!(session.shown_once("w1", &nonce), None);
+        assert_eq!(session.shown_once("w1", &newer).as_deref(), Some("whsec_2"));
     }
 
     #[test]
