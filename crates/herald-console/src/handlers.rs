@@ -529,7 +529,9 @@ async fn create_webhook(
             if created.signing_secret.is_empty() {
                 see_other(&format!("/webhooks/{}?done=created", created.id))
             } else {
-                let shown = signed.0.show_once(&created.id, created.signing_secret);
+                let shown = signed
+                    .0
+                    .keep_new_secret(&created.id, created.signing_secret);
                 see_other(&format!(
                     "/webhooks/{}?done=created&shown={shown}",
                     created.id
@@ -600,7 +602,7 @@ async fn show_webhook(
     let shown = q
         .shown
         .as_deref()
-        .and_then(|n| signed.0.shown_once(&w.id, n));
+        .and_then(|n| signed.0.new_secret(&w.id, n));
     let notice = match shown {
         Some(secret) => webhook::Notice::Secret(secret),
         None => notice,
@@ -813,7 +815,7 @@ async fn rotate_secret(
         Err(status) => return signed.failed(&state, &status),
     };
     tracing::info!(webhook_id = %id, "signing secret rotated in the console");
-    let shown = signed.0.show_once(&id, secret);
+    let shown = signed.0.keep_new_secret(&id, secret);
     see_other(&format!("/webhooks/{id}?shown={shown}"))
 }
 

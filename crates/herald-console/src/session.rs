@@ -31,7 +31,7 @@ pub struct Session {
     /// A signing secret to show on a webhook's page after the POST that made
     /// it redirected there. Kept here, not in a URL, so that it never lands
     /// in history or logs; the redirect carries only a one-time name for it.
-    shown_once: Mutex<Option<ShownOnce>>,
+    new_secret: Mutex<Option<NewSecret>>,
 }
 
 /// How long the page a create or rotate form redirects to shows the new
@@ -40,7 +40,7 @@ pub struct Session {
 /// and a first view that consumed the secret left the user without it.
 pub const SHOWN_FOR: Duration = Duration::from_secs(60);
 
-struct ShownOnce {
+struct NewSecret {
     webhook_id: String,
     /// Names this secret in the redirect's URL (`?shown=`).
     nonce: String,
@@ -56,9 +56,9 @@ impl Session {
 
     /// Keeps `secret` to show on `webhook_id`'s page; returns the name the
     /// redirect to that page carries (`?shown=`).
-    pub fn show_once(&self, webhook_id: &str, secret: String) -> String {
+    pub fn keep_new_secret(&self, webhook_id: &str, secret: String) -> String {
         let nonce = random_token();
-        *self.shown_once.lock().unwrap_or_else(|e| e.into_inner()) = Some(ShownOnce {
+        *self.new_secret.lock().unwrap_or_else(|e| e.into_inner()) = Some(NewSecret {
             webhook_id: webhook_id.to_owned(),
             nonce: nonce.clone(),
             secret: Secret::new(secret),
@@ -70,8 +70,8 @@ impl Session {
     /// The secret kept for `webhook_id`'s page under `nonce`, for
     /// [`SHOWN_FOR`] after it was kept; a view without the nonce (a later
     /// visit, a link) never shows it.
-    pub fn shown_once(&self, webhook_id: &str, nonce: &str) -> Option<String> {
-        let mut kept = self.shown_once.lock().unwrap_or_else(|e| e.into_inner());
+    pub fn new_secret(&self, webhook_id: &str, nonce: &str) -> Option<String> {
+        let mut kept = self.new_secret.lock().unwrap_or_else(|e| e.into_inner());
         if kept.as_ref().is_some_and(|k| Instant::now() >= k.until) {
             *kept = None;
         }
@@ -127,7 +127,7 @@ impl Sessions {
             csrf: random_token(),
             caller,
             expires: Instant::now() + self.ttl,
-            shown_once: Mutex::new(None),
+            new_secret: Mutex::new(None),
         };
         self.lock().insert(id.clone(), Arc::new(session));
         id
@@ -215,21 +215,21 @@ mod tests {
     }
 
     #[test]
-    fn a_kept_secret_shows_on_its_redirect_only_and_survives_a_repeated_view() {
+    fn a_new_secret_shows_on_its_redirect_only_and_survives_a_repeated_view() {
         let sessions = Sessions::new(Duration::from_secs(60));
         let id = sessions.create(Secret::new("hrk_x".into()), Caller::default());
         let session = sessions.get(&id).unwrap();
-        let nonce = session.show_once("w1", "whsec_1".into());
+        let nonce = session.keep_new_secret("w1", "whsec_1".into());
         // The browser may ask for the redirect's target twice.
         for _ in 0..2 {
-            assert_eq!(session.shown_once("w1", &nonce).as_deref(), Some("whsec_1"));
+            assert_eq!(session.new_secret("w1", &nonce).as_deref(), Some("whsec_1"));
         }
-        assert_eq!(session.shown_once("w1", "guessed"), None);
-        assert_eq!(session.shown_once("w2", &nonce), None);
+        assert_eq!(session.new_secret("w1", "guessed"), None);
+        assert_eq!(session.new_secret("w2", &nonce), None);
         // A newer secret replaces it.
-        let newer = session.show_once("w1", "whsec_2".into());
-        assert_eq!(session.shown_once("w1", &nonce), None);
-        assert_eq!(session.shown_once("w1", &newer).as_deref(), Some("whsec_2"));
+        let newer = session.keep_new_secret("w1", "whsec_2".into());
+        assert_eq!(session.new_secret("w1", &nonce), None);
+        assert_eq!(session.new_secret("w1", &newer).as_deref(), Some("whsec_2"));
     }
 
     #[test]

@@ -153,9 +153,11 @@ impl ScheduledLog {
     ) -> (Self, JoinHandle<()>) {
         let (rows, receiver) = mpsc::channel(config.capacity.max(1));
         let receiver = Arc::new(Mutex::new(receiver));
-        let written = metrics::counter!("herald_scheduled_rows_total", "outcome" => "written");
-        let dropped = metrics::counter!("herald_scheduled_rows_total", "outcome" => "dropped");
-        let skipped = metrics::counter!("herald_scheduled_rows_total", "outcome" => "skipped");
+        let outcomes = Outcomes {
+            written: metrics::counter!("herald_scheduled_rows_total", "outcome" => "written"),
+            dropped: metrics::counter!("herald_scheduled_rows_total", "outcome" => "dropped"),
+            skipped: metrics::counter!("herald_scheduled_rows_total", "outcome" => "skipped"),
+        };
         let tasks: Vec<_> = (0..config.writers.max(1))
             .map(|_| {
                 tokio::spawn(run(
@@ -163,11 +165,7 @@ impl ScheduledLog {
                     receiver.clone(),
                     config,
                     shutdown.clone(),
-                    Outcomes {
-                        written: written.clone(),
-                        dropped: dropped.clone(),
-                        skipped: skipped.clone(),
-                    },
+                    outcomes.clone(),
                 ))
             })
             .collect();
@@ -186,6 +184,7 @@ impl ScheduledLog {
             cleaner_stop.cancel();
             let _ = cleaner.await;
         });
+        let dropped = outcomes.dropped;
         (Self { rows, dropped }, joined)
     }
 
@@ -282,6 +281,7 @@ async fn clean_up_until(pool: Pool, interval: Duration, shutdown: CancellationTo
 }
 
 /// `herald_scheduled_rows_total` by outcome.
+#[derive(Clone)]
 struct Outcomes {
     /// Inserted.
     written: metrics::Counter,
